@@ -1,0 +1,35 @@
+# ce-operator developer entry points. `make help` lists them.
+SHELL := /bin/bash
+KUBECONFIG_LOCAL := $(CURDIR)/.local/cluster/kubeconfig
+KUBECTL := $(CURDIR)/.local/bin/kubectl
+
+.PHONY: help tools cluster-up cluster-down crds dev test lint fmt
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+tools: ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl and helm
+	@hack/ensure-deps.sh
+	@hack/build-tools.sh
+
+cluster-up: tools ## Start the local cluster; admin kubeconfig at .local/cluster/kubeconfig
+	@hack/cluster.sh up
+
+cluster-down: ## Stop the local cluster
+	@hack/cluster.sh down
+
+crds: ## Regenerate crds/ from the Rust types
+	cargo run --quiet -- crdgen --out crds
+
+dev: cluster-up ## Local cluster + CRDs + examples applied (from a fresh clone)
+	@hack/dev.sh
+
+test: ## The whole test suite (what CI runs)
+	@hack/test.sh
+
+lint: ## cargo fmt --check and clippy
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all

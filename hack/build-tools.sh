@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Builds, from pinned Go modules, the binaries that tests and local runs need:
+#   kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes),
+#   etcd (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v4).
+# Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
+# fresh clone reuses them) and linked into .local/bin. A tool is rebuilt only when
+# its pinned version changes.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=versions.env
+source "$root/hack/versions.env"
+cache=${CE_TOOLS_CACHE:-$HOME/.cache/ce-operator/tools}
+bin_link_dir="$root/.local/bin"
+mkdir -p "$cache" "$bin_link_dir"
+
+log() { printf '[build-tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+command -v go >/dev/null || { log "go is required (Go >= 1.26)"; exit 1; }
+
+# Prints progress every 30 s while a long build runs, so a cold build is not silent.
+with_heartbeat() {
+  local what=$1; shift
+  local start=$SECONDS
+  "$@" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30 & wait $! || true
+    kill -0 "$pid" 2>/dev/null && log "  still building $what ($((SECONDS - start)) s)"
+  done
+  wait "$pid"
+}
+
+link_bins() {
+  local dir=$1; shift
+  for b in "$@"; do ln -sfn "$dir/$b" "$bin_link_dir/$b"; done
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION dir="$cache/kubernetes-$KUBERNETES_VERSION"
+  local bins=(kube-apiserver kube-controller-manager kubectl)
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" "${bins[@]}"; return; fi
+  log "building kubernetes $v (kube-apiserver, kube-controller-manager, kubectl); a cold build takes 15-30 min on 2 cores"
+  local mod="$dir/mod"
+  rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with
+  # local paths; a dependent module ignores those replaces, so derive ours from its go.mod.
+  local gomod
+  gomod=$(cd "$mod" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  [[ -f "$gomod" ]] || { log "could not download k8s.io/kubernetes@$v"; exit 1; }
+  local staging_version="v0.${v#v1.}"
+  {
+    echo "module ce-operator.local/kubernetes-tools"
+    echo
+    grep -E '^go [0-9]' "$gomod"
+    grep -E '^godebug ' "$gomod" || true
+    echo
+    echo "require k8s.io/kubernetes $v"
+    echo
+    grep -E '^[[:space:]]+k8s\.io/[^[:space:]]+ v0\.0\.0$' "$gomod" | awk -v sv="$staging_version" '{print "replace " $1 " => " $1 " " sv}'
+  } >"$mod/go.mod"
+  cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  log "resolving modules ($(grep -c '^replace' "$mod/go.mod") staging replaces at $staging_version)"
+  (cd "$mod" && go mod tidy)
+  local minor=${v#v1.}; minor=${minor%%.*}
+  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$v"
+  (cd "$mod" && with_heartbeat kubernetes go build -tags tools -ldflags "$ldflags" -o "$dir/bin/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+  touch "$dir/.done"
+  link_bins "$dir/bin" "${bins[@]}"
+  log "kubernetes $v built"
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION dir="$cache/etcd-$ETCD_VERSION"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" etcd; return; fi
+  log "building etcd $v"
+  local mod="$dir/mod"
+  rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
+  # `go install pkg@version` refuses modules with replace directives, so build in a wrapper module.
+  cat >"$mod/go.mod" <<GOMOD
+module ce-operator.local/etcd-tools
+
+go 1.24
+GOMOD
+  cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+GO
+  (cd "$mod" && go get "go.etcd.io/etcd/server/v3@$v" && go mod tidy)
+  (cd "$mod" && with_heartbeat etcd go build -tags tools -ldflags "-s -w" -o "$dir/bin/etcd" go.etcd.io/etcd/server/v3)
+  touch "$dir/.done"
+  link_bins "$dir/bin" etcd
+  log "etcd $v built"
+}
+
+build_helm() {
+  local v=$HELM_VERSION dir="$cache/helm-$HELM_VERSION"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" helm; return; fi
+  log "building helm $v"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  with_heartbeat helm env GOBIN="$dir/bin" go install -ldflags "-s -w" "helm.sh/helm/v4/cmd/helm@$v"
+  touch "$dir/.done"
+  link_bins "$dir/bin" helm
+  log "helm $v built"
+}
+
+want=${*:-etcd kubernetes helm}
+for t in $want; do "build_$t"; done
+log "tools ready in $bin_link_dir"

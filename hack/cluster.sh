@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# A real, throwaway Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC,
+# TLS with a generated CA, service-account signing keys) and kube-controller-manager
+# (garbage collector, namespace and service-account controllers).
+#
+#   hack/cluster.sh up   [--dir DIR] [--watch-pid PID]   start (no-op if already running)
+#   hack/cluster.sh down [--dir DIR]                     stop and remove everything but logs
+#   hack/cluster.sh status [--dir DIR]
+#
+# DIR defaults to .local/cluster; the admin kubeconfig is DIR/kubeconfig. Ports are chosen
+# free at start, so several clusters can run side by side. With --watch-pid, a watchdog
+# tears the cluster down when that process exits (used by test binaries, so an interrupted
+# or failed run leaves no process behind).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cmd=${1:-}; shift || true
+dir="$root/.local/cluster"
+watch_pid=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --dir) dir=$2; shift 2 ;;
+    --watch-pid) watch_pid=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+bin="$root/.local/bin"
+pki="$dir/pki"
+logs="$dir/logs"
+
+log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Every process of this cluster runs under the argv[0] "ce-cluster:DIR:NAME", which is how
+# `down` and the leak checks find them, whatever state the directory is in.
+tag="ce-cluster:$dir:"
+# pids_of [NAME]: the processes of this cluster (of one component, if NAME is given).
+pids_of() {
+  pgrep -f -- "^$(printf '%s' "$tag${1:-}" | sed 's/[.[\*^$]/\\&/g')" 2>/dev/null || true
+}
+cluster_pids() { pids_of; }
+
+# spawn NAME ARGS...: starts .local/bin/NAME detached, logging to logs/NAME.log.
+spawn() {
+  local name=$1; shift
+  setsid bash -c 'exec -a "$0" "$@"' "$tag$name" "$bin/$name" "$@" >"$logs/$name.log" 2>&1 </dev/null &
+}
+
+running() {
+  [[ -f "$dir/kubeconfig" ]] && [[ -n "$(cluster_pids)" ]] &&
+    "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
+}
+
+gen_pki() {
+  mkdir -p "$pki"
+  cd "$pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ce-operator-test-ca" \
+    -keyout ca.key -out ca.crt 2>/dev/null
+  # API server serving certificate for loopback and the in-cluster service names.
+  cat >apiserver.ext <<EXT
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth
+EXT
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
+  openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+    -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+  # Client certificates: the admin (system:masters) and the controller manager, whose user
+  # name the RBAC bootstrap policy binds.
+  client_cert admin "/O=system:masters/CN=ce-admin"
+  client_cert controller-manager "/CN=system:kube-controller-manager"
+  openssl genrsa -out sa.key 2048 2>/dev/null
+  openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  cd - >/dev/null
+}
+
+client_cert() {
+  local name=$1 subj=$2
+  printf 'extendedKeyUsage=clientAuth\n' >client.ext
+  openssl req -newkey rsa:2048 -nodes -subj "$subj" -keyout "$name.key" -out "$name.csr" 2>/dev/null
+  openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+    -extfile client.ext -out "$name.crt" 2>/dev/null
+}
+
+write_kubeconfig() {
+  local file=$1 user=$2 port=$3
+  cat >"$file" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: ce-local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $pki/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $pki/$user.crt
+    client-key: $pki/$user.key
+contexts:
+- name: ce-local
+  context: {cluster: ce-local, user: $user, namespace: default}
+current-context: ce-local
+KC
+}
+
+wait_for() {
+  local what=$1 timeout=$2; shift 2
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS - start > timeout)); then
+      log "timed out after ${timeout}s waiting for $what; last log lines:"
+      tail -n 20 "$logs"/*.log >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+up() {
+  if running; then
+    log "cluster already running ($dir/kubeconfig)"
+    return
+  fi
+  for b in etcd kube-apiserver kube-controller-manager kubectl; do
+    [[ -x "$bin/$b" ]] || { log "$bin/$b is missing: run hack/build-tools.sh first"; exit 1; }
+  done
+  down_quiet
+  rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig"
+  mkdir -p "$logs" "$dir/etcd"
+  gen_pki
+
+  local etcd_port etcd_peer api_port kcm_port
+  etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
+  log "starting etcd on 127.0.0.1:$etcd_port"
+  spawn etcd --name=ce-test --data-dir="$dir/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
+    --initial-cluster="ce-test=http://127.0.0.1:$etcd_peer" \
+    --unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
+  wait_for "etcd" 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
+
+  log "starting kube-apiserver on 127.0.0.1:$api_port"
+  spawn kube-apiserver \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --api-audiences=https://kubernetes.default.svc.cluster.local \
+    --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --profiling=false --enable-garbage-collector=true \
+    --etcd-prefix="/registry" \
+    --cert-dir="$pki"
+  write_kubeconfig "$dir/kubeconfig" admin "$api_port"
+  write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager "$api_port"
+  wait_for "kube-apiserver /readyz" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz
+
+  log "starting kube-controller-manager"
+  spawn kube-controller-manager \
+    --kubeconfig="$dir/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$dir/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$dir/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$kcm_port" \
+    --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller \
+    --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+    --use-service-account-credentials=true --leader-elect=false \
+    --concurrent-gc-syncs=10
+  # The service-account controller creating `default` shows the controller manager works.
+  wait_for "kube-controller-manager (default ServiceAccount)" 60 \
+    "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get serviceaccount default -n default
+
+  cat >"$dir/env" <<ENV
+ETCD_PORT=$etcd_port
+API_PORT=$api_port
+KCM_PORT=$kcm_port
+ENV
+  if [[ -n "$watch_pid" ]]; then
+    # Detached watchdog: tears the cluster down once the watched process is gone.
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" down --dir "$3"' \
+      "ce-watchdog:$dir" "$watch_pid" "$root/hack/cluster.sh" "$dir" >"$logs/watchdog.log" 2>&1 </dev/null &
+    echo $! >"$dir/watchdog.pid"
+  fi
+  log "cluster ready: export KUBECONFIG=$dir/kubeconfig"
+}
+
+# Stops the components in reverse dependency order (the API server shuts down quickly only
+# while etcd is still there), each with TERM, then KILL after 10 s.
+down_quiet() {
+  local name pids
+  for name in kube-controller-manager kube-apiserver etcd; do
+    pids=$(pids_of "$name")
+    [[ -z "$pids" ]] && continue
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      [[ -z "$(pids_of "$name")" ]] && break
+      sleep 0.2
+    done
+    pids=$(pids_of "$name")
+    # shellcheck disable=SC2086
+    [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
+  done
+  # Anything else carrying the tag (should be nothing).
+  pids=$(cluster_pids)
+  # shellcheck disable=SC2086
+  [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
+  return 0
+}
+
+down() {
+  # A watchdog that is not this very process (it execs `down` itself) is no longer needed.
+  if [[ -f "$dir/watchdog.pid" ]]; then
+    local wd
+    wd=$(cat "$dir/watchdog.pid")
+    [[ "$wd" != "$$" ]] && kill "$wd" 2>/dev/null || true
+    rm -f "$dir/watchdog.pid"
+  fi
+  down_quiet
+  rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig" "$dir/controller-manager.kubeconfig" "$dir/env"
+  if [[ -n "$(cluster_pids)" ]]; then
+    log "processes of $dir still running: $(cluster_pids)"
+    exit 1
+  fi
+  log "cluster in $dir stopped"
+}
+
+case $cmd in
+  up) up ;;
+  down) down ;;
+  status)
+    if running; then echo "running: $dir/kubeconfig"; else echo "not running"; exit 1; fi ;;
+  *) echo "usage: $0 up|down|status [--dir DIR] [--watch-pid PID]" >&2; exit 2 ;;
+esac

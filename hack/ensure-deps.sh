@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks for building and testing: Debian packages (openssl,
+# curl, procps for pgrep, python3 for free ports), a Go toolchain check, rustfmt and clippy.
+set -euo pipefail
+
+need=()
+for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if ((${#need[@]})); then
+  echo "[ensure-deps] installing ${need[*]}" >&2
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "[ensure-deps] Go >= 1.26 is required (golang.org/dl)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "[ensure-deps] Rust (cargo) is required (rustup.rs)" >&2; exit 1; }
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: static checks, unit tests, and integration tests
+# against a real control plane started here and torn down afterwards, whatever happens.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log() { printf '[test %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+hack/ensure-deps.sh
+hack/build-tools.sh
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+cluster_dir="$root/.local/test-cluster"
+cleanup() {
+  hack/cluster.sh down --dir "$cluster_dir" || true
+}
+trap cleanup EXIT INT TERM
+hack/cluster.sh up --dir "$cluster_dir"
+export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
+
+log "cargo test"
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+
+trap - EXIT INT TERM
+cleanup
+# The teardown is part of the contract: no etcd or kube-* process of any test cluster of
+# this checkout may survive the run.
+left=$(pgrep -a -f "^ce-cluster:$root/" || true)
+if [[ -n "$left" ]]; then
+  log "processes left behind by the test clusters:"
+  echo "$left" >&2
+  exit 1
+fi
+log "all tests passed; no cluster process left behind"

@@ -1,0 +1,5 @@
+//! ce-operator: runs the Cloud Elements tenancy model (organizations, accounts, users, roles,
+//! element safelists) as Kubernetes custom resources.
+
+pub mod api;
+pub mod crdgen;

@@ -1,0 +1,26 @@
+//! crds/ must be exactly what the Rust types generate (`make crds` regenerates it).
+
+use std::collections::BTreeSet;
+
+#[test]
+fn crds_directory_matches_the_rust_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let rendered = ce_operator::crdgen::rendered().expect("render CRDs");
+    for (name, content) in &rendered {
+        let on_disk = std::fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("crds/{name} is missing ({e}); run `make crds`"));
+        assert!(
+            on_disk == *content,
+            "crds/{name} differs from the Rust types; run `make crds`"
+        );
+    }
+    let expected: BTreeSet<_> = rendered.iter().map(|(n, _)| n.clone()).collect();
+    let present: BTreeSet<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        present, expected,
+        "crds/ holds files the types do not generate"
+    );
+}

@@ -1,0 +1,246 @@
+//! Test support for integration tests against a real control plane.
+//!
+//! Tests use the cluster whose admin kubeconfig is named by `CE_TEST_KUBECONFIG` (as
+//! `make test` does), or else start one for this test binary with `hack/cluster.sh`, whose
+//! watchdog tears it down when the binary exits, pass or fail. Each test works in a fresh
+//! namespace; waits poll with a timeout and fail with what they last saw.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{
+    fmt::Debug,
+    future::Future,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config, Resource,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Default timeout of a wait: generous for a loaded 2-core machine, short enough to fail fast.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn tool(name: &str) -> PathBuf {
+    repo_root().join(".local/bin").join(name)
+}
+
+/// Path of the admin kubeconfig of the cluster the tests run against.
+pub fn kubeconfig_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Ok(path) = std::env::var("CE_TEST_KUBECONFIG") {
+            return PathBuf::from(path);
+        }
+        let dir = repo_root()
+            .join("target/test-clusters")
+            .join(std::process::id().to_string());
+        start_cluster(&dir, std::process::id());
+        dir.join("kubeconfig")
+    })
+}
+
+/// Starts a cluster in `dir` that tears itself down when process `watch_pid` exits.
+pub fn start_cluster(dir: &Path, watch_pid: u32) {
+    let status = Command::new(repo_root().join("hack/cluster.sh"))
+        .args(["up", "--dir"])
+        .arg(dir)
+        .args(["--watch-pid", &watch_pid.to_string()])
+        .status()
+        .expect("run hack/cluster.sh (are the tools built? run hack/build-tools.sh)");
+    assert!(
+        status.success(),
+        "hack/cluster.sh up --dir {} failed",
+        dir.display()
+    );
+}
+
+/// A client for the test cluster. Each test makes its own: a client is tied to the runtime
+/// that created it, and every `#[tokio::test]` has its own runtime.
+pub async fn client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read test kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("load test kubeconfig");
+    Client::try_from(config).expect("build client")
+}
+
+/// Runs the project's kubectl against the test cluster.
+pub fn kubectl(args: &[&str]) -> Output {
+    Command::new(tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+/// Runs kubectl and returns its stdout, failing the test with stderr when it fails.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kubectl output is UTF-8")
+}
+
+/// Installs (server-side applies) the CRDs from `crds/` and waits until they are served.
+/// Once per test binary; concurrent callers wait for the first.
+pub async fn install_crds(client: &Client) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(repo_root().join("crds")).expect("read crds/") {
+            let path = entry.expect("crds/ entry").path();
+            let text = std::fs::read_to_string(&path).expect("read CRD file");
+            let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
+                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+            let name = crd.metadata.name.clone().expect("CRD has a name");
+            api.patch(
+                &name,
+                &PatchParams::apply("ce-operator-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+            names.push(name);
+        }
+        for name in names {
+            wait_for(&api, &name, "condition Established=True", TIMEOUT, |crd| {
+                crd.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
+/// A namespace of its own for one test, with a random suffix.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let suffix: String = (0..6)
+            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+            .collect();
+        let name = format!("{prefix}-{suffix}");
+        let api: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        ns.metadata.labels = Some([("ce.tenancy.io/test".to_string(), "true".to_string())].into());
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Deletes the namespace (the test cluster's namespace controller empties it).
+    pub async fn delete(self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// Polls until `ready` holds for the object, or fails after `timeout` saying what was
+/// awaited and what the object last looked like.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&K) -> bool,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+{
+    let start = Instant::now();
+    let mut last: Option<K> = None;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(obj)) if ready(&obj) => return obj,
+            Ok(Some(obj)) => last = Some(obj),
+            Ok(None) => last = None,
+            Err(e) => eprintln!("get {name}: {e} (retrying)"),
+        }
+        if start.elapsed() > timeout {
+            let seen = match &last {
+                Some(obj) => serde_saphyr::to_string(obj).unwrap_or_else(|_| format!("{obj:?}")),
+                None => "<not found>".to_string(),
+            };
+            panic!(
+                "timed out after {timeout:?} waiting for {} {name}: {what}\nlast seen:\n{seen}",
+                K::kind(&Default::default())
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls until the object no longer exists.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+{
+    wait_until(
+        &format!("{} {name} to be deleted", K::kind(&Default::default())),
+        timeout,
+        || async { matches!(api.get_opt(name).await, Ok(None)) },
+    )
+    .await;
+}
+
+/// Polls an async predicate until it holds, or fails after `timeout` naming `what`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() <= timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
