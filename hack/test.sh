@@ -29,8 +29,8 @@ cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
 trap - EXIT INT TERM
 cleanup
 # The teardown is part of the contract: no etcd or kube-* process of any test cluster of
-# this checkout may survive the run.
-left=$(pgrep -a -f "^ce-cluster:$root/" || true)
+# this checkout (the shared one, or one a test binary started) may survive the run.
+left=$(pgrep -a -f "^ce-cluster:($cluster_dir|$root/target/test-clusters/)" || true)
 if [[ -n "$left" ]]; then
   log "processes left behind by the test clusters:"
   echo "$left" >&2
