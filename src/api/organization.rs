@@ -9,9 +9,9 @@ use super::common::{
     SecretRef,
 };
 
-/// Longest Organization name: the generated Secret `<name>-org-secret` and the default
-/// account `<name>-default` must still be valid label values (63 characters).
-pub const MAX_ORGANIZATION_NAME: usize = 52;
+/// Longest Organization name: the owner user `<name>-owner` and its Secret
+/// `<name>-owner-user-secret` must still be valid names and label values (63 characters).
+pub const MAX_ORGANIZATION_NAME: usize = 45;
 
 /// A Go-style duration such as `30m`, `24h` or `1h30m`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
@@ -28,7 +28,7 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
     category = "ce",
     derive = "PartialEq",
     doc = "An Organization is one customer of the platform: the top of the tenancy hierarchy. The operator generates its organization secret, ensures it has exactly one default account, and reports accounts, users and the effective role privileges in status.",
-    validation = kube::core::Rule::new("size(self.metadata.name) <= 52").message("metadata.name must be at most 52 characters: the generated Secret <name>-org-secret must fit in 63"),
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 45").message("metadata.name must be at most 45 characters: the owner user <name>-owner and its Secret <name>-owner-user-secret must fit in 63"),
     printcolumn(name = "Default-Account", type_ = "string", json_path = ".status.defaultAccount", description = "The organization's default account"),
     printcolumn(name = "Accounts", type_ = "integer", json_path = ".status.accounts", description = "Number of accounts"),
     printcolumn(name = "Users", type_ = "integer", json_path = ".status.users", description = "Number of users"),

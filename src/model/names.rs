@@ -1,0 +1,67 @@
+//! Names and labels of the objects the operator generates.
+
+/// Finalizer that holds an Organization or Account while it still has children.
+pub const FINALIZER: &str = "ce.tenancy.io/children";
+/// Annotation whose new value asks for a secret rotation.
+pub const ROTATE_ANNOTATION: &str = "ce.tenancy.io/rotate-secret";
+/// Field manager of every write the operator makes.
+pub const MANAGER: &str = "ce-operator";
+
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_ORGANIZATION: &str = "ce.tenancy.io/organization";
+pub const LABEL_ACCOUNT: &str = "ce.tenancy.io/account";
+pub const LABEL_USER: &str = "ce.tenancy.io/user";
+/// Which kind of object a generated Secret belongs to: `organization` or `user`.
+pub const LABEL_SECRET_OF: &str = "ce.tenancy.io/secret-of";
+
+pub fn organization_secret(org: &str) -> String {
+    format!("{org}-org-secret")
+}
+
+pub fn user_secret(user: &str) -> String {
+    format!("{user}-user-secret")
+}
+
+/// The default account the operator creates when none is declared.
+pub fn default_account(org: &str, declared: Option<&str>) -> String {
+    declared.map_or_else(|| format!("{org}-default"), str::to_owned)
+}
+
+/// The CEUser the operator creates for `spec.owner`.
+pub fn owner_user(org: &str) -> String {
+    format!("{org}-owner")
+}
+
+/// The org-admin RoleBinding of the owner.
+pub fn owner_binding(org: &str) -> String {
+    format!("{org}-owner-org-admin")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MAX_ORGANIZATION_NAME, MAX_USER_NAME};
+
+    #[test]
+    fn generated_names_fit_their_limits_at_the_longest_allowed_input() {
+        let org = "o".repeat(MAX_ORGANIZATION_NAME);
+        let user = "u".repeat(MAX_USER_NAME);
+        assert!(organization_secret(&org).len() <= 63);
+        assert!(user_secret(&user).len() <= 63);
+        assert!(owner_user(&org).len() <= MAX_USER_NAME);
+        assert!(user_secret(&owner_user(&org)).len() <= 63);
+        assert!(owner_binding(&org).len() <= 63);
+        assert!(default_account(&org, None).len() <= 63);
+    }
+
+    #[test]
+    fn default_account_name_is_derived_unless_declared() {
+        assert_eq!(default_account("acme", None), "acme-default");
+        assert_eq!(default_account("acme", Some("acme-hq")), "acme-hq");
+    }
+
+    #[test]
+    fn organization_and_user_secrets_of_the_same_name_do_not_collide() {
+        assert_ne!(organization_secret("acme"), user_secret("acme"));
+    }
+}
