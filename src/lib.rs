@@ -2,5 +2,6 @@
 //! element safelists) as Kubernetes custom resources.
 
 pub mod api;
+pub mod controller;
 pub mod crdgen;
 pub mod model;

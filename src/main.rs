@@ -1,6 +1,11 @@
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::{
+    Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use tracing_subscriber::{EnvFilter, fmt};
 
 /// ce-operator: the Cloud Elements tenancy model as Kubernetes custom resources.
 #[derive(Parser)]
@@ -12,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers.
+    Run(RunArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {
         /// Directory to write one file per kind into; prints all of them to stdout if absent.
@@ -20,12 +27,91 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kubeconfig to use; in a pod the in-cluster configuration is used when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Concurrent reconciles per controller.
+    #[arg(long, env = "CE_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Log format. The level comes from RUST_LOG (default: info).
+    #[arg(long, env = "CE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            Config::from_custom_kubeconfig(
+                Kubeconfig::read_from(path)?,
+                &KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight reconciles");
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let options = ce_operator::controller::Options {
+        namespace: args.namespace,
+        concurrency: args.concurrency,
+        instance: std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok()),
+    };
+    ce_operator::controller::run(client, options, shutdown_signal()).await;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(args)),
         Command::Crdgen { out: Some(dir) } => {
             for name in ce_operator::crdgen::write_all(&dir)? {
                 eprintln!("wrote {}", dir.join(name).display());
             }
+            Ok(())
         }
         Command::Crdgen { out: None } => {
             let docs: Vec<String> = ce_operator::crdgen::rendered()?
@@ -33,7 +119,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|(_, content)| content)
                 .collect();
             print!("{}", docs.join("---\n"));
+            Ok(())
         }
     }
-    Ok(())
 }

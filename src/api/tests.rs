@@ -227,7 +227,10 @@ fn role_and_privilege_fields_are_enums() {
 
 #[test]
 fn name_limits_leave_room_for_generated_secret_names() {
-    assert_eq!(MAX_ORGANIZATION_NAME + "-owner".len() + "-user-secret".len(), 63);
+    assert_eq!(
+        MAX_ORGANIZATION_NAME + "-owner".len() + "-user-secret".len(),
+        63
+    );
     assert_eq!(MAX_USER_NAME + "-user-secret".len(), 63);
     let org = serde_json::to_string(&Organization::crd()).unwrap();
     assert!(org.contains(&format!(

@@ -23,11 +23,25 @@ pub struct Desired {
 
 impl Desired {
     pub fn ok(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, status: true, reason: reason.into(), message: message.into() }
+        Self {
+            type_,
+            status: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
-    pub fn failed(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, status: false, reason: reason.into(), message: message.into() }
+    pub fn failed(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -37,7 +51,12 @@ fn status_str(status: bool) -> &'static str {
 
 /// The conditions to report: `desired`, in order, each keeping its previous
 /// `lastTransitionTime` unless its status changed. Conditions not desired are dropped.
-pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -59,6 +78,23 @@ pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64
         .collect()
 }
 
+/// The conditions with `desired` set (merged as above) and every other type kept as it is.
+pub fn upsert(
+    previous: &[Condition],
+    desired: &Desired,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let updated = merge(previous, std::slice::from_ref(desired), generation, now);
+    let mut conditions: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != desired.type_)
+        .cloned()
+        .collect();
+    conditions.extend(updated);
+    conditions
+}
+
 /// Whether `desired` is a new occurrence compared with what was reported: a condition that
 /// is now False with a reason it did not have before. Events are emitted only then, so a
 /// violation is announced once, not on every reconcile.
@@ -71,7 +107,9 @@ pub fn is_new_failure(previous: &[Condition], desired: &Desired) -> bool {
 
 /// Whether a condition of this type is currently true.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -84,8 +122,18 @@ mod tests {
 
     #[test]
     fn an_unchanged_status_keeps_its_transition_time() {
-        let first = merge(&[], &[Desired::ok(READY, "Ready", "fine")], Some(1), at(100));
-        let again = merge(&first, &[Desired::ok(READY, "Ready", "still fine")], Some(2), at(200));
+        let first = merge(
+            &[],
+            &[Desired::ok(READY, "Ready", "fine")],
+            Some(1),
+            at(100),
+        );
+        let again = merge(
+            &first,
+            &[Desired::ok(READY, "Ready", "still fine")],
+            Some(2),
+            at(200),
+        );
         assert_eq!(again[0].last_transition_time, Time(at(100)));
         assert_eq!(again[0].message, "still fine");
         assert_eq!(again[0].observed_generation, Some(2));
@@ -93,17 +141,58 @@ mod tests {
 
     #[test]
     fn a_changed_status_gets_a_new_transition_time() {
-        let first = merge(&[], &[Desired::ok(READY, "Ready", "fine")], Some(1), at(100));
-        let failed = merge(&first, &[Desired::failed(READY, "AccountNotFound", "no")], Some(1), at(200));
+        let first = merge(
+            &[],
+            &[Desired::ok(READY, "Ready", "fine")],
+            Some(1),
+            at(100),
+        );
+        let failed = merge(
+            &first,
+            &[Desired::failed(READY, "AccountNotFound", "no")],
+            Some(1),
+            at(200),
+        );
         assert_eq!(failed[0].status, "False");
         assert_eq!(failed[0].last_transition_time, Time(at(200)));
     }
 
     #[test]
     fn merging_the_same_thing_twice_is_equal() {
-        let desired = [Desired::ok(READY, "Ready", "fine"), Desired::failed(SECRET_READY, "SecretConflict", "x")];
+        let desired = [
+            Desired::ok(READY, "Ready", "fine"),
+            Desired::failed(SECRET_READY, "SecretConflict", "x"),
+        ];
         let first = merge(&[], &desired, Some(3), at(100));
         assert_eq!(merge(&first, &desired, Some(3), at(999)), first);
+    }
+
+    #[test]
+    fn upsert_replaces_one_type_and_keeps_the_others() {
+        let first = merge(
+            &[],
+            &[
+                Desired::ok(READY, "Ready", "fine"),
+                Desired::ok(SECRET_READY, "SecretIssued", "s"),
+            ],
+            Some(1),
+            at(1),
+        );
+        let blocked = upsert(
+            &first,
+            &Desired::ok(DELETION_BLOCKED, "ChildrenExist", "x"),
+            Some(2),
+            at(5),
+        );
+        assert_eq!(blocked.len(), 3);
+        assert_eq!(blocked[0], first[0]);
+        let again = upsert(
+            &blocked,
+            &Desired::ok(DELETION_BLOCKED, "ChildrenExist", "x"),
+            Some(2),
+            at(9),
+        );
+        assert_eq!(again, blocked);
     }
 
     #[test]
@@ -112,7 +201,10 @@ mod tests {
         assert!(is_new_failure(&[], &failed));
         let reported = merge(&[], std::slice::from_ref(&failed), None, at(1));
         assert!(!is_new_failure(&reported, &failed));
-        assert!(is_new_failure(&reported, &Desired::failed(READY, "AccountNotFound", "gone")));
+        assert!(is_new_failure(
+            &reported,
+            &Desired::failed(READY, "AccountNotFound", "gone")
+        ));
         assert!(!is_new_failure(&[], &Desired::ok(READY, "Ready", "ok")));
     }
 }

@@ -9,7 +9,8 @@ use Privilege::*;
 
 /// Privileges org-admin always keeps, so that an organization can never lock itself out of
 /// its own administration. Revoking them is reported and not applied.
-pub const ORG_ADMIN_PROTECTED: [Privilege; 4] = [ManageSecurity, ConfigureRoles, ManageAccounts, ManageUsers];
+pub const ORG_ADMIN_PROTECTED: [Privilege; 4] =
+    [ManageSecurity, ConfigureRoles, ManageAccounts, ManageUsers];
 
 /// The default privileges of a role, from the seeds (shared/seeds):
 /// - org-admin: "manage all aspects of security; create elements, formula templates, and
@@ -59,8 +60,10 @@ impl Matrix {
     /// revocations removed (a privilege in both is rejected by the schema; should one slip
     /// through, revoke wins), except that org-admin keeps its protected privileges.
     pub fn new(customizations: &[RoleCustomization]) -> Self {
-        let mut roles: BTreeMap<Role, BTreeSet<Privilege>> =
-            Role::ALL.into_iter().map(|r| (r, default_privileges(r))).collect();
+        let mut roles: BTreeMap<Role, BTreeSet<Privilege>> = Role::ALL
+            .into_iter()
+            .map(|r| (r, default_privileges(r)))
+            .collect();
         let mut refused = BTreeSet::new();
         for custom in customizations {
             let privileges = roles.entry(custom.role).or_default();
@@ -73,7 +76,10 @@ impl Matrix {
                 }
             }
         }
-        Self { roles, refused_revocations: refused.into_iter().collect() }
+        Self {
+            roles,
+            refused_revocations: refused.into_iter().collect(),
+        }
     }
 
     pub fn privileges(&self, role: Role) -> &BTreeSet<Privilege> {
@@ -83,7 +89,10 @@ impl Matrix {
 
     /// The union of the privileges of `roles`, sorted.
     pub fn union<'a>(&self, roles: impl IntoIterator<Item = &'a Role>) -> Vec<Privilege> {
-        let all: BTreeSet<Privilege> = roles.into_iter().flat_map(|r| self.privileges(*r).iter().copied()).collect();
+        let all: BTreeSet<Privilege> = roles
+            .into_iter()
+            .flat_map(|r| self.privileges(*r).iter().copied())
+            .collect();
         all.into_iter().collect()
     }
 
@@ -98,7 +107,11 @@ mod tests {
     use super::*;
 
     fn custom(role: Role, grant: &[Privilege], revoke: &[Privilege]) -> RoleCustomization {
-        RoleCustomization { role, grant: grant.to_vec(), revoke: revoke.to_vec() }
+        RoleCustomization {
+            role,
+            grant: grant.to_vec(),
+            revoke: revoke.to_vec(),
+        }
     }
 
     /// Every role × every privilege, spelled out: the table a reviewer checks against the seeds.
@@ -124,7 +137,11 @@ mod tests {
         let matrix = Matrix::new(&[]);
         for (privilege, holders) in expected {
             for (role, holds) in Role::ALL.into_iter().zip(holders) {
-                assert_eq!(matrix.privileges(role).contains(&privilege), holds, "{role} {privilege}");
+                assert_eq!(
+                    matrix.privileges(role).contains(&privilege),
+                    holds,
+                    "{role} {privilege}"
+                );
             }
         }
         assert!(matrix.refused_revocations.is_empty());
@@ -136,9 +153,24 @@ mod tests {
             custom(Role::Admin, &[], &[DeleteAccountElementInstances]),
             custom(Role::Org, &[ViewActivity], &[]),
         ]);
-        assert!(!matrix.privileges(Role::Admin).contains(&DeleteAccountElementInstances));
-        assert!(matrix.privileges(Role::Admin).contains(&EditAccountElementInstances));
-        assert_eq!(matrix.privileges(Role::Org).iter().copied().collect::<Vec<_>>(), vec![ViewActivity]);
+        assert!(
+            !matrix
+                .privileges(Role::Admin)
+                .contains(&DeleteAccountElementInstances)
+        );
+        assert!(
+            matrix
+                .privileges(Role::Admin)
+                .contains(&EditAccountElementInstances)
+        );
+        assert_eq!(
+            matrix
+                .privileges(Role::Org)
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![ViewActivity]
+        );
         assert!(matrix.privileges(Role::DefaultUser).is_empty());
     }
 
@@ -150,11 +182,21 @@ mod tests {
 
     #[test]
     fn org_admin_cannot_be_locked_out() {
-        let matrix = Matrix::new(&[custom(Role::OrgAdmin, &[], &[ManageSecurity, ManageUsers, ViewActivity])]);
+        let matrix = Matrix::new(&[custom(
+            Role::OrgAdmin,
+            &[],
+            &[ManageSecurity, ManageUsers, ViewActivity],
+        )]);
         let org_admin = matrix.privileges(Role::OrgAdmin);
         assert!(ORG_ADMIN_PROTECTED.iter().all(|p| org_admin.contains(p)));
-        assert!(!org_admin.contains(&ViewActivity), "unprotected revocations still apply");
-        assert_eq!(matrix.refused_revocations, vec![ManageSecurity, ManageUsers]);
+        assert!(
+            !org_admin.contains(&ViewActivity),
+            "unprotected revocations still apply"
+        );
+        assert_eq!(
+            matrix.refused_revocations,
+            vec![ManageSecurity, ManageUsers]
+        );
     }
 
     #[test]

@@ -11,7 +11,12 @@ use crate::api::{Account, CEUser, Role, RoleBinding, RoleScope};
 /// The deterministic age order of the invariant table: older creationTimestamp first, then
 /// name, so that two replicas or two runs always pick the same winner.
 pub fn by_age<K: Resource>(a: &K, b: &K) -> Ordering {
-    let key = |k: &K| (k.meta().creation_timestamp.as_ref().map(|t| t.0), k.meta().name.clone());
+    let key = |k: &K| {
+        (
+            k.meta().creation_timestamp.as_ref().map(|t| t.0),
+            k.meta().name.clone(),
+        )
+    };
     key(a).cmp(&key(b))
 }
 
@@ -21,17 +26,28 @@ pub fn default_account<'a, A>(accounts: impl IntoIterator<Item = &'a A>) -> Opti
 where
     A: std::borrow::Borrow<Account> + 'a,
 {
-    accounts.into_iter().map(std::borrow::Borrow::borrow).filter(|a| a.spec.default).min_by(|a, b| by_age(*a, *b))
+    accounts
+        .into_iter()
+        .map(std::borrow::Borrow::borrow)
+        .filter(|a| a.spec.default)
+        .min_by(|a, b| by_age(*a, *b))
 }
 
 /// The system role of a user: `org` in the default account, `default-user` elsewhere.
 pub fn system_role(in_default_account: bool) -> Role {
-    if in_default_account { Role::Org } else { Role::DefaultUser }
+    if in_default_account {
+        Role::Org
+    } else {
+        Role::DefaultUser
+    }
 }
 
 /// The user that holds `email` within an organization: the oldest user with that address
 /// (compared case-insensitively). Any other user with it is a duplicate.
-pub fn email_holder<'a, U>(email: &str, users: impl IntoIterator<Item = &'a U>) -> Option<&'a CEUser>
+pub fn email_holder<'a, U>(
+    email: &str,
+    users: impl IntoIterator<Item = &'a U>,
+) -> Option<&'a CEUser>
 where
     U: std::borrow::Borrow<CEUser> + 'a,
 {
@@ -47,9 +63,16 @@ where
 pub enum Verdict {
     /// The role applies, within `scope`. `overrides_system_role` when a system role was
     /// bound by hand (accepted, with a warning).
-    Effective { role: Role, scope: RoleScope, overrides_system_role: bool },
+    Effective {
+        role: Role,
+        scope: RoleScope,
+        overrides_system_role: bool,
+    },
     /// The role does not apply, for `reason` (a condition reason) explained by `message`.
-    Refused { reason: &'static str, message: String },
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Where the user of a binding stands, as resolved from the cluster.
@@ -57,7 +80,11 @@ pub enum BoundUser<'a> {
     Missing,
     /// The user exists but its account does not (yet).
     NoAccount(&'a CEUser),
-    Resolved { user: &'a CEUser, account: &'a Account, account_is_default: bool },
+    Resolved {
+        user: &'a CEUser,
+        account: &'a Account,
+        account_is_default: bool,
+    },
 }
 
 /// Judges a RoleBinding against the invariants: the user exists, org-admin only in the
@@ -69,7 +96,9 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
         BoundUser::Missing => {
             return Verdict::Refused {
                 reason: "UserNotFound",
-                message: format!("CEUser {user_name} does not exist in this namespace; the role takes effect once it does (or fix spec.userRef)"),
+                message: format!(
+                    "CEUser {user_name} does not exist in this namespace; the role takes effect once it does (or fix spec.userRef)"
+                ),
             };
         }
         BoundUser::NoAccount(user) => {
@@ -81,7 +110,11 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
                 ),
             };
         }
-        BoundUser::Resolved { account, account_is_default, .. } => (account, account_is_default),
+        BoundUser::Resolved {
+            account,
+            account_is_default,
+            ..
+        } => (account, account_is_default),
     };
     if role == Role::OrgAdmin && !account_is_default {
         return Verdict::Refused {
@@ -104,16 +137,28 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
         Role::OrgAdmin | Role::Org => RoleScope::Organization,
         Role::Admin | Role::DefaultUser => RoleScope::Account,
     };
-    Verdict::Effective { role, scope, overrides_system_role: role.is_system_assigned() }
+    Verdict::Effective {
+        role,
+        scope,
+        overrides_system_role: role.is_system_assigned(),
+    }
 }
 
 /// A user's effective roles: the roles of its effective bindings, plus the system role
 /// unless a binding overrides it. Sorted, without duplicates.
-pub fn effective_roles<'a>(system_role: Role, verdicts: impl IntoIterator<Item = &'a Verdict>) -> Vec<Role> {
+pub fn effective_roles<'a>(
+    system_role: Role,
+    verdicts: impl IntoIterator<Item = &'a Verdict>,
+) -> Vec<Role> {
     let mut roles = BTreeSet::new();
     let mut overridden = false;
     for verdict in verdicts {
-        if let Verdict::Effective { role, overrides_system_role, .. } = verdict {
+        if let Verdict::Effective {
+            role,
+            overrides_system_role,
+            ..
+        } = verdict
+        {
             roles.insert(*role);
             overridden |= overrides_system_role;
         }
@@ -137,22 +182,42 @@ mod tests {
     }
 
     fn account(name: &str, default: bool, secs: i64) -> Account {
-        let spec = AccountSpec { organization_ref: LocalRef::new("acme"), display_name: None, default, allow_cascading_deletion: false };
+        let spec = AccountSpec {
+            organization_ref: LocalRef::new("acme"),
+            display_name: None,
+            default,
+            allow_cascading_deletion: false,
+        };
         aged(Account::new(name, spec), secs)
     }
 
     fn user(name: &str, email: &str, secs: i64) -> CEUser {
-        let spec = CEUserSpec { account_ref: LocalRef::new("acct"), email: email.into(), display_name: None };
+        let spec = CEUserSpec {
+            account_ref: LocalRef::new("acct"),
+            email: email.into(),
+            display_name: None,
+        };
         aged(CEUser::new(name, spec), secs)
     }
 
     fn binding(role: Role, override_system_role: bool) -> RoleBinding {
-        RoleBinding::new("b", RoleBindingSpec { user_ref: LocalRef::new("jane"), role, override_system_role })
+        RoleBinding::new(
+            "b",
+            RoleBindingSpec {
+                user_ref: LocalRef::new("jane"),
+                role,
+                override_system_role,
+            },
+        )
     }
 
     #[test]
     fn the_oldest_declared_default_account_wins_whatever_the_order() {
-        let accounts = [account("b-newer", true, 20), account("plain", false, 1), account("a-older", true, 10)];
+        let accounts = [
+            account("b-newer", true, 20),
+            account("plain", false, 1),
+            account("a-older", true, 10),
+        ];
         assert_eq!(default_account(&accounts).unwrap().name_any(), "a-older");
         let reversed: Vec<_> = accounts.iter().rev().cloned().collect();
         assert_eq!(default_account(&reversed).unwrap().name_any(), "a-older");
@@ -173,8 +238,17 @@ mod tests {
 
     #[test]
     fn the_oldest_user_holds_an_email_case_insensitively() {
-        let users = [user("second", "Jane@Acme.example", 20), user("first", "jane@acme.example", 10), user("other", "x@acme.example", 1)];
-        assert_eq!(email_holder("JANE@acme.example", &users).unwrap().name_any(), "first");
+        let users = [
+            user("second", "Jane@Acme.example", 20),
+            user("first", "jane@acme.example", 10),
+            user("other", "x@acme.example", 1),
+        ];
+        assert_eq!(
+            email_holder("JANE@acme.example", &users)
+                .unwrap()
+                .name_any(),
+            "first"
+        );
         assert!(email_holder("nobody@acme.example", &users).is_none());
     }
 
@@ -192,32 +266,91 @@ mod tests {
             Verdict::Refused { reason, .. } => reason,
             v => panic!("expected a refusal, got {v:?}"),
         };
-        assert_eq!(refused(judge_binding(&binding(Role::Admin, false), BoundUser::Missing)), "UserNotFound");
-        assert_eq!(refused(judge_binding(&binding(Role::Admin, false), BoundUser::NoAccount(&jane))), "AccountNotFound");
-        assert_eq!(refused(judge_binding(&binding(Role::OrgAdmin, false), resolved(false))), "OrgAdminRequiresDefaultAccount");
-        assert_eq!(refused(judge_binding(&binding(Role::Org, false), resolved(true))), "SystemAssignedRole");
-        assert_eq!(refused(judge_binding(&binding(Role::DefaultUser, false), resolved(false))), "SystemAssignedRole");
+        assert_eq!(
+            refused(judge_binding(
+                &binding(Role::Admin, false),
+                BoundUser::Missing
+            )),
+            "UserNotFound"
+        );
+        assert_eq!(
+            refused(judge_binding(
+                &binding(Role::Admin, false),
+                BoundUser::NoAccount(&jane)
+            )),
+            "AccountNotFound"
+        );
+        assert_eq!(
+            refused(judge_binding(
+                &binding(Role::OrgAdmin, false),
+                resolved(false)
+            )),
+            "OrgAdminRequiresDefaultAccount"
+        );
+        assert_eq!(
+            refused(judge_binding(&binding(Role::Org, false), resolved(true))),
+            "SystemAssignedRole"
+        );
+        assert_eq!(
+            refused(judge_binding(
+                &binding(Role::DefaultUser, false),
+                resolved(false)
+            )),
+            "SystemAssignedRole"
+        );
         assert_eq!(
             judge_binding(&binding(Role::OrgAdmin, false), resolved(true)),
-            Verdict::Effective { role: Role::OrgAdmin, scope: RoleScope::Organization, overrides_system_role: false }
+            Verdict::Effective {
+                role: Role::OrgAdmin,
+                scope: RoleScope::Organization,
+                overrides_system_role: false
+            }
         );
         assert_eq!(
             judge_binding(&binding(Role::Admin, false), resolved(false)),
-            Verdict::Effective { role: Role::Admin, scope: RoleScope::Account, overrides_system_role: false }
+            Verdict::Effective {
+                role: Role::Admin,
+                scope: RoleScope::Account,
+                overrides_system_role: false
+            }
         );
         assert_eq!(
             judge_binding(&binding(Role::Org, true), resolved(false)),
-            Verdict::Effective { role: Role::Org, scope: RoleScope::Organization, overrides_system_role: true }
+            Verdict::Effective {
+                role: Role::Org,
+                scope: RoleScope::Organization,
+                overrides_system_role: true
+            }
         );
     }
 
     #[test]
     fn effective_roles_are_the_system_role_plus_bound_roles_unless_overridden() {
-        let admin = Verdict::Effective { role: Role::Admin, scope: RoleScope::Account, overrides_system_role: false };
-        let refused = Verdict::Refused { reason: "X", message: String::new() };
-        assert_eq!(effective_roles(Role::DefaultUser, []), vec![Role::DefaultUser]);
-        assert_eq!(effective_roles(Role::DefaultUser, [&admin, &refused, &admin]), vec![Role::Admin, Role::DefaultUser]);
-        let override_org = Verdict::Effective { role: Role::Org, scope: RoleScope::Organization, overrides_system_role: true };
-        assert_eq!(effective_roles(Role::DefaultUser, [&override_org]), vec![Role::Org]);
+        let admin = Verdict::Effective {
+            role: Role::Admin,
+            scope: RoleScope::Account,
+            overrides_system_role: false,
+        };
+        let refused = Verdict::Refused {
+            reason: "X",
+            message: String::new(),
+        };
+        assert_eq!(
+            effective_roles(Role::DefaultUser, []),
+            vec![Role::DefaultUser]
+        );
+        assert_eq!(
+            effective_roles(Role::DefaultUser, [&admin, &refused, &admin]),
+            vec![Role::Admin, Role::DefaultUser]
+        );
+        let override_org = Verdict::Effective {
+            role: Role::Org,
+            scope: RoleScope::Organization,
+            overrides_system_role: true,
+        };
+        assert_eq!(
+            effective_roles(Role::DefaultUser, [&override_org]),
+            vec![Role::Org]
+        );
     }
 }

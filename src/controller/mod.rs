@@ -1,0 +1,361 @@
+//! The controllers: one module per kind, on one shared client and one set of caches.
+//!
+//! Every reconciler reads related objects from the controllers' reflector stores (never
+//! listing the API server), decides through `crate::model`, and writes only what changed:
+//! at rest the operator makes no writes at all.
+
+mod account;
+mod organization;
+mod role_binding;
+mod secret;
+mod stores;
+mod user;
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::{Action, Config as ControllerConfig},
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::{info, warn};
+
+pub use stores::Stores;
+
+use crate::model::{
+    conditions::{self, Desired},
+    names::{FINALIZER, MANAGER},
+};
+
+/// Errors of the controller layer. A reconcile that fails is retried by `error_policy`;
+/// invariant violations are not errors (they are conditions).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the OS random generator failed: {0}")]
+    Random(#[from] rand::rand_core::OsError),
+    #[error("object has no {0}")]
+    Missing(&'static str),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What every reconciler shares.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    pub recorder: Recorder,
+}
+
+/// Options of `run`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Watch only this namespace (all namespaces when None).
+    pub namespace: Option<String>,
+    /// Concurrent reconciles per controller.
+    pub concurrency: u16,
+    /// Name of this instance, for events.
+    pub instance: Option<String>,
+}
+
+/// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
+pub async fn run(
+    client: Client,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let config = ControllerConfig::default().concurrency(options.concurrency);
+    let parts = stores::Controllers::new(&client, options.namespace.as_deref());
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: options.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        stores: parts.stores.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+    });
+    info!(
+        namespace = options.namespace.as_deref().unwrap_or("<all>"),
+        "starting controllers"
+    );
+
+    let orgs = organization::controller(
+        parts.organizations,
+        &ctx,
+        &client,
+        options.namespace.as_deref(),
+    )
+    .with_config(config.clone())
+    .graceful_shutdown_on(shutdown.clone())
+    .run(organization::reconcile, error_policy, ctx.clone())
+    .for_each(log_result);
+    let accounts = account::controller(parts.accounts, &ctx, &client, options.namespace.as_deref())
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(account::reconcile, error_policy, ctx.clone())
+        .for_each(log_result);
+    let users = user::controller(parts.users, &ctx, &client, options.namespace.as_deref())
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(user::reconcile, error_policy, ctx.clone())
+        .for_each(log_result);
+    let bindings = role_binding::controller(
+        parts.role_bindings,
+        &ctx,
+        &client,
+        options.namespace.as_deref(),
+    )
+    .with_config(config)
+    .graceful_shutdown_on(shutdown)
+    .run(role_binding::reconcile, error_policy, ctx.clone())
+    .for_each(log_result);
+    // Each controller on its own task, so that one never waits on the poll of another.
+    let tasks = [
+        tokio::spawn(orgs),
+        tokio::spawn(accounts),
+        tokio::spawn(users),
+        tokio::spawn(bindings),
+    ];
+    for task in tasks {
+        if let Err(e) = task.await {
+            warn!(error = %e, "controller task failed");
+        }
+    }
+    info!("controllers stopped");
+}
+
+async fn log_result<T: Debug, E: std::fmt::Display>(result: std::result::Result<T, E>) {
+    if let Err(e) = result {
+        // Includes "object not found" after deletion, which is expected and harmless.
+        tracing::debug!(error = %e, "reconcile request not processed");
+    }
+}
+
+/// Retries a failed reconcile after a pause; the failure is logged with the object.
+fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    warn!(
+        kind = %K::kind(&()),
+        namespace = obj.meta().namespace.as_deref().unwrap_or(""),
+        name = obj.meta().name.as_deref().unwrap_or(""),
+        %error,
+        "reconcile failed; retrying in 5s"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// An Api for objects of `K` in the namespace of `obj`.
+fn api_for<K, O>(client: &Client, obj: &O) -> Result<Api<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    O: Resource,
+{
+    let ns = obj
+        .meta()
+        .namespace
+        .as_deref()
+        .ok_or(Error::Missing("namespace"))?;
+    Ok(Api::namespaced(client.clone(), ns))
+}
+
+/// Now, to the second: the API server keeps timestamps to the second, and so must anything
+/// compared with what it returns.
+pub fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid timestamp")
+}
+
+/// Writes `status` with server-side apply, but only if it differs from what the object
+/// reports: at rest the operator makes no writes.
+async fn write_status<K, S>(
+    client: &Client,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let api: Api<K> = api_for(client, obj)?;
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Publishes an event about `obj`. Events are the activity log; failing to write one must
+/// not fail the reconcile, so the error is only logged.
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(reason, error = %e, "could not publish event");
+    }
+}
+
+/// A Warning event for every condition that has newly failed (announced once per
+/// occurrence, not on every reconcile).
+async fn warn_new_failures<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    desired: &[Desired],
+) {
+    for d in desired {
+        if conditions::is_new_failure(previous, d) {
+            publish(ctx, obj, EventType::Warning, &d.reason, d.message.clone()).await;
+        }
+    }
+}
+
+/// Adds the children finalizer if the object lacks it.
+async fn ensure_finalizer<K>(client: &Client, obj: &K) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    if obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let api: Api<K> = api_for(client, obj)?;
+    // A JSON patch guarded by the resourceVersion, so a concurrent change is not lost.
+    let mut finalizers = obj.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes the children finalizer, letting the deletion complete.
+async fn remove_finalizer<K>(client: &Client, obj: &K) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let finalizers: Vec<&String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    if finalizers.len() == obj.finalizers().len() {
+        return Ok(());
+    }
+    let api: Api<K> = api_for(client, obj)?;
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other.map(drop).map_err(Error::from),
+    }
+}
+
+/// Deletes objects (children of a cascading deletion); ones already gone are fine.
+async fn delete_all<K>(client: &Client, objects: &[Arc<K>]) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    for obj in objects
+        .iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+    {
+        let api: Api<K> = api_for(client, obj.as_ref())?;
+        match api.delete(&obj.name_any(), &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// "a, b, c and 4 more": a short list of names for a condition message.
+fn name_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 5;
+    let names: Vec<&str> = names.into_iter().collect();
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+/// The controller ownerReference of an object the operator generates for `owner`.
+fn controller_owner<K: Resource<DynamicType = ()>>(
+    owner: &K,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    owner.controller_owner_ref(&()).ok_or(Error::Missing("uid"))
+}
+
+/// Whether `obj` is controlled by the object with uid `owner_uid`.
+fn is_controlled_by<K: Resource>(obj: &K, owner_uid: Option<&str>) -> bool {
+    owner_uid.is_some_and(|uid| {
+        obj.meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true) && r.uid == uid)
+    })
+}

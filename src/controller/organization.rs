@@ -1,0 +1,466 @@
+//! The Organization controller: default account, owner, organization secret, privilege
+//! matrix, counts, AdminPresent, and deletion that waits for (or cascades to) children.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ObjectMeta, PostParams},
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+};
+use tracing::{Instrument, info_span};
+
+use super::{
+    Context, Error, Result, api_for, controller_owner, delete_all, ensure_finalizer,
+    is_controlled_by, name_list, publish, remove_finalizer, secret,
+    stores::{self, Stores},
+    warn_new_failures, write_status,
+};
+use crate::{
+    api::{
+        Account, AccountSpec, CEUser, CEUserSpec, LocalRef, Organization, OrganizationStatus, Role,
+        RoleBinding, RoleBindingSpec, RolePrivileges, SecretRef,
+    },
+    model::{
+        conditions::{self, ADMIN_PRESENT, DELETION_BLOCKED, Desired, READY},
+        names::{self, LABEL_ORGANIZATION, LABEL_SECRET_OF, MANAGER},
+        privileges::Matrix,
+        tenancy::{self, BoundUser, Verdict},
+    },
+};
+
+/// Condition type reporting whether the organization's role customisations were applied.
+pub const ROLES_APPLIED: &str = "RolesApplied";
+
+pub fn controller(
+    controller: Controller<Organization>,
+    ctx: &Arc<Context>,
+    client: &Client,
+    namespace: Option<&str>,
+) -> Controller<Organization> {
+    let stores = ctx.stores.clone();
+    let by_user = stores.clone();
+    let by_binding = stores.clone();
+    controller
+        .owns::<Secret>(
+            stores::api(client, namespace),
+            watcher::Config::default().labels(&format!("{LABEL_SECRET_OF}=organization")),
+        )
+        // Accounts count, and the default account.
+        .watches(
+            stores::api::<Account>(client, namespace),
+            watcher::Config::default(),
+            |account| {
+                account
+                    .namespace()
+                    .map(|ns| ObjectRef::new(&account.spec.organization_ref.name).within(&ns))
+            },
+        )
+        // Users count, and AdminPresent.
+        .watches(
+            stores::api::<CEUser>(client, namespace),
+            watcher::Config::default(),
+            move |user| {
+                let ns = user.namespace()?;
+                by_user
+                    .organization_of_user(&user)
+                    .map(|org| ObjectRef::new(&org).within(&ns))
+            },
+        )
+        // AdminPresent.
+        .watches(
+            stores::api::<RoleBinding>(client, namespace),
+            watcher::Config::default(),
+            move |binding| {
+                let ns = binding.namespace()?;
+                let user = by_binding.user(&ns, &binding.spec.user_ref.name)?;
+                by_binding
+                    .organization_of_user(&user)
+                    .map(|org| ObjectRef::new(&org).within(&ns))
+            },
+        )
+}
+
+pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!(
+        "reconcile",
+        kind = "Organization",
+        namespace = org.namespace().unwrap_or_default(),
+        name = org.name_any()
+    );
+    async move {
+        ctx.stores.ready().await;
+        if org.meta().deletion_timestamp.is_some() {
+            return finalize(&org, &ctx).await;
+        }
+        ensure_finalizer(&ctx.client, org.as_ref()).await?;
+        apply(&org, &ctx).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
+    let ns = org.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = org.name_any();
+    let previous = org.status.clone().unwrap_or_default();
+    let mut desired = Vec::new();
+
+    // The default account: the oldest declared one, or one the operator creates.
+    let accounts = ctx.stores.accounts_of(&ns, &name);
+    let default_account = match tenancy::default_account(&accounts) {
+        Some(account) => Ok(account.name_any()),
+        None => create_default_account(ctx, org).await?,
+    };
+    let default_ready = match &default_account {
+        Ok(_) => Desired::ok(
+            READY,
+            "Ready",
+            "the organization secret is issued and the default account exists",
+        ),
+        Err(conflict) => Desired::failed(READY, "DefaultAccountNameTaken", conflict.clone()),
+    };
+
+    // The owner: a user of the default account with an org-admin binding, as sign-up does.
+    if let (Some(owner), Ok(account)) = (&org.spec.owner, &default_account) {
+        ensure_owner(ctx, org, owner, account).await?;
+    }
+
+    let secret = secret::reconcile(
+        ctx,
+        org,
+        secret::Wanted {
+            name: names::organization_secret(&name),
+            labels: BTreeMap::from([
+                (LABEL_ORGANIZATION.into(), name.clone()),
+                (LABEL_SECRET_OF.into(), "organization".into()),
+            ]),
+            length: usize::try_from(org.spec.security.secret_length).unwrap_or(32),
+            grace: secret::grace_period(&org.spec.security.rotation_grace_period),
+        },
+        previous.secret_fingerprint.is_some(),
+    )
+    .await?;
+    let secret_ok = secret.condition.status;
+
+    desired.push(match (&default_ready, secret_ok) {
+        (d, true) => d.clone(),
+        (d, false) if d.status => Desired::failed(
+            READY,
+            secret.condition.reason.clone(),
+            secret.condition.message.clone(),
+        ),
+        (d, false) => d.clone(),
+    });
+    desired.push(secret.condition.clone());
+
+    let matrix = Matrix::new(&org.spec.roles);
+    desired.push(if matrix.refused_revocations.is_empty() {
+        Desired::ok(ROLES_APPLIED, "RolesApplied", "the role customisations are applied")
+    } else {
+        Desired::failed(
+            ROLES_APPLIED,
+            "ProtectedPrivilegeRevoked",
+            format!(
+                "org-admin keeps {} so that the organization cannot lock itself out; remove them from the org-admin revoke list",
+                name_list(matrix.refused_revocations.iter().map(|p| p.key()))
+            ),
+        )
+    });
+
+    let users = ctx.stores.users_of(&ns, &name);
+    let admins = org_admins(&ctx.stores, &ns, &accounts, &users);
+    desired.push(if admins.is_empty() {
+        Desired::failed(ADMIN_PRESENT, "NoOrgAdmin", "no user holds org-admin: bind org-admin to a user of the default account (or set spec.owner)")
+    } else {
+        Desired::ok(ADMIN_PRESENT, "OrgAdminPresent", format!("org-admin held by {}", name_list(admins.iter().map(String::as_str))))
+    });
+
+    let status = OrganizationStatus {
+        conditions: conditions::merge(
+            &previous.conditions,
+            &desired,
+            org.meta().generation,
+            super::now(),
+        ),
+        observed_generation: org.meta().generation,
+        secret_ref: secret_ok.then(|| SecretRef {
+            name: names::organization_secret(&name),
+        }),
+        secret_fingerprint: secret.fingerprint,
+        last_rotation_time: secret.last_rotation_time,
+        last_rotation_request: secret.last_rotation_request,
+        default_account: default_account.ok(),
+        accounts: Some(i32::try_from(accounts.len().max(1)).unwrap_or(i32::MAX)),
+        users: Some(i32::try_from(users.len()).unwrap_or(i32::MAX)),
+        privileges: matrix
+            .entries()
+            .map(|(role, privileges)| RolePrivileges {
+                role,
+                privileges: privileges.iter().copied().collect(),
+            })
+            .collect(),
+        element_visibility: previous.element_visibility.clone(),
+    };
+    warn_new_failures(ctx, org, &previous.conditions, &desired).await;
+    write_status(&ctx.client, org, org.status.as_ref(), &status).await?;
+    Ok(secret
+        .requeue_after
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Creates the default account; Err(message) if its name is taken by an account that is not
+/// a default account of this organization.
+async fn create_default_account(
+    ctx: &Context,
+    org: &Organization,
+) -> Result<Result<String, String>> {
+    let name = names::default_account(&org.name_any(), org.spec.default_account_name.as_deref());
+    let api: Api<Account> = api_for(&ctx.client, org)?;
+    let mut account = Account::new(
+        &name,
+        AccountSpec {
+            organization_ref: LocalRef::new(org.name_any()),
+            display_name: Some("Company Default Account".into()),
+            default: true,
+            allow_cascading_deletion: false,
+        },
+    );
+    account.metadata.owner_references = Some(vec![controller_owner(org)?]);
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            },
+            &account,
+        )
+        .await
+    {
+        Ok(_) => {
+            publish(
+                ctx,
+                org,
+                EventType::Normal,
+                "DefaultAccountCreated",
+                format!("created the default account {name}"),
+            )
+            .await;
+            Ok(Ok(name))
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            // Already there: ours (the cache lags) or someone else's.
+            let existing = api.get(&name).await?;
+            if existing.spec.default && existing.spec.organization_ref.name == org.name_any() {
+                Ok(Ok(name))
+            } else {
+                Ok(Err(format!(
+                    "no account declares default: true, and the default account name {name} is taken by an account that is not this organization's default; set spec.defaultAccountName to a free name, or declare a default account"
+                )))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the owner user and its org-admin binding, both owned by the organization, if they
+/// do not exist. Existing ones are left as they are (the owner may have been edited since).
+async fn ensure_owner(
+    ctx: &Context,
+    org: &Organization,
+    owner: &crate::api::Owner,
+    account: &str,
+) -> Result<()> {
+    let ns = org.namespace().ok_or(Error::Missing("namespace"))?;
+    let user_name = names::owner_user(&org.name_any());
+    let binding_name = names::owner_binding(&org.name_any());
+    let params = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    let meta = |name: &str| -> Result<ObjectMeta> {
+        Ok(ObjectMeta {
+            name: Some(name.into()),
+            owner_references: Some(vec![controller_owner(org)?]),
+            ..Default::default()
+        })
+    };
+    if ctx.stores.user(&ns, &user_name).is_none() {
+        let user = CEUser {
+            metadata: meta(&user_name)?,
+            spec: CEUserSpec {
+                account_ref: LocalRef::new(account),
+                email: owner.email.clone(),
+                display_name: owner.display_name.clone(),
+            },
+            status: None,
+        };
+        if created(
+            Api::<CEUser>::namespaced(ctx.client.clone(), &ns)
+                .create(&params, &user)
+                .await,
+        )? {
+            publish(
+                ctx,
+                org,
+                EventType::Normal,
+                "OwnerCreated",
+                format!(
+                    "created the owner {user_name} ({}) in the default account {account}",
+                    owner.email
+                ),
+            )
+            .await;
+        }
+    }
+    if ctx
+        .stores
+        .bindings_of_user(&ns, &user_name)
+        .iter()
+        .all(|b| b.name_any() != binding_name)
+    {
+        let binding = RoleBinding {
+            metadata: meta(&binding_name)?,
+            spec: RoleBindingSpec {
+                user_ref: LocalRef::new(&user_name),
+                role: Role::OrgAdmin,
+                override_system_role: false,
+            },
+            status: None,
+        };
+        created(
+            Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+                .create(&params, &binding)
+                .await,
+        )?;
+    }
+    Ok(())
+}
+
+/// Ok(true) if created, Ok(false) if it already existed.
+fn created<T>(result: kube::Result<T>) -> Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The users of the organization that hold an effective org-admin binding.
+fn org_admins(
+    stores: &Stores,
+    ns: &str,
+    accounts: &[Arc<Account>],
+    users: &[Arc<CEUser>],
+) -> Vec<String> {
+    let default = tenancy::default_account(accounts).map(|a| a.name_any());
+    let mut admins: Vec<String> = users
+        .iter()
+        .filter(|user| {
+            let account = accounts
+                .iter()
+                .find(|a| a.name_any() == user.spec.account_ref.name);
+            let Some(account) = account else { return false };
+            let account_is_default = default.as_deref() == Some(account.name_any().as_str());
+            stores
+                .bindings_of_user(ns, &user.name_any())
+                .iter()
+                .any(|b| {
+                    matches!(
+                        tenancy::judge_binding(
+                            b,
+                            BoundUser::Resolved {
+                                user,
+                                account,
+                                account_is_default
+                            }
+                        ),
+                        Verdict::Effective {
+                            role: Role::OrgAdmin,
+                            ..
+                        }
+                    )
+                })
+        })
+        .map(|u| u.name_any())
+        .collect();
+    admins.sort();
+    admins
+}
+
+/// Deletion: wait for the children to go (or delete them when cascading), then let go.
+async fn finalize(org: &Organization, ctx: &Context) -> Result<Action> {
+    let ns = org.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = org.name_any();
+    let uid = org.meta().uid.as_deref();
+    let accounts = ctx.stores.accounts_of(&ns, &name);
+    let users = ctx.stores.users_of(&ns, &name);
+    let bindings: Vec<Arc<RoleBinding>> = users
+        .iter()
+        .flat_map(|u| ctx.stores.bindings_of_user(&ns, &u.name_any()))
+        .collect();
+
+    // What the operator generated for the organization goes with it (garbage collector).
+    let blocking: Vec<String> = accounts
+        .iter()
+        .filter(|a| !is_controlled_by(a.as_ref(), uid))
+        .map(|a| format!("account {}", a.name_any()))
+        .chain(
+            users
+                .iter()
+                .filter(|u| !is_controlled_by(u.as_ref(), uid))
+                .map(|u| format!("user {}", u.name_any())),
+        )
+        .collect();
+    if blocking.is_empty() {
+        remove_finalizer(&ctx.client, org).await?;
+        return Ok(Action::await_change());
+    }
+    let blocked = if org.spec.allow_cascading_deletion {
+        delete_all(&ctx.client, &bindings).await?;
+        delete_all(&ctx.client, &users).await?;
+        delete_all(&ctx.client, &accounts).await?;
+        Desired::ok(
+            DELETION_BLOCKED,
+            "DeletingChildren",
+            format!(
+                "allowCascadingDeletion is set: deleting {}",
+                name_list(blocking.iter().map(String::as_str))
+            ),
+        )
+    } else {
+        Desired::ok(
+            DELETION_BLOCKED,
+            "ChildrenExist",
+            format!(
+                "the organization still has {}; delete them, or set spec.allowCascadingDeletion: true to delete them with it",
+                name_list(blocking.iter().map(String::as_str))
+            ),
+        )
+    };
+    let previous = org.status.clone().unwrap_or_default();
+    if !conditions::is_true(&previous.conditions, DELETION_BLOCKED)
+        && !org.spec.allow_cascading_deletion
+    {
+        publish(
+            ctx,
+            org,
+            EventType::Warning,
+            "DeletionBlocked",
+            blocked.message.clone(),
+        )
+        .await;
+    }
+    let status = OrganizationStatus {
+        conditions: conditions::upsert(
+            &previous.conditions,
+            &blocked,
+            org.meta().generation,
+            super::now(),
+        ),
+        ..previous.clone()
+    };
+    write_status(&ctx.client, org, org.status.as_ref(), &status).await?;
+    Ok(Action::await_change())
+}

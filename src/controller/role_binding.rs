@@ -1,0 +1,163 @@
+//! The RoleBinding controller: judges each binding against the invariants and reports
+//! where it applies.
+
+use std::sync::Arc;
+
+use kube::{
+    Client, Resource, ResourceExt,
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+};
+use tracing::{Instrument, info_span};
+
+use super::{
+    Context, Error, Result, publish,
+    stores::{self, SpecChanges},
+    warn_new_failures, write_status,
+};
+use crate::{
+    api::{Account, CEUser, RoleBinding, RoleBindingStatus},
+    model::{
+        conditions::{self, Desired, READY},
+        tenancy::{self, BoundUser, Verdict},
+    },
+};
+
+pub fn controller(
+    controller: Controller<RoleBinding>,
+    ctx: &Arc<Context>,
+    client: &Client,
+    namespace: Option<&str>,
+) -> Controller<RoleBinding> {
+    let by_user = ctx.stores.clone();
+    let by_account = ctx.stores.clone();
+    let account_changes = SpecChanges::default();
+    let user_changes = SpecChanges::default();
+    controller
+        .watches(
+            stores::api::<CEUser>(client, namespace),
+            watcher::Config::default(),
+            move |user| {
+                let ns = user.namespace().unwrap_or_default();
+                let bindings = if user_changes.changed(&user) {
+                    by_user.bindings_of_user(&ns, &user.name_any())
+                } else {
+                    Vec::new()
+                };
+                bindings
+                    .into_iter()
+                    .map(|b| ObjectRef::from_obj(b.as_ref()))
+            },
+        )
+        // Which account is the default decides where org-admin may be held.
+        .watches(
+            stores::api::<Account>(client, namespace),
+            watcher::Config::default(),
+            move |account| {
+                let ns = account.namespace().unwrap_or_default();
+                let users = if account_changes.changed(&account) {
+                    by_account.users_of_account(&ns, &account.name_any())
+                } else {
+                    Vec::new()
+                };
+                users
+                    .iter()
+                    .flat_map(|u| by_account.bindings_of_user(&ns, &u.name_any()))
+                    .map(|b| ObjectRef::from_obj(b.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+}
+
+pub async fn reconcile(binding: Arc<RoleBinding>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!(
+        "reconcile",
+        kind = "RoleBinding",
+        namespace = binding.namespace().unwrap_or_default(),
+        name = binding.name_any()
+    );
+    async move {
+        ctx.stores.ready().await;
+        apply(&binding, &ctx).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn apply(binding: &RoleBinding, ctx: &Context) -> Result<Action> {
+    let ns = binding.namespace().ok_or(Error::Missing("namespace"))?;
+    let previous = binding.status.clone().unwrap_or_default();
+    let user = ctx.stores.user(&ns, &binding.spec.user_ref.name);
+    let account: Option<Arc<Account>> = user
+        .as_ref()
+        .and_then(|u| ctx.stores.account(&ns, &u.spec.account_ref.name));
+    let mut status = RoleBindingStatus {
+        observed_generation: binding.meta().generation,
+        ..Default::default()
+    };
+    let bound = match (&user, &account) {
+        (None, _) => BoundUser::Missing,
+        (Some(user), None) => BoundUser::NoAccount(user),
+        (Some(user), Some(account)) => {
+            let org = &account.spec.organization_ref.name;
+            let accounts = ctx.stores.accounts_of(&ns, org);
+            let account_is_default = tenancy::default_account(&accounts)
+                .is_some_and(|d| d.name_any() == account.name_any());
+            status.organization = Some(org.clone());
+            status.account = Some(account.name_any());
+            BoundUser::Resolved {
+                user,
+                account,
+                account_is_default,
+            }
+        }
+    };
+    let ready = match tenancy::judge_binding(binding, bound) {
+        Verdict::Effective {
+            role,
+            scope,
+            overrides_system_role,
+        } => {
+            status.scope = Some(scope);
+            if overrides_system_role {
+                let message = format!(
+                    "{role} is bound by hand with overrideSystemRole: the system's role assignment for this user is overridden (discouraged)"
+                );
+                let already_warned = previous
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == READY && c.reason == "SystemRoleOverridden");
+                if !already_warned {
+                    publish(
+                        ctx,
+                        binding,
+                        EventType::Warning,
+                        "SystemRoleOverridden",
+                        message.clone(),
+                    )
+                    .await;
+                }
+                Desired::ok(READY, "SystemRoleOverridden", message)
+            } else {
+                Desired::ok(
+                    READY,
+                    "Bound",
+                    format!(
+                        "{role} is in effect for user {}",
+                        binding.spec.user_ref.name
+                    ),
+                )
+            }
+        }
+        Verdict::Refused { reason, message } => Desired::failed(READY, reason, message),
+    };
+    let desired = [ready];
+    status.conditions = conditions::merge(
+        &previous.conditions,
+        &desired,
+        binding.meta().generation,
+        super::now(),
+    );
+    warn_new_failures(ctx, binding, &previous.conditions, &desired).await;
+    write_status(&ctx.client, binding, binding.status.as_ref(), &status).await?;
+    Ok(Action::await_change())
+}
