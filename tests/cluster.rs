@@ -48,16 +48,11 @@ async fn garbage_collector_deletes_dependents_of_a_deleted_owner() {
         .create(&PostParams::default(), &config_map("owner", None))
         .await
         .unwrap();
-    api.create(
-        &PostParams::default(),
-        &config_map("dependent", Some(&owner)),
-    )
-    .await
-    .unwrap();
-
-    api.delete("owner", &DeleteParams::background())
+    api.create(&PostParams::default(), &config_map("dependent", Some(&owner)))
         .await
         .unwrap();
+
+    api.delete("owner", &DeleteParams::background()).await.unwrap();
 
     wait_gone(&api, "dependent", TIMEOUT).await;
     ns.delete().await;
@@ -70,12 +65,9 @@ async fn a_namespace_with_objects_is_deleted_completely() {
     let name = ns.name.clone();
     let cms: Api<ConfigMap> = ns.api();
     for i in 0..3 {
-        cms.create(
-            &PostParams::default(),
-            &config_map(&format!("cm-{i}"), None),
-        )
-        .await
-        .unwrap();
+        cms.create(&PostParams::default(), &config_map(&format!("cm-{i}"), None))
+            .await
+            .unwrap();
     }
 
     ns.delete().await;
@@ -123,10 +115,7 @@ async fn rbac_allows_what_a_role_grants_and_refuses_the_rest() {
             ..Default::default()
         }]),
     };
-    ns.api::<Role>()
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
+    ns.api::<Role>().create(&PostParams::default(), &role).await.unwrap();
     let binding = RoleBinding {
         metadata: ObjectMeta {
             name: Some("reader".into()),
@@ -178,10 +167,7 @@ async fn rbac_allows_what_a_role_grants_and_refuses_the_rest() {
     let as_reader = Client::try_from(config).unwrap();
 
     let reader_cms: Api<ConfigMap> = Api::namespaced(as_reader.clone(), &ns.name);
-    let got = reader_cms
-        .get("visible")
-        .await
-        .expect("the Role grants get configmaps");
+    let got = reader_cms.get("visible").await.expect("the Role grants get configmaps");
     assert_eq!(got.data.unwrap()["k"], "v");
 
     let secrets: Api<Secret> = Api::namespaced(as_reader.clone(), &ns.name);
@@ -224,41 +210,27 @@ async fn a_second_cluster_runs_side_by_side_and_stops_without_leftovers() {
     let running = cluster_processes(&dir);
     for component in ["etcd", "kube-apiserver", "kube-controller-manager"] {
         assert!(
-            running
-                .iter()
-                .any(|p| p.contains(&format!(":{component} "))),
+            running.iter().any(|p| p.contains(&format!(":{component} "))),
             "{component} of the second cluster is not running: {running:?}"
         );
     }
     let second_config = std::fs::read_to_string(dir.join("kubeconfig")).unwrap();
     let first_config = std::fs::read_to_string(support::kubeconfig_path()).unwrap();
-    let server = |c: &str| {
-        c.lines()
-            .find(|l| l.contains("server:"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
+    let server = |c: &str| c.lines().find(|l| l.contains("server:")).unwrap().trim().to_owned();
     assert_ne!(
         server(&second_config),
         server(&first_config),
         "both clusters on one port"
     );
     // Both answer.
-    shared
-        .apiserver_version()
-        .await
-        .expect("first cluster answers");
+    shared.apiserver_version().await.expect("first cluster answers");
     let out = Command::new(support::tool("kubectl"))
         .arg("--kubeconfig")
         .arg(dir.join("kubeconfig"))
         .args(["get", "namespaces", "-o", "name"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "second cluster does not answer: {out:?}"
-    );
+    assert!(out.status.success(), "second cluster does not answer: {out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/default"));
 
     let status = Command::new(support::repo_root().join("hack/cluster.sh"))

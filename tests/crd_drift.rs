@@ -19,8 +19,5 @@ fn crds_directory_matches_the_rust_types() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        present, expected,
-        "crds/ holds files the types do not generate"
-    );
+    assert_eq!(present, expected, "crds/ holds files the types do not generate");
 }

@@ -45,19 +45,14 @@ fn load_fixtures() -> Vec<Fixture> {
                 path: path.clone(),
                 file: path.file_name().unwrap().to_string_lossy().into_owned(),
                 expect: header("expect"),
-                docs: serde_saphyr::from_multiple(&text)
-                    .unwrap_or_else(|e| panic!("parse {}: {e}", path.display())),
+                docs: serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display())),
             }
         })
         .collect()
 }
 
 fn api_for(client: &kube::Client, ns: &str, obj: &DynamicObject) -> Api<DynamicObject> {
-    let kind = &obj
-        .types
-        .as_ref()
-        .expect("fixture has apiVersion and kind")
-        .kind;
+    let kind = &obj.types.as_ref().expect("fixture has apiVersion and kind").kind;
     let resource = match kind.as_str() {
         "Organization" => ApiResource::erase::<Organization>(&()),
         "Account" => ApiResource::erase::<Account>(&()),
@@ -81,28 +76,17 @@ async fn every_invalid_manifest_is_rejected_naming_the_field() {
     };
 
     let fixtures = load_fixtures();
-    assert!(
-        fixtures.len() >= 20,
-        "the corpus has only {} fixtures",
-        fixtures.len()
-    );
+    assert!(fixtures.len() >= 20, "the corpus has only {} fixtures", fixtures.len());
     let mut failures = Vec::new();
     for fixture in &fixtures {
         let (last, setup) = fixture.docs.split_last().expect("fixture has a document");
         for doc in setup {
             let api = api_for(&client, &ns.name, doc);
             if let Err(e) = api
-                .patch(
-                    &doc.metadata.name.clone().unwrap(),
-                    &params,
-                    &Patch::Apply(doc),
-                )
+                .patch(&doc.metadata.name.clone().unwrap(), &params, &Patch::Apply(doc))
                 .await
             {
-                failures.push(format!(
-                    "{}: setup document was rejected: {e}",
-                    fixture.file
-                ));
+                failures.push(format!("{}: setup document was rejected: {e}", fixture.file));
             }
         }
         if setup.is_empty() {
@@ -184,10 +168,7 @@ async fn the_examples_are_accepted_and_listed_by_kubectl_get_ce() {
         );
     }
     let partners = kubectl_ok(&["get", "ce", "-n", "partners", "-o", "name"]);
-    assert!(
-        partners.contains("organization.ce.tenancy.io/bigpartner"),
-        "{partners}"
-    );
+    assert!(partners.contains("organization.ce.tenancy.io/bigpartner"), "{partners}");
 
     // Defaults from the schema are filled in by the API server.
     let security = kubectl_ok(&[
@@ -243,16 +224,8 @@ spec: {organizationRef: {name: acme}, elements: [hubspot]}
     std::fs::remove_file(&path).unwrap();
 
     for (resource, columns, values) in [
-        (
-            "organizations",
-            "NAME DEFAULT-ACCOUNT ACCOUNTS USERS READY AGE",
-            "acme",
-        ),
-        (
-            "accounts",
-            "NAME ORGANIZATION DEFAULT USERS READY AGE",
-            "acme-eu acme",
-        ),
+        ("organizations", "NAME DEFAULT-ACCOUNT ACCOUNTS USERS READY AGE", "acme"),
+        ("accounts", "NAME ORGANIZATION DEFAULT USERS READY AGE", "acme-eu acme"),
         (
             "ceusers",
             "NAME ACCOUNT EMAIL ROLES READY AGE",
@@ -263,27 +236,13 @@ spec: {organizationRef: {name: acme}, elements: [hubspot]}
             "NAME USER ROLE READY AGE",
             "jane-admin jane admin",
         ),
-        (
-            "elementsafelists",
-            "NAME ORGANIZATION ELEMENTS READY AGE",
-            "acme acme",
-        ),
+        ("elementsafelists", "NAME ORGANIZATION ELEMENTS READY AGE", "acme acme"),
     ] {
         let table = kubectl_ok(&["get", resource, "-n", &ns.name]);
         let mut lines = table.lines();
-        let header = lines
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let header = lines.next().unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
         assert_eq!(header, columns, "columns of {resource}:\n{table}");
-        let row = lines
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let row = lines.next().unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(row.starts_with(values), "first row of {resource}: {row}");
         let wide = kubectl_ok(&["get", resource, "-n", &ns.name, "-o", "wide"]);
         assert!(
@@ -299,12 +258,7 @@ async fn kubectl_explain_prints_the_field_docs() {
     let client = client().await;
     install_crds(&client).await;
     let spec = kubectl_ok(&["explain", "ceuser.spec"]);
-    for text in [
-        "accountRef",
-        "email",
-        "E-mail address of the user",
-        "Immutable",
-    ] {
+    for text in ["accountRef", "email", "E-mail address of the user", "Immutable"] {
         assert!(
             spec.contains(text),
             "`kubectl explain ceuser.spec` lacks {text:?}:\n{spec}"

@@ -18,9 +18,7 @@ pub const ELEMENT_KEY_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 pub const EMAIL_PATTERN: &str = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$";
 
 /// A reference to another object of this operator in the same namespace.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 pub struct LocalRef {
     /// Name of the referenced object, in the same namespace as this one.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
@@ -54,9 +52,7 @@ pub struct SecretRef {
 
 /// The four roles of the model. Only `org-admin` and `admin` are assigned by hand;
 /// `org` and `default-user` are assigned by the system from the user's account.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 pub enum Role {
     /// Organization administrator: everything, organization-wide.
     #[serde(rename = "org-admin")]
@@ -99,9 +95,7 @@ impl std::fmt::Display for Role {
 }
 
 /// A privilege, spelled as the source platform spells it.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Privilege {
     /// Manage security settings (password policy, two-factor authentication, secrets).

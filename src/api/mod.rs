@@ -33,3 +33,33 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         ElementSafelist::crd(),
     ]
 }
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// The status conditions of any of the five kinds.
+pub trait HasConditions {
+    fn conditions(&self) -> &[Condition];
+
+    /// The condition of this type, if reported.
+    fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions().iter().find(|c| c.type_ == type_)
+    }
+
+    /// Whether the condition of this type has this status ("True"/"False") and reason.
+    fn has_condition(&self, type_: &str, status: &str, reason: &str) -> bool {
+        self.condition(type_)
+            .is_some_and(|c| c.status == status && c.reason == reason)
+    }
+}
+
+macro_rules! has_conditions {
+    ($($kind:ty),*) => {$(
+        impl HasConditions for $kind {
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+            }
+        }
+    )*};
+}
+
+has_conditions!(Organization, Account, CEUser, RoleBinding, ElementSafelist);

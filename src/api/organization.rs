@@ -4,10 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    DNS_LABEL_PATTERN, ELEMENT_KEY_PATTERN, EMAIL_PATTERN, NamespacedRef, Privilege, Role,
-    SecretRef,
-};
+use super::common::{DNS_LABEL_PATTERN, ELEMENT_KEY_PATTERN, EMAIL_PATTERN, NamespacedRef, Privilege, Role, SecretRef};
 
 /// Longest Organization name: the owner user `<name>-owner` and its Secret
 /// `<name>-owner-user-secret` must still be valid names and label values (63 characters).

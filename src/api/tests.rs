@@ -47,41 +47,24 @@ fn organization_round_trips_with_camel_case_keys() {
     });
     let spec: OrganizationSpec = serde_json::from_value(value.clone()).unwrap();
     assert_eq!(spec.roles[0].role, Role::Admin);
-    assert_eq!(
-        spec.roles[0].revoke,
-        vec![Privilege::DeleteAccountElementInstances]
-    );
+    assert_eq!(spec.roles[0].revoke, vec![Privilege::DeleteAccountElementInstances]);
     assert_eq!(serde_json::to_value(&spec).unwrap(), value);
 }
 
 #[test]
 fn roles_and_privileges_use_the_seed_spelling() {
-    let keys: Vec<Value> = Role::ALL
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap())
-        .collect();
+    let keys: Vec<Value> = Role::ALL.iter().map(|r| serde_json::to_value(r).unwrap()).collect();
     assert_eq!(
         keys,
-        vec![
-            json!("org-admin"),
-            json!("admin"),
-            json!("org"),
-            json!("default-user")
-        ]
+        vec![json!("org-admin"), json!("admin"), json!("org"), json!("default-user")]
     );
     for role in Role::ALL {
         assert_eq!(serde_json::to_value(role).unwrap(), json!(role.key()));
     }
     for privilege in Privilege::ALL {
-        assert_eq!(
-            serde_json::to_value(privilege).unwrap(),
-            json!(privilege.key())
-        );
+        assert_eq!(serde_json::to_value(privilege).unwrap(), json!(privilege.key()));
     }
-    assert_eq!(
-        Privilege::ManageElementOrgLists.key(),
-        "manageElementOrgLists"
-    );
+    assert_eq!(Privilege::ManageElementOrgLists.key(), "manageElementOrgLists");
     assert!(Role::Org.is_system_assigned() && Role::DefaultUser.is_system_assigned());
     assert!(!Role::OrgAdmin.is_system_assigned() && !Role::Admin.is_system_assigned());
 }
@@ -119,14 +102,8 @@ fn every_kind_has_names_categories_and_status_subresource() {
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.plural, plural);
         assert_eq!(crd.spec.names.kind, kind);
-        assert_eq!(
-            crd.spec.names.short_names.as_deref(),
-            Some(&[short.to_string()][..])
-        );
-        assert_eq!(
-            crd.spec.names.categories.as_deref(),
-            Some(&[CATEGORY.to_string()][..])
-        );
+        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
+        assert_eq!(crd.spec.names.categories.as_deref(), Some(&[CATEGORY.to_string()][..]));
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(
@@ -155,11 +132,7 @@ fn every_kind_has_names_categories_and_status_subresource() {
         // Conditions are a list-map keyed by type, so server-side apply merges them per type.
         let conditions = at(&schema_of(crd), "properties.status.properties.conditions").clone();
         assert_eq!(conditions["x-kubernetes-list-type"], "map", "{kind}");
-        assert_eq!(
-            conditions["x-kubernetes-list-map-keys"],
-            json!(["type"]),
-            "{kind}"
-        );
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]), "{kind}");
     }
 }
 
@@ -170,10 +143,7 @@ fn element_lists_are_sets_of_element_keys() {
     assert_eq!(elements["x-kubernetes-list-type"], "set");
     assert_eq!(elements["items"]["pattern"], ELEMENT_KEY_PATTERN);
     let org = schema_of(&Organization::crd());
-    let denylist = at(
-        &org,
-        "properties.spec.properties.whitelabel.properties.elementDenylist",
-    );
+    let denylist = at(&org, "properties.spec.properties.whitelabel.properties.elementDenylist");
     assert_eq!(denylist["x-kubernetes-list-type"], "set");
 }
 
@@ -188,11 +158,7 @@ fn references_are_immutable_through_cel() {
     ] {
         let schema = schema_of(&crd);
         let rules = &at(&schema, "properties.spec.properties")[field]["x-kubernetes-validations"];
-        assert_eq!(
-            rules[0]["rule"], "self == oldSelf",
-            "{} {field}",
-            crd.spec.names.kind
-        );
+        assert_eq!(rules[0]["rule"], "self == oldSelf", "{} {field}", crd.spec.names.kind);
     }
 }
 
@@ -202,10 +168,7 @@ fn role_and_privilege_fields_are_enums() {
     let roles = at(&schema, "properties.spec.properties.roles");
     assert_eq!(roles["x-kubernetes-list-type"], "map");
     assert_eq!(
-        roles["items"]["properties"]["role"]["enum"]
-            .as_array()
-            .unwrap()
-            .len(),
+        roles["items"]["properties"]["role"]["enum"].as_array().unwrap().len(),
         4
     );
     assert_eq!(
@@ -227,15 +190,10 @@ fn role_and_privilege_fields_are_enums() {
 
 #[test]
 fn name_limits_leave_room_for_generated_secret_names() {
-    assert_eq!(
-        MAX_ORGANIZATION_NAME + "-owner".len() + "-user-secret".len(),
-        63
-    );
+    assert_eq!(MAX_ORGANIZATION_NAME + "-owner".len() + "-user-secret".len(), 63);
     assert_eq!(MAX_USER_NAME + "-user-secret".len(), 63);
     let org = serde_json::to_string(&Organization::crd()).unwrap();
-    assert!(org.contains(&format!(
-        "size(self.metadata.name) <= {MAX_ORGANIZATION_NAME}"
-    )));
+    assert!(org.contains(&format!("size(self.metadata.name) <= {MAX_ORGANIZATION_NAME}")));
     let user = serde_json::to_string(&CEUser::crd()).unwrap();
     assert!(user.contains(&format!("size(self.metadata.name) <= {MAX_USER_NAME}")));
 }
@@ -259,13 +217,7 @@ fn the_examples_parse_as_the_api_types() {
             kinds.insert(kind);
         }
     }
-    for kind in [
-        "Organization",
-        "Account",
-        "CEUser",
-        "RoleBinding",
-        "ElementSafelist",
-    ] {
+    for kind in ["Organization", "Account", "CEUser", "RoleBinding", "ElementSafelist"] {
         assert!(kinds.contains(kind), "examples/ has no {kind}");
     }
 }

@@ -4,74 +4,22 @@
 use std::sync::Arc;
 
 use kube::{
-    Client, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    Resource, ResourceExt,
+    runtime::{controller::Action, events::EventType},
 };
 use tracing::{Instrument, info_span};
 
 use super::{
-    Context, Error, Result, delete_all, ensure_finalizer, name_list, publish, remove_finalizer,
-    stores::{self, SpecChanges},
-    warn_new_failures, write_status,
+    Context, Error, Result, delete_all, ensure_finalizer, name_list, publish, remove_finalizer, warn_new_failures,
+    write_status,
 };
 use crate::{
-    api::{Account, AccountStatus, CEUser, Organization, RoleBinding},
+    api::{Account, AccountStatus, RoleBinding},
     model::{
         conditions::{self, DELETION_BLOCKED, Desired, READY},
         tenancy,
     },
 };
-
-pub fn controller(
-    controller: Controller<Account>,
-    ctx: &Arc<Context>,
-    client: &Client,
-    namespace: Option<&str>,
-) -> Controller<Account> {
-    let by_org = ctx.stores.clone();
-    let by_account = ctx.stores.clone();
-    let org_changes = SpecChanges::default();
-    controller
-        // An organization appearing, changing or going: its accounts re-resolve.
-        .watches(
-            stores::api::<Organization>(client, namespace),
-            watcher::Config::default(),
-            move |org| {
-                let ns = org.namespace().unwrap_or_default();
-                let accounts = if org_changes.changed(&org) {
-                    by_org.accounts_of(&ns, &org.name_any())
-                } else {
-                    Vec::new()
-                };
-                accounts
-                    .into_iter()
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-            },
-        )
-        // A declared default account appearing or going changes which one is the default.
-        .watches(
-            stores::api::<Account>(client, namespace),
-            watcher::Config::default(),
-            move |account| {
-                let ns = account.namespace().unwrap_or_default();
-                by_account
-                    .accounts_of(&ns, &account.spec.organization_ref.name)
-                    .into_iter()
-                    .filter(|a| a.spec.default && a.name_any() != account.name_any())
-                    .map(|a| ObjectRef::from_obj(a.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        // Users count, and deletion waiting for users.
-        .watches(
-            stores::api::<CEUser>(client, namespace),
-            watcher::Config::default(),
-            |user| {
-                user.namespace()
-                    .map(|ns| ObjectRef::new(&user.spec.account_ref.name).within(&ns))
-            },
-        )
-}
 
 pub async fn reconcile(account: Arc<Account>, ctx: Arc<Context>) -> Result<Action> {
     let span = info_span!(
@@ -110,9 +58,9 @@ async fn apply(account: &Account, ctx: &Context) -> Result<Action> {
             None,
             None,
         ),
-        Some(_) => {
+        Some(org) => {
             let accounts = ctx.stores.accounts_of(&ns, org_name);
-            let default = tenancy::default_account(&accounts).map(|a| a.name_any());
+            let default = tenancy::default_account(&accounts, org.meta().uid.as_deref()).map(|a| a.name_any());
             let is_default = default.as_deref() == Some(account.name_any().as_str());
             let ready = if account.spec.default && !is_default {
                 Desired::failed(
@@ -124,23 +72,14 @@ async fn apply(account: &Account, ctx: &Context) -> Result<Action> {
                     ),
                 )
             } else {
-                Desired::ok(
-                    READY,
-                    "Ready",
-                    format!("account of organization {org_name}"),
-                )
+                Desired::ok(READY, "Ready", format!("account of organization {org_name}"))
             };
             (ready, Some(org_name.clone()), Some(is_default))
         }
     };
     let desired = [ready];
     let status = AccountStatus {
-        conditions: conditions::merge(
-            &previous.conditions,
-            &desired,
-            account.meta().generation,
-            super::now(),
-        ),
+        conditions: conditions::merge(&previous.conditions, &desired, account.meta().generation, super::now()),
         observed_generation: account.meta().generation,
         organization,
         default: is_default,
@@ -158,11 +97,7 @@ async fn finalize(account: &Account, ctx: &Context) -> Result<Action> {
         remove_finalizer(&ctx.client, account).await?;
         return Ok(Action::await_change());
     }
-    let names = name_list(
-        users
-            .iter()
-            .map(|u| u.meta().name.as_deref().unwrap_or_default()),
-    );
+    let names = name_list(users.iter().map(|u| u.meta().name.as_deref().unwrap_or_default()));
     let blocked = if account.spec.allow_cascading_deletion {
         let bindings: Vec<Arc<RoleBinding>> = users
             .iter()
@@ -185,9 +120,7 @@ async fn finalize(account: &Account, ctx: &Context) -> Result<Action> {
         )
     };
     let previous = account.status.clone().unwrap_or_default();
-    if !conditions::is_true(&previous.conditions, DELETION_BLOCKED)
-        && !account.spec.allow_cascading_deletion
-    {
+    if !conditions::is_true(&previous.conditions, DELETION_BLOCKED) && !account.spec.allow_cascading_deletion {
         publish(
             ctx,
             account,
@@ -198,12 +131,7 @@ async fn finalize(account: &Account, ctx: &Context) -> Result<Action> {
         .await;
     }
     let status = AccountStatus {
-        conditions: conditions::upsert(
-            &previous.conditions,
-            &blocked,
-            account.meta().generation,
-            super::now(),
-        ),
+        conditions: conditions::upsert(&previous.conditions, &blocked, account.meta().generation, super::now()),
         ..previous.clone()
     };
     write_status(&ctx.client, account, account.status.as_ref(), &status).await?;

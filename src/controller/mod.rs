@@ -67,11 +67,7 @@ pub struct Options {
 }
 
 /// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
-pub async fn run(
-    client: Client,
-    options: Options,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let config = ControllerConfig::default().concurrency(options.concurrency);
     let parts = stores::Controllers::new(&client, options.namespace.as_deref());
@@ -89,36 +85,28 @@ pub async fn run(
         "starting controllers"
     );
 
-    let orgs = organization::controller(
-        parts.organizations,
-        &ctx,
-        &client,
-        options.namespace.as_deref(),
-    )
-    .with_config(config.clone())
-    .graceful_shutdown_on(shutdown.clone())
-    .run(organization::reconcile, error_policy, ctx.clone())
-    .for_each(log_result);
-    let accounts = account::controller(parts.accounts, &ctx, &client, options.namespace.as_deref())
+    let orgs = organization::controller(parts.organizations, &client, options.namespace.as_deref())
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(organization::reconcile, error_policy, ctx.clone())
+        .for_each(log_result);
+    let accounts = parts
+        .accounts
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(account::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
-    let users = user::controller(parts.users, &ctx, &client, options.namespace.as_deref())
+    let users = user::controller(parts.users, &client, options.namespace.as_deref())
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(user::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
-    let bindings = role_binding::controller(
-        parts.role_bindings,
-        &ctx,
-        &client,
-        options.namespace.as_deref(),
-    )
-    .with_config(config)
-    .graceful_shutdown_on(shutdown)
-    .run(role_binding::reconcile, error_policy, ctx.clone())
-    .for_each(log_result);
+    let bindings = parts
+        .role_bindings
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .run(role_binding::reconcile, error_policy, ctx.clone())
+        .for_each(log_result);
     // Each controller on its own task, so that one never waits on the poll of another.
     let tasks = [
         tokio::spawn(orgs),
@@ -142,11 +130,7 @@ async fn log_result<T: Debug, E: std::fmt::Display>(result: std::result::Result<
 }
 
 /// Retries a failed reconcile after a pause; the failure is logged with the object.
-fn error_policy<K: Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    error: &Error,
-    _ctx: Arc<Context>,
-) -> Action {
+fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(
         kind = %K::kind(&()),
         namespace = obj.meta().namespace.as_deref().unwrap_or(""),
@@ -163,11 +147,7 @@ where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
     O: Resource,
 {
-    let ns = obj
-        .meta()
-        .namespace
-        .as_deref()
-        .ok_or(Error::Missing("namespace"))?;
+    let ns = obj.meta().namespace.as_deref().ok_or(Error::Missing("namespace"))?;
     Ok(Api::namespaced(client.clone(), ns))
 }
 
@@ -179,17 +159,9 @@ pub fn now() -> Timestamp {
 
 /// Writes `status` with server-side apply, but only if it differs from what the object
 /// reports: at rest the operator makes no writes.
-async fn write_status<K, S>(
-    client: &Client,
-    obj: &K,
-    current: Option<&S>,
-    status: &S,
-) -> Result<bool>
+async fn write_status<K, S>(client: &Client, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
@@ -212,13 +184,7 @@ where
 
 /// Publishes an event about `obj`. Events are the activity log; failing to write one must
 /// not fail the reconcile, so the error is only logged.
-async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
+async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String) {
     let event = KubeEvent {
         type_,
         reason: reason.into(),
@@ -249,10 +215,7 @@ async fn warn_new_failures<K: Resource<DynamicType = ()>>(
 /// Adds the children finalizer if the object lacks it.
 async fn ensure_finalizer<K>(client: &Client, obj: &K) -> Result<()>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
     if obj.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
@@ -261,42 +224,25 @@ where
     // A JSON patch guarded by the resourceVersion, so a concurrent change is not lost.
     let mut finalizers = obj.finalizers().to_vec();
     finalizers.push(FINALIZER.into());
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
 /// Removes the children finalizer, letting the deletion complete.
 async fn remove_finalizer<K>(client: &Client, obj: &K) -> Result<()>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    let finalizers: Vec<&String> = obj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .collect();
+    let finalizers: Vec<&String> = obj.finalizers().iter().filter(|f| *f != FINALIZER).collect();
     if finalizers.len() == obj.finalizers().len() {
         return Ok(());
     }
     let api: Api<K> = api_for(client, obj)?;
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
     match api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
@@ -307,15 +253,9 @@ where
 /// Deletes objects (children of a cascading deletion); ones already gone are fine.
 async fn delete_all<K>(client: &Client, objects: &[Arc<K>]) -> Result<()>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    for obj in objects
-        .iter()
-        .filter(|o| o.meta().deletion_timestamp.is_none())
-    {
+    for obj in objects.iter().filter(|o| o.meta().deletion_timestamp.is_none()) {
         let api: Api<K> = api_for(client, obj.as_ref())?;
         match api.delete(&obj.name_any(), &Default::default()).await {
             Ok(_) => {}
@@ -330,32 +270,20 @@ where
 fn name_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     const SHOWN: usize = 5;
     let names: Vec<&str> = names.into_iter().collect();
-    let mut text = names
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut text = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
     if names.len() > SHOWN {
         text.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
     text
 }
 
-/// The controller ownerReference of an object the operator generates for `owner`.
+/// The controller ownerReference of an object the operator generates for `owner`. It
+/// blocks the owner's foreground deletion until the object is gone, as the garbage
+/// collector expects of controlled objects.
 fn controller_owner<K: Resource<DynamicType = ()>>(
     owner: &K,
 ) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    owner.controller_owner_ref(&()).ok_or(Error::Missing("uid"))
-}
-
-/// Whether `obj` is controlled by the object with uid `owner_uid`.
-fn is_controlled_by<K: Resource>(obj: &K, owner_uid: Option<&str>) -> bool {
-    owner_uid.is_some_and(|uid| {
-        obj.meta()
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.controller == Some(true) && r.uid == uid)
-    })
+    let mut reference = owner.controller_owner_ref(&()).ok_or(Error::Missing("uid"))?;
+    reference.block_owner_deletion = Some(true);
+    Ok(reference)
 }

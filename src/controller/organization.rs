@@ -7,20 +7,20 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ObjectMeta, PostParams},
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, events::EventType, watcher},
 };
 use tracing::{Instrument, info_span};
 
 use super::{
-    Context, Error, Result, api_for, controller_owner, delete_all, ensure_finalizer,
-    is_controlled_by, name_list, publish, remove_finalizer, secret,
+    Context, Error, Result, api_for, controller_owner, delete_all, ensure_finalizer, name_list, publish,
+    remove_finalizer, secret,
     stores::{self, Stores},
     warn_new_failures, write_status,
 };
 use crate::{
     api::{
-        Account, AccountSpec, CEUser, CEUserSpec, LocalRef, Organization, OrganizationStatus, Role,
-        RoleBinding, RoleBindingSpec, RolePrivileges, SecretRef,
+        Account, AccountSpec, CEUser, CEUserSpec, LocalRef, Organization, OrganizationStatus, Role, RoleBinding,
+        RoleBindingSpec, RolePrivileges, SecretRef,
     },
     model::{
         conditions::{self, ADMIN_PRESENT, DELETION_BLOCKED, Desired, READY},
@@ -35,51 +35,13 @@ pub const ROLES_APPLIED: &str = "RolesApplied";
 
 pub fn controller(
     controller: Controller<Organization>,
-    ctx: &Arc<Context>,
     client: &Client,
     namespace: Option<&str>,
 ) -> Controller<Organization> {
-    let stores = ctx.stores.clone();
-    let by_user = stores.clone();
-    let by_binding = stores.clone();
-    controller
-        .owns::<Secret>(
-            stores::api(client, namespace),
-            watcher::Config::default().labels(&format!("{LABEL_SECRET_OF}=organization")),
-        )
-        // Accounts count, and the default account.
-        .watches(
-            stores::api::<Account>(client, namespace),
-            watcher::Config::default(),
-            |account| {
-                account
-                    .namespace()
-                    .map(|ns| ObjectRef::new(&account.spec.organization_ref.name).within(&ns))
-            },
-        )
-        // Users count, and AdminPresent.
-        .watches(
-            stores::api::<CEUser>(client, namespace),
-            watcher::Config::default(),
-            move |user| {
-                let ns = user.namespace()?;
-                by_user
-                    .organization_of_user(&user)
-                    .map(|org| ObjectRef::new(&org).within(&ns))
-            },
-        )
-        // AdminPresent.
-        .watches(
-            stores::api::<RoleBinding>(client, namespace),
-            watcher::Config::default(),
-            move |binding| {
-                let ns = binding.namespace()?;
-                let user = by_binding.user(&ns, &binding.spec.user_ref.name)?;
-                by_binding
-                    .organization_of_user(&user)
-                    .map(|org| ObjectRef::new(&org).within(&ns))
-            },
-        )
+    controller.owns::<Secret>(
+        stores::api(client, namespace),
+        watcher::Config::default().labels(&format!("{LABEL_SECRET_OF}=organization")),
+    )
 }
 
 pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
@@ -109,10 +71,13 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
 
     // The default account: the oldest declared one, or one the operator creates.
     let accounts = ctx.stores.accounts_of(&ns, &name);
-    let default_account = match tenancy::default_account(&accounts) {
+    let default_account = match tenancy::default_account(&accounts, org.meta().uid.as_deref()) {
         Some(account) => Ok(account.name_any()),
         None => create_default_account(ctx, org).await?,
     };
+    if let Ok(default) = &default_account {
+        remove_superseded_default(ctx, org, &accounts, default).await?;
+    }
     let default_ready = match &default_account {
         Ok(_) => Desired::ok(
             READY,
@@ -146,11 +111,9 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
 
     desired.push(match (&default_ready, secret_ok) {
         (d, true) => d.clone(),
-        (d, false) if d.status => Desired::failed(
-            READY,
-            secret.condition.reason.clone(),
-            secret.condition.message.clone(),
-        ),
+        (d, false) if d.status => {
+            Desired::failed(READY, secret.condition.reason.clone(), secret.condition.message.clone())
+        }
         (d, false) => d.clone(),
     });
     desired.push(secret.condition.clone());
@@ -170,20 +133,23 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
     });
 
     let users = ctx.stores.users_of(&ns, &name);
-    let admins = org_admins(&ctx.stores, &ns, &accounts, &users);
+    let admins = org_admins(&ctx.stores, &ns, org.meta().uid.as_deref(), &accounts, &users);
     desired.push(if admins.is_empty() {
-        Desired::failed(ADMIN_PRESENT, "NoOrgAdmin", "no user holds org-admin: bind org-admin to a user of the default account (or set spec.owner)")
+        Desired::failed(
+            ADMIN_PRESENT,
+            "NoOrgAdmin",
+            "no user holds org-admin: bind org-admin to a user of the default account (or set spec.owner)",
+        )
     } else {
-        Desired::ok(ADMIN_PRESENT, "OrgAdminPresent", format!("org-admin held by {}", name_list(admins.iter().map(String::as_str))))
+        Desired::ok(
+            ADMIN_PRESENT,
+            "OrgAdminPresent",
+            format!("org-admin held by {}", name_list(admins.iter().map(String::as_str))),
+        )
     });
 
     let status = OrganizationStatus {
-        conditions: conditions::merge(
-            &previous.conditions,
-            &desired,
-            org.meta().generation,
-            super::now(),
-        ),
+        conditions: conditions::merge(&previous.conditions, &desired, org.meta().generation, super::now()),
         observed_generation: org.meta().generation,
         secret_ref: secret_ok.then(|| SecretRef {
             name: names::organization_secret(&name),
@@ -205,17 +171,12 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
     };
     warn_new_failures(ctx, org, &previous.conditions, &desired).await;
     write_status(&ctx.client, org, org.status.as_ref(), &status).await?;
-    Ok(secret
-        .requeue_after
-        .map_or_else(Action::await_change, Action::requeue))
+    Ok(secret.requeue_after.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Creates the default account; Err(message) if its name is taken by an account that is not
 /// a default account of this organization.
-async fn create_default_account(
-    ctx: &Context,
-    org: &Organization,
-) -> Result<Result<String, String>> {
+async fn create_default_account(ctx: &Context, org: &Organization) -> Result<Result<String, String>> {
     let name = names::default_account(&org.name_any(), org.spec.default_account_name.as_deref());
     let api: Api<Account> = api_for(&ctx.client, org)?;
     let mut account = Account::new(
@@ -264,14 +225,41 @@ async fn create_default_account(
     }
 }
 
-/// Creates the owner user and its org-admin binding, both owned by the organization, if they
-/// do not exist. Existing ones are left as they are (the owner may have been edited since).
-async fn ensure_owner(
+/// Deletes the default account the operator created once a declared one supersedes it,
+/// provided nobody has put users in it (then it stays, reported as a duplicate).
+async fn remove_superseded_default(
     ctx: &Context,
     org: &Organization,
-    owner: &crate::api::Owner,
-    account: &str,
+    accounts: &[Arc<Account>],
+    default: &str,
 ) -> Result<()> {
+    let ns = org.namespace().ok_or(Error::Missing("namespace"))?;
+    let superseded: Vec<Arc<Account>> = accounts
+        .iter()
+        .filter(|a| a.spec.default && a.name_any() != default)
+        .filter(|a| tenancy::is_controlled_by(a.as_ref(), org.meta().uid.as_deref()))
+        .filter(|a| ctx.stores.users_of_account(&ns, &a.name_any()).is_empty())
+        .cloned()
+        .collect();
+    for account in &superseded {
+        publish(
+            ctx,
+            org,
+            EventType::Normal,
+            "DefaultAccountSuperseded",
+            format!(
+                "the declared default account {default} supersedes {}, which the operator had created; it is deleted",
+                account.name_any()
+            ),
+        )
+        .await;
+    }
+    delete_all(&ctx.client, &superseded).await
+}
+
+/// Creates the owner user and its org-admin binding, both owned by the organization, if they
+/// do not exist. Existing ones are left as they are (the owner may have been edited since).
+async fn ensure_owner(ctx: &Context, org: &Organization, owner: &crate::api::Owner, account: &str) -> Result<()> {
     let ns = org.namespace().ok_or(Error::Missing("namespace"))?;
     let user_name = names::owner_user(&org.name_any());
     let binding_name = names::owner_binding(&org.name_any());
@@ -351,37 +339,33 @@ fn created<T>(result: kube::Result<T>) -> Result<bool> {
 fn org_admins(
     stores: &Stores,
     ns: &str,
+    org_uid: Option<&str>,
     accounts: &[Arc<Account>],
     users: &[Arc<CEUser>],
 ) -> Vec<String> {
-    let default = tenancy::default_account(accounts).map(|a| a.name_any());
+    let default = tenancy::default_account(accounts, org_uid).map(|a| a.name_any());
     let mut admins: Vec<String> = users
         .iter()
         .filter(|user| {
-            let account = accounts
-                .iter()
-                .find(|a| a.name_any() == user.spec.account_ref.name);
+            let account = accounts.iter().find(|a| a.name_any() == user.spec.account_ref.name);
             let Some(account) = account else { return false };
             let account_is_default = default.as_deref() == Some(account.name_any().as_str());
-            stores
-                .bindings_of_user(ns, &user.name_any())
-                .iter()
-                .any(|b| {
-                    matches!(
-                        tenancy::judge_binding(
-                            b,
-                            BoundUser::Resolved {
-                                user,
-                                account,
-                                account_is_default
-                            }
-                        ),
-                        Verdict::Effective {
-                            role: Role::OrgAdmin,
-                            ..
+            stores.bindings_of_user(ns, &user.name_any()).iter().any(|b| {
+                matches!(
+                    tenancy::judge_binding(
+                        b,
+                        BoundUser::Resolved {
+                            user,
+                            account,
+                            account_is_default
                         }
-                    )
-                })
+                    ),
+                    Verdict::Effective {
+                        role: Role::OrgAdmin,
+                        ..
+                    }
+                )
+            })
         })
         .map(|u| u.name_any())
         .collect();
@@ -404,12 +388,12 @@ async fn finalize(org: &Organization, ctx: &Context) -> Result<Action> {
     // What the operator generated for the organization goes with it (garbage collector).
     let blocking: Vec<String> = accounts
         .iter()
-        .filter(|a| !is_controlled_by(a.as_ref(), uid))
+        .filter(|a| !tenancy::is_controlled_by(a.as_ref(), uid))
         .map(|a| format!("account {}", a.name_any()))
         .chain(
             users
                 .iter()
-                .filter(|u| !is_controlled_by(u.as_ref(), uid))
+                .filter(|u| !tenancy::is_controlled_by(u.as_ref(), uid))
                 .map(|u| format!("user {}", u.name_any())),
         )
         .collect();
@@ -440,25 +424,11 @@ async fn finalize(org: &Organization, ctx: &Context) -> Result<Action> {
         )
     };
     let previous = org.status.clone().unwrap_or_default();
-    if !conditions::is_true(&previous.conditions, DELETION_BLOCKED)
-        && !org.spec.allow_cascading_deletion
-    {
-        publish(
-            ctx,
-            org,
-            EventType::Warning,
-            "DeletionBlocked",
-            blocked.message.clone(),
-        )
-        .await;
+    if !conditions::is_true(&previous.conditions, DELETION_BLOCKED) && !org.spec.allow_cascading_deletion {
+        publish(ctx, org, EventType::Warning, "DeletionBlocked", blocked.message.clone()).await;
     }
     let status = OrganizationStatus {
-        conditions: conditions::upsert(
-            &previous.conditions,
-            &blocked,
-            org.meta().generation,
-            super::now(),
-        ),
+        conditions: conditions::upsert(&previous.conditions, &blocked, org.meta().generation, super::now()),
         ..previous.clone()
     };
     write_status(&ctx.client, org, org.status.as_ref(), &status).await?;

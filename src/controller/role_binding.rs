@@ -4,69 +4,19 @@
 use std::sync::Arc;
 
 use kube::{
-    Client, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    Resource, ResourceExt,
+    runtime::{controller::Action, events::EventType},
 };
 use tracing::{Instrument, info_span};
 
-use super::{
-    Context, Error, Result, publish,
-    stores::{self, SpecChanges},
-    warn_new_failures, write_status,
-};
+use super::{Context, Error, Result, publish, warn_new_failures, write_status};
 use crate::{
-    api::{Account, CEUser, RoleBinding, RoleBindingStatus},
+    api::{Account, RoleBinding, RoleBindingStatus},
     model::{
         conditions::{self, Desired, READY},
         tenancy::{self, BoundUser, Verdict},
     },
 };
-
-pub fn controller(
-    controller: Controller<RoleBinding>,
-    ctx: &Arc<Context>,
-    client: &Client,
-    namespace: Option<&str>,
-) -> Controller<RoleBinding> {
-    let by_user = ctx.stores.clone();
-    let by_account = ctx.stores.clone();
-    let account_changes = SpecChanges::default();
-    let user_changes = SpecChanges::default();
-    controller
-        .watches(
-            stores::api::<CEUser>(client, namespace),
-            watcher::Config::default(),
-            move |user| {
-                let ns = user.namespace().unwrap_or_default();
-                let bindings = if user_changes.changed(&user) {
-                    by_user.bindings_of_user(&ns, &user.name_any())
-                } else {
-                    Vec::new()
-                };
-                bindings
-                    .into_iter()
-                    .map(|b| ObjectRef::from_obj(b.as_ref()))
-            },
-        )
-        // Which account is the default decides where org-admin may be held.
-        .watches(
-            stores::api::<Account>(client, namespace),
-            watcher::Config::default(),
-            move |account| {
-                let ns = account.namespace().unwrap_or_default();
-                let users = if account_changes.changed(&account) {
-                    by_account.users_of_account(&ns, &account.name_any())
-                } else {
-                    Vec::new()
-                };
-                users
-                    .iter()
-                    .flat_map(|u| by_account.bindings_of_user(&ns, &u.name_any()))
-                    .map(|b| ObjectRef::from_obj(b.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-}
 
 pub async fn reconcile(binding: Arc<RoleBinding>, ctx: Arc<Context>) -> Result<Action> {
     let span = info_span!(
@@ -100,8 +50,14 @@ async fn apply(binding: &RoleBinding, ctx: &Context) -> Result<Action> {
         (Some(user), Some(account)) => {
             let org = &account.spec.organization_ref.name;
             let accounts = ctx.stores.accounts_of(&ns, org);
-            let account_is_default = tenancy::default_account(&accounts)
-                .is_some_and(|d| d.name_any() == account.name_any());
+            let account_is_default = tenancy::default_account(
+                &accounts,
+                ctx.stores
+                    .organization(&ns, org)
+                    .and_then(|o| o.meta().uid.clone())
+                    .as_deref(),
+            )
+            .is_some_and(|d| d.name_any() == account.name_any());
             status.organization = Some(org.clone());
             status.account = Some(account.name_any());
             BoundUser::Resolved {
@@ -141,22 +97,14 @@ async fn apply(binding: &RoleBinding, ctx: &Context) -> Result<Action> {
                 Desired::ok(
                     READY,
                     "Bound",
-                    format!(
-                        "{role} is in effect for user {}",
-                        binding.spec.user_ref.name
-                    ),
+                    format!("{role} is in effect for user {}", binding.spec.user_ref.name),
                 )
             }
         }
         Verdict::Refused { reason, message } => Desired::failed(READY, reason, message),
     };
     let desired = [ready];
-    status.conditions = conditions::merge(
-        &previous.conditions,
-        &desired,
-        binding.meta().generation,
-        super::now(),
-    );
+    status.conditions = conditions::merge(&previous.conditions, &desired, binding.meta().generation, super::now());
     warn_new_failures(ctx, binding, &previous.conditions, &desired).await;
     write_status(&ctx.client, binding, binding.status.as_ref(), &status).await?;
     Ok(Action::await_change())

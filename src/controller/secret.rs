@@ -15,13 +15,11 @@ use kube::{
     runtime::events::EventType,
 };
 
-use super::{Context, Error, Result, api_for, controller_owner, is_controlled_by, now, publish};
+use super::{Context, Error, Result, api_for, controller_owner, now, publish};
 use crate::model::{
     conditions::{Desired, SECRET_READY},
     names::{LABEL_MANAGED_BY, MANAGER, ROTATE_ANNOTATION},
-    secrets::{
-        self, ANNOTATION_PREVIOUS_EXPIRES, ANNOTATION_ROTATION_REQUEST, KEY_CURRENT, KEY_PREVIOUS,
-    },
+    secrets::{self, ANNOTATION_PREVIOUS_EXPIRES, ANNOTATION_ROTATION_REQUEST, KEY_CURRENT, KEY_PREVIOUS},
 };
 
 /// Secret annotation: when the current value was issued by a rotation.
@@ -60,12 +58,7 @@ impl Observed {
 }
 
 fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
+    secret.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 fn value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
@@ -78,12 +71,7 @@ fn parse_time(text: Option<&str>) -> Option<Timestamp> {
 
 /// Ensures the owner's Secret exists and reports it. `had_secret` says whether the owner's
 /// status shows a secret was issued before (then a missing Secret was deleted by someone).
-pub async fn reconcile<K>(
-    ctx: &Context,
-    owner: &K,
-    wanted: Wanted,
-    had_secret: bool,
-) -> Result<Observed>
+pub async fn reconcile<K>(ctx: &Context, owner: &K, wanted: Wanted, had_secret: bool) -> Result<Observed>
 where
     K: Resource<DynamicType = ()>,
 {
@@ -117,7 +105,7 @@ where
         },
     };
 
-    if !is_controlled_by(&secret, owner.meta().uid.as_deref()) {
+    if !crate::model::tenancy::is_controlled_by(&secret, owner.meta().uid.as_deref()) {
         return Ok(Observed::failed(
             "SecretConflict",
             format!(
@@ -198,10 +186,7 @@ where
         condition: Desired::ok(
             SECRET_READY,
             "SecretIssued",
-            format!(
-                "the secret is in Secret {}, key `{KEY_CURRENT}`",
-                wanted.name
-            ),
+            format!("the secret is in Secret {}, key `{KEY_CURRENT}`", wanted.name),
         ),
         fingerprint: value(&secret, KEY_CURRENT).map(secrets::fingerprint),
         last_rotation_time: parse_time(annotation(&secret, ANNOTATION_ROTATED_AT)).map(Time),
@@ -261,13 +246,7 @@ async fn issue<K: Resource<DynamicType = ()>>(
 
 /// Replaces the current value with a new one, keeping the old one as `previous` until the
 /// grace period ends. Guarded by resourceVersion: a concurrent change fails and retries.
-async fn rotate(
-    api: &Api<Secret>,
-    secret: &Secret,
-    current: &[u8],
-    wanted: &Wanted,
-    request: &str,
-) -> Result<Secret> {
+async fn rotate(api: &Api<Secret>, secret: &Secret, current: &[u8], wanted: &Wanted, request: &str) -> Result<Secret> {
     let mut rotated = secret.clone();
     let data = rotated.data.get_or_insert_with(BTreeMap::new);
     data.insert(KEY_PREVIOUS.into(), ByteString(current.to_vec()));
@@ -277,10 +256,7 @@ async fn rotate(
     );
     let issued = now();
     let expires = issued + SignedDuration::try_from(wanted.grace).unwrap_or(SignedDuration::ZERO);
-    let annotations = rotated
-        .metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new);
+    let annotations = rotated.metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(ANNOTATION_ROTATION_REQUEST.into(), request.into());
     annotations.insert(ANNOTATION_ROTATED_AT.into(), issued.to_string());
     annotations.insert(ANNOTATION_PREVIOUS_EXPIRES.into(), expires.to_string());

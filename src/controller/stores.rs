@@ -1,19 +1,24 @@
-//! The reflector stores every reconciler reads from, and the lookups over them.
+//! The caches every reconciler reads from, and the fan-out of changes between kinds.
 //!
-//! Each kind is watched once, by its own controller; the controllers' stores are shared
-//! through the Context, so a reconciler sees the whole tree without listing the API server.
+//! Each primary kind is watched once. Its stream updates the kind's reflector store, then
+//! maps the change onto the objects of other kinds that depend on it and triggers their
+//! reconciles. Because the trigger is sent after the store is updated, a reconciler always
+//! sees the change that triggered it (separate watches per relation would race the caches).
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
-use futures::TryStreamExt;
+use futures::{
+    StreamExt, TryStreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
     },
 };
@@ -50,7 +55,7 @@ where
 }
 
 /// Whether each primary kind's cache has its initial list, and a gate that opens when all
-/// have. Set from the watch streams themselves (after the reflector applied the event):
+/// have. Set from the watch streams themselves, after the reflector applied the event:
 /// kube-runtime's `Store::wait_until_ready` wakes only its most recent waiter, so it cannot
 /// serve many concurrent reconciles.
 struct Readiness {
@@ -69,14 +74,77 @@ impl Readiness {
     }
 }
 
-/// The controller of a primary kind, on its own watch and cache: every object of the kind
-/// (in the watched namespace), without managedFields in the cache.
-fn primary<K>(
+/// Where changes are sent to trigger reconciles of each kind.
+#[derive(Clone)]
+struct Triggers {
+    organizations: UnboundedSender<ObjectRef<Organization>>,
+    accounts: UnboundedSender<ObjectRef<Account>>,
+    users: UnboundedSender<ObjectRef<CEUser>>,
+    role_bindings: UnboundedSender<ObjectRef<RoleBinding>>,
+}
+
+fn send<K: Resource<DynamicType = ()>>(to: &UnboundedSender<ObjectRef<K>>, objects: impl IntoIterator<Item = Arc<K>>) {
+    for obj in objects {
+        // Fails only when the controller is gone (shutdown).
+        let _ = to.unbounded_send(ObjectRef::from_obj(obj.as_ref()));
+    }
+}
+
+fn send_named<K: Resource<DynamicType = ()>>(to: &UnboundedSender<ObjectRef<K>>, ns: &str, name: &str) {
+    let _ = to.unbounded_send(ObjectRef::new(name).within(ns));
+}
+
+/// A change seen on a watch stream: the object, and whether it was deleted.
+struct Change<'a, K> {
+    obj: &'a K,
+    deleted: bool,
+}
+
+fn change<K>(event: &watcher::Event<K>) -> Option<Change<'_, K>> {
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => Some(Change { obj, deleted: false }),
+        watcher::Event::Delete(obj) => Some(Change { obj, deleted: true }),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
+/// Passes a change on only when the object's spec or deletion state changed since last
+/// seen, or it is new or gone. Used where one parent fans out to many children, so that a
+/// parent's status writes never trigger its children: children depend on parents' specs and
+/// existence, never on their status.
+#[derive(Default)]
+struct SpecChanges {
+    seen: Mutex<HashMap<String, SpecState>>,
+}
+
+/// (generation, being deleted) of an object.
+type SpecState = (Option<i64>, bool);
+
+impl SpecChanges {
+    fn changed<K: Resource>(&self, change: &Change<'_, K>) -> bool {
+        let meta = change.obj.meta();
+        let key = meta.uid.clone().unwrap_or_default();
+        let mut seen = self.seen.lock().expect("SpecChanges lock");
+        if change.deleted {
+            seen.remove(&key);
+            return true;
+        }
+        let state = (meta.generation, meta.deletion_timestamp.is_some());
+        seen.insert(key, state) != Some(state)
+    }
+}
+
+/// The watch stream of a primary kind: updates its store (without managedFields, which the
+/// operator never reads), marks readiness, fans out to dependents, and yields the objects
+/// that trigger the kind's own reconciles.
+fn primary_stream<K>(
     client: &Client,
     namespace: Option<&str>,
-    readiness: &Arc<Readiness>,
+    writer: Writer<K>,
+    readiness: Arc<Readiness>,
     index: usize,
-) -> (Controller<K>, Store<K>)
+    fan_out: impl Fn(Change<'_, K>) + Send + Sync + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -86,22 +154,19 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let readiness = readiness.clone();
-    let stream = watcher(
-        api::<K>(client, namespace),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(|obj| obj.meta_mut().managed_fields = None)
-    .reflect(writer)
-    .inspect_ok(move |event| {
-        if matches!(event, watcher::Event::InitDone) {
-            readiness.mark(index);
-        }
-    })
-    .applied_objects();
-    (Controller::for_stream(stream, reader.clone()), reader)
+    watcher(api::<K>(client, namespace), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|obj| obj.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                readiness.mark(index);
+            }
+            if let Some(change) = change(event) {
+                fan_out(change);
+            }
+        })
+        .applied_objects()
 }
 
 impl Controllers {
@@ -111,25 +176,175 @@ impl Controllers {
             synced: Mutex::new([false; 4]),
             gate,
         });
-        let (organizations, organization_store) =
-            primary::<Organization>(client, namespace, &readiness, 0);
-        let (accounts, account_store) = primary::<Account>(client, namespace, &readiness, 1);
-        let (users, user_store) = primary::<CEUser>(client, namespace, &readiness, 2);
-        let (role_bindings, role_binding_store) =
-            primary::<RoleBinding>(client, namespace, &readiness, 3);
+        let (org_reader, org_writer) = reflector::store();
+        let (account_reader, account_writer) = reflector::store();
+        let (user_reader, user_writer) = reflector::store();
+        let (binding_reader, binding_writer) = reflector::store();
         let stores = Stores {
-            organizations: organization_store,
-            accounts: account_store,
-            users: user_store,
-            role_bindings: role_binding_store,
+            organizations: org_reader.clone(),
+            accounts: account_reader.clone(),
+            users: user_reader.clone(),
+            role_bindings: binding_reader.clone(),
             ready,
         };
+        let (org_tx, org_rx) = unbounded();
+        let (account_tx, account_rx) = unbounded();
+        let (user_tx, user_rx) = unbounded();
+        let (binding_tx, binding_rx) = unbounded();
+        let triggers = Triggers {
+            organizations: org_tx,
+            accounts: account_tx,
+            users: user_tx,
+            role_bindings: binding_tx,
+        };
+
+        let org_stream = primary_stream(
+            client,
+            namespace,
+            org_writer,
+            readiness.clone(),
+            0,
+            fan_out_organization(&stores, &triggers),
+        );
+        let account_stream = primary_stream(
+            client,
+            namespace,
+            account_writer,
+            readiness.clone(),
+            1,
+            fan_out_account(&stores, &triggers),
+        );
+        let user_stream = primary_stream(
+            client,
+            namespace,
+            user_writer,
+            readiness.clone(),
+            2,
+            fan_out_user(&stores, &triggers),
+        );
+        let binding_stream = primary_stream(
+            client,
+            namespace,
+            binding_writer,
+            readiness,
+            3,
+            fan_out_role_binding(&stores, &triggers),
+        );
+
+        fn controller<K>(
+            stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+            reader: Store<K>,
+            rx: UnboundedReceiver<ObjectRef<K>>,
+        ) -> Controller<K>
+        where
+            K: Resource<DynamicType = ()>
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+        {
+            Controller::for_stream(stream, reader).reconcile_on(rx.boxed())
+        }
         Self {
-            organizations,
-            accounts,
-            users,
-            role_bindings,
+            organizations: controller(org_stream, org_reader, org_rx),
+            accounts: controller(account_stream, account_reader, account_rx),
+            users: controller(user_stream, user_reader, user_rx),
+            role_bindings: controller(binding_stream, binding_reader, binding_rx),
             stores,
+        }
+    }
+}
+
+/// Organization changes: its accounts re-resolve it, its users take its matrix and secret
+/// settings.
+fn fan_out_organization(
+    stores: &Stores,
+    triggers: &Triggers,
+) -> impl Fn(Change<'_, Organization>) + Send + Sync + 'static {
+    let (stores, triggers, specs) = (stores.clone(), triggers.clone(), SpecChanges::default());
+    move |change| {
+        let Some(ns) = change.obj.namespace() else {
+            return;
+        };
+        if specs.changed(&change) {
+            let name = change.obj.name_any();
+            send(&triggers.accounts, stores.accounts_of(&ns, &name));
+            send(&triggers.users, stores.users_of(&ns, &name));
+        }
+    }
+}
+
+/// Account changes: the organization counts it and resolves its default; other declared
+/// defaults may change rank; its users and their bindings follow its default-ness.
+fn fan_out_account(stores: &Stores, triggers: &Triggers) -> impl Fn(Change<'_, Account>) + Send + Sync + 'static {
+    let (stores, triggers, specs) = (stores.clone(), triggers.clone(), SpecChanges::default());
+    move |change| {
+        let account = change.obj;
+        let Some(ns) = account.namespace() else {
+            return;
+        };
+        let org = &account.spec.organization_ref.name;
+        send_named(&triggers.organizations, &ns, org);
+        let name = account.name_any();
+        send(
+            &triggers.accounts,
+            stores
+                .accounts_of(&ns, org)
+                .into_iter()
+                .filter(|a| a.spec.default && a.name_any() != name),
+        );
+        if specs.changed(&change) {
+            let users = stores.users_of_account(&ns, &name);
+            for user in &users {
+                send(&triggers.role_bindings, stores.bindings_of_user(&ns, &user.name_any()));
+            }
+            send(&triggers.users, users);
+        }
+    }
+}
+
+/// User changes: its organization and account count it; users sharing its e-mail re-decide
+/// who holds it; its bindings re-resolve it.
+fn fan_out_user(stores: &Stores, triggers: &Triggers) -> impl Fn(Change<'_, CEUser>) + Send + Sync + 'static {
+    let (stores, triggers, specs) = (stores.clone(), triggers.clone(), SpecChanges::default());
+    move |change| {
+        let user = change.obj;
+        let Some(ns) = user.namespace() else { return };
+        let name = user.name_any();
+        send_named(&triggers.accounts, &ns, &user.spec.account_ref.name);
+        if let Some(org) = stores.organization_of_user(user) {
+            send_named(&triggers.organizations, &ns, &org);
+            send(
+                &triggers.users,
+                stores
+                    .users_of(&ns, &org)
+                    .into_iter()
+                    .filter(|u| u.name_any() != name && u.spec.email.eq_ignore_ascii_case(&user.spec.email)),
+            );
+        }
+        if specs.changed(&change) {
+            send(&triggers.role_bindings, stores.bindings_of_user(&ns, &name));
+        }
+    }
+}
+
+/// RoleBinding changes: the user's roles, and the organization's AdminPresent.
+fn fan_out_role_binding(
+    stores: &Stores,
+    triggers: &Triggers,
+) -> impl Fn(Change<'_, RoleBinding>) + Send + Sync + 'static {
+    let (stores, triggers) = (stores.clone(), triggers.clone());
+    move |change| {
+        let binding = change.obj;
+        let Some(ns) = binding.namespace() else {
+            return;
+        };
+        let user = &binding.spec.user_ref.name;
+        send_named(&triggers.users, &ns, user);
+        if let Some(org) = stores.user(&ns, user).and_then(|u| stores.organization_of_user(&u)) {
+            send_named(&triggers.organizations, &ns, &org);
         }
     }
 }
@@ -152,7 +367,7 @@ impl Stores {
     /// exists, create one" must never be made on a cache that is still filling.
     pub async fn ready(&self) {
         let mut ready = self.ready.clone();
-        // Fails only when the gate task is gone, i.e. at shutdown.
+        // Fails only when the gate is gone, i.e. at shutdown.
         let _ = ready.wait_for(|ready| *ready).await;
     }
 
@@ -182,11 +397,7 @@ impl Stores {
 
     /// The users whose account belongs to `org`.
     pub fn users_of(&self, ns: &str, org: &str) -> Vec<Arc<CEUser>> {
-        let accounts: Vec<String> = self
-            .accounts_of(ns, org)
-            .iter()
-            .map(|a| a.name_any())
-            .collect();
+        let accounts: Vec<String> = self.accounts_of(ns, org).iter().map(|a| a.name_any()).collect();
         select(&self.users, |u| {
             in_namespace(u, ns) && accounts.contains(&u.spec.account_ref.name)
         })
@@ -203,30 +414,5 @@ impl Stores {
         let ns = user.namespace()?;
         self.account(&ns, &user.spec.account_ref.name)
             .map(|a| a.spec.organization_ref.name.clone())
-    }
-}
-
-/// Passes an object on only when its spec or its deletion state changed since last seen (or
-/// it is new). Used on watches that fan out from one parent to many children, so that the
-/// parent's status writes never trigger its children: children depend on parents' specs
-/// and existence, never on their status. Parents (organizations, accounts) carry a
-/// finalizer, so their deletion always shows as a change of deletion state first.
-/// (generation, being deleted) of an object.
-type SpecState = (Option<i64>, bool);
-
-#[derive(Clone, Default)]
-pub struct SpecChanges {
-    seen: Arc<Mutex<HashMap<String, SpecState>>>,
-}
-
-impl SpecChanges {
-    pub fn changed<K: Resource>(&self, obj: &K) -> bool {
-        let key = obj.meta().uid.clone().unwrap_or_default();
-        let state = (
-            obj.meta().generation,
-            obj.meta().deletion_timestamp.is_some(),
-        );
-        let mut seen = self.seen.lock().expect("SpecChanges lock");
-        seen.insert(key, state) != Some(state)
     }
 }

@@ -6,17 +6,13 @@ use std::{collections::BTreeMap, sync::Arc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Client, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, watcher},
 };
 use tracing::{Instrument, info_span};
 
-use super::{
-    Context, Error, Result, secret,
-    stores::{self, SpecChanges},
-    warn_new_failures, write_status,
-};
+use super::{Context, Error, Result, secret, stores, warn_new_failures, write_status};
 use crate::{
-    api::{Account, CEUser, CEUserStatus, Organization, RoleBinding, SecretRef},
+    api::{CEUser, CEUserStatus, SecretRef},
     model::{
         conditions::{self, Desired, READY},
         names::{self, LABEL_ACCOUNT, LABEL_ORGANIZATION, LABEL_SECRET_OF, LABEL_USER},
@@ -25,78 +21,11 @@ use crate::{
     },
 };
 
-pub fn controller(
-    controller: Controller<CEUser>,
-    ctx: &Arc<Context>,
-    client: &Client,
-    namespace: Option<&str>,
-) -> Controller<CEUser> {
-    let by_account = ctx.stores.clone();
-    let by_org = ctx.stores.clone();
-    let by_email = ctx.stores.clone();
-    let account_changes = SpecChanges::default();
-    let org_changes = SpecChanges::default();
-    controller
-        .owns::<Secret>(
-            stores::api(client, namespace),
-            watcher::Config::default().labels(&format!("{LABEL_SECRET_OF}=user")),
-        )
-        .watches(
-            stores::api::<Account>(client, namespace),
-            watcher::Config::default(),
-            move |account| {
-                let ns = account.namespace().unwrap_or_default();
-                let users = if account_changes.changed(&account) {
-                    by_account.users_of_account(&ns, &account.name_any())
-                } else {
-                    Vec::new()
-                };
-                users.into_iter().map(|u| ObjectRef::from_obj(u.as_ref()))
-            },
-        )
-        // The matrix and the secret length come from the organization's spec.
-        .watches(
-            stores::api::<Organization>(client, namespace),
-            watcher::Config::default(),
-            move |org| {
-                let ns = org.namespace().unwrap_or_default();
-                let users = if org_changes.changed(&org) {
-                    by_org.users_of(&ns, &org.name_any())
-                } else {
-                    Vec::new()
-                };
-                users.into_iter().map(|u| ObjectRef::from_obj(u.as_ref()))
-            },
-        )
-        // A user with the same e-mail appearing or going decides who is the duplicate.
-        .watches(
-            stores::api::<CEUser>(client, namespace),
-            watcher::Config::default(),
-            move |user| {
-                let ns = user.namespace().unwrap_or_default();
-                let others = match by_email.organization_of_user(&user) {
-                    Some(org) => by_email.users_of(&ns, &org),
-                    None => Vec::new(),
-                };
-                others
-                    .into_iter()
-                    .filter(|u| {
-                        u.spec.email.eq_ignore_ascii_case(&user.spec.email)
-                            && u.name_any() != user.name_any()
-                    })
-                    .map(|u| ObjectRef::from_obj(u.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches(
-            stores::api::<RoleBinding>(client, namespace),
-            watcher::Config::default(),
-            |binding| {
-                binding
-                    .namespace()
-                    .map(|ns| ObjectRef::new(&binding.spec.user_ref.name).within(&ns))
-            },
-        )
+pub fn controller(controller: Controller<CEUser>, client: &Client, namespace: Option<&str>) -> Controller<CEUser> {
+    controller.owns::<Secret>(
+        stores::api(client, namespace),
+        watcher::Config::default().labels(&format!("{LABEL_SECRET_OF}=user")),
+    )
 }
 
 pub async fn reconcile(user: Arc<CEUser>, ctx: Arc<Context>) -> Result<Action> {
@@ -148,8 +77,8 @@ async fn apply(user: &CEUser, ctx: &Context) -> Result<Action> {
         (Some(account), Some(org)) => {
             let org_name = org.name_any();
             let accounts = ctx.stores.accounts_of(&ns, &org_name);
-            let in_default =
-                tenancy::default_account(&accounts).is_some_and(|d| d.name_any() == *account_name);
+            let in_default = tenancy::default_account(&accounts, org.meta().uid.as_deref())
+                .is_some_and(|d| d.name_any() == *account_name);
             let system_role = tenancy::system_role(in_default);
             let verdicts: Vec<_> = ctx
                 .stores
@@ -219,22 +148,13 @@ async fn apply(user: &CEUser, ctx: &Context) -> Result<Action> {
                         format!("user of account {account_name} in organization {org_name}"),
                     )
                 } else {
-                    Desired::failed(
-                        READY,
-                        secret.condition.reason.clone(),
-                        secret.condition.message.clone(),
-                    )
+                    Desired::failed(READY, secret.condition.reason.clone(), secret.condition.message.clone())
                 };
                 vec![ready, secret.condition]
             }
         }
     };
-    status.conditions = conditions::merge(
-        &previous.conditions,
-        &desired,
-        user.meta().generation,
-        super::now(),
-    );
+    status.conditions = conditions::merge(&previous.conditions, &desired, user.meta().generation, super::now());
     warn_new_failures(ctx, user, &previous.conditions, &desired).await;
     write_status(&ctx.client, user, user.status.as_ref(), &status).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))

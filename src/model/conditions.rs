@@ -31,11 +31,7 @@ impl Desired {
         }
     }
 
-    pub fn failed(
-        type_: &'static str,
-        reason: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn failed(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             type_,
             status: false,
@@ -51,12 +47,7 @@ fn status_str(status: bool) -> &'static str {
 
 /// The conditions to report: `desired`, in order, each keeping its previous
 /// `lastTransitionTime` unless its status changed. Conditions not desired are dropped.
-pub fn merge(
-    previous: &[Condition],
-    desired: &[Desired],
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Vec<Condition> {
+pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -79,18 +70,9 @@ pub fn merge(
 }
 
 /// The conditions with `desired` set (merged as above) and every other type kept as it is.
-pub fn upsert(
-    previous: &[Condition],
-    desired: &Desired,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Vec<Condition> {
+pub fn upsert(previous: &[Condition], desired: &Desired, generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
     let updated = merge(previous, std::slice::from_ref(desired), generation, now);
-    let mut conditions: Vec<Condition> = previous
-        .iter()
-        .filter(|c| c.type_ != desired.type_)
-        .cloned()
-        .collect();
+    let mut conditions: Vec<Condition> = previous.iter().filter(|c| c.type_ != desired.type_).cloned().collect();
     conditions.extend(updated);
     conditions
 }
@@ -107,9 +89,7 @@ pub fn is_new_failure(previous: &[Condition], desired: &Desired) -> bool {
 
 /// Whether a condition of this type is currently true.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -122,18 +102,8 @@ mod tests {
 
     #[test]
     fn an_unchanged_status_keeps_its_transition_time() {
-        let first = merge(
-            &[],
-            &[Desired::ok(READY, "Ready", "fine")],
-            Some(1),
-            at(100),
-        );
-        let again = merge(
-            &first,
-            &[Desired::ok(READY, "Ready", "still fine")],
-            Some(2),
-            at(200),
-        );
+        let first = merge(&[], &[Desired::ok(READY, "Ready", "fine")], Some(1), at(100));
+        let again = merge(&first, &[Desired::ok(READY, "Ready", "still fine")], Some(2), at(200));
         assert_eq!(again[0].last_transition_time, Time(at(100)));
         assert_eq!(again[0].message, "still fine");
         assert_eq!(again[0].observed_generation, Some(2));
@@ -141,12 +111,7 @@ mod tests {
 
     #[test]
     fn a_changed_status_gets_a_new_transition_time() {
-        let first = merge(
-            &[],
-            &[Desired::ok(READY, "Ready", "fine")],
-            Some(1),
-            at(100),
-        );
+        let first = merge(&[], &[Desired::ok(READY, "Ready", "fine")], Some(1), at(100));
         let failed = merge(
             &first,
             &[Desired::failed(READY, "AccountNotFound", "no")],

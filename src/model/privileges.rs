@@ -9,8 +9,7 @@ use Privilege::*;
 
 /// Privileges org-admin always keeps, so that an organization can never lock itself out of
 /// its own administration. Revoking them is reported and not applied.
-pub const ORG_ADMIN_PROTECTED: [Privilege; 4] =
-    [ManageSecurity, ConfigureRoles, ManageAccounts, ManageUsers];
+pub const ORG_ADMIN_PROTECTED: [Privilege; 4] = [ManageSecurity, ConfigureRoles, ManageAccounts, ManageUsers];
 
 /// The default privileges of a role, from the seeds (shared/seeds):
 /// - org-admin: "manage all aspects of security; create elements, formula templates, and
@@ -60,10 +59,8 @@ impl Matrix {
     /// revocations removed (a privilege in both is rejected by the schema; should one slip
     /// through, revoke wins), except that org-admin keeps its protected privileges.
     pub fn new(customizations: &[RoleCustomization]) -> Self {
-        let mut roles: BTreeMap<Role, BTreeSet<Privilege>> = Role::ALL
-            .into_iter()
-            .map(|r| (r, default_privileges(r)))
-            .collect();
+        let mut roles: BTreeMap<Role, BTreeSet<Privilege>> =
+            Role::ALL.into_iter().map(|r| (r, default_privileges(r))).collect();
         let mut refused = BTreeSet::new();
         for custom in customizations {
             let privileges = roles.entry(custom.role).or_default();
@@ -153,22 +150,10 @@ mod tests {
             custom(Role::Admin, &[], &[DeleteAccountElementInstances]),
             custom(Role::Org, &[ViewActivity], &[]),
         ]);
-        assert!(
-            !matrix
-                .privileges(Role::Admin)
-                .contains(&DeleteAccountElementInstances)
-        );
-        assert!(
-            matrix
-                .privileges(Role::Admin)
-                .contains(&EditAccountElementInstances)
-        );
+        assert!(!matrix.privileges(Role::Admin).contains(&DeleteAccountElementInstances));
+        assert!(matrix.privileges(Role::Admin).contains(&EditAccountElementInstances));
         assert_eq!(
-            matrix
-                .privileges(Role::Org)
-                .iter()
-                .copied()
-                .collect::<Vec<_>>(),
+            matrix.privileges(Role::Org).iter().copied().collect::<Vec<_>>(),
             vec![ViewActivity]
         );
         assert!(matrix.privileges(Role::DefaultUser).is_empty());
@@ -193,10 +178,7 @@ mod tests {
             !org_admin.contains(&ViewActivity),
             "unprotected revocations still apply"
         );
-        assert_eq!(
-            matrix.refused_revocations,
-            vec![ManageSecurity, ManageUsers]
-        );
+        assert_eq!(matrix.refused_revocations, vec![ManageSecurity, ManageUsers]);
     }
 
     #[test]

@@ -29,10 +29,7 @@ pub fn generate(bytes: usize) -> Result<String, rand::rand_core::OsError> {
 /// The first 16 hex digits of the SHA-256 of a secret: enough to tell secrets apart, useless
 /// to recover one.
 pub fn fingerprint(secret: &[u8]) -> String {
-    Sha256::digest(secret)[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(secret)[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -44,25 +41,15 @@ mod tests {
         let s = generate(32).unwrap();
         assert_eq!(URL_SAFE_NO_PAD.decode(&s).unwrap().len(), 32);
         assert!(
-            s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "{s}"
         );
-        assert_eq!(
-            URL_SAFE_NO_PAD
-                .decode(generate(100).unwrap())
-                .unwrap()
-                .len(),
-            100
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(generate(100).unwrap()).unwrap().len(), 100);
     }
 
     #[test]
     fn never_fewer_than_256_bits() {
-        assert_eq!(
-            URL_SAFE_NO_PAD.decode(generate(4).unwrap()).unwrap().len(),
-            32
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(generate(4).unwrap()).unwrap().len(), 32);
     }
 
     #[test]

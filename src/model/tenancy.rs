@@ -11,18 +11,27 @@ use crate::api::{Account, CEUser, Role, RoleBinding, RoleScope};
 /// The deterministic age order of the invariant table: older creationTimestamp first, then
 /// name, so that two replicas or two runs always pick the same winner.
 pub fn by_age<K: Resource>(a: &K, b: &K) -> Ordering {
-    let key = |k: &K| {
-        (
-            k.meta().creation_timestamp.as_ref().map(|t| t.0),
-            k.meta().name.clone(),
-        )
-    };
+    let key = |k: &K| (k.meta().creation_timestamp.as_ref().map(|t| t.0), k.meta().name.clone());
     key(a).cmp(&key(b))
 }
 
-/// The default account among an organization's accounts: the oldest that declares
-/// `default: true`.
-pub fn default_account<'a, A>(accounts: impl IntoIterator<Item = &'a A>) -> Option<&'a Account>
+/// Whether `obj` is controlled by (was generated for) the object with uid `owner_uid`.
+pub fn is_controlled_by<K: Resource>(obj: &K, owner_uid: Option<&str>) -> bool {
+    owner_uid.is_some_and(|uid| {
+        obj.meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.controller == Some(true) && r.uid == uid)
+    })
+}
+
+/// The default account among an organization's accounts (`org_uid` is the organization's):
+/// the oldest that declares `default: true`, where accounts someone declared rank before the
+/// one the operator created for the organization. The operator creates one only when none
+/// is declared; a declared one that lands later (a multi-document apply racing the
+/// operator) still wins.
+pub fn default_account<'a, A>(accounts: impl IntoIterator<Item = &'a A>, org_uid: Option<&str>) -> Option<&'a Account>
 where
     A: std::borrow::Borrow<Account> + 'a,
 {
@@ -30,7 +39,11 @@ where
         .into_iter()
         .map(std::borrow::Borrow::borrow)
         .filter(|a| a.spec.default)
-        .min_by(|a, b| by_age(*a, *b))
+        .min_by(|a, b| {
+            is_controlled_by(*a, org_uid)
+                .cmp(&is_controlled_by(*b, org_uid))
+                .then_with(|| by_age(*a, *b))
+        })
 }
 
 /// The system role of a user: `org` in the default account, `default-user` elsewhere.
@@ -44,10 +57,7 @@ pub fn system_role(in_default_account: bool) -> Role {
 
 /// The user that holds `email` within an organization: the oldest user with that address
 /// (compared case-insensitively). Any other user with it is a duplicate.
-pub fn email_holder<'a, U>(
-    email: &str,
-    users: impl IntoIterator<Item = &'a U>,
-) -> Option<&'a CEUser>
+pub fn email_holder<'a, U>(email: &str, users: impl IntoIterator<Item = &'a U>) -> Option<&'a CEUser>
 where
     U: std::borrow::Borrow<CEUser> + 'a,
 {
@@ -69,10 +79,7 @@ pub enum Verdict {
         overrides_system_role: bool,
     },
     /// The role does not apply, for `reason` (a condition reason) explained by `message`.
-    Refused {
-        reason: &'static str,
-        message: String,
-    },
+    Refused { reason: &'static str, message: String },
 }
 
 /// Where the user of a binding stands, as resolved from the cluster.
@@ -146,10 +153,7 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
 
 /// A user's effective roles: the roles of its effective bindings, plus the system role
 /// unless a binding overrides it. Sorted, without duplicates.
-pub fn effective_roles<'a>(
-    system_role: Role,
-    verdicts: impl IntoIterator<Item = &'a Verdict>,
-) -> Vec<Role> {
+pub fn effective_roles<'a>(system_role: Role, verdicts: impl IntoIterator<Item = &'a Verdict>) -> Vec<Role> {
     let mut roles = BTreeSet::new();
     let mut overridden = false;
     for verdict in verdicts {
@@ -218,16 +222,40 @@ mod tests {
             account("plain", false, 1),
             account("a-older", true, 10),
         ];
-        assert_eq!(default_account(&accounts).unwrap().name_any(), "a-older");
+        assert_eq!(default_account(&accounts, None).unwrap().name_any(), "a-older");
         let reversed: Vec<_> = accounts.iter().rev().cloned().collect();
-        assert_eq!(default_account(&reversed).unwrap().name_any(), "a-older");
-        assert!(default_account(&[account("plain", false, 1)]).is_none());
+        assert_eq!(default_account(&reversed, None).unwrap().name_any(), "a-older");
+        assert!(default_account(&[account("plain", false, 1)], None).is_none());
+    }
+
+    #[test]
+    fn a_declared_default_ranks_before_the_one_the_operator_created() {
+        let mut generated = account("acme-default", true, 1);
+        generated.metadata.owner_references =
+            Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "ce.tenancy.io/v1alpha1".into(),
+                kind: "Organization".into(),
+                name: "acme".into(),
+                uid: "org-uid".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]);
+        let accounts = [generated.clone(), account("declared-later", true, 5)];
+        assert_eq!(
+            default_account(&accounts, Some("org-uid")).unwrap().name_any(),
+            "declared-later"
+        );
+        // Without a declared one, the generated one is the default.
+        assert_eq!(
+            default_account(&[generated], Some("org-uid")).unwrap().name_any(),
+            "acme-default"
+        );
     }
 
     #[test]
     fn same_age_is_broken_by_name() {
         let accounts = [account("zeta", true, 10), account("alpha", true, 10)];
-        assert_eq!(default_account(&accounts).unwrap().name_any(), "alpha");
+        assert_eq!(default_account(&accounts, None).unwrap().name_any(), "alpha");
     }
 
     #[test]
@@ -243,12 +271,7 @@ mod tests {
             user("first", "jane@acme.example", 10),
             user("other", "x@acme.example", 1),
         ];
-        assert_eq!(
-            email_holder("JANE@acme.example", &users)
-                .unwrap()
-                .name_any(),
-            "first"
-        );
+        assert_eq!(email_holder("JANE@acme.example", &users).unwrap().name_any(), "first");
         assert!(email_holder("nobody@acme.example", &users).is_none());
     }
 
@@ -267,24 +290,15 @@ mod tests {
             v => panic!("expected a refusal, got {v:?}"),
         };
         assert_eq!(
-            refused(judge_binding(
-                &binding(Role::Admin, false),
-                BoundUser::Missing
-            )),
+            refused(judge_binding(&binding(Role::Admin, false), BoundUser::Missing)),
             "UserNotFound"
         );
         assert_eq!(
-            refused(judge_binding(
-                &binding(Role::Admin, false),
-                BoundUser::NoAccount(&jane)
-            )),
+            refused(judge_binding(&binding(Role::Admin, false), BoundUser::NoAccount(&jane))),
             "AccountNotFound"
         );
         assert_eq!(
-            refused(judge_binding(
-                &binding(Role::OrgAdmin, false),
-                resolved(false)
-            )),
+            refused(judge_binding(&binding(Role::OrgAdmin, false), resolved(false))),
             "OrgAdminRequiresDefaultAccount"
         );
         assert_eq!(
@@ -292,10 +306,7 @@ mod tests {
             "SystemAssignedRole"
         );
         assert_eq!(
-            refused(judge_binding(
-                &binding(Role::DefaultUser, false),
-                resolved(false)
-            )),
+            refused(judge_binding(&binding(Role::DefaultUser, false), resolved(false))),
             "SystemAssignedRole"
         );
         assert_eq!(
@@ -335,10 +346,7 @@ mod tests {
             reason: "X",
             message: String::new(),
         };
-        assert_eq!(
-            effective_roles(Role::DefaultUser, []),
-            vec![Role::DefaultUser]
-        );
+        assert_eq!(effective_roles(Role::DefaultUser, []), vec![Role::DefaultUser]);
         assert_eq!(
             effective_roles(Role::DefaultUser, [&admin, &refused, &admin]),
             vec![Role::Admin, Role::DefaultUser]
@@ -348,9 +356,6 @@ mod tests {
             scope: RoleScope::Organization,
             overrides_system_role: true,
         };
-        assert_eq!(
-            effective_roles(Role::DefaultUser, [&override_org]),
-            vec![Role::Org]
-        );
+        assert_eq!(effective_roles(Role::DefaultUser, [&override_org]), vec![Role::Org]);
     }
 }

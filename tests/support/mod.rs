@@ -17,8 +17,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config, Resource,
@@ -62,11 +61,7 @@ pub fn start_cluster(dir: &Path, watch_pid: u32) {
         .args(["--watch-pid", &watch_pid.to_string()])
         .status()
         .expect("run hack/cluster.sh (are the tools built? run hack/build-tools.sh)");
-    assert!(
-        status.success(),
-        "hack/cluster.sh up --dir {} failed",
-        dir.display()
-    );
+    assert!(status.success(), "hack/cluster.sh up --dir {} failed", dir.display());
 }
 
 /// A client for the test cluster. Each test makes its own: a client is tied to the runtime
@@ -111,8 +106,8 @@ pub async fn install_crds(client: &Client) {
         for entry in std::fs::read_dir(repo_root().join("crds")).expect("read crds/") {
             let path = entry.expect("crds/ entry").path();
             let text = std::fs::read_to_string(&path).expect("read CRD file");
-            let crd: CustomResourceDefinition = serde_saphyr::from_str(&text)
-                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+            let crd: CustomResourceDefinition =
+                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
             let name = crd.metadata.name.clone().expect("CRD has a name");
             api.patch(
                 &name,
@@ -128,10 +123,7 @@ pub async fn install_crds(client: &Client) {
                 crd.status
                     .as_ref()
                     .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    })
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
             })
             .await;
         }
@@ -147,9 +139,7 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str) -> Self {
-        let suffix: String = (0..6)
-            .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
-            .collect();
+        let suffix: String = (0..6).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
         let name = format!("{prefix}-{suffix}");
         let api: Api<Namespace> = Api::all(client.clone());
         let mut ns = Namespace::default();
@@ -181,13 +171,7 @@ impl TestNamespace {
 
 /// Polls until `ready` holds for the object, or fails after `timeout` saying what was
 /// awaited and what the object last looked like.
-pub async fn wait_for<K>(
-    api: &Api<K>,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    ready: impl Fn(&K) -> bool,
-) -> K
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, timeout: Duration, ready: impl Fn(&K) -> bool) -> K
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
     K::DynamicType: Default,
@@ -243,4 +227,114 @@ where
         );
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The operator binary, run as a separate process against the test cluster, watching only
+/// one namespace (so that tests running side by side do not share an operator). Killed when
+/// dropped; its log is in target/test-logs/<namespace>.log.
+pub struct Operator {
+    child: Option<std::process::Child>,
+    namespace: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(namespace: &str) -> Self {
+        let dir = repo_root().join("target/test-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{namespace}.log"));
+        let mut op = Self {
+            child: None,
+            namespace: namespace.to_owned(),
+            log,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ce-operator"))
+            .args([
+                "run",
+                "--log-format",
+                "text",
+                "--namespace",
+                &self.namespace,
+                "--kubeconfig",
+            ])
+            .arg(kubeconfig_path())
+            .env("RUST_LOG", "info,ce_operator=debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start ce-operator");
+        self.child = Some(child);
+    }
+
+    /// Kills the operator abruptly (SIGKILL), as a crash or an evicted pod would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Applies a YAML manifest (one or more documents) into a namespace with kubectl.
+pub fn apply(namespace: &str, manifest: &str) {
+    let mut child = Command::new(tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}\n{manifest}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until the object reports condition `type_` with `status` and `reason`.
+pub async fn wait_condition<K>(api: &Api<K>, name: &str, type_: &str, status: &str, reason: &str) -> K
+where
+    K: Resource + ce_operator::api::HasConditions + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+{
+    let what = format!("condition {type_}={status} with reason {reason}");
+    wait_for(api, name, &what, TIMEOUT, |o| o.has_condition(type_, status, reason)).await
+}
+
+/// Waits until the object is Ready=True (whatever the reason).
+pub async fn wait_ready<K>(api: &Api<K>, name: &str) -> K
+where
+    K: Resource + ce_operator::api::HasConditions + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+{
+    wait_for(api, name, "condition Ready=True", TIMEOUT, |o| {
+        o.condition("Ready").is_some_and(|c| c.status == "True")
+    })
+    .await
 }

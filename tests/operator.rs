@@ -1,0 +1,634 @@
+//! The Organization, Account and CEUser controllers end to end: the operator binary runs as
+//! a separate process against the real API server, watching the test's namespace.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ce_operator::api::{Account, CEUser, HasConditions, Organization, Role, RoleBinding};
+use k8s_openapi::{
+    ByteString,
+    api::{core::v1::Secret, events::v1::Event},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use support::{
+    Operator, TIMEOUT, TestNamespace, apply, client, install_crds, wait_condition, wait_for, wait_gone, wait_ready,
+};
+
+fn org(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {{name: {name}}}\nspec: {{displayName: {name}{extra}}}\n"
+    )
+}
+
+fn account(name: &str, org: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Account\nmetadata: {{name: {name}}}\nspec: {{organizationRef: {{name: {org}}}{extra}}}\n"
+    )
+}
+
+fn user(name: &str, account: &str, email: &str) -> String {
+    format!(
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {{name: {name}}}\nspec: {{accountRef: {{name: {account}}}, email: {email}}}\n"
+    )
+}
+
+struct Env {
+    ns: TestNamespace,
+    _operator: Operator,
+    orgs: Api<Organization>,
+    accounts: Api<Account>,
+    users: Api<CEUser>,
+    secrets: Api<Secret>,
+}
+
+async fn env(prefix: &str) -> Env {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    let operator = Operator::start(&ns.name);
+    Env {
+        orgs: ns.api(),
+        accounts: ns.api(),
+        users: ns.api(),
+        secrets: ns.api(),
+        _operator: operator,
+        ns,
+    }
+}
+
+async fn events_with_reason(env: &Env, reason: &str) -> Vec<Event> {
+    let events: Api<Event> = env.ns.api();
+    let all = events.list(&ListParams::default()).await.unwrap().items;
+    all.into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret.data.as_ref()?.get(key).map(|b| b.0.clone())
+}
+
+#[tokio::test]
+async fn creation_in_every_order_converges() {
+    let env = env("order").await;
+    let orders: [[&str; 3]; 6] = [
+        ["org", "account", "user"],
+        ["org", "user", "account"],
+        ["account", "org", "user"],
+        ["account", "user", "org"],
+        ["user", "org", "account"],
+        ["user", "account", "org"],
+    ];
+    for (i, order) in orders.iter().enumerate() {
+        let (o, a, u) = (format!("org{i}"), format!("acct{i}"), format!("user{i}"));
+        for (step, kind) in order.iter().enumerate() {
+            match *kind {
+                "org" => apply(&env.ns.name, &org(&o, "")),
+                "account" => {
+                    apply(&env.ns.name, &account(&a, &o, ""));
+                    if !order[..step].contains(&"org") {
+                        wait_condition(&env.accounts, &a, "Ready", "False", "OrganizationNotFound").await;
+                    }
+                }
+                _ => {
+                    apply(&env.ns.name, &user(&u, &a, &format!("u{i}@example.com")));
+                    if !order[..step].contains(&"account") {
+                        wait_condition(&env.users, &u, "Ready", "False", "AccountNotFound").await;
+                    } else if !order[..step].contains(&"org") {
+                        wait_condition(&env.users, &u, "Ready", "False", "OrganizationNotFound").await;
+                    }
+                }
+            }
+        }
+        let user = wait_ready(&env.users, &u).await;
+        let status = user.status.unwrap();
+        assert_eq!(status.organization.as_deref(), Some(o.as_str()), "order {order:?}");
+        assert_eq!(status.account.as_deref(), Some(a.as_str()));
+        // acct{i} is not the default account: the operator created {org}-default.
+        assert_eq!(status.system_role, Some(Role::DefaultUser));
+        assert_eq!(status.roles, vec![Role::DefaultUser]);
+        assert!(status.secret_fingerprint.is_some_and(|f| f.len() == 16));
+        let org_status = wait_for(&env.orgs, &o, "2 accounts and 1 user counted", TIMEOUT, |org| {
+            org.status
+                .as_ref()
+                .is_some_and(|s| s.accounts == Some(2) && s.users == Some(1))
+        })
+        .await
+        .status
+        .unwrap();
+        assert_eq!(org_status.default_account, Some(format!("{o}-default")));
+        assert!(wait_ready(&env.accounts, &a).await.status.unwrap().default == Some(false));
+        assert!(
+            wait_ready(&env.accounts, &format!("{o}-default"))
+                .await
+                .status
+                .unwrap()
+                .default
+                == Some(true)
+        );
+    }
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_owner_is_created_as_org_admin_of_the_default_account() {
+    let env = env("owner").await;
+    apply(
+        &env.ns.name,
+        &org("acme", ", owner: {email: ceo@acme.example, displayName: CEO}"),
+    );
+    let owner = wait_for(&env.users, "acme-owner", "roles org-admin and org", TIMEOUT, |u| {
+        u.status
+            .as_ref()
+            .is_some_and(|s| s.roles == [Role::OrgAdmin, Role::Org])
+    })
+    .await;
+    let status = owner.status.unwrap();
+    assert_eq!(status.account.as_deref(), Some("acme-default"));
+    assert_eq!(status.system_role, Some(Role::Org));
+    assert_eq!(status.roles, vec![Role::OrgAdmin, Role::Org]);
+    assert!(
+        status.privileges.len() == 14,
+        "org-admin holds every privilege: {:?}",
+        status.privileges
+    );
+    let org = wait_condition(&env.orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
+    let org_uid = org.uid().unwrap();
+    for owned in [
+        owner.metadata.owner_references.unwrap(),
+        env.ns
+            .api::<RoleBinding>()
+            .get("acme-owner-org-admin")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap(),
+    ] {
+        assert_eq!(owned[0].uid, org_uid, "owned by the organization");
+    }
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_second_default_account_is_reported_on_the_newer_one() {
+    let env = env("dupdefault").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}",
+            org("acme", ""),
+            account("first", "acme", ", default: true")
+        ),
+    );
+    wait_for(&env.orgs, "acme", "default account first", TIMEOUT, |o| {
+        o.status
+            .as_ref()
+            .is_some_and(|s| s.default_account.as_deref() == Some("first"))
+    })
+    .await;
+    apply(&env.ns.name, &account("second", "acme", ", default: true"));
+    let second = wait_condition(&env.accounts, "second", "Ready", "False", "DuplicateDefaultAccount").await;
+    assert!(
+        second.condition("Ready").unwrap().message.contains("first"),
+        "the message names the default account"
+    );
+    assert_eq!(second.status.unwrap().default, Some(false));
+    assert_eq!(
+        env.orgs
+            .get("acme")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .default_account
+            .as_deref(),
+        Some("first")
+    );
+    assert!(
+        env.accounts.get_opt("acme-default").await.unwrap().is_none(),
+        "no default account is created when one is declared"
+    );
+    // The older one goes: the newer becomes the default by itself.
+    env.accounts.delete("first", &DeleteParams::default()).await.unwrap();
+    let second = wait_ready(&env.accounts, "second").await;
+    assert_eq!(second.status.unwrap().default, Some(true));
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_email_is_reported_on_the_newer_user_and_recovers() {
+    let env = env("dupemail").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            org("acme", ""),
+            account("a", "acme", ""),
+            account("b", "acme", "")
+        ),
+    );
+    // Age decides, then name (creation timestamps have whole seconds): "a-older" wins both ways.
+    apply(&env.ns.name, &user("a-older", "a", "jane@acme.example"));
+    wait_ready(&env.users, "a-older").await;
+    apply(&env.ns.name, &user("b-newer", "b", "JANE@acme.example"));
+    let newer = wait_condition(&env.users, "b-newer", "Ready", "False", "DuplicateEmail").await;
+    assert!(newer.condition("Ready").unwrap().message.contains("a-older"));
+    assert!(
+        env.secrets.get_opt("b-newer-user-secret").await.unwrap().is_none(),
+        "no secret for a duplicate"
+    );
+    assert!(
+        wait_ready(&env.users, "a-older")
+            .await
+            .status
+            .unwrap()
+            .secret_ref
+            .is_some()
+    );
+    env.users.delete("a-older", &DeleteParams::default()).await.unwrap();
+    wait_ready(&env.users, "b-newer").await;
+    assert!(env.secrets.get_opt("b-newer-user-secret").await.unwrap().is_some());
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn secrets_are_generated_labelled_owned_and_never_exposed() {
+    let env = env("secrets").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            org("acme", ", security: {secretLength: 64}"),
+            account("eu", "acme", ""),
+            user("jane", "eu", "jane@acme.example")
+        ),
+    );
+    let jane = wait_ready(&env.users, "jane").await;
+    let org = wait_ready(&env.orgs, "acme").await;
+    for (owner_uid, name, labels) in [
+        (
+            org.uid().unwrap(),
+            "acme-org-secret",
+            vec![("ce.tenancy.io/organization", "acme")],
+        ),
+        (
+            jane.uid().unwrap(),
+            "jane-user-secret",
+            vec![
+                ("ce.tenancy.io/organization", "acme"),
+                ("ce.tenancy.io/account", "eu"),
+                ("ce.tenancy.io/user", "jane"),
+            ],
+        ),
+    ] {
+        let secret = env.secrets.get(name).await.unwrap();
+        let value = secret_value(&secret, "secret").expect("secret key");
+        // 64 random bytes as unpadded URL-safe base64: 86 characters.
+        assert_eq!(value.len(), 86, "{name}");
+        let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller, owner.block_owner_deletion),
+            (owner_uid.as_str(), Some(true), Some(true))
+        );
+        for (k, v) in labels {
+            assert_eq!(secret.labels().get(k).map(String::as_str), Some(v), "{name} label {k}");
+        }
+        // The value appears nowhere else: not in the owner's status, not in events.
+        let text = String::from_utf8(value).unwrap();
+        let status = serde_json::to_string(&if name.starts_with("acme") {
+            serde_json::to_value(&org).unwrap()
+        } else {
+            serde_json::to_value(&jane).unwrap()
+        })
+        .unwrap();
+        assert!(!status.contains(&text));
+        let events: Api<Event> = env.ns.api();
+        assert!(
+            !serde_json::to_string(&events.list(&ListParams::default()).await.unwrap())
+                .unwrap()
+                .contains(&text)
+        );
+        assert!(
+            !std::fs::read_to_string(&env._operator.log).unwrap().contains(&text),
+            "the secret is in the operator log"
+        );
+    }
+    assert_eq!(jane.status.unwrap().secret_ref.unwrap().name, "jane-user-secret");
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_foreign_secret_of_the_same_name_is_left_untouched() {
+    let env = env("foreign").await;
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("jane-user-secret".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "password".to_string(),
+            ByteString(b"not yours".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    let before = env.secrets.create(&PostParams::default(), &foreign).await.unwrap();
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            org("acme", ""),
+            account("eu", "acme", ""),
+            user("jane", "eu", "jane@acme.example")
+        ),
+    );
+    let jane = wait_condition(&env.users, "jane", "SecretReady", "False", "SecretConflict").await;
+    assert!(jane.has_condition("Ready", "False", "SecretConflict"));
+    assert!(jane.status.unwrap().secret_fingerprint.is_none());
+    let after = env.secrets.get("jane-user-secret").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the foreign Secret was written to"
+    );
+    assert_eq!(after.data, before.data);
+    assert!(after.metadata.owner_references.is_none());
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_recreated_with_a_new_value_and_a_warning() {
+    let env = env("recreate").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            org("acme", ""),
+            account("eu", "acme", ""),
+            user("jane", "eu", "jane@acme.example")
+        ),
+    );
+    let first = wait_ready(&env.users, "jane")
+        .await
+        .status
+        .unwrap()
+        .secret_fingerprint
+        .unwrap();
+    let old = env.secrets.get("jane-user-secret").await.unwrap();
+    env.secrets
+        .delete("jane-user-secret", &DeleteParams::default())
+        .await
+        .unwrap();
+    let jane = wait_for(&env.users, "jane", "a new secret fingerprint", TIMEOUT, |u| {
+        u.status
+            .as_ref()
+            .and_then(|s| s.secret_fingerprint.as_ref())
+            .is_some_and(|f| *f != first)
+    })
+    .await;
+    let new = env.secrets.get("jane-user-secret").await.unwrap();
+    assert_ne!(secret_value(&new, "secret"), secret_value(&old, "secret"));
+    assert!(jane.has_condition("Ready", "True", "Ready"));
+    support::wait_until("a SecretRecreated warning", TIMEOUT, || async {
+        !events_with_reason(&env, "SecretRecreated").await.is_empty()
+    })
+    .await;
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_previous_secret_for_the_grace_period_then_drops_it() {
+    let env = env("rotate").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            org("acme", ", security: {rotationGracePeriod: 6s}"),
+            account("eu", "acme", ""),
+            user("jane", "eu", "jane@acme.example")
+        ),
+    );
+    let before = wait_ready(&env.users, "jane").await.status.unwrap();
+    let old_value = secret_value(&env.secrets.get("jane-user-secret").await.unwrap(), "secret").unwrap();
+
+    let rotate = serde_json::json!({"metadata": {"annotations": {"ce.tenancy.io/rotate-secret": "2026-11-22"}}});
+    env.users
+        .patch("jane", &PatchParams::default(), &Patch::Merge(&rotate))
+        .await
+        .unwrap();
+    let after = wait_for(&env.users, "jane", "lastRotationRequest 2026-11-22", TIMEOUT, |u| {
+        u.status
+            .as_ref()
+            .is_some_and(|s| s.last_rotation_request.as_deref() == Some("2026-11-22"))
+    })
+    .await
+    .status
+    .unwrap();
+    assert_ne!(after.secret_fingerprint, before.secret_fingerprint);
+    assert!(after.last_rotation_time.is_some());
+    let rotated = env.secrets.get("jane-user-secret").await.unwrap();
+    assert_eq!(
+        secret_value(&rotated, "previous"),
+        Some(old_value.clone()),
+        "the previous secret stays during the grace period"
+    );
+    assert_ne!(secret_value(&rotated, "secret"), Some(old_value));
+    support::wait_until("a SecretRotated event", TIMEOUT, || async {
+        !events_with_reason(&env, "SecretRotated").await.is_empty()
+    })
+    .await;
+
+    // After the grace period (a timed requeue, no polling), the previous one is removed.
+    wait_for(
+        &env.secrets,
+        "jane-user-secret",
+        "the previous key removed",
+        Duration::from_secs(30),
+        |s| secret_value(s, "previous").is_none(),
+    )
+    .await;
+    let final_secret = env.secrets.get("jane-user-secret").await.unwrap();
+    assert_eq!(
+        secret_value(&final_secret, "secret"),
+        secret_value(&rotated, "secret"),
+        "the current secret is kept"
+    );
+
+    // The same annotation value again does not rotate again.
+    let rv = final_secret.resource_version();
+    env.users
+        .patch(
+            "jane",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&env.users, "jane", "ready after the touch", TIMEOUT, |u| {
+        u.labels().contains_key("touched")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a window in which nothing may happen
+    assert_eq!(
+        env.secrets.get("jane-user-secret").await.unwrap().resource_version(),
+        rv
+    );
+    env.ns.delete().await;
+}
+
+/// resourceVersions of everything the operator writes in a namespace, and the event count.
+async fn snapshot(env: &Env) -> (BTreeMap<String, String>, usize) {
+    let mut versions = BTreeMap::new();
+    let lp = ListParams::default();
+    for o in env.orgs.list(&lp).await.unwrap() {
+        versions.insert(format!("org/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    for o in env.accounts.list(&lp).await.unwrap() {
+        versions.insert(format!("account/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    for o in env.users.list(&lp).await.unwrap() {
+        versions.insert(format!("user/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    for o in env.ns.api::<RoleBinding>().list(&lp).await.unwrap() {
+        versions.insert(format!("binding/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    for o in env.secrets.list(&lp).await.unwrap() {
+        versions.insert(format!("secret/{}", o.name_any()), o.resource_version().unwrap());
+    }
+    let events = env.ns.api::<Event>().list(&lp).await.unwrap().items.len();
+    (versions, events)
+}
+
+#[tokio::test]
+async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
+    let mut env = env("quiet").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}",
+            org("acme", ", owner: {email: ceo@acme.example}"),
+            account("eu", "acme", ""),
+            user("jane", "eu", "jane@acme.example"),
+            user("john", "eu", "john@acme.example"),
+            "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: jane-admin}\nspec: {userRef: {name: jane}, role: admin}\n"
+        ),
+    );
+    for u in ["jane", "john", "acme-owner"] {
+        wait_ready(&env.users, u).await;
+    }
+    wait_for(&env.orgs, "acme", "3 users counted", TIMEOUT, |o| {
+        o.status.as_ref().is_some_and(|s| s.users == Some(3))
+    })
+    .await;
+    wait_ready(&env.ns.api::<RoleBinding>(), "jane-admin").await;
+    let before = snapshot(&env).await;
+
+    // A window of 10 s at rest: no object, Secret or event may change.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(snapshot(&env).await, before, "the operator wrote at rest");
+
+    // Killed mid-run and started again: it re-reads everything and changes nothing.
+    env._operator.restart();
+    let log = env._operator.log.clone();
+    support::wait_until("the restarted operator to sync its caches", TIMEOUT, || {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("caches synced")
+                .count()
+                >= 2
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // let it reconcile everything it read
+    assert_eq!(snapshot(&env).await, before, "the restart changed something");
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn deletion_waits_for_children_then_cascades_when_allowed() {
+    let env = env("deletion").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            org("acme", ""),
+            account("eu", "acme", ""),
+            user("jane", "eu", "jane@acme.example")
+        ),
+    );
+    wait_ready(&env.users, "jane").await;
+    wait_ready(&env.orgs, "acme").await;
+
+    env.orgs.delete("acme", &DeleteParams::default()).await.unwrap();
+    let blocked = wait_condition(&env.orgs, "acme", "DeletionBlocked", "True", "ChildrenExist").await;
+    let message = &blocked.condition("DeletionBlocked").unwrap().message;
+    assert!(
+        message.contains("account eu") && message.contains("user jane"),
+        "{message}"
+    );
+    assert!(env.users.get_opt("jane").await.unwrap().is_some());
+
+    // An account with users is held too.
+    env.accounts.delete("eu", &DeleteParams::default()).await.unwrap();
+    wait_condition(&env.accounts, "eu", "DeletionBlocked", "True", "ChildrenExist").await;
+
+    env.orgs
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"allowCascadingDeletion": true}})),
+        )
+        .await
+        .unwrap();
+    wait_gone(&env.orgs, "acme", TIMEOUT).await;
+    for name in ["eu", "acme-default"] {
+        wait_gone(&env.accounts, name, TIMEOUT).await;
+    }
+    wait_gone(&env.users, "jane", TIMEOUT).await;
+    // Owned Secrets go with their owners (garbage collector).
+    wait_gone(&env.secrets, "acme-org-secret", TIMEOUT).await;
+    wait_gone(&env.secrets, "jane-user-secret", TIMEOUT).await;
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn admin_present_follows_the_org_admin_bindings() {
+    let env = env("adminpresent").await;
+    let bindings: Api<RoleBinding> = env.ns.api();
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            org("acme", ""),
+            account("hq", "acme", ", default: true"),
+            user("sam", "hq", "sam@acme.example")
+        ),
+    );
+    wait_condition(&env.orgs, "acme", "AdminPresent", "False", "NoOrgAdmin").await;
+    apply(
+        &env.ns.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: sam-org-admin}\nspec: {userRef: {name: sam}, role: org-admin}\n",
+    );
+    wait_condition(&env.orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
+    // Revoking the last org-admin flips it back, with a Warning event.
+    bindings
+        .delete("sam-org-admin", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_condition(&env.orgs, "acme", "AdminPresent", "False", "NoOrgAdmin").await;
+    let sam = wait_for(&env.users, "sam", "roles back to org", TIMEOUT, |u| {
+        u.status.as_ref().is_some_and(|s| s.roles == [Role::Org])
+    })
+    .await;
+    assert!(sam.status.unwrap().privileges.is_empty());
+    support::wait_until("a NoOrgAdmin warning event", TIMEOUT, || async {
+        !events_with_reason(&env, "NoOrgAdmin").await.is_empty()
+    })
+    .await;
+    env.ns.delete().await;
+}
