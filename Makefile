@@ -15,13 +15,14 @@ tools: ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, ku
 cluster-up: tools ## Start the local cluster; admin kubeconfig at .local/cluster/kubeconfig
 	@hack/cluster.sh up
 
-cluster-down: ## Stop the local cluster
+cluster-down: ## Stop the local cluster (and the operator `make dev` started)
+	@if [[ -f .local/dev/operator.pid ]]; then kill $$(cat .local/dev/operator.pid) 2>/dev/null || true; rm -f .local/dev/operator.pid; fi
 	@hack/cluster.sh down
 
 crds: ## Regenerate crds/ from the Rust types
 	cargo run --quiet -- crdgen --out crds
 
-dev: cluster-up ## Local cluster + CRDs + examples applied (from a fresh clone)
+dev: cluster-up ## Local cluster + CRDs + the operator running + examples applied (from a fresh clone)
 	@hack/dev.sh
 
 test: ## The whole test suite (what CI runs)

@@ -24,7 +24,7 @@ hack/cluster.sh up --dir "$cluster_dir"
 export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
 
 log "cargo test"
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 
 trap - EXIT INT TERM
 cleanup

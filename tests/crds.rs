@@ -257,6 +257,13 @@ spec: {organizationRef: {name: acme}, elements: [hubspot]}
 async fn kubectl_explain_prints_the_field_docs() {
     let client = client().await;
     install_crds(&client).await;
+    // The API server publishes a new CRD's OpenAPI a little after the CRD is established.
+    support::wait_until(
+        "`kubectl explain ceuser` to find the published schema",
+        support::TIMEOUT,
+        || async { kubectl(&["explain", "ceuser"]).status.success() },
+    )
+    .await;
     let spec = kubectl_ok(&["explain", "ceuser.spec"]);
     for text in ["accountRef", "email", "E-mail address of the user", "Immutable"] {
         assert!(

@@ -71,9 +71,26 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
 
     // The default account: the oldest declared one, or one the operator creates.
     let accounts = ctx.stores.accounts_of(&ns, &name);
+    let mut wake_after = None;
     let default_account = match tenancy::default_account(&accounts, org.meta().uid.as_deref()) {
         Some(account) => Ok(account.name_any()),
-        None => create_default_account(ctx, org).await?,
+        None => match creation_grace_left(org) {
+            // Give a multi-document apply the moment it needs to declare one.
+            Some(left) => {
+                wake_after = Some(left);
+                Err(Desired::failed(
+                    READY,
+                    "DefaultAccountPending",
+                    format!(
+                        "no account declares default: true; the operator creates {} shortly",
+                        names::default_account(&name, org.spec.default_account_name.as_deref())
+                    ),
+                ))
+            }
+            None => create_default_account(ctx, org)
+                .await?
+                .map_err(|conflict| Desired::failed(READY, "DefaultAccountNameTaken", conflict)),
+        },
     };
     if let Ok(default) = &default_account {
         remove_superseded_default(ctx, org, &accounts, default).await?;
@@ -84,7 +101,7 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
             "Ready",
             "the organization secret is issued and the default account exists",
         ),
-        Err(conflict) => Desired::failed(READY, "DefaultAccountNameTaken", conflict.clone()),
+        Err(failed) => failed.clone(),
     };
 
     // The owner: a user of the default account with an org-admin binding, as sign-up does.
@@ -171,7 +188,21 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
     };
     warn_new_failures(ctx, org, &previous.conditions, &desired).await;
     write_status(&ctx.client, org, org.status.as_ref(), &status).await?;
-    Ok(secret.requeue_after.map_or_else(Action::await_change, Action::requeue))
+    let requeue = [secret.requeue_after, wake_after].into_iter().flatten().min();
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// How long a new organization waits for a declared default account before the operator
+/// creates one: `kubectl apply -f` of an organization with its accounts lands within it,
+/// and a client-side apply would otherwise race the operator's create (AlreadyExists).
+const DEFAULT_ACCOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The part of the grace period left, if the organization is younger than it.
+fn creation_grace_left(org: &Organization) -> Option<std::time::Duration> {
+    let created = org.meta().creation_timestamp.as_ref()?.0;
+    let age = super::now().duration_since(created);
+    let left = k8s_openapi::jiff::SignedDuration::try_from(DEFAULT_ACCOUNT_GRACE).ok()? - age;
+    (left > k8s_openapi::jiff::SignedDuration::ZERO).then(|| left.unsigned_abs())
 }
 
 /// Creates the default account; Err(message) if its name is taken by an account that is not
