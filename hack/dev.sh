@@ -32,7 +32,6 @@ echo $! >"$state/operator.pid"
 log "applying examples/"
 "$kubectl" apply -f examples/ >/dev/null
 for kind in organizations accounts ceusers rolebindings.ce.tenancy.io elementsafelists; do
-  [[ $kind == elementsafelists ]] && continue # reported by the safelist controller, not yet running
   "$kubectl" wait --for condition=Ready "$kind" --all -n tenants --timeout=120s >/dev/null
 done
 "$kubectl" wait --for condition=Ready organizations --all -n partners --timeout=120s >/dev/null

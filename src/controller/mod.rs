@@ -7,6 +7,7 @@
 mod account;
 mod organization;
 mod role_binding;
+mod safelist;
 mod secret;
 mod stores;
 mod user;
@@ -19,6 +20,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
+        Controller,
         controller::{Action, Config as ControllerConfig},
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
     },
@@ -69,7 +71,6 @@ pub struct Options {
 /// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
 pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let config = ControllerConfig::default().concurrency(options.concurrency);
     let parts = stores::Controllers::new(&client, options.namespace.as_deref());
     let reporter = Reporter {
         controller: MANAGER.into(),
@@ -84,35 +85,27 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         namespace = options.namespace.as_deref().unwrap_or("<all>"),
         "starting controllers"
     );
-
-    let orgs = organization::controller(parts.organizations, &client, options.namespace.as_deref())
-        .with_config(config.clone())
-        .graceful_shutdown_on(shutdown.clone())
-        .run(organization::reconcile, error_policy, ctx.clone())
-        .for_each(log_result);
-    let accounts = parts
-        .accounts
-        .with_config(config.clone())
-        .graceful_shutdown_on(shutdown.clone())
-        .run(account::reconcile, error_policy, ctx.clone())
-        .for_each(log_result);
-    let users = user::controller(parts.users, &client, options.namespace.as_deref())
-        .with_config(config.clone())
-        .graceful_shutdown_on(shutdown.clone())
-        .run(user::reconcile, error_policy, ctx.clone())
-        .for_each(log_result);
-    let bindings = parts
-        .role_bindings
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(role_binding::reconcile, error_policy, ctx.clone())
-        .for_each(log_result);
+    let ns = options.namespace.as_deref();
+    let config = ControllerConfig::default().concurrency(options.concurrency);
     // Each controller on its own task, so that one never waits on the poll of another.
     let tasks = [
-        tokio::spawn(orgs),
-        tokio::spawn(accounts),
-        tokio::spawn(users),
-        tokio::spawn(bindings),
+        start(
+            organization::controller(parts.organizations, &client, ns),
+            organization::reconcile,
+            &ctx,
+            &config,
+            &shutdown,
+        ),
+        start(parts.accounts, account::reconcile, &ctx, &config, &shutdown),
+        start(
+            user::controller(parts.users, &client, ns),
+            user::reconcile,
+            &ctx,
+            &config,
+            &shutdown,
+        ),
+        start(parts.role_bindings, role_binding::reconcile, &ctx, &config, &shutdown),
+        start(parts.safelists, safelist::reconcile, &ctx, &config, &shutdown),
     ];
     for task in tasks {
         if let Err(e) = task.await {
@@ -120,6 +113,32 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         }
     }
     info!("controllers stopped");
+}
+
+/// Starts one controller on its own task.
+fn start<K, F>(
+    controller: Controller<K>,
+    reconcile: fn(Arc<K>, Arc<Context>) -> F,
+    ctx: &Arc<Context>,
+    config: &ControllerConfig,
+    shutdown: &(impl Future<Output = ()> + Clone + Send + Sync + 'static),
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Future<Output = Result<Action>> + Send + 'static,
+{
+    let run = controller
+        .with_config(config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(log_result);
+    tokio::spawn(run)
 }
 
 async fn log_result<T: Debug, E: std::fmt::Display>(result: std::result::Result<T, E>) {

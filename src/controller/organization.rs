@@ -19,13 +19,14 @@ use super::{
 };
 use crate::{
     api::{
-        Account, AccountSpec, CEUser, CEUserSpec, LocalRef, Organization, OrganizationStatus, Role, RoleBinding,
-        RoleBindingSpec, RolePrivileges, SecretRef,
+        Account, AccountSpec, CEUser, CEUserSpec, ElementVisibility, LocalRef, Organization, OrganizationStatus, Role,
+        RoleBinding, RoleBindingSpec, RolePrivileges, SecretRef,
     },
     model::{
-        conditions::{self, ADMIN_PRESENT, DELETION_BLOCKED, Desired, READY},
+        conditions::{self, ADMIN_PRESENT, DELETION_BLOCKED, DENYLIST_CONFLICT, Desired, READY},
         names::{self, LABEL_ORGANIZATION, LABEL_SECRET_OF, MANAGER},
         privileges::Matrix,
+        safelist::{self, Link},
         tenancy::{self, BoundUser, Verdict},
     },
 };
@@ -126,14 +127,39 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
     .await?;
     let secret_ok = secret.condition.status;
 
-    desired.push(match (&default_ready, secret_ok) {
-        (d, true) => d.clone(),
-        (d, false) if d.status => {
-            Desired::failed(READY, secret.condition.reason.clone(), secret.condition.message.clone())
-        }
-        (d, false) => d.clone(),
-    });
+    // The super-organization link, and what it denies.
+    let target = org
+        .spec
+        .super_organization_ref
+        .as_ref()
+        .and_then(|r| ctx.stores.organization(&r.namespace, &r.name));
+    let link = safelist::judge_link(org, &ns, target.as_deref());
+    // Ready reports the first problem: the default account, the secret, then the link.
+    let ready = if !default_ready.status {
+        default_ready
+    } else if !secret_ok {
+        Desired::failed(READY, secret.condition.reason.clone(), secret.condition.message.clone())
+    } else if let Link::Refused { reason, message } = &link {
+        Desired::failed(READY, *reason, message.clone())
+    } else {
+        default_ready
+    };
+    desired.push(ready);
     desired.push(secret.condition.clone());
+    let denied = match link {
+        Link::Accepted { mut denylist } => {
+            denylist.sort();
+            denylist
+        }
+        Link::None | Link::Refused { .. } => Vec::new(),
+    };
+    let element_visibility = ElementVisibility {
+        safelist: ctx.stores.effective_safelist(&ns, &name).map(|s| s.name_any()),
+        denied_elements: denied,
+    };
+    if let Some(whitelabel) = &org.spec.whitelabel {
+        desired.push(denylist_conflicts(&ctx.stores, org, &ns, &whitelabel.element_denylist));
+    }
 
     let matrix = Matrix::new(&org.spec.roles);
     desired.push(if matrix.refused_revocations.is_empty() {
@@ -184,7 +210,7 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
                 privileges: privileges.iter().copied().collect(),
             })
             .collect(),
-        element_visibility: previous.element_visibility.clone(),
+        element_visibility: Some(element_visibility),
     };
     warn_new_failures(ctx, org, &previous.conditions, &desired).await;
     write_status(&ctx.client, org, org.status.as_ref(), &status).await?;
@@ -253,6 +279,49 @@ async fn create_default_account(ctx: &Context, org: &Organization) -> Result<Res
             }
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A super-organization's report of member safelists that list what it denies.
+fn denylist_conflicts(stores: &Stores, org: &Organization, ns: &str, denylist: &[String]) -> Desired {
+    let mut conflicts = Vec::new();
+    for member in stores.members_of(ns, &org.name_any()) {
+        let member_ns = member.namespace().unwrap_or_default();
+        if !matches!(
+            safelist::judge_link(&member, &member_ns, Some(org)),
+            Link::Accepted { .. }
+        ) {
+            continue;
+        }
+        if let Some(list) = stores.effective_safelist(&member_ns, &member.name_any()) {
+            let (_, denied) = safelist::visibility(Some(&list.spec.elements), denylist);
+            if !denied.is_empty() {
+                conflicts.push(format!(
+                    "{member_ns}/{} safelists {}",
+                    member.name_any(),
+                    denied.join(", ")
+                ));
+            }
+        }
+    }
+    conflicts.sort();
+    if conflicts.is_empty() {
+        Desired::new(
+            DENYLIST_CONFLICT,
+            false,
+            "NoConflict",
+            "no member organization safelists a denied element",
+        )
+    } else {
+        Desired::new(
+            DENYLIST_CONFLICT,
+            true,
+            "SafelistedDeniedElements",
+            format!(
+                "{}: deny wins, those elements stay hidden. Remove them from the members' safelists or from spec.whitelabel.elementDenylist",
+                conflicts.join("; ")
+            ),
+        )
     }
 }
 

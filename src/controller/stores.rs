@@ -23,7 +23,8 @@ use kube::{
     },
 };
 
-use crate::api::{Account, CEUser, Organization, RoleBinding};
+use crate::api::{Account, CEUser, ElementSafelist, Organization, RoleBinding};
+use crate::model::tenancy;
 
 /// The stores of the four kinds.
 #[derive(Clone)]
@@ -32,6 +33,7 @@ pub struct Stores {
     pub accounts: Store<Account>,
     pub users: Store<CEUser>,
     pub role_bindings: Store<RoleBinding>,
+    pub safelists: Store<ElementSafelist>,
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -41,6 +43,7 @@ pub struct Controllers {
     pub accounts: Controller<Account>,
     pub users: Controller<CEUser>,
     pub role_bindings: Controller<RoleBinding>,
+    pub safelists: Controller<ElementSafelist>,
     pub stores: Stores,
 }
 
@@ -58,8 +61,10 @@ where
 /// have. Set from the watch streams themselves, after the reflector applied the event:
 /// kube-runtime's `Store::wait_until_ready` wakes only its most recent waiter, so it cannot
 /// serve many concurrent reconciles.
+const KINDS: usize = 5;
+
 struct Readiness {
-    synced: Mutex<[bool; 4]>,
+    synced: Mutex<[bool; KINDS]>,
     gate: tokio::sync::watch::Sender<bool>,
 }
 
@@ -81,6 +86,7 @@ struct Triggers {
     accounts: UnboundedSender<ObjectRef<Account>>,
     users: UnboundedSender<ObjectRef<CEUser>>,
     role_bindings: UnboundedSender<ObjectRef<RoleBinding>>,
+    safelists: UnboundedSender<ObjectRef<ElementSafelist>>,
 }
 
 fn send<K: Resource<DynamicType = ()>>(to: &UnboundedSender<ObjectRef<K>>, objects: impl IntoIterator<Item = Arc<K>>) {
@@ -173,29 +179,33 @@ impl Controllers {
     pub fn new(client: &Client, namespace: Option<&str>) -> Self {
         let (gate, ready) = tokio::sync::watch::channel(false);
         let readiness = Arc::new(Readiness {
-            synced: Mutex::new([false; 4]),
+            synced: Mutex::new([false; KINDS]),
             gate,
         });
         let (org_reader, org_writer) = reflector::store();
         let (account_reader, account_writer) = reflector::store();
         let (user_reader, user_writer) = reflector::store();
         let (binding_reader, binding_writer) = reflector::store();
+        let (safelist_reader, safelist_writer) = reflector::store();
         let stores = Stores {
             organizations: org_reader.clone(),
             accounts: account_reader.clone(),
             users: user_reader.clone(),
             role_bindings: binding_reader.clone(),
+            safelists: safelist_reader.clone(),
             ready,
         };
         let (org_tx, org_rx) = unbounded();
         let (account_tx, account_rx) = unbounded();
         let (user_tx, user_rx) = unbounded();
         let (binding_tx, binding_rx) = unbounded();
+        let (safelist_tx, safelist_rx) = unbounded();
         let triggers = Triggers {
             organizations: org_tx,
             accounts: account_tx,
             users: user_tx,
             role_bindings: binding_tx,
+            safelists: safelist_tx,
         };
 
         let org_stream = primary_stream(
@@ -226,9 +236,17 @@ impl Controllers {
             client,
             namespace,
             binding_writer,
-            readiness,
+            readiness.clone(),
             3,
             fan_out_role_binding(&stores, &triggers),
+        );
+        let safelist_stream = primary_stream(
+            client,
+            namespace,
+            safelist_writer,
+            readiness,
+            4,
+            fan_out_safelist(&stores, &triggers),
         );
 
         fn controller<K>(
@@ -252,26 +270,37 @@ impl Controllers {
             accounts: controller(account_stream, account_reader, account_rx),
             users: controller(user_stream, user_reader, user_rx),
             role_bindings: controller(binding_stream, binding_reader, binding_rx),
+            safelists: controller(safelist_stream, safelist_reader, safelist_rx),
             stores,
         }
     }
 }
 
 /// Organization changes: its accounts re-resolve it, its users take its matrix and secret
-/// settings.
+/// settings, its safelists its link; a super-organization's members (in any namespace) and
+/// their safelists take its denylist, and a member's super-organization recounts conflicts.
 fn fan_out_organization(
     stores: &Stores,
     triggers: &Triggers,
 ) -> impl Fn(Change<'_, Organization>) + Send + Sync + 'static {
     let (stores, triggers, specs) = (stores.clone(), triggers.clone(), SpecChanges::default());
     move |change| {
-        let Some(ns) = change.obj.namespace() else {
+        let org = change.obj;
+        let Some(ns) = org.namespace() else { return };
+        if !specs.changed(&change) {
             return;
-        };
-        if specs.changed(&change) {
-            let name = change.obj.name_any();
-            send(&triggers.accounts, stores.accounts_of(&ns, &name));
-            send(&triggers.users, stores.users_of(&ns, &name));
+        }
+        let name = org.name_any();
+        send(&triggers.accounts, stores.accounts_of(&ns, &name));
+        send(&triggers.users, stores.users_of(&ns, &name));
+        send(&triggers.safelists, stores.safelists_of(&ns, &name));
+        for member in stores.members_of(&ns, &name) {
+            let member_ns = member.namespace().unwrap_or_default();
+            send(&triggers.safelists, stores.safelists_of(&member_ns, &member.name_any()));
+            send(&triggers.organizations, [member]);
+        }
+        if let Some(parent) = &org.spec.super_organization_ref {
+            send_named(&triggers.organizations, &parent.namespace, &parent.name);
         }
     }
 }
@@ -349,6 +378,35 @@ fn fan_out_role_binding(
     }
 }
 
+/// Safelist changes: the organization's visibility, which of its safelists is in effect,
+/// and its super-organization's conflict report.
+fn fan_out_safelist(
+    stores: &Stores,
+    triggers: &Triggers,
+) -> impl Fn(Change<'_, ElementSafelist>) + Send + Sync + 'static {
+    let (stores, triggers) = (stores.clone(), triggers.clone());
+    move |change| {
+        let safelist = change.obj;
+        let Some(ns) = safelist.namespace() else { return };
+        let org = &safelist.spec.organization_ref.name;
+        send_named(&triggers.organizations, &ns, org);
+        let name = safelist.name_any();
+        send(
+            &triggers.safelists,
+            stores
+                .safelists_of(&ns, org)
+                .into_iter()
+                .filter(|s| s.name_any() != name),
+        );
+        if let Some(parent) = stores
+            .organization(&ns, org)
+            .and_then(|o| o.spec.super_organization_ref.clone())
+        {
+            send_named(&triggers.organizations, &parent.namespace, &parent.name);
+        }
+    }
+}
+
 /// The objects of a store that match, in no particular order.
 fn select<K>(store: &Store<K>, matches: impl Fn(&K) -> bool) -> Vec<Arc<K>>
 where
@@ -406,6 +464,29 @@ impl Stores {
     pub fn bindings_of_user(&self, ns: &str, user: &str) -> Vec<Arc<RoleBinding>> {
         select(&self.role_bindings, |b| {
             in_namespace(b, ns) && b.spec.user_ref.name == user
+        })
+    }
+
+    pub fn safelists_of(&self, ns: &str, org: &str) -> Vec<Arc<ElementSafelist>> {
+        select(&self.safelists, |s| {
+            in_namespace(s, ns) && s.spec.organization_ref.name == org
+        })
+    }
+
+    /// The safelist in effect for an organization: the oldest one naming it.
+    pub fn effective_safelist(&self, ns: &str, org: &str) -> Option<Arc<ElementSafelist>> {
+        self.safelists_of(ns, org)
+            .into_iter()
+            .min_by(|a, b| tenancy::by_age(a.as_ref(), b.as_ref()))
+    }
+
+    /// The organizations (in any watched namespace) that name `ns/name` as super-organization.
+    pub fn members_of(&self, ns: &str, name: &str) -> Vec<Arc<Organization>> {
+        select(&self.organizations, |o| {
+            o.spec
+                .super_organization_ref
+                .as_ref()
+                .is_some_and(|r| r.namespace == ns && r.name == name)
         })
     }
 

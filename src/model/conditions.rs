@@ -22,6 +22,15 @@ pub struct Desired {
 }
 
 impl Desired {
+    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn ok(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             type_,
@@ -77,14 +86,24 @@ pub fn upsert(previous: &[Condition], desired: &Desired, generation: Option<i64>
     conditions
 }
 
+/// Whether a condition of this type and status reports a problem. Most conditions are
+/// positive (False is the problem); DeletionBlocked and DenylistConflict are negative.
+pub fn is_problem(type_: &str, status: bool) -> bool {
+    match type_ {
+        DELETION_BLOCKED | DENYLIST_CONFLICT => status,
+        _ => !status,
+    }
+}
+
 /// Whether `desired` is a new occurrence compared with what was reported: a condition that
-/// is now False with a reason it did not have before. Events are emitted only then, so a
+/// now reports a problem with a reason it did not have before. Events are emitted only then, so a
 /// violation is announced once, not on every reconcile.
 pub fn is_new_failure(previous: &[Condition], desired: &Desired) -> bool {
-    !desired.status
+    let status = status_str(desired.status);
+    is_problem(desired.type_, desired.status)
         && !previous
             .iter()
-            .any(|c| c.type_ == desired.type_ && c.status == "False" && c.reason == desired.reason)
+            .any(|c| c.type_ == desired.type_ && c.status == status && c.reason == desired.reason)
 }
 
 /// Whether a condition of this type is currently true.
@@ -171,5 +190,14 @@ mod tests {
             &Desired::failed(READY, "AccountNotFound", "gone")
         ));
         assert!(!is_new_failure(&[], &Desired::ok(READY, "Ready", "ok")));
+        // Negative conditions report a problem when True.
+        assert!(is_new_failure(
+            &[],
+            &Desired::new(DENYLIST_CONFLICT, true, "SafelistedDeniedElements", "x")
+        ));
+        assert!(!is_new_failure(
+            &[],
+            &Desired::new(DENYLIST_CONFLICT, false, "NoConflict", "x")
+        ));
     }
 }

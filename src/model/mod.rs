@@ -4,5 +4,6 @@
 pub mod conditions;
 pub mod names;
 pub mod privileges;
+pub mod safelist;
 pub mod secrets;
 pub mod tenancy;

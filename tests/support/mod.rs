@@ -234,18 +234,28 @@ where
 /// dropped; its log is in target/test-logs/<namespace>.log.
 pub struct Operator {
     child: Option<std::process::Child>,
-    namespace: String,
+    /// The namespace watched; None for all namespaces.
+    namespace: Option<String>,
     pub log: PathBuf,
 }
 
 impl Operator {
     pub fn start(namespace: &str) -> Self {
+        Self::launch(Some(namespace.to_owned()), namespace)
+    }
+
+    /// An operator over all namespaces; only for a test binary whose tests run one at a time.
+    pub fn start_all_namespaces(log_name: &str) -> Self {
+        Self::launch(None, log_name)
+    }
+
+    fn launch(namespace: Option<String>, log_name: &str) -> Self {
         let dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("{namespace}.log"));
+        let log = dir.join(format!("{log_name}.log"));
         let mut op = Self {
             child: None,
-            namespace: namespace.to_owned(),
+            namespace,
             log,
         };
         op.spawn();
@@ -258,16 +268,14 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ce-operator"))
-            .args([
-                "run",
-                "--log-format",
-                "text",
-                "--namespace",
-                &self.namespace,
-                "--kubeconfig",
-            ])
-            .arg(kubeconfig_path())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ce-operator"));
+        command
+            .args(["run", "--log-format", "text", "--kubeconfig"])
+            .arg(kubeconfig_path());
+        if let Some(ns) = &self.namespace {
+            command.args(["--namespace", ns]);
+        }
+        let child = command
             .env("RUST_LOG", "info,ce_operator=debug")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
