@@ -4,4 +4,6 @@
 pub mod api;
 pub mod controller;
 pub mod crdgen;
+pub mod metrics;
 pub mod model;
+pub mod runtime;

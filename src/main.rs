@@ -41,6 +41,22 @@ struct RunArgs {
     /// Log format. The level comes from RUST_LOG (default: info).
     #[arg(long, env = "CE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "CE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: std::net::SocketAddr,
+    /// Elect a leader on a coordination.k8s.io Lease, so that several replicas can run and
+    /// only the leader reconciles and writes.
+    #[arg(long, env = "CE_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (in a pod: its own namespace, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "CE_LEASE_NAME", default_value = "ce-operator")]
+    lease_name: String,
+    /// Seconds a lease lasts without renewal: a standby takes over within about this.
+    #[arg(long, env = "CE_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,7 +70,10 @@ fn init_logging(format: LogFormat) {
     let builder = fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
+        // Colours only on a terminal, so that captured logs stay plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
     }
 }
 
@@ -82,14 +101,27 @@ async fn shutdown_signal() {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let client = client(args.kubeconfig.as_ref()).await?;
-    let options = ce_operator::controller::Options {
-        namespace: args.namespace,
-        concurrency: args.concurrency,
-        instance: std::env::var("POD_NAME")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok()),
+    let instance = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).ok();
+    let identity = format!(
+        "{}-{:08x}",
+        instance.clone().unwrap_or_else(|| "ce-operator".into()),
+        rand::random::<u32>()
+    );
+    let options = ce_operator::runtime::Options {
+        controllers: ce_operator::controller::Options {
+            namespace: args.namespace,
+            concurrency: args.concurrency,
+            instance,
+        },
+        http_addr: args.http_addr,
+        leader_election: args.leader_election.then(|| ce_operator::runtime::LeaderElection {
+            namespace: args.lease_namespace,
+            lease_name: args.lease_name,
+            identity,
+            lease_duration: std::time::Duration::from_secs(args.lease_duration),
+        }),
     };
-    ce_operator::controller::run(client, options, shutdown_signal()).await;
+    ce_operator::runtime::run(client, options, shutdown_signal()).await?;
     Ok(())
 }
 

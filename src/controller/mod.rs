@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 pub use stores::Stores;
 
+use crate::metrics::Metrics;
 use crate::model::{
     conditions::{self, Desired},
     names::{FINALIZER, MANAGER},
@@ -55,6 +56,25 @@ pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the health endpoints need to know about the controllers.
+#[derive(Default)]
+pub struct Health {
+    stores: std::sync::OnceLock<Stores>,
+}
+
+impl Health {
+    /// Whether the controllers run and every cache has its initial list.
+    pub fn synced(&self) -> bool {
+        self.stores.get().is_some_and(Stores::is_synced)
+    }
+
+    /// The caches, once the controllers run.
+    pub fn stores(&self) -> Option<&Stores> {
+        self.stores.get()
+    }
 }
 
 /// Options of `run`.
@@ -69,9 +89,16 @@ pub struct Options {
 }
 
 /// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
-pub async fn run(client: Client, options: Options, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let parts = stores::Controllers::new(&client, options.namespace.as_deref());
+    let _ = health.stores.set(parts.stores.clone());
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: options.instance.clone(),
@@ -80,6 +107,7 @@ pub async fn run(client: Client, options: Options, shutdown: impl Future<Output 
         client: client.clone(),
         stores: parts.stores.clone(),
         recorder: Recorder::new(client.clone(), reporter),
+        metrics,
     });
     info!(
         namespace = options.namespace.as_deref().unwrap_or("<all>"),
@@ -133,10 +161,22 @@ where
         + 'static,
     F: Future<Output = Result<Action>> + Send + 'static,
 {
+    // Every reconcile is counted and timed, per controller (labelled by kind).
+    let kind: &'static str = match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(kind) => Box::leak(kind.into_boxed_str()),
+    };
+    let measured = move |obj: Arc<K>, ctx: Arc<Context>| async move {
+        let started = std::time::Instant::now();
+        let metrics = ctx.metrics.clone();
+        let result = reconcile(obj, ctx).await;
+        metrics.record_reconcile(kind, started.elapsed(), result.is_err());
+        result
+    };
     let run = controller
         .with_config(config.clone())
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx.clone())
+        .run(measured, error_policy, ctx.clone())
         .for_each(log_result);
     tokio::spawn(run)
 }

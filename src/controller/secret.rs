@@ -98,6 +98,7 @@ where
                     )
                 };
                 publish(ctx, owner, type_, reason, note).await;
+                ctx.metrics.secrets_issued.get_or_create(&owner_label::<K>()).inc();
                 secret
             }
             // Created by someone else in the meantime: look again.
@@ -135,6 +136,7 @@ where
             requested.as_deref().unwrap_or_default(),
         )
         .await?;
+        ctx.metrics.secrets_rotated.get_or_create(&owner_label::<K>()).inc();
         let expires = annotation(&rotated, ANNOTATION_PREVIOUS_EXPIRES)
             .unwrap_or_default()
             .to_owned();
@@ -195,6 +197,15 @@ where
             .map(str::to_owned),
         requeue_after,
     })
+}
+
+fn owner_label<K: Resource<DynamicType = ()>>() -> crate::metrics::SecretLabels {
+    let owner = if K::kind(&()) == "Organization" {
+        "organization"
+    } else {
+        "user"
+    };
+    crate::metrics::SecretLabels { owner }
 }
 
 /// Creates the Secret with a new value. None if a Secret of that name appeared meanwhile.

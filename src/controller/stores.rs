@@ -423,6 +423,42 @@ fn in_namespace<K: Resource>(obj: &K, ns: &str) -> bool {
 impl Stores {
     /// Waits until every store has its initial list: decisions such as "no default account
     /// exists, create one" must never be made on a cache that is still filling.
+    /// Whether every cache has its initial list.
+    pub fn is_synced(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Objects per kind by the status of their Ready condition ("True", "False", "Unknown").
+    pub fn ready_counts(&self) -> Vec<(&'static str, &'static str, usize)> {
+        fn count<K>(kind: &'static str, store: &Store<K>, out: &mut Vec<(&'static str, &'static str, usize)>)
+        where
+            K: Resource<DynamicType = ()> + crate::api::HasConditions + Clone + 'static,
+        {
+            let mut counts = [0usize; 3];
+            for obj in store.state() {
+                let i = match obj
+                    .condition(crate::model::conditions::READY)
+                    .map(|c| c.status.as_str())
+                {
+                    Some("True") => 0,
+                    Some("False") => 1,
+                    _ => 2,
+                };
+                counts[i] += 1;
+            }
+            for (status, n) in ["True", "False", "Unknown"].into_iter().zip(counts) {
+                out.push((kind, status, n));
+            }
+        }
+        let mut out = Vec::new();
+        count("Organization", &self.organizations, &mut out);
+        count("Account", &self.accounts, &mut out);
+        count("CEUser", &self.users, &mut out);
+        count("RoleBinding", &self.role_bindings, &mut out);
+        count("ElementSafelist", &self.safelists, &mut out);
+        out
+    }
+
     pub async fn ready(&self) {
         let mut ready = self.ready.clone();
         // Fails only when the gate is gone, i.e. at shutdown.

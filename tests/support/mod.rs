@@ -234,6 +234,7 @@ where
 /// dropped; its log is in target/test-logs/<namespace>.log.
 pub struct Operator {
     child: Option<std::process::Child>,
+    extra_args: Vec<String>,
     /// The namespace watched; None for all namespaces.
     namespace: Option<String>,
     pub log: PathBuf,
@@ -241,25 +242,80 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &str) -> Self {
-        Self::launch(Some(namespace.to_owned()), namespace)
+        Self::launch(Some(namespace.to_owned()), namespace, &[])
     }
 
     /// An operator over all namespaces; only for a test binary whose tests run one at a time.
     pub fn start_all_namespaces(log_name: &str) -> Self {
-        Self::launch(None, log_name)
+        Self::launch(None, log_name, &[])
     }
 
-    fn launch(namespace: Option<String>, log_name: &str) -> Self {
+    /// An operator on one namespace with extra command-line arguments, logging to `log_name`.
+    pub fn start_with(namespace: &str, log_name: &str, extra_args: &[&str]) -> Self {
+        Self::launch(Some(namespace.to_owned()), log_name, extra_args)
+    }
+
+    fn launch(namespace: Option<String>, log_name: &str, extra_args: &[&str]) -> Self {
         let dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{log_name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         let mut op = Self {
             child: None,
+            extra_args,
             namespace,
             log,
         };
         op.spawn();
         op
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of the HTTP endpoint of the latest start, once it serves.
+    pub async fn http_addr(&self) -> String {
+        let find = || {
+            self.log_text()
+                .lines()
+                .rev()
+                .find(|l| l.contains("serving /metrics"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        wait_until("the operator to serve HTTP", TIMEOUT, || {
+            let found = find().is_some();
+            async move { found }
+        })
+        .await;
+        find().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
+    pub async fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     fn spawn(&mut self) {
@@ -270,11 +326,19 @@ impl Operator {
             .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_ce-operator"));
         command
-            .args(["run", "--log-format", "text", "--kubeconfig"])
+            .args([
+                "run",
+                "--log-format",
+                "text",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--kubeconfig",
+            ])
             .arg(kubeconfig_path());
         if let Some(ns) = &self.namespace {
             command.args(["--namespace", ns]);
         }
+        command.args(&self.extra_args);
         let child = command
             .env("RUST_LOG", "info,ce_operator=debug")
             .stdout(out.try_clone().unwrap())
@@ -302,6 +366,17 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// GETs a path of an operator's HTTP endpoint: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", &format!("http://{addr}{path}")])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// Applies a YAML manifest (one or more documents) into a namespace with kubectl.

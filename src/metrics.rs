@@ -1,0 +1,141 @@
+//! Prometheus metrics of the operator, served as text on `/metrics`.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub kind: &'static str,
+    /// "True", "False" or "Unknown" (no Ready condition yet).
+    pub ready: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabels {
+    /// "organization" or "user".
+    pub owner: &'static str,
+}
+
+/// Every metric the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub reconcile_errors: Family<ControllerLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub objects: Family<ObjectLabels, Gauge>,
+    pub secrets_issued: Family<SecretLabels, Counter>,
+    pub secrets_rotated: Family<SecretLabels, Counter>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ce_operator");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        let objects = Family::<ObjectLabels, Gauge>::default();
+        let secrets_issued = Family::<SecretLabels, Counter>::default();
+        let secrets_rotated = Family::<SecretLabels, Counter>::default();
+        let leader = Gauge::default();
+        registry.register("reconciles", "Reconciles run, per controller", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and were retried",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took",
+            reconcile_duration.clone(),
+        );
+        registry.register("objects", "Objects per kind, by their Ready condition", objects.clone());
+        registry.register(
+            "secrets_issued",
+            "Secrets generated (first issue or re-issue)",
+            secrets_issued.clone(),
+        );
+        registry.register("secrets_rotated", "Secrets rotated on request", secrets_rotated.clone());
+        registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            objects,
+            secrets_issued,
+            secrets_rotated,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record_reconcile(&self, controller: &'static str, took: Duration, failed: bool) {
+        let labels = ControllerLabels { controller };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if failed {
+            self.reconcile_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_the_recorded_values() {
+        let metrics = Metrics::default();
+        metrics.record_reconcile("CEUser", Duration::from_millis(3), false);
+        metrics.record_reconcile("CEUser", Duration::from_millis(3), true);
+        metrics
+            .objects
+            .get_or_create(&ObjectLabels {
+                kind: "CEUser",
+                ready: "True",
+            })
+            .set(7);
+        metrics.leader.set(1);
+        let text = metrics.render();
+        assert!(
+            text.contains("ce_operator_reconciles_total{controller=\"CEUser\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ce_operator_reconcile_errors_total{controller=\"CEUser\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ce_operator_objects{kind=\"CEUser\",ready=\"True\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("ce_operator_leader 1"), "{text}");
+        assert!(text.contains("ce_operator_reconcile_duration_seconds_bucket"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,134 @@
+//! The operator as a production process: metrics and health endpoints, leader election with
+//! takeover, and graceful shutdown on SIGTERM.
+
+mod support;
+
+use std::time::Duration;
+
+use ce_operator::api::CEUser;
+use k8s_openapi::api::coordination::v1::Lease;
+use support::{
+    Operator, TIMEOUT, TestNamespace, apply, client, http_get, install_crds, wait_for, wait_ready, wait_until,
+};
+
+const TREE: &str = "
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {name: acme}
+spec: {displayName: Acme}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {name: eu}
+spec: {organizationRef: {name: acme}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {name: jane}
+spec: {accountRef: {name: eu}, email: jane@acme.example}
+";
+
+fn user(name: &str) -> String {
+    format!(
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {{name: {name}}}\nspec: {{accountRef: {{name: eu}}, email: {name}@acme.example}}\n"
+    )
+}
+
+fn is_leader(addr: &str) -> bool {
+    http_get(addr, "/metrics")
+        .1
+        .lines()
+        .any(|l| l == "ce_operator_leader 1")
+}
+
+#[tokio::test]
+async fn metrics_health_and_readiness_are_served() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "metrics").await;
+    let operator = Operator::start(&ns.name);
+    let addr = operator.http_addr().await;
+    assert_eq!(http_get(&addr, "/healthz"), (200, "ok".to_string()));
+    wait_until("/readyz to answer 200", TIMEOUT, || async {
+        http_get(&addr, "/readyz").0 == 200
+    })
+    .await;
+
+    apply(&ns.name, TREE);
+    wait_ready(&ns.api::<CEUser>(), "jane").await;
+    wait_ready(&ns.api::<ce_operator::api::Organization>(), "acme").await;
+    let (code, text) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    for expected in [
+        "ce_operator_reconciles_total{controller=\"CEUser\"}",
+        "ce_operator_reconcile_duration_seconds_bucket{",
+        "ce_operator_objects{kind=\"CEUser\",ready=\"True\"} 1",
+        "ce_operator_objects{kind=\"Organization\",ready=\"True\"} 1",
+        "ce_operator_secrets_issued_total{owner=\"user\"} 1",
+        "ce_operator_secrets_issued_total{owner=\"organization\"} 1",
+        "ce_operator_leader 1",
+    ] {
+        assert!(text.contains(expected), "/metrics lacks {expected}:\n{text}");
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_when_the_leader_dies_and_the_lease_is_released_on_sigterm() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "leader").await;
+    let args = [
+        "--leader-election",
+        "--lease-namespace",
+        &ns.name,
+        "--lease-duration",
+        "4",
+    ];
+    let mut first = Operator::start_with(&ns.name, &format!("{}-first", ns.name), &args);
+    let first_addr = first.http_addr().await;
+    wait_until("the first replica to lead", TIMEOUT, || async {
+        is_leader(&first_addr)
+    })
+    .await;
+    let mut second = Operator::start_with(&ns.name, &format!("{}-second", ns.name), &args);
+    let second_addr = second.http_addr().await;
+    // The standby is healthy and ready, but does not lead (and so does not reconcile).
+    wait_until("the standby to answer /readyz", TIMEOUT, || async {
+        http_get(&second_addr, "/readyz").0 == 200
+    })
+    .await;
+    assert!(http_get(&second_addr, "/readyz").1.contains("standby"));
+    assert!(!is_leader(&second_addr));
+
+    apply(&ns.name, TREE);
+    wait_ready(&ns.api::<CEUser>(), "jane").await;
+    assert!(!second.log_text().contains("reconcile{"), "the standby reconciled");
+
+    // The leader dies without releasing the lease: the standby takes over once it expires.
+    first.kill();
+    let started = std::time::Instant::now();
+    wait_until("the standby to take over", Duration::from_secs(30), || async {
+        is_leader(&second_addr)
+    })
+    .await;
+    let takeover = started.elapsed();
+    assert!(
+        takeover < Duration::from_secs(15),
+        "takeover took {takeover:?} with a 4 s lease"
+    );
+    apply(&ns.name, &user("john"));
+    wait_ready(&ns.api::<CEUser>(), "john").await;
+
+    // SIGTERM: in-flight work finishes, the lease is released, the process exits cleanly.
+    assert!(second.terminate().await, "the operator did not exit cleanly on SIGTERM");
+    let leases: kube::Api<Lease> = ns.api();
+    let lease = wait_for(&leases, "ce-operator", "the lease released", TIMEOUT, |l| {
+        l.spec
+            .as_ref()
+            .is_none_or(|s| s.holder_identity.as_deref().unwrap_or("").is_empty())
+    })
+    .await;
+    assert!(lease.spec.is_some());
+    ns.delete().await;
+}
