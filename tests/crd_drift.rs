@@ -21,3 +21,22 @@ fn crds_directory_matches_the_rust_types() {
         .collect();
     assert_eq!(present, expected, "crds/ holds files the types do not generate");
 }
+
+#[test]
+fn the_chart_ships_the_same_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, content) in ce_operator::crdgen::rendered().expect("render CRDs") {
+        let in_chart = std::fs::read_to_string(root.join("charts/ce-operator/crds").join(&name))
+            .unwrap_or_else(|e| panic!("charts/ce-operator/crds/{name} is missing ({e}); run `make crds`"));
+        assert!(
+            in_chart == content,
+            "charts/ce-operator/crds/{name} differs from crds/; run `make crds`"
+        );
+    }
+    let count = std::fs::read_dir(root.join("charts/ce-operator/crds")).unwrap().count();
+    assert_eq!(
+        count,
+        ce_operator::api::crds().len(),
+        "the chart has CRD files the types do not generate"
+    );
+}

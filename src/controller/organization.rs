@@ -484,6 +484,7 @@ async fn finalize(org: &Organization, ctx: &Context) -> Result<Action> {
         .iter()
         .flat_map(|u| ctx.stores.bindings_of_user(&ns, &u.name_any()))
         .collect();
+    let safelists = ctx.stores.safelists_of(&ns, &name);
 
     // What the operator generated for the organization goes with it (garbage collector).
     let blocking: Vec<String> = accounts
@@ -496,6 +497,7 @@ async fn finalize(org: &Organization, ctx: &Context) -> Result<Action> {
                 .filter(|u| !tenancy::is_controlled_by(u.as_ref(), uid))
                 .map(|u| format!("user {}", u.name_any())),
         )
+        .chain(safelists.iter().map(|s| format!("safelist {}", s.name_any())))
         .collect();
     if blocking.is_empty() {
         remove_finalizer(&ctx.client, org).await?;
@@ -505,6 +507,7 @@ async fn finalize(org: &Organization, ctx: &Context) -> Result<Action> {
         delete_all(&ctx.client, &bindings).await?;
         delete_all(&ctx.client, &users).await?;
         delete_all(&ctx.client, &accounts).await?;
+        delete_all(&ctx.client, &safelists).await?;
         Desired::ok(
             DELETION_BLOCKED,
             "DeletingChildren",

@@ -235,6 +235,8 @@ where
 pub struct Operator {
     child: Option<std::process::Child>,
     extra_args: Vec<String>,
+    /// The kubeconfig it runs with (the admin's unless given).
+    kubeconfig: PathBuf,
     /// The namespace watched; None for all namespaces.
     namespace: Option<String>,
     pub log: PathBuf,
@@ -250,25 +252,38 @@ impl Operator {
         Self::launch(None, log_name, &[])
     }
 
+    /// An operator over all namespaces with another identity (kubeconfig); only for a test
+    /// binary whose tests run one at a time.
+    pub fn start_all_namespaces_as(log_name: &str, kubeconfig: &Path, extra_args: &[&str]) -> Self {
+        let mut op = Self::launch_with(None, log_name, extra_args, kubeconfig.to_owned());
+        op.spawn();
+        op
+    }
+
     /// An operator on one namespace with extra command-line arguments, logging to `log_name`.
     pub fn start_with(namespace: &str, log_name: &str, extra_args: &[&str]) -> Self {
         Self::launch(Some(namespace.to_owned()), log_name, extra_args)
     }
 
     fn launch(namespace: Option<String>, log_name: &str, extra_args: &[&str]) -> Self {
+        let mut op = Self::launch_with(namespace, log_name, extra_args, kubeconfig_path().to_owned());
+        op.spawn();
+        op
+    }
+
+    fn launch_with(namespace: Option<String>, log_name: &str, extra_args: &[&str], kubeconfig: PathBuf) -> Self {
         let dir = repo_root().join("target/test-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{log_name}.log"));
         let _ = std::fs::remove_file(&log);
         let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
-        let mut op = Self {
+        Self {
             child: None,
             extra_args,
+            kubeconfig,
             namespace,
             log,
-        };
-        op.spawn();
-        op
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {

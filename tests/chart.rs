@@ -1,0 +1,224 @@
+//! The Helm chart against the real cluster: it lints, renders to manifests the API server
+//! accepts, installs, and its RBAC is enough for the whole operator and no more. The
+//! operator runs out of cluster with the chart's ServiceAccount identity (a TokenRequest
+//! token), over all namespaces: this binary has a single test, and test binaries run one
+//! after another, so no other operator runs meanwhile.
+
+mod support;
+
+use std::{path::PathBuf, process::Command};
+
+use ce_operator::api::{CEUser, ElementSafelist, Organization, RoleBinding};
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Namespace, Secret, ServiceAccount},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use support::{
+    Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root, tool, wait_condition,
+    wait_for, wait_gone, wait_ready,
+};
+
+fn helm(args: &[&str]) -> std::process::Output {
+    Command::new(tool("helm"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .output()
+        .expect("run helm")
+}
+
+fn chart() -> String {
+    repo_root().join("charts/ce-operator").display().to_string()
+}
+
+fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A kubeconfig for the cluster that authenticates with `token` and nothing else.
+fn token_kubeconfig(token: &str, path: &PathBuf) {
+    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
+    let field = |key: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n",
+        field("server:"),
+        field("certificate-authority:")
+    );
+    std::fs::write(path, config).unwrap();
+}
+
+#[tokio::test]
+async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege() {
+    let client = client().await;
+    install_crds(&client).await;
+    let system = TestNamespace::new(&client, "ce-system").await;
+    let release = format!("ce-{}", &system.name[system.name.len() - 6..]);
+
+    ok(helm(&["lint", &chart()]), "helm lint");
+    // Everything the chart renders is accepted by the API server (server-side dry run).
+    let rendered = ok(
+        helm(&[
+            "template",
+            &release,
+            &chart(),
+            "-n",
+            &system.name,
+            "--set",
+            "serviceMonitor.enabled=false",
+        ]),
+        "helm template",
+    );
+    let path = std::env::temp_dir().join(format!("{release}.yaml"));
+    std::fs::write(&path, rendered).unwrap();
+    support::kubectl_ok(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        &system.name,
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    // A bad value is refused by values.schema.json.
+    let bad = helm(&["template", &release, &chart(), "--set", "logging.format=xml"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logging/format"));
+
+    ok(
+        helm(&["install", &release, &chart(), "-n", &system.name]),
+        "helm install",
+    );
+    let sa_name = format!("{release}-ce-operator");
+    let sas: Api<ServiceAccount> = system.api();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["https://kubernetes.default.svc.cluster.local".into()],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request(&sa_name, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let sa_kubeconfig = std::env::temp_dir().join(format!("{release}-kubeconfig"));
+    token_kubeconfig(&token, &sa_kubeconfig);
+
+    // The operator with the chart's identity, leader election on, over all namespaces.
+    let tenants = TestNamespace::new(&client, "chart-tenants").await;
+    let _operator = Operator::start_all_namespaces_as(
+        &format!("{release}-operator"),
+        &sa_kubeconfig,
+        &[
+            "--leader-election",
+            "--lease-namespace",
+            &system.name,
+            "--lease-name",
+            &sa_name,
+        ],
+    );
+    let examples = std::fs::read_to_string(repo_root().join("examples/20-organization.yaml")).unwrap();
+    let tree = format!(
+        "{}---\n{}---\n{}---\n{}---\n{}",
+        examples.replace("namespace: tenants", "").replace(
+            "superOrganizationRef:\n    namespace: partners\n    name: bigpartner",
+            ""
+        ),
+        std::fs::read_to_string(repo_root().join("examples/30-accounts.yaml"))
+            .unwrap()
+            .replace("namespace: tenants", ""),
+        std::fs::read_to_string(repo_root().join("examples/40-users.yaml"))
+            .unwrap()
+            .replace("namespace: tenants", ""),
+        std::fs::read_to_string(repo_root().join("examples/50-role-bindings.yaml"))
+            .unwrap()
+            .replace("namespace: tenants", ""),
+        std::fs::read_to_string(repo_root().join("examples/60-safelist.yaml"))
+            .unwrap()
+            .replace("namespace: tenants", ""),
+    );
+    apply(&tenants.name, &tree);
+    let orgs: Api<Organization> = tenants.api();
+    let users: Api<CEUser> = tenants.api();
+    wait_ready(&orgs, "acme").await;
+    for user in ["sam", "jane", "api-bot", "acme-owner"] {
+        wait_ready(&users, user).await;
+    }
+    for binding in ["jane-admin", "sam-org-admin", "acme-owner-org-admin"] {
+        wait_ready(&tenants.api::<RoleBinding>(), binding).await;
+    }
+    wait_ready(&tenants.api::<ElementSafelist>(), "acme").await;
+    wait_condition(&orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
+    // Rotation (Secret update) and cascading deletion (deletes, finalizers, garbage collection).
+    users
+        .patch(
+            "jane",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {"ce.tenancy.io/rotate-secret": "1"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&users, "jane", "rotated", TIMEOUT, |u| {
+        u.status
+            .as_ref()
+            .is_some_and(|s| s.last_rotation_request.as_deref() == Some("1"))
+    })
+    .await;
+    orgs.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"spec": {"allowCascadingDeletion": true}})),
+    )
+    .await
+    .unwrap();
+    orgs.delete("acme", &DeleteParams::default()).await.unwrap();
+    wait_gone(&orgs, "acme", TIMEOUT).await;
+    wait_gone(&users, "jane", TIMEOUT).await;
+    wait_gone(&tenants.api::<Secret>(), "acme-org-secret", TIMEOUT).await;
+    let log = _operator.log_text();
+    assert!(
+        !log.contains("forbidden"),
+        "the chart's RBAC refused the operator something:\n{log}"
+    );
+
+    // And no more than that: the identity cannot delete a namespace or read ConfigMaps.
+    let as_operator = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&sa_kubeconfig).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let namespaces: Api<Namespace> = Api::all(as_operator.clone());
+    match namespaces.delete(&tenants.name, &DeleteParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+        other => panic!("the operator identity could delete a namespace: {other:?}"),
+    }
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(as_operator, &tenants.name);
+    assert!(matches!(config_maps.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+
+    ok(helm(&["uninstall", &release, "-n", &system.name]), "helm uninstall");
+    tenants.delete().await;
+    system.delete().await;
+}
