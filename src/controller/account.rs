@@ -3,15 +3,11 @@
 
 use std::sync::Arc;
 
-use kube::{
-    Resource, ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{Resource, ResourceExt, runtime::controller::Action};
 use tracing::{Instrument, info_span};
 
 use super::{
-    Context, Error, Result, delete_all, ensure_finalizer, name_list, publish, remove_finalizer, warn_new_failures,
-    write_status,
+    Context, Error, Result, delete_all, ensure_finalizer, name_list, remove_finalizer, warn_new_failures, write_status,
 };
 use crate::{
     api::{Account, AccountStatus, RoleBinding},
@@ -120,16 +116,7 @@ async fn finalize(account: &Account, ctx: &Context) -> Result<Action> {
         )
     };
     let previous = account.status.clone().unwrap_or_default();
-    if !conditions::is_true(&previous.conditions, DELETION_BLOCKED) && !account.spec.allow_cascading_deletion {
-        publish(
-            ctx,
-            account,
-            EventType::Warning,
-            "DeletionBlocked",
-            blocked.message.clone(),
-        )
-        .await;
-    }
+    warn_new_failures(ctx, account, &previous.conditions, std::slice::from_ref(&blocked)).await;
     let status = AccountStatus {
         conditions: conditions::upsert(&previous.conditions, &blocked, account.meta().generation, super::now()),
         ..previous.clone()

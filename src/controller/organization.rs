@@ -177,19 +177,24 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
 
     let users = ctx.stores.users_of(&ns, &name);
     let admins = org_admins(&ctx.stores, &ns, org.meta().uid.as_deref(), &accounts, &users);
-    desired.push(if admins.is_empty() {
-        Desired::failed(
+    // Only judged once there is a default account: before, no one can hold org-admin yet,
+    // and a brand-new organization would warn about it while its tree is still landing.
+    let admin_present = if default_account.is_err() {
+        None
+    } else if admins.is_empty() {
+        Some(Desired::failed(
             ADMIN_PRESENT,
             "NoOrgAdmin",
             "no user holds org-admin: bind org-admin to a user of the default account (or set spec.owner)",
-        )
+        ))
     } else {
-        Desired::ok(
+        Some(Desired::ok(
             ADMIN_PRESENT,
             "OrgAdminPresent",
             format!("org-admin held by {}", name_list(admins.iter().map(String::as_str))),
-        )
-    });
+        ))
+    };
+    desired.extend(admin_present);
 
     let status = OrganizationStatus {
         conditions: conditions::merge(&previous.conditions, &desired, org.meta().generation, super::now()),
@@ -527,9 +532,7 @@ async fn finalize(org: &Organization, ctx: &Context) -> Result<Action> {
         )
     };
     let previous = org.status.clone().unwrap_or_default();
-    if !conditions::is_true(&previous.conditions, DELETION_BLOCKED) && !org.spec.allow_cascading_deletion {
-        publish(ctx, org, EventType::Warning, "DeletionBlocked", blocked.message.clone()).await;
-    }
+    warn_new_failures(ctx, org, &previous.conditions, std::slice::from_ref(&blocked)).await;
     let status = OrganizationStatus {
         conditions: conditions::upsert(&previous.conditions, &blocked, org.meta().generation, super::now()),
         ..previous.clone()

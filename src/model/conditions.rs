@@ -86,6 +86,9 @@ pub fn upsert(previous: &[Condition], desired: &Desired, generation: Option<i64>
     conditions
 }
 
+/// Reasons for a state that resolves by itself within seconds (not worth a Warning event).
+pub const TRANSIENT_REASONS: [&str; 2] = ["DefaultAccountPending", "DeletingChildren"];
+
 /// Whether a condition of this type and status reports a problem. Most conditions are
 /// positive (False is the problem); DeletionBlocked and DenylistConflict are negative.
 pub fn is_problem(type_: &str, status: bool) -> bool {
@@ -101,6 +104,7 @@ pub fn is_problem(type_: &str, status: bool) -> bool {
 pub fn is_new_failure(previous: &[Condition], desired: &Desired) -> bool {
     let status = status_str(desired.status);
     is_problem(desired.type_, desired.status)
+        && !TRANSIENT_REASONS.contains(&desired.reason.as_str())
         && !previous
             .iter()
             .any(|c| c.type_ == desired.type_ && c.status == status && c.reason == desired.reason)
@@ -190,6 +194,10 @@ mod tests {
             &Desired::failed(READY, "AccountNotFound", "gone")
         ));
         assert!(!is_new_failure(&[], &Desired::ok(READY, "Ready", "ok")));
+        assert!(!is_new_failure(
+            &[],
+            &Desired::failed(READY, "DefaultAccountPending", "soon")
+        ));
         // Negative conditions report a problem when True.
         assert!(is_new_failure(
             &[],
