@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_LOCAL := $(CURDIR)/.local/cluster/kubeconfig
 KUBECTL := $(CURDIR)/.local/bin/kubectl
 
-.PHONY: help tools cluster-up cluster-down crds dev test lint fmt
+.PHONY: help tools cluster-up cluster-down crds dev test bench lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ dev: cluster-up ## Local cluster + CRDs + the operator running + examples applie
 
 test: ## The whole test suite (what CI runs)
 	@hack/test.sh
+
+bench: cluster-up ## Scale benchmark against the local cluster (ARGS="--quick" for a small run)
+	cargo build --release --bin ce-operator
+	cargo bench --bench scale -- $(ARGS)
 
 lint: ## cargo fmt --check and clippy
 	cargo fmt --all -- --check

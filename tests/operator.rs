@@ -36,6 +36,16 @@ fn user(name: &str, account: &str, email: &str) -> String {
     )
 }
 
+/// Organization acme (with `org_extra` in its spec), account eu, user jane.
+fn tree(org_extra: &str) -> String {
+    format!(
+        "{}---\n{}---\n{}",
+        org("acme", org_extra),
+        account("eu", "acme", ""),
+        user("jane", "eu", "jane@acme.example")
+    )
+}
+
 struct Env {
     ns: TestNamespace,
     _operator: Operator,
@@ -259,15 +269,7 @@ async fn a_duplicate_email_is_reported_on_the_newer_user_and_recovers() {
 #[tokio::test]
 async fn secrets_are_generated_labelled_owned_and_never_exposed() {
     let env = env("secrets").await;
-    apply(
-        &env.ns.name,
-        &format!(
-            "{}---\n{}---\n{}",
-            org("acme", ", security: {secretLength: 64}"),
-            account("eu", "acme", ""),
-            user("jane", "eu", "jane@acme.example")
-        ),
-    );
+    apply(&env.ns.name, &tree(", security: {secretLength: 64}"));
     let jane = wait_ready(&env.users, "jane").await;
     let org = wait_ready(&env.orgs, "acme").await;
     for (owner_uid, name, labels) in [
@@ -337,15 +339,7 @@ async fn a_foreign_secret_of_the_same_name_is_left_untouched() {
         ..Default::default()
     };
     let before = env.secrets.create(&PostParams::default(), &foreign).await.unwrap();
-    apply(
-        &env.ns.name,
-        &format!(
-            "{}---\n{}---\n{}",
-            org("acme", ""),
-            account("eu", "acme", ""),
-            user("jane", "eu", "jane@acme.example")
-        ),
-    );
+    apply(&env.ns.name, &tree(""));
     let jane = wait_condition(&env.users, "jane", "SecretReady", "False", "SecretConflict").await;
     assert!(jane.has_condition("Ready", "False", "SecretConflict"));
     assert!(jane.status.unwrap().secret_fingerprint.is_none());
@@ -362,15 +356,7 @@ async fn a_foreign_secret_of_the_same_name_is_left_untouched() {
 #[tokio::test]
 async fn a_deleted_secret_is_recreated_with_a_new_value_and_a_warning() {
     let env = env("recreate").await;
-    apply(
-        &env.ns.name,
-        &format!(
-            "{}---\n{}---\n{}",
-            org("acme", ""),
-            account("eu", "acme", ""),
-            user("jane", "eu", "jane@acme.example")
-        ),
-    );
+    apply(&env.ns.name, &tree(""));
     let first = wait_ready(&env.users, "jane")
         .await
         .status
@@ -402,15 +388,7 @@ async fn a_deleted_secret_is_recreated_with_a_new_value_and_a_warning() {
 #[tokio::test]
 async fn rotation_keeps_the_previous_secret_for_the_grace_period_then_drops_it() {
     let env = env("rotate").await;
-    apply(
-        &env.ns.name,
-        &format!(
-            "{}---\n{}---\n{}",
-            org("acme", ", security: {rotationGracePeriod: 6s}"),
-            account("eu", "acme", ""),
-            user("jane", "eu", "jane@acme.example")
-        ),
-    );
+    apply(&env.ns.name, &tree(", security: {rotationGracePeriod: 6s}"));
     let before = wait_ready(&env.users, "jane").await.status.unwrap();
     let old_value = secret_value(&env.secrets.get("jane-user-secret").await.unwrap(), "secret").unwrap();
 
@@ -552,15 +530,7 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
 #[tokio::test]
 async fn deletion_waits_for_children_then_cascades_when_allowed() {
     let env = env("deletion").await;
-    apply(
-        &env.ns.name,
-        &format!(
-            "{}---\n{}---\n{}",
-            org("acme", ""),
-            account("eu", "acme", ""),
-            user("jane", "eu", "jane@acme.example")
-        ),
-    );
+    apply(&env.ns.name, &tree(""));
     wait_ready(&env.users, "jane").await;
     wait_ready(&env.orgs, "acme").await;
 

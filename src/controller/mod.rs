@@ -18,7 +18,7 @@ use futures::{Future, StreamExt};
 use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
@@ -208,6 +208,14 @@ where
 {
     let ns = obj.meta().namespace.as_deref().ok_or(Error::Missing("namespace"))?;
     Ok(Api::namespaced(client.clone(), ns))
+}
+
+/// Parameters of every create and replace: the operator's field manager.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
 }
 
 /// Now, to the second: the API server keeps timestamps to the second, and so must anything

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ObjectMeta, PostParams},
+    api::ObjectMeta,
     runtime::{Controller, controller::Action, events::EventType, watcher},
 };
 use tracing::{Instrument, info_span};
@@ -24,7 +24,7 @@ use crate::{
     },
     model::{
         conditions::{self, ADMIN_PRESENT, DELETION_BLOCKED, DENYLIST_CONFLICT, Desired, READY},
-        names::{self, LABEL_ORGANIZATION, LABEL_SECRET_OF, MANAGER},
+        names::{self, LABEL_ORGANIZATION, LABEL_SECRET_OF},
         privileges::Matrix,
         safelist::{self, Link},
         tenancy::{self, BoundUser, Verdict},
@@ -251,16 +251,7 @@ async fn create_default_account(ctx: &Context, org: &Organization) -> Result<Res
         },
     );
     account.metadata.owner_references = Some(vec![controller_owner(org)?]);
-    match api
-        .create(
-            &PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &account,
-        )
-        .await
-    {
+    match api.create(&super::post_params(), &account).await {
         Ok(_) => {
             publish(
                 ctx,
@@ -368,10 +359,7 @@ async fn ensure_owner(ctx: &Context, org: &Organization, owner: &crate::api::Own
     let ns = org.namespace().ok_or(Error::Missing("namespace"))?;
     let user_name = names::owner_user(&org.name_any());
     let binding_name = names::owner_binding(&org.name_any());
-    let params = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    };
+    let params = super::post_params();
     let meta = |name: &str| -> Result<ObjectMeta> {
         Ok(ObjectMeta {
             name: Some(name.into()),

@@ -9,11 +9,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{ObjectMeta, PostParams},
-    runtime::events::EventType,
-};
+use kube::{Api, Resource, ResourceExt, api::ObjectMeta, runtime::events::EventType};
 
 use super::{Context, Error, Result, api_for, controller_owner, now, publish};
 use crate::model::{
@@ -239,16 +235,7 @@ async fn issue<K: Resource<DynamicType = ()>>(
         )])),
         ..Default::default()
     };
-    match api
-        .create(
-            &PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &secret,
-        )
-        .await
-    {
+    match api.create(&super::post_params(), &secret).await {
         Ok(created) => Ok(Some(created)),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
         Err(e) => Err(Error::from(e)),
@@ -271,17 +258,7 @@ async fn rotate(api: &Api<Secret>, secret: &Secret, current: &[u8], wanted: &Wan
     annotations.insert(ANNOTATION_ROTATION_REQUEST.into(), request.into());
     annotations.insert(ANNOTATION_ROTATED_AT.into(), issued.to_string());
     annotations.insert(ANNOTATION_PREVIOUS_EXPIRES.into(), expires.to_string());
-    rotated.metadata.managed_fields = None;
-    Ok(api
-        .replace(
-            &secret.name_any(),
-            &PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &rotated,
-        )
-        .await?)
+    replace(api, rotated).await
 }
 
 /// Removes the previous value once its grace period has ended.
@@ -293,17 +270,14 @@ async fn drop_previous(api: &Api<Secret>, secret: &Secret) -> Result<Secret> {
     if let Some(annotations) = trimmed.metadata.annotations.as_mut() {
         annotations.remove(ANNOTATION_PREVIOUS_EXPIRES);
     }
-    trimmed.metadata.managed_fields = None;
-    Ok(api
-        .replace(
-            &secret.name_any(),
-            &PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &trimmed,
-        )
-        .await?)
+    replace(api, trimmed).await
+}
+
+/// Writes a changed Secret back, guarded by its resourceVersion: a concurrent change fails
+/// the write (and the reconcile retries) instead of being lost.
+async fn replace(api: &Api<Secret>, mut secret: Secret) -> Result<Secret> {
+    secret.metadata.managed_fields = None;
+    Ok(api.replace(&secret.name_any(), &super::post_params(), &secret).await?)
 }
 
 /// Parses a rotation grace period (validated by the schema, so a bad one is a bug; it then

@@ -1,0 +1,595 @@
+//! Scale benchmark of ce-operator against the real API server (`make bench`).
+//!
+//! Starts the release operator as a separate process on a fresh namespace, creates the load,
+//! and measures convergence, the floor (the writes the operator must make, done by a bare
+//! client), quiet at rest and across a restart (from the API server's own request metrics),
+//! memory (from /proc), change latency and API requests per object. Prints a table and writes
+//! the figures as JSON under target/bench/.
+//!
+//!   cargo bench --bench scale -- [--quick] [--orgs N] [--accounts N] [--users N] [--bindings N] [--rest-secs N] [--samples N]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use ce_operator::api::{
+    Account, AccountSpec, CEUser, CEUserSpec, HasConditions, LocalRef, Organization, Role, RoleBinding, RoleBindingSpec,
+};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde::Serialize;
+
+/// Concurrent requests of the load generator and of the floor client.
+const CLIENT_CONCURRENCY: usize = 32;
+
+#[derive(Clone, Debug, Serialize)]
+struct Scale {
+    orgs: usize,
+    accounts: usize,
+    users: usize,
+    bindings: usize,
+    rest_secs: u64,
+    samples: usize,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    scale: Option<Scale>,
+    objects: usize,
+    convergence_secs: f64,
+    floor_secs: f64,
+    ratio: f64,
+    writes_at_rest: u64,
+    rest_window_secs: u64,
+    restart_ready_secs: f64,
+    restart_confirmed_secs: f64,
+    writes_on_restart: u64,
+    peak_rss_mib: f64,
+    steady_rss_mib: f64,
+    bytes_per_object: f64,
+    latency_p50_ms: f64,
+    latency_p95_ms: f64,
+    latency_p99_ms: f64,
+    latency_samples: usize,
+    requests_per_object: f64,
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn client(kubeconfig: &Path) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// The API server's request counters: (verb, resource) -> count.
+async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String), u64> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |key: &str| {
+            line.split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *counts.entry((label("verb"), label("resource"))).or_insert(0) += value as u64;
+    }
+    counts
+}
+
+fn is_write(verb: &str) -> bool {
+    matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION")
+}
+
+/// Writes to what the operator manages (the five kinds, Secrets, Events) between two samples.
+fn operator_writes(before: &BTreeMap<(String, String), u64>, after: &BTreeMap<(String, String), u64>) -> u64 {
+    const RESOURCES: [&str; 7] = [
+        "organizations",
+        "accounts",
+        "ceusers",
+        "rolebindings",
+        "elementsafelists",
+        "secrets",
+        "events",
+    ];
+    after
+        .iter()
+        .filter(|((verb, resource), _)| is_write(verb) && RESOURCES.contains(&resource.as_str()))
+        .map(|(key, n)| n - before.get(key).copied().unwrap_or(0))
+        .sum()
+}
+
+fn total(counts: &BTreeMap<(String, String), u64>) -> u64 {
+    counts.values().sum()
+}
+
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(kubeconfig: &Path, namespace: &str, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(root().join("target/release/ce-operator"))
+            .args([
+                "run",
+                "--log-format",
+                "text",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+            ])
+            .arg(kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start target/release/ce-operator (cargo build --release)");
+        Self { child, log }
+    }
+
+    fn addr(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = text.lines().find(|l| l.contains("serving /metrics"))?;
+        Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_owned())
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let Some(addr) = self.addr() else {
+            return (0, String::new());
+        };
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("http://{addr}{path}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    fn reconciles(&self) -> u64 {
+        self.get("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("ce_operator_reconciles_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// (current, peak) resident memory in bytes.
+    fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run_all<F, Fut>(items: Vec<F>) -> usize
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let n = items.len();
+    stream::iter(items.into_iter().map(|f| f()))
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    n
+}
+
+fn meta(name: &str) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// The load: organizations, each with `accounts` accounts (the first one its default), users
+/// spread over them, and admin bindings on the first users.
+fn load(scale: &Scale) -> (Vec<Organization>, Vec<Account>, Vec<CEUser>, Vec<RoleBinding>) {
+    let mut orgs = Vec::new();
+    let mut accounts = Vec::new();
+    let mut users = Vec::new();
+    let mut bindings = Vec::new();
+    for o in 0..scale.orgs {
+        let org = format!("org{o}");
+        let mut spec: ce_operator::api::OrganizationSpec =
+            serde_json::from_value(serde_json::json!({"displayName": org})).unwrap();
+        spec.default_account_name = Some(format!("{org}-a0"));
+        orgs.push(Organization::new(&org, spec));
+        for a in 0..scale.accounts {
+            accounts.push(Account::new(
+                &format!("{org}-a{a}"),
+                AccountSpec {
+                    organization_ref: LocalRef::new(&org),
+                    display_name: None,
+                    default: a == 0,
+                    allow_cascading_deletion: false,
+                },
+            ));
+        }
+        for u in 0..scale.users {
+            let account = format!("{org}-a{}", u % scale.accounts.max(1));
+            let name = format!("{org}-u{u}");
+            users.push(CEUser::new(
+                &name,
+                CEUserSpec {
+                    account_ref: LocalRef::new(account),
+                    email: format!("{name}@bench.example"),
+                    display_name: None,
+                },
+            ));
+            if u < scale.bindings {
+                bindings.push(RoleBinding::new(
+                    &format!("{name}-admin"),
+                    RoleBindingSpec {
+                        user_ref: LocalRef::new(&name),
+                        role: Role::Admin,
+                        override_system_role: false,
+                    },
+                ));
+            }
+        }
+    }
+    (orgs, accounts, users, bindings)
+}
+
+async fn create_all<K>(api: &Api<K>, objects: Vec<K>)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let params = PostParams::default();
+    run_all(
+        objects
+            .into_iter()
+            .map(|o| {
+                let api = api.clone();
+                let params = params.clone();
+                move || async move {
+                    api.create(&params, &o).await.expect("create");
+                }
+            })
+            .collect(),
+    )
+    .await;
+}
+
+async fn count_ready<K>(api: &Api<K>) -> usize
+where
+    K: Resource + HasConditions + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|o| o.condition("Ready").is_some_and(|c| c.status == "True"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --all-targets` runs this binary too (without --bench): nothing to do then.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("the scale benchmark runs with `make bench` (cargo bench --bench scale)");
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let scale = Scale {
+        orgs: arg(&args, "--orgs", 1),
+        accounts: arg(&args, "--accounts", if quick { 10 } else { 100 }),
+        users: arg(&args, "--users", if quick { 1000 } else { 10_000 }),
+        bindings: arg(&args, "--bindings", if quick { 100 } else { 1000 }),
+        rest_secs: arg(&args, "--rest-secs", if quick { 15 } else { 60 }),
+        samples: arg(&args, "--samples", if quick { 30 } else { 100 }),
+    };
+    let kubeconfig = std::env::var("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".local/cluster/kubeconfig"));
+    let client = client(&kubeconfig).await;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ns = format!("bench-{stamp}");
+    let floor_ns = format!("bench-floor-{stamp}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for n in [&ns, &floor_ns] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: meta(n),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let out_dir = root().join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut report = Report {
+        scale: Some(scale.clone()),
+        ..Default::default()
+    };
+    eprintln!("bench: {scale:?} in namespace {ns}");
+
+    // 1. Convergence, operator started before the load.
+    let mut operator = Operator::start(&kubeconfig, &ns, out_dir.join(format!("operator-{stamp}.log")));
+    while operator.get("/readyz").0 != 200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (orgs, accounts, users, bindings) = load(&scale);
+    let objects = orgs.len() + accounts.len() + users.len() + bindings.len();
+    report.objects = objects;
+    let requests_before = apiserver_requests(&client).await;
+    let started = Instant::now();
+    let (org_api, account_api, user_api, binding_api): (
+        Api<Organization>,
+        Api<Account>,
+        Api<CEUser>,
+        Api<RoleBinding>,
+    ) = (
+        Api::namespaced(client.clone(), &ns),
+        Api::namespaced(client.clone(), &ns),
+        Api::namespaced(client.clone(), &ns),
+        Api::namespaced(client.clone(), &ns),
+    );
+    create_all(&org_api, orgs.clone()).await;
+    create_all(&account_api, accounts.clone()).await;
+    create_all(&user_api, users.clone()).await;
+    create_all(&binding_api, bindings.clone()).await;
+    let mut polls = 0u64;
+    loop {
+        polls += 4;
+        let ready = count_ready(&org_api).await
+            + count_ready(&account_api).await
+            + count_ready(&user_api).await
+            + count_ready(&binding_api).await;
+        if ready == objects {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            panic!("not converged after 30 min: {ready}/{objects} ready");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    report.convergence_secs = started.elapsed().as_secs_f64();
+    let requests_after = apiserver_requests(&client).await;
+    // The load generator's own requests: one POST per object, four LISTs per poll.
+    let own = objects as u64 + polls;
+    report.requests_per_object =
+        (total(&requests_after) - total(&requests_before)).saturating_sub(own) as f64 / objects as f64;
+    eprintln!("bench: converged in {:.1} s", report.convergence_secs);
+
+    // 2. Floor: the operator's writes (a Secret per organization and user, a status write per
+    // object), made by a bare client with the same crate.
+    let floor = |ns: &str| {
+        (
+            Api::<Organization>::namespaced(client.clone(), ns),
+            Api::<Account>::namespaced(client.clone(), ns),
+            Api::<CEUser>::namespaced(client.clone(), ns),
+            Api::<RoleBinding>::namespaced(client.clone(), ns),
+            Api::<Secret>::namespaced(client.clone(), ns),
+        )
+    };
+    let (f_orgs, f_accounts, f_users, f_bindings, f_secrets) = floor(&floor_ns);
+    // The floor client writes into an unwatched namespace; no operator runs there.
+    create_all(&f_orgs, orgs.clone()).await;
+    create_all(&f_accounts, accounts.clone()).await;
+    create_all(&f_users, users.clone()).await;
+    create_all(&f_bindings, bindings.clone()).await;
+    let floor_started = Instant::now();
+    let status = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "floor", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    let mut jobs: Vec<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()>>> = Vec::new();
+    let secret_names: Vec<String> = orgs
+        .iter()
+        .map(|o| format!("{}-org-secret", o.name_any()))
+        .chain(users.iter().map(|u| format!("{}-user-secret", u.name_any())))
+        .collect();
+    for name in secret_names {
+        let api = f_secrets.clone();
+        jobs.push(Box::new(move || {
+            Box::pin(async move {
+                let value = ce_operator::model::secrets::generate(32).unwrap();
+                let secret = Secret {
+                    metadata: meta(&name),
+                    string_data: Some([("secret".to_string(), value)].into()),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &secret).await.expect("floor secret");
+            })
+        }));
+    }
+    macro_rules! status_jobs {
+        ($api:expr, $objects:expr, $kind:expr) => {
+            for o in &$objects {
+                let (api, name, status) = ($api.clone(), o.name_any(), status.clone());
+                let patch = serde_json::json!({"apiVersion": "ce.tenancy.io/v1alpha1", "kind": $kind, "status": status["status"]});
+                jobs.push(Box::new(move || Box::pin(async move {
+                    api.patch_status(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&patch)).await.expect("floor status");
+                })));
+            }
+        };
+    }
+    status_jobs!(f_orgs, orgs, "Organization");
+    status_jobs!(f_accounts, accounts, "Account");
+    status_jobs!(f_users, users, "CEUser");
+    status_jobs!(f_bindings, bindings, "RoleBinding");
+    run_all(jobs).await;
+    report.floor_secs = floor_started.elapsed().as_secs_f64();
+    report.ratio = report.convergence_secs / report.floor_secs;
+    eprintln!("bench: floor {:.1} s", report.floor_secs);
+
+    // 3. Quiet at rest.
+    let (rss, _) = operator.rss();
+    let before = apiserver_requests(&client).await;
+    tokio::time::sleep(Duration::from_secs(scale.rest_secs)).await;
+    report.writes_at_rest = operator_writes(&before, &apiserver_requests(&client).await);
+    report.rest_window_secs = scale.rest_secs;
+    let (steady, peak) = operator.rss();
+    report.steady_rss_mib = steady.max(rss) as f64 / 1048576.0;
+    report.peak_rss_mib = peak as f64 / 1048576.0;
+    report.bytes_per_object = steady as f64 / objects as f64;
+
+    // 4. Latency of a change under load: bind and revoke admin one at a time.
+    let mut samples = Vec::new();
+    for i in 0..scale.samples {
+        let user = &users[scale.bindings + (i % (users.len() - scale.bindings).max(1))];
+        let name = user.name_any();
+        let binding = RoleBinding::new(
+            &format!("{name}-lat"),
+            RoleBindingSpec {
+                user_ref: LocalRef::new(&name),
+                role: Role::Admin,
+                override_system_role: false,
+            },
+        );
+        for add in [true, false] {
+            let t = Instant::now();
+            if add {
+                binding_api.create(&PostParams::default(), &binding).await.unwrap();
+            } else {
+                binding_api
+                    .delete(&binding.name_any(), &Default::default())
+                    .await
+                    .unwrap();
+            }
+            loop {
+                let u = user_api.get(&name).await.unwrap();
+                let has = u.status.as_ref().is_some_and(|s| s.roles.contains(&Role::Admin));
+                if has == add {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    report.latency_samples = samples.len();
+    report.latency_p50_ms = percentile(&samples, 50.0);
+    report.latency_p95_ms = percentile(&samples, 95.0);
+    report.latency_p99_ms = percentile(&samples, 99.0);
+
+    // 5. Restart on the converged state.
+    operator.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = apiserver_requests(&client).await;
+    let restarted = Instant::now();
+    let mut operator = Operator::start(&kubeconfig, &ns, out_dir.join(format!("operator-{stamp}-restart.log")));
+    while operator.get("/readyz").0 != 200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report.restart_ready_secs = restarted.elapsed().as_secs_f64();
+    while operator.reconciles() < objects as u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if restarted.elapsed() > Duration::from_secs(900) {
+            break;
+        }
+    }
+    report.restart_confirmed_secs = restarted.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    report.writes_on_restart = operator_writes(&before, &apiserver_requests(&client).await);
+    operator.kill();
+
+    for n in [&ns, &floor_ns] {
+        let _ = namespaces.delete(n, &Default::default()).await;
+    }
+
+    let r = &report;
+    println!(
+        "ce-operator scale benchmark (2 cores): {} orgs, {} accounts, {} users, {} bindings = {} objects",
+        scale.orgs,
+        scale.orgs * scale.accounts,
+        scale.orgs * scale.users,
+        scale.orgs * scale.bindings.min(scale.users),
+        r.objects
+    );
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!("| convergence | {:.1} s | |", r.convergence_secs);
+    println!("| floor (bare client, same writes) | {:.1} s | |", r.floor_secs);
+    println!("| ratio convergence / floor | {:.2} | <= 1.5 |", r.ratio);
+    println!(
+        "| writes at rest ({} s window) | {} | 0 |",
+        r.rest_window_secs, r.writes_at_rest
+    );
+    println!("| restart: ready | {:.1} s | < 30 s |", r.restart_ready_secs);
+    println!(
+        "| restart: every object confirmed | {:.1} s | |",
+        r.restart_confirmed_secs
+    );
+    println!("| writes on restart | {} | 0 |", r.writes_on_restart);
+    println!(
+        "| RSS peak / steady | {:.0} / {:.0} MiB | steady < 150 MiB |",
+        r.peak_rss_mib, r.steady_rss_mib
+    );
+    println!("| bytes per object (steady RSS) | {:.0} | |", r.bytes_per_object);
+    println!(
+        "| change latency p50 / p95 / p99 ({} samples) | {:.0} / {:.0} / {:.0} ms | p99 < 1000 ms |",
+        r.latency_samples, r.latency_p50_ms, r.latency_p95_ms, r.latency_p99_ms
+    );
+    println!(
+        "| API requests per converged object (operator) | {:.1} | |",
+        r.requests_per_object
+    );
+    let json = out_dir.join(format!("scale-{stamp}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("figures: {}", json.display());
+}
