@@ -105,12 +105,20 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String), u64> 
     counts
 }
 
+/// Creates and updates. Deletes are left out: at rest and on restart the operator deletes
+/// nothing, and the namespace controller's deletes of namespaces being torn down (by other
+/// runs) would otherwise be counted against it.
 fn is_write(verb: &str) -> bool {
-    matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION")
+    matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY")
 }
 
-/// Writes to what the operator manages (the five kinds, Secrets, Events) between two samples.
-fn operator_writes(before: &BTreeMap<(String, String), u64>, after: &BTreeMap<(String, String), u64>) -> u64 {
+/// Writes to what the operator manages (the five kinds, Secrets, Events) between two
+/// samples; the ones found are printed by verb and resource.
+fn operator_writes(
+    what: &str,
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> u64 {
     const RESOURCES: [&str; 7] = [
         "organizations",
         "accounts",
@@ -120,11 +128,15 @@ fn operator_writes(before: &BTreeMap<(String, String), u64>, after: &BTreeMap<(S
         "secrets",
         "events",
     ];
-    after
-        .iter()
-        .filter(|((verb, resource), _)| is_write(verb) && RESOURCES.contains(&resource.as_str()))
-        .map(|(key, n)| n - before.get(key).copied().unwrap_or(0))
-        .sum()
+    let mut sum = 0;
+    for ((verb, resource), n) in after {
+        let delta = n - before.get(&(verb.clone(), resource.clone())).copied().unwrap_or(0);
+        if delta > 0 && is_write(verb) && RESOURCES.contains(&resource.as_str()) {
+            eprintln!("bench: {what}: {delta} x {verb} {resource}");
+            sum += delta;
+        }
+    }
+    sum
 }
 
 fn total(counts: &BTreeMap<(String, String), u64>) -> u64 {
@@ -361,6 +373,23 @@ async fn main() {
             .await
             .unwrap();
     }
+    // The CRDs, as `make dev` installs them.
+    let status = Command::new(root().join(".local/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["apply", "--server-side", "--field-manager=ce-bench", "-f"])
+        .arg(root().join("crds"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "installing the CRDs failed");
+    let status = Command::new(root().join(".local/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["wait", "--for", "condition=Established", "--timeout=60s", "-f"])
+        .arg(root().join("crds"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the CRDs were not established");
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut report = Report {
@@ -394,24 +423,34 @@ async fn main() {
     create_all(&account_api, accounts.clone()).await;
     create_all(&user_api, users.clone()).await;
     create_all(&binding_api, bindings.clone()).await;
+    // Wait on the operator's own gauges (cheap), then confirm with one list of everything.
     let mut polls = 0u64;
     loop {
-        polls += 4;
-        let ready = count_ready(&org_api).await
-            + count_ready(&account_api).await
-            + count_ready(&user_api).await
-            + count_ready(&binding_api).await;
-        if ready == objects {
-            break;
+        let ready_by_metrics: u64 = operator
+            .get("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("ce_operator_objects{") && l.contains("ready=\"True\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if ready_by_metrics >= objects as u64 {
+            polls += 4;
+            let ready = count_ready(&org_api).await
+                + count_ready(&account_api).await
+                + count_ready(&user_api).await
+                + count_ready(&binding_api).await;
+            if ready == objects {
+                break;
+            }
         }
         if started.elapsed() > Duration::from_secs(1800) {
-            panic!("not converged after 30 min: {ready}/{objects} ready");
+            panic!("not converged after 30 min: {ready_by_metrics}/{objects} ready");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     report.convergence_secs = started.elapsed().as_secs_f64();
     let requests_after = apiserver_requests(&client).await;
-    // The load generator's own requests: one POST per object, four LISTs per poll.
+    // The load generator's own requests: one POST per object, four LISTs per confirmation.
     let own = objects as u64 + polls;
     report.requests_per_object =
         (total(&requests_after) - total(&requests_before)).saturating_sub(own) as f64 / objects as f64;
@@ -480,7 +519,7 @@ async fn main() {
     let (rss, _) = operator.rss();
     let before = apiserver_requests(&client).await;
     tokio::time::sleep(Duration::from_secs(scale.rest_secs)).await;
-    report.writes_at_rest = operator_writes(&before, &apiserver_requests(&client).await);
+    report.writes_at_rest = operator_writes("at rest", &before, &apiserver_requests(&client).await);
     report.rest_window_secs = scale.rest_secs;
     let (steady, peak) = operator.rss();
     report.steady_rss_mib = steady.max(rss) as f64 / 1048576.0;
@@ -545,12 +584,24 @@ async fn main() {
     }
     report.restart_confirmed_secs = restarted.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    report.writes_on_restart = operator_writes(&before, &apiserver_requests(&client).await);
-    operator.kill();
+    report.writes_on_restart = operator_writes("on restart", &before, &apiserver_requests(&client).await);
 
+    // Clean up while the operator runs, so that its finalizers let the namespaces go.
     for n in [&ns, &floor_ns] {
         let _ = namespaces.delete(n, &Default::default()).await;
     }
+    let cleanup = Instant::now();
+    while cleanup.elapsed() < Duration::from_secs(300) {
+        let mut left = 0;
+        for n in [&ns, &floor_ns] {
+            left += usize::from(namespaces.get_opt(n).await.ok().flatten().is_some());
+        }
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    operator.kill();
 
     let r = &report;
     println!(

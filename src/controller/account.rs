@@ -25,7 +25,7 @@ pub async fn reconcile(account: Arc<Account>, ctx: Arc<Context>) -> Result<Actio
         name = account.name_any()
     );
     async move {
-        ctx.stores.ready().await;
+        ctx.stores.ready().await?;
         if account.meta().deletion_timestamp.is_some() {
             return finalize(&account, &ctx).await;
         }

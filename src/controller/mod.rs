@@ -47,6 +47,8 @@ pub enum Error {
     Random(#[from] rand::rand_core::OsError),
     #[error("object has no {0}")]
     Missing(&'static str),
+    #[error("the caches have not synced yet (can the operator list every kind?)")]
+    CachesNotSynced,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,6 +90,11 @@ pub struct Options {
     pub instance: Option<String>,
 }
 
+/// Debounce of the controllers whose status counts children (organizations, accounts).
+/// Trailing-edge: a parent is reconciled once its children have been quiet this long, so it
+/// must stay short (a steady stream of changes faster than this would keep delaying it).
+const COUNTS_DEBOUNCE: Duration = Duration::from_millis(250);
+
 /// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
 pub async fn run(
     client: Client,
@@ -115,16 +122,19 @@ pub async fn run(
     );
     let ns = options.namespace.as_deref();
     let config = ControllerConfig::default().concurrency(options.concurrency);
+    // Organizations and accounts count their children: while many children change (a bulk
+    // import), a short debounce folds a burst of triggers into one reconcile and one write.
+    let counting = config.clone().debounce(COUNTS_DEBOUNCE);
     // Each controller on its own task, so that one never waits on the poll of another.
     let tasks = [
         start(
             organization::controller(parts.organizations, &client, ns),
             organization::reconcile,
             &ctx,
-            &config,
+            &counting,
             &shutdown,
         ),
-        start(parts.accounts, account::reconcile, &ctx, &config, &shutdown),
+        start(parts.accounts, account::reconcile, &ctx, &counting, &shutdown),
         start(
             user::controller(parts.users, &client, ns),
             user::reconcile,

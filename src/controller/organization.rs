@@ -53,7 +53,7 @@ pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Acti
         name = org.name_any()
     );
     async move {
-        ctx.stores.ready().await;
+        ctx.stores.ready().await?;
         if org.meta().deletion_timestamp.is_some() {
             return finalize(&org, &ctx).await;
         }
@@ -176,7 +176,7 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
     });
 
     let users = ctx.stores.users_of(&ns, &name);
-    let admins = org_admins(&ctx.stores, &ns, org.meta().uid.as_deref(), &accounts, &users);
+    let admins = org_admins(&ctx.stores, &ns, org.meta().uid.as_deref(), &accounts);
     // Only judged once there is a default account: before, no one can hold org-admin yet,
     // and a brand-new organization would warn about it while its tree is still landing.
     let admin_present = if default_account.is_err() {
@@ -429,40 +429,32 @@ fn created<T>(result: kube::Result<T>) -> Result<bool> {
 }
 
 /// The users of the organization that hold an effective org-admin binding.
-fn org_admins(
-    stores: &Stores,
-    ns: &str,
-    org_uid: Option<&str>,
-    accounts: &[Arc<Account>],
-    users: &[Arc<CEUser>],
-) -> Vec<String> {
+fn org_admins(stores: &Stores, ns: &str, org_uid: Option<&str>, accounts: &[Arc<Account>]) -> Vec<String> {
     let default = tenancy::default_account(accounts, org_uid).map(|a| a.name_any());
-    let mut admins: Vec<String> = users
+    let mut admins: Vec<String> = stores
+        .org_admin_bindings(ns)
         .iter()
-        .filter(|user| {
-            let account = accounts.iter().find(|a| a.name_any() == user.spec.account_ref.name);
-            let Some(account) = account else { return false };
+        .filter_map(|binding| {
+            let user = stores.user(ns, &binding.spec.user_ref.name)?;
+            let account = accounts.iter().find(|a| a.name_any() == user.spec.account_ref.name)?;
             let account_is_default = default.as_deref() == Some(account.name_any().as_str());
-            stores.bindings_of_user(ns, &user.name_any()).iter().any(|b| {
-                matches!(
-                    tenancy::judge_binding(
-                        b,
-                        BoundUser::Resolved {
-                            user,
-                            account,
-                            account_is_default
-                        }
-                    ),
-                    Verdict::Effective {
-                        role: Role::OrgAdmin,
-                        ..
-                    }
-                )
-            })
+            let bound = BoundUser::Resolved {
+                user: &user,
+                account,
+                account_is_default,
+            };
+            matches!(
+                tenancy::judge_binding(binding, bound),
+                Verdict::Effective {
+                    role: Role::OrgAdmin,
+                    ..
+                }
+            )
+            .then(|| user.name_any())
         })
-        .map(|u| u.name_any())
         .collect();
     admins.sort();
+    admins.dedup();
     admins
 }
 

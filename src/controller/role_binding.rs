@@ -26,7 +26,7 @@ pub async fn reconcile(binding: Arc<RoleBinding>, ctx: Arc<Context>) -> Result<A
         name = binding.name_any()
     );
     async move {
-        ctx.stores.ready().await;
+        ctx.stores.ready().await?;
         apply(&binding, &ctx).await
     }
     .instrument(span)

@@ -23,7 +23,7 @@ pub async fn reconcile(safelist: Arc<ElementSafelist>, ctx: Arc<Context>) -> Res
         name = safelist.name_any()
     );
     async move {
-        ctx.stores.ready().await;
+        ctx.stores.ready().await?;
         apply(&safelist, &ctx).await
     }
     .instrument(span)

@@ -34,6 +34,10 @@ pub struct Stores {
     pub users: Store<CEUser>,
     pub role_bindings: Store<RoleBinding>,
     pub safelists: Store<ElementSafelist>,
+    /// Users by lower-case e-mail.
+    emails: Arc<Index>,
+    /// RoleBindings by the user they name.
+    bindings_by_user: Arc<Index>,
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -62,6 +66,9 @@ where
 /// kube-runtime's `Store::wait_until_ready` wakes only its most recent waiter, so it cannot
 /// serve many concurrent reconciles.
 const KINDS: usize = 5;
+
+/// How long a reconcile waits for the caches before failing (and being retried).
+const CACHE_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Readiness {
     synced: Mutex<[bool; KINDS]>,
@@ -111,6 +118,54 @@ fn change<K>(event: &watcher::Event<K>) -> Option<Change<'_, K>> {
         watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => Some(Change { obj, deleted: false }),
         watcher::Event::Delete(obj) => Some(Change { obj, deleted: true }),
         watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
+/// A secondary index over a cache: (namespace, key) to the names of the objects with that
+/// key, maintained from the watch stream right after the store. After a re-list, entries of
+/// objects deleted while the watch was down may linger, so lookups re-check the store.
+#[derive(Default)]
+pub struct Index {
+    inner: std::sync::RwLock<IndexInner>,
+}
+
+#[derive(Default)]
+struct IndexInner {
+    names: HashMap<(String, String), std::collections::HashSet<String>>,
+    key_of: HashMap<(String, String), String>,
+}
+
+impl Index {
+    /// Records the key of object `ns/name` (None: it is gone).
+    fn update(&self, ns: &str, name: &str, key: Option<String>) {
+        let mut inner = self.inner.write().expect("index lock");
+        let object = (ns.to_owned(), name.to_owned());
+        if let Some(old) = inner.key_of.remove(&object) {
+            let slot = (ns.to_owned(), old);
+            if let Some(names) = inner.names.get_mut(&slot) {
+                names.remove(name);
+                if names.is_empty() {
+                    inner.names.remove(&slot);
+                }
+            }
+        }
+        if let Some(key) = key {
+            inner
+                .names
+                .entry((ns.to_owned(), key.clone()))
+                .or_default()
+                .insert(name.to_owned());
+            inner.key_of.insert(object, key);
+        }
+    }
+
+    fn names(&self, ns: &str, key: &str) -> Vec<String> {
+        let inner = self.inner.read().expect("index lock");
+        inner
+            .names
+            .get(&(ns.to_owned(), key.to_owned()))
+            .map(|n| n.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -193,6 +248,8 @@ impl Controllers {
             users: user_reader.clone(),
             role_bindings: binding_reader.clone(),
             safelists: safelist_reader.clone(),
+            emails: Arc::default(),
+            bindings_by_user: Arc::default(),
             ready,
         };
         let (org_tx, org_rx) = unbounded();
@@ -342,15 +399,20 @@ fn fan_out_user(stores: &Stores, triggers: &Triggers) -> impl Fn(Change<'_, CEUs
         let user = change.obj;
         let Some(ns) = user.namespace() else { return };
         let name = user.name_any();
+        stores.emails.update(
+            &ns,
+            &name,
+            (!change.deleted).then(|| user.spec.email.to_ascii_lowercase()),
+        );
         send_named(&triggers.accounts, &ns, &user.spec.account_ref.name);
         if let Some(org) = stores.organization_of_user(user) {
             send_named(&triggers.organizations, &ns, &org);
             send(
                 &triggers.users,
                 stores
-                    .users_of(&ns, &org)
+                    .users_with_email(&ns, &org, &user.spec.email)
                     .into_iter()
-                    .filter(|u| u.name_any() != name && u.spec.email.eq_ignore_ascii_case(&user.spec.email)),
+                    .filter(|u| u.name_any() != name),
             );
         }
         if specs.changed(&change) {
@@ -371,6 +433,9 @@ fn fan_out_role_binding(
             return;
         };
         let user = &binding.spec.user_ref.name;
+        stores
+            .bindings_by_user
+            .update(&ns, &binding.name_any(), (!change.deleted).then(|| user.clone()));
         send_named(&triggers.users, &ns, user);
         if let Some(org) = stores.user(&ns, user).and_then(|u| stores.organization_of_user(&u)) {
             send_named(&triggers.organizations, &ns, &org);
@@ -459,10 +524,14 @@ impl Stores {
         out
     }
 
-    pub async fn ready(&self) {
+    /// Bounded, so that a cache that cannot sync (say, RBAC forbids listing a kind) fails
+    /// reconciles visibly and retries, and never holds up a graceful shutdown.
+    pub async fn ready(&self) -> Result<(), super::Error> {
         let mut ready = self.ready.clone();
-        // Fails only when the gate is gone, i.e. at shutdown.
-        let _ = ready.wait_for(|ready| *ready).await;
+        match tokio::time::timeout(CACHE_SYNC_WAIT, ready.wait_for(|ready| *ready)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(super::Error::CachesNotSynced),
+        }
     }
 
     pub fn organization(&self, ns: &str, name: &str) -> Option<Arc<Organization>> {
@@ -491,15 +560,37 @@ impl Stores {
 
     /// The users whose account belongs to `org`.
     pub fn users_of(&self, ns: &str, org: &str) -> Vec<Arc<CEUser>> {
-        let accounts: Vec<String> = self.accounts_of(ns, org).iter().map(|a| a.name_any()).collect();
+        let accounts: std::collections::HashSet<String> =
+            self.accounts_of(ns, org).iter().map(|a| a.name_any()).collect();
         select(&self.users, |u| {
             in_namespace(u, ns) && accounts.contains(&u.spec.account_ref.name)
         })
     }
 
     pub fn bindings_of_user(&self, ns: &str, user: &str) -> Vec<Arc<RoleBinding>> {
+        self.bindings_by_user
+            .names(ns, user)
+            .iter()
+            .filter_map(|name| self.role_bindings.get(&ObjectRef::new(name).within(ns)))
+            .filter(|b| b.spec.user_ref.name == user)
+            .collect()
+    }
+
+    /// The users of organization `org` with this e-mail (compared case-insensitively).
+    pub fn users_with_email(&self, ns: &str, org: &str, email: &str) -> Vec<Arc<CEUser>> {
+        self.emails
+            .names(ns, &email.to_ascii_lowercase())
+            .iter()
+            .filter_map(|name| self.user(ns, name))
+            .filter(|u| u.spec.email.eq_ignore_ascii_case(email))
+            .filter(|u| self.organization_of_user(u).as_deref() == Some(org))
+            .collect()
+    }
+
+    /// The org-admin RoleBindings of a namespace (to be judged by the caller).
+    pub fn org_admin_bindings(&self, ns: &str) -> Vec<Arc<RoleBinding>> {
         select(&self.role_bindings, |b| {
-            in_namespace(b, ns) && b.spec.user_ref.name == user
+            in_namespace(b, ns) && b.spec.role == crate::api::Role::OrgAdmin
         })
     }
 

@@ -36,7 +36,7 @@ pub async fn reconcile(user: Arc<CEUser>, ctx: Arc<Context>) -> Result<Action> {
         name = user.name_any()
     );
     async move {
-        ctx.stores.ready().await;
+        ctx.stores.ready().await?;
         apply(&user, &ctx).await
     }
     .instrument(span)
@@ -102,8 +102,8 @@ async fn apply(user: &CEUser, ctx: &Context) -> Result<Action> {
             status.privileges = Matrix::new(&org.spec.roles).union(&roles);
             status.roles = roles;
 
-            let users = ctx.stores.users_of(&ns, &org_name);
-            let holder = tenancy::email_holder(&user.spec.email, &users).map(|u| u.name_any());
+            let same_email = ctx.stores.users_with_email(&ns, &org_name, &user.spec.email);
+            let holder = tenancy::email_holder(&user.spec.email, &same_email).map(|u| u.name_any());
             if holder.as_deref().is_some_and(|h| h != name) {
                 vec![Desired::failed(
                     READY,
