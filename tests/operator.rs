@@ -505,9 +505,13 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     wait_ready(&env.ns.api::<RoleBinding>(), "acme-owner-org-admin").await;
     wait_condition(&env.orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
     for (account, users) in [("eu", 2), ("acme-default", 1)] {
-        wait_for(&env.accounts, account, &format!("{users} users counted"), TIMEOUT, |a| {
-            a.status.as_ref().is_some_and(|s| s.users == Some(users))
-        })
+        wait_for(
+            &env.accounts,
+            account,
+            &format!("{users} users counted"),
+            TIMEOUT,
+            |a| a.status.as_ref().is_some_and(|s| s.users == Some(users)),
+        )
         .await;
     }
     let before = snapshot(&env).await;

@@ -259,8 +259,9 @@ where
     Ok(true)
 }
 
-/// Publishes an event about `obj`. Events are the activity log; failing to write one must
-/// not fail the reconcile, so the error is only logged.
+/// Publishes an event about `obj`, in the background: events are the activity log, not the
+/// reconcile's critical path, and failing to write one must not fail the reconcile (the
+/// error is logged).
 async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String) {
     let event = KubeEvent {
         type_,
@@ -269,9 +270,12 @@ async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: E
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(reason, error = %e, "could not publish event");
-    }
+    let (recorder, reference, reason) = (ctx.recorder.clone(), obj.object_ref(&()), reason.to_owned());
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(reason, error = %e, "could not publish event");
+        }
+    });
 }
 
 /// A Warning event for every condition that has newly failed (announced once per

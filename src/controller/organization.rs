@@ -123,6 +123,7 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
             grace: secret::grace_period(&org.spec.security.rotation_grace_period),
         },
         previous.secret_fingerprint.is_some(),
+        secret::secret_conflicted(&previous.conditions),
     )
     .await?;
     let secret_ok = secret.condition.status;

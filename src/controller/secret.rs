@@ -66,14 +66,28 @@ fn parse_time(text: Option<&str>) -> Option<Timestamp> {
 }
 
 /// Ensures the owner's Secret exists and reports it. `had_secret` says whether the owner's
-/// status shows a secret was issued before (then a missing Secret was deleted by someone).
-pub async fn reconcile<K>(ctx: &Context, owner: &K, wanted: Wanted, had_secret: bool) -> Result<Observed>
+/// status shows a secret was issued before (then a missing Secret was deleted by someone);
+/// `conflicted` whether it reported a Secret of that name it does not own.
+pub async fn reconcile<K>(
+    ctx: &Context,
+    owner: &K,
+    wanted: Wanted,
+    had_secret: bool,
+    conflicted: bool,
+) -> Result<Observed>
 where
     K: Resource<DynamicType = ()>,
 {
     let api: Api<Secret> = api_for(&ctx.client, owner)?;
     let requested = owner.annotations().get(ROTATE_ANNOTATION).cloned();
-    let secret = match api.get_opt(&wanted.name).await? {
+    // A secret not issued yet is created right away (one request instead of a read and a
+    // create); otherwise, and after a conflict, the Secret is read first.
+    let existing = if had_secret || conflicted {
+        api.get_opt(&wanted.name).await?
+    } else {
+        None
+    };
+    let secret = match existing {
         Some(secret) => secret,
         None => match issue(ctx, &api, owner, &wanted, requested.as_deref()).await? {
             Some(secret) => {
@@ -97,7 +111,7 @@ where
                 ctx.metrics.secrets_issued.get_or_create(&owner_label::<K>()).inc();
                 secret
             }
-            // Created by someone else in the meantime: look again.
+            // It exists already (someone else's, or ours while the status lagged): read it.
             None => api.get(&wanted.name).await?,
         },
     };
@@ -278,6 +292,13 @@ async fn drop_previous(api: &Api<Secret>, secret: &Secret) -> Result<Secret> {
 async fn replace(api: &Api<Secret>, mut secret: Secret) -> Result<Secret> {
     secret.metadata.managed_fields = None;
     Ok(api.replace(&secret.name_any(), &super::post_params(), &secret).await?)
+}
+
+/// Whether the owner last reported a Secret of the generated name that it does not own.
+pub fn secret_conflicted(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == SECRET_READY && c.reason == "SecretConflict")
 }
 
 /// Parses a rotation grace period (validated by the schema, so a bad one is a bug; it then

@@ -130,6 +130,7 @@ async fn apply(user: &CEUser, ctx: &Context) -> Result<Action> {
                         grace: secret::grace_period(&org.spec.security.rotation_grace_period),
                     },
                     previous.secret_fingerprint.is_some(),
+                    secret::secret_conflicted(&previous.conditions),
                 )
                 .await?;
                 requeue = secret.requeue_after;
