@@ -586,23 +586,6 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     report.writes_on_restart = operator_writes("on restart", &before, &apiserver_requests(&client).await);
 
-    // Clean up while the operator runs, so that its finalizers let the namespaces go.
-    for n in [&ns, &floor_ns] {
-        let _ = namespaces.delete(n, &Default::default()).await;
-    }
-    let cleanup = Instant::now();
-    while cleanup.elapsed() < Duration::from_secs(300) {
-        let mut left = 0;
-        for n in [&ns, &floor_ns] {
-            left += usize::from(namespaces.get_opt(n).await.ok().flatten().is_some());
-        }
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    operator.kill();
-
     let r = &report;
     println!(
         "ce-operator scale benchmark (2 cores): {} orgs, {} accounts, {} users, {} bindings = {} objects",
@@ -643,4 +626,20 @@ async fn main() {
     let json = out_dir.join(format!("scale-{stamp}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("figures: {}", json.display());
+    // Clean up while the operator runs, so that its finalizers let the namespaces go.
+    for n in [&ns, &floor_ns] {
+        let _ = namespaces.delete(n, &Default::default()).await;
+    }
+    let cleanup = Instant::now();
+    while cleanup.elapsed() < Duration::from_secs(300) {
+        let mut left = 0;
+        for n in [&ns, &floor_ns] {
+            left += usize::from(namespaces.get_opt(n).await.ok().flatten().is_some());
+        }
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    operator.kill();
 }

@@ -36,7 +36,7 @@ struct RunArgs {
     #[arg(long, env = "CE_NAMESPACE")]
     namespace: Option<String>,
     /// Concurrent reconciles per controller.
-    #[arg(long, env = "CE_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "CE_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
     /// Log format. The level comes from RUST_LOG (default: info).
     #[arg(long, env = "CE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]

@@ -110,11 +110,6 @@ pub fn is_new_failure(previous: &[Condition], desired: &Desired) -> bool {
             .any(|c| c.type_ == desired.type_ && c.status == status && c.reason == desired.reason)
 }
 
-/// Whether a condition of this type is currently true.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
