@@ -522,19 +522,25 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
 
     // Killed mid-run and started again: it re-reads everything and changes nothing.
     env._operator.restart();
-    let log = env._operator.log.clone();
-    support::wait_until("the restarted operator to sync its caches", TIMEOUT, || {
-        let log = log.clone();
-        async move {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .matches("caches synced")
-                .count()
-                >= 2
-        }
+    let operator = &env._operator;
+    support::wait_until("the restarted operator to serve HTTP", TIMEOUT, || {
+        let started = operator.log_text().matches("serving /metrics").count() >= 2;
+        async move { started }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await; // let it reconcile everything it read
+    let addr = operator.http_addr().await;
+    // It has re-read and reconciled every object it manages (its own counter says so).
+    let objects = before.0.keys().filter(|k| !k.starts_with("secret/")).count() as u64;
+    support::wait_until("the restarted operator to reconcile every object", TIMEOUT, || {
+        let reconciled: u64 = support::http_get(&addr, "/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("ce_operator_reconciles_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        async move { reconciled >= objects }
+    })
+    .await;
     assert_eq!(snapshot(&env).await, before, "the restart changed something");
     env.ns.delete().await;
 }
