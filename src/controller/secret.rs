@@ -89,7 +89,7 @@ where
     };
     let secret = match existing {
         Some(secret) => secret,
-        None => match issue(ctx, &api, owner, &wanted, requested.as_deref()).await? {
+        None => match issue(&api, owner, &wanted, requested.as_deref()).await? {
             Some(secret) => {
                 let (type_, reason, note) = if had_secret {
                     (
@@ -220,13 +220,11 @@ fn owner_label<K: Resource<DynamicType = ()>>() -> crate::metrics::SecretLabels 
 
 /// Creates the Secret with a new value. None if a Secret of that name appeared meanwhile.
 async fn issue<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
     api: &Api<Secret>,
     owner: &K,
     wanted: &Wanted,
     requested: Option<&str>,
 ) -> Result<Option<Secret>> {
-    let _ = ctx;
     let mut labels = wanted.labels.clone();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
     // A rotation request already present when the secret is first issued is satisfied by it.
