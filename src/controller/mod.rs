@@ -120,28 +120,17 @@ pub async fn run(
         namespace = options.namespace.as_deref().unwrap_or("<all>"),
         "starting controllers"
     );
-    let ns = options.namespace.as_deref();
+    let _ns = options.namespace.as_deref();
+    let secrets = tokio::spawn(parts.secrets);
     let config = ControllerConfig::default().concurrency(options.concurrency);
     // Organizations and accounts count their children: while many children change (a bulk
     // import), a short debounce folds a burst of triggers into one reconcile and one write.
     let counting = config.clone().debounce(COUNTS_DEBOUNCE);
     // Each controller on its own task, so that one never waits on the poll of another.
     let tasks = [
-        start(
-            organization::controller(parts.organizations, &client, ns),
-            organization::reconcile,
-            &ctx,
-            &counting,
-            &shutdown,
-        ),
+        start(parts.organizations, organization::reconcile, &ctx, &counting, &shutdown),
         start(parts.accounts, account::reconcile, &ctx, &counting, &shutdown),
-        start(
-            user::controller(parts.users, &client, ns),
-            user::reconcile,
-            &ctx,
-            &config,
-            &shutdown,
-        ),
+        start(parts.users, user::reconcile, &ctx, &config, &shutdown),
         start(parts.role_bindings, role_binding::reconcile, &ctx, &config, &shutdown),
         start(parts.safelists, safelist::reconcile, &ctx, &config, &shutdown),
     ];
@@ -150,6 +139,7 @@ pub async fn run(
             warn!(error = %e, "controller task failed");
         }
     }
+    secrets.abort();
     info!("controllers stopped");
 }
 

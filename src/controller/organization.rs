@@ -3,19 +3,16 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::ObjectMeta,
-    runtime::{Controller, controller::Action, events::EventType, watcher},
+    runtime::{controller::Action, events::EventType},
 };
 use tracing::{Instrument, info_span};
 
 use super::{
     Context, Error, Result, api_for, controller_owner, delete_all, ensure_finalizer, name_list, publish,
-    remove_finalizer, secret,
-    stores::{self, Stores},
-    warn_new_failures, write_status,
+    remove_finalizer, secret, stores::Stores, warn_new_failures, write_status,
 };
 use crate::{
     api::{
@@ -33,17 +30,6 @@ use crate::{
 
 /// Condition type reporting whether the organization's role customisations were applied.
 pub const ROLES_APPLIED: &str = "RolesApplied";
-
-pub fn controller(
-    controller: Controller<Organization>,
-    client: &Client,
-    namespace: Option<&str>,
-) -> Controller<Organization> {
-    controller.owns::<Secret>(
-        stores::api(client, namespace),
-        watcher::Config::default().labels(&format!("{LABEL_SECRET_OF}=organization")),
-    )
-}
 
 pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
     let span = info_span!(
@@ -122,7 +108,7 @@ async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {
             length: usize::try_from(org.spec.security.secret_length).unwrap_or(32),
             grace: secret::grace_period(&org.spec.security.rotation_grace_period),
         },
-        previous.secret_fingerprint.is_some(),
+        previous.secret_fingerprint.as_deref(),
         secret::secret_conflicted(&previous.conditions),
     )
     .await?;

@@ -72,7 +72,7 @@ pub async fn reconcile<K>(
     ctx: &Context,
     owner: &K,
     wanted: Wanted,
-    had_secret: bool,
+    previous_fingerprint: Option<&str>,
     conflicted: bool,
 ) -> Result<Observed>
 where
@@ -82,6 +82,17 @@ where
     let requested = owner.annotations().get(ROTATE_ANNOTATION).cloned();
     // A secret not issued yet is created right away (one request instead of a read and a
     // create); otherwise, and after a conflict, the Secret is read first.
+    let had_secret = previous_fingerprint.is_some();
+    if let Some(observed) = unchanged(
+        ctx,
+        owner,
+        &wanted,
+        previous_fingerprint,
+        conflicted,
+        requested.as_deref(),
+    ) {
+        return Ok(observed);
+    }
     let existing = if had_secret || conflicted {
         api.get_opt(&wanted.name).await?
     } else {
@@ -195,11 +206,7 @@ where
     };
 
     Ok(Observed {
-        condition: Desired::ok(
-            SECRET_READY,
-            "SecretIssued",
-            format!("the secret is in Secret {}, key `{KEY_CURRENT}`", wanted.name),
-        ),
+        condition: ready_condition(&wanted),
         fingerprint: value(&secret, KEY_CURRENT).map(secrets::fingerprint),
         last_rotation_time: parse_time(annotation(&secret, ANNOTATION_ROTATED_AT)).map(Time),
         last_rotation_request: annotation(&secret, ANNOTATION_ROTATION_REQUEST)
@@ -216,6 +223,42 @@ fn owner_label<K: Resource<DynamicType = ()>>() -> crate::metrics::SecretLabels 
         "user"
     };
     crate::metrics::SecretLabels { owner }
+}
+
+/// The common case at rest and on restart, answered from the cache of the operator's own
+/// Secrets (metadata only) without reading the Secret: it exists, this object owns it, no
+/// rotation is asked for and no previous value waits to expire. None when the Secret must be
+/// read.
+fn unchanged<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    owner: &K,
+    wanted: &Wanted,
+    previous_fingerprint: Option<&str>,
+    conflicted: bool,
+    requested: Option<&str>,
+) -> Option<Observed> {
+    let fingerprint = previous_fingerprint.filter(|_| !conflicted)?;
+    let cached = ctx.stores.secret(owner.meta().namespace.as_deref()?, &wanted.name)?;
+    let annotations = cached.metadata.annotations.clone().unwrap_or_default();
+    let acted_on = annotations.get(ANNOTATION_ROTATION_REQUEST).map(String::as_str);
+    let fresh = crate::model::tenancy::is_controlled_by(cached.as_ref(), owner.meta().uid.as_deref())
+        && (requested.is_none() || requested == acted_on)
+        && !annotations.contains_key(ANNOTATION_PREVIOUS_EXPIRES);
+    fresh.then(|| Observed {
+        condition: ready_condition(wanted),
+        fingerprint: Some(fingerprint.to_owned()),
+        last_rotation_time: parse_time(annotations.get(ANNOTATION_ROTATED_AT).map(String::as_str)).map(Time),
+        last_rotation_request: acted_on.filter(|s| !s.is_empty()).map(str::to_owned),
+        requeue_after: None,
+    })
+}
+
+fn ready_condition(wanted: &Wanted) -> Desired {
+    Desired::ok(
+        SECRET_READY,
+        "SecretIssued",
+        format!("the secret is in Secret {}, key `{KEY_CURRENT}`", wanted.name),
+    )
 }
 
 /// Creates the Secret with a new value. None if a Secret of that name appeared meanwhile.

@@ -24,7 +24,10 @@ use kube::{
 };
 
 use crate::api::{Account, CEUser, ElementSafelist, Organization, RoleBinding};
+use crate::model::names::{LABEL_MANAGED_BY, MANAGER};
 use crate::model::tenancy;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 
 /// The stores of the four kinds.
 #[derive(Clone)]
@@ -34,6 +37,8 @@ pub struct Stores {
     pub users: Store<CEUser>,
     pub role_bindings: Store<RoleBinding>,
     pub safelists: Store<ElementSafelist>,
+    /// The operator's own Secrets, metadata only.
+    secrets: Store<PartialObjectMeta<Secret>>,
     /// Users by lower-case e-mail.
     emails: Arc<Index>,
     /// RoleBindings by the user they name.
@@ -48,6 +53,8 @@ pub struct Controllers {
     pub users: Controller<CEUser>,
     pub role_bindings: Controller<RoleBinding>,
     pub safelists: Controller<ElementSafelist>,
+    /// The watch of the operator's own Secrets; it must be polled (spawned) to run.
+    pub secrets: futures::future::BoxFuture<'static, ()>,
     pub stores: Stores,
 }
 
@@ -242,12 +249,14 @@ impl Controllers {
         let (user_reader, user_writer) = reflector::store();
         let (binding_reader, binding_writer) = reflector::store();
         let (safelist_reader, safelist_writer) = reflector::store();
+        let (secret_reader, secret_writer) = reflector::store();
         let stores = Stores {
             organizations: org_reader.clone(),
             accounts: account_reader.clone(),
             users: user_reader.clone(),
             role_bindings: binding_reader.clone(),
             safelists: safelist_reader.clone(),
+            secrets: secret_reader,
             emails: Arc::default(),
             bindings_by_user: Arc::default(),
             ready,
@@ -328,9 +337,47 @@ impl Controllers {
             users: controller(user_stream, user_reader, user_rx),
             role_bindings: controller(binding_stream, binding_reader, binding_rx),
             safelists: controller(safelist_stream, safelist_reader, safelist_rx),
+            secrets: secret_stream(client, namespace, secret_writer, &triggers),
             stores,
         }
     }
+}
+
+/// The watch of the operator's own Secrets (by label, metadata only: their values are never
+/// cached): it keeps the Secret cache and triggers the owner of a Secret that changes or goes.
+fn secret_stream(
+    client: &Client,
+    namespace: Option<&str>,
+    writer: Writer<PartialObjectMeta<Secret>>,
+    triggers: &Triggers,
+) -> futures::future::BoxFuture<'static, ()> {
+    let triggers = triggers.clone();
+    let config = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    let stream = watcher(api::<PartialObjectMeta<Secret>>(client, namespace), config)
+        .default_backoff()
+        .modify(|obj| obj.metadata.managed_fields = None)
+        .reflect(writer)
+        .for_each(move |event| {
+            if let Ok(Some(change)) = event.as_ref().map(change) {
+                let secret = change.obj;
+                let ns = secret.metadata.namespace.clone().unwrap_or_default();
+                for owner in secret
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.controller == Some(true))
+                {
+                    match owner.kind.as_str() {
+                        "Organization" => send_named(&triggers.organizations, &ns, &owner.name),
+                        "CEUser" => send_named(&triggers.users, &ns, &owner.name),
+                        _ => {}
+                    }
+                }
+            }
+            futures::future::ready(())
+        });
+    futures::FutureExt::boxed(stream)
 }
 
 /// Organization changes: its accounts re-resolve it, its users take its matrix and secret
@@ -585,6 +632,11 @@ impl Stores {
             .filter(|u| u.spec.email.eq_ignore_ascii_case(email))
             .filter(|u| self.organization_of_user(u).as_deref() == Some(org))
             .collect()
+    }
+
+    /// The cached metadata of one of the operator's own Secrets.
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
+        self.secrets.get(&ObjectRef::new(name).within(ns))
     }
 
     /// The org-admin RoleBindings of a namespace (to be judged by the caller).

@@ -3,14 +3,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Client, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
-};
+use kube::{Resource, ResourceExt, runtime::controller::Action};
 use tracing::{Instrument, info_span};
 
-use super::{Context, Error, Result, secret, stores, warn_new_failures, write_status};
+use super::{Context, Error, Result, secret, warn_new_failures, write_status};
 use crate::{
     api::{CEUser, CEUserStatus, SecretRef},
     model::{
@@ -20,13 +16,6 @@ use crate::{
         tenancy::{self, BoundUser},
     },
 };
-
-pub fn controller(controller: Controller<CEUser>, client: &Client, namespace: Option<&str>) -> Controller<CEUser> {
-    controller.owns::<Secret>(
-        stores::api(client, namespace),
-        watcher::Config::default().labels(&format!("{LABEL_SECRET_OF}=user")),
-    )
-}
 
 pub async fn reconcile(user: Arc<CEUser>, ctx: Arc<Context>) -> Result<Action> {
     let span = info_span!(
@@ -129,7 +118,7 @@ async fn apply(user: &CEUser, ctx: &Context) -> Result<Action> {
                         length: usize::try_from(org.spec.security.secret_length).unwrap_or(32),
                         grace: secret::grace_period(&org.spec.security.rotation_grace_period),
                     },
-                    previous.secret_fingerprint.is_some(),
+                    previous.secret_fingerprint.as_deref(),
                     secret::secret_conflicted(&previous.conditions),
                 )
                 .await?;
