@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use kube::{Resource, ResourceExt, runtime::controller::Action};
-use tracing::{Instrument, info_span};
 
 use super::{
     Context, Error, Result, delete_all, ensure_finalizer, name_list, remove_finalizer, warn_new_failures, write_status,
@@ -18,22 +17,11 @@ use crate::{
 };
 
 pub async fn reconcile(account: Arc<Account>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        kind = "Account",
-        namespace = account.namespace().unwrap_or_default(),
-        name = account.name_any()
-    );
-    async move {
-        ctx.stores.ready().await?;
-        if account.meta().deletion_timestamp.is_some() {
-            return finalize(&account, &ctx).await;
-        }
-        ensure_finalizer(&ctx.client, account.as_ref()).await?;
-        apply(&account, &ctx).await
+    if account.meta().deletion_timestamp.is_some() {
+        return finalize(&account, &ctx).await;
     }
-    .instrument(span)
-    .await
+    ensure_finalizer(&ctx.client, account.as_ref()).await?;
+    apply(&account, &ctx).await
 }
 
 async fn apply(account: &Account, ctx: &Context) -> Result<Action> {

@@ -27,7 +27,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 pub use stores::Stores;
 
@@ -166,12 +166,25 @@ where
         std::borrow::Cow::Borrowed(kind) => kind,
         std::borrow::Cow::Owned(kind) => Box::leak(kind.into_boxed_str()),
     };
-    let measured = move |obj: Arc<K>, ctx: Arc<Context>| async move {
-        let started = std::time::Instant::now();
-        let metrics = ctx.metrics.clone();
-        let result = reconcile(obj, ctx).await;
-        metrics.record_reconcile(kind, started.elapsed(), result.is_err());
-        result
+    // Every reconcile runs in a span naming the object, and only on synced caches.
+    let measured = move |obj: Arc<K>, ctx: Arc<Context>| {
+        let span = tracing::info_span!(
+            "reconcile",
+            kind,
+            namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
+            name = obj.meta().name.as_deref().unwrap_or_default()
+        );
+        async move {
+            let started = std::time::Instant::now();
+            let metrics = ctx.metrics.clone();
+            let result = match ctx.stores.ready().await {
+                Ok(()) => reconcile(obj, ctx).await,
+                Err(e) => Err(e),
+            };
+            metrics.record_reconcile(kind, started.elapsed(), result.is_err());
+            result
+        }
+        .instrument(span)
     };
     let run = controller
         .with_config(config.clone())

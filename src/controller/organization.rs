@@ -8,7 +8,6 @@ use kube::{
     api::ObjectMeta,
     runtime::{controller::Action, events::EventType},
 };
-use tracing::{Instrument, info_span};
 
 use super::{
     Context, Error, Result, api_for, controller_owner, delete_all, ensure_finalizer, name_list, publish,
@@ -32,22 +31,11 @@ use crate::{
 pub const ROLES_APPLIED: &str = "RolesApplied";
 
 pub async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        kind = "Organization",
-        namespace = org.namespace().unwrap_or_default(),
-        name = org.name_any()
-    );
-    async move {
-        ctx.stores.ready().await?;
-        if org.meta().deletion_timestamp.is_some() {
-            return finalize(&org, &ctx).await;
-        }
-        ensure_finalizer(&ctx.client, org.as_ref()).await?;
-        apply(&org, &ctx).await
+    if org.meta().deletion_timestamp.is_some() {
+        return finalize(&org, &ctx).await;
     }
-    .instrument(span)
-    .await
+    ensure_finalizer(&ctx.client, org.as_ref()).await?;
+    apply(&org, &ctx).await
 }
 
 async fn apply(org: &Organization, ctx: &Context) -> Result<Action> {

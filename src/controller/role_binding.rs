@@ -7,7 +7,6 @@ use kube::{
     Resource, ResourceExt,
     runtime::{controller::Action, events::EventType},
 };
-use tracing::{Instrument, info_span};
 
 use super::{Context, Error, Result, publish, warn_new_failures, write_status};
 use crate::{
@@ -19,18 +18,7 @@ use crate::{
 };
 
 pub async fn reconcile(binding: Arc<RoleBinding>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        kind = "RoleBinding",
-        namespace = binding.namespace().unwrap_or_default(),
-        name = binding.name_any()
-    );
-    async move {
-        ctx.stores.ready().await?;
-        apply(&binding, &ctx).await
-    }
-    .instrument(span)
-    .await
+    apply(&binding, &ctx).await
 }
 
 async fn apply(binding: &RoleBinding, ctx: &Context) -> Result<Action> {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use kube::{Resource, ResourceExt, runtime::controller::Action};
-use tracing::{Instrument, info_span};
 
 use super::{Context, Error, Result, warn_new_failures, write_status};
 use crate::{
@@ -16,18 +15,7 @@ use crate::{
 };
 
 pub async fn reconcile(safelist: Arc<ElementSafelist>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        kind = "ElementSafelist",
-        namespace = safelist.namespace().unwrap_or_default(),
-        name = safelist.name_any()
-    );
-    async move {
-        ctx.stores.ready().await?;
-        apply(&safelist, &ctx).await
-    }
-    .instrument(span)
-    .await
+    apply(&safelist, &ctx).await
 }
 
 async fn apply(list: &ElementSafelist, ctx: &Context) -> Result<Action> {

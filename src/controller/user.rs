@@ -4,7 +4,6 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use kube::{Resource, ResourceExt, runtime::controller::Action};
-use tracing::{Instrument, info_span};
 
 use super::{Context, Error, Result, secret, warn_new_failures, write_status};
 use crate::{
@@ -18,18 +17,7 @@ use crate::{
 };
 
 pub async fn reconcile(user: Arc<CEUser>, ctx: Arc<Context>) -> Result<Action> {
-    let span = info_span!(
-        "reconcile",
-        kind = "CEUser",
-        namespace = user.namespace().unwrap_or_default(),
-        name = user.name_any()
-    );
-    async move {
-        ctx.stores.ready().await?;
-        apply(&user, &ctx).await
-    }
-    .instrument(span)
-    .await
+    apply(&user, &ctx).await
 }
 
 async fn apply(user: &CEUser, ctx: &Context) -> Result<Action> {
