@@ -485,7 +485,10 @@ async fn main() {
         let api = f_secrets.clone();
         jobs.push(Box::new(move || {
             Box::pin(async move {
-                let value = ce_operator::model::secrets::generate(32).unwrap();
+                let value = ce_operator::model::secrets::SecretValue::generate(32)
+                    .unwrap()
+                    .expose()
+                    .to_owned();
                 let secret = Secret {
                     metadata: meta(&name),
                     string_data: Some([("secret".to_string(), value)].into()),

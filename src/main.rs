@@ -108,8 +108,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         rand::random::<u32>()
     );
     let options = ce_operator::runtime::Options {
+        namespace: args.namespace,
         controllers: ce_operator::controller::Options {
-            namespace: args.namespace,
             concurrency: args.concurrency,
             instance,
         },

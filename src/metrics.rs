@@ -14,6 +14,18 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    /// The failed step (`Error::metric_label`).
+    pub step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackoffLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
     pub kind: &'static str,
     /// "True", "False" or "Unknown" (no Ready condition yet).
@@ -31,8 +43,10 @@ pub struct SecretLabels {
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<ControllerLabels, Counter>,
-    pub reconcile_errors: Family<ControllerLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub objects_in_backoff: Family<BackoffLabels, Gauge>,
+    pub status_writes: Family<ControllerLabels, Counter>,
     pub objects: Family<ObjectLabels, Gauge>,
     pub secrets_issued: Family<SecretLabels, Counter>,
     pub secrets_rotated: Family<SecretLabels, Counter>,
@@ -43,7 +57,9 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("ce_operator");
         let reconciles = Family::<ControllerLabels, Counter>::default();
-        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let objects_in_backoff = Family::<BackoffLabels, Gauge>::default();
+        let status_writes = Family::<ControllerLabels, Counter>::default();
         let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
         });
@@ -54,8 +70,18 @@ impl Default for Metrics {
         registry.register("reconciles", "Reconciles run, per controller", reconciles.clone());
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed and were retried",
+            "Reconciles that failed and were retried, by the step that failed",
             reconcile_errors.clone(),
+        );
+        registry.register(
+            "objects_in_backoff",
+            "Objects whose last reconcile failed, waiting to be retried",
+            objects_in_backoff.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status writes (only ever of a status that changed)",
+            status_writes.clone(),
         );
         registry.register(
             "reconcile_duration_seconds",
@@ -75,6 +101,8 @@ impl Default for Metrics {
             reconciles,
             reconcile_errors,
             reconcile_duration,
+            objects_in_backoff,
+            status_writes,
             objects,
             secrets_issued,
             secrets_rotated,
@@ -84,15 +112,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn record_reconcile(&self, controller: &'static str, took: Duration, failed: bool) {
+    pub fn record_reconcile(&self, controller: &'static str, took: Duration) {
         let labels = ControllerLabels { controller };
         self.reconciles.get_or_create(&labels).inc();
         self.reconcile_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
-        if failed {
-            self.reconcile_errors.get_or_create(&labels).inc();
-        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -111,8 +136,15 @@ mod tests {
     #[test]
     fn renders_prometheus_text_with_the_recorded_values() {
         let metrics = Metrics::default();
-        metrics.record_reconcile("CEUser", Duration::from_millis(3), false);
-        metrics.record_reconcile("CEUser", Duration::from_millis(3), true);
+        metrics.record_reconcile("CEUser", Duration::from_millis(3));
+        metrics.record_reconcile("CEUser", Duration::from_millis(3));
+        metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                controller: "CEUser",
+                step: "write_status",
+            })
+            .inc();
         metrics
             .objects
             .get_or_create(&ObjectLabels {
@@ -127,7 +159,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ce_operator_reconcile_errors_total{controller=\"CEUser\"} 1"),
+            text.contains("ce_operator_reconcile_errors_total{controller=\"CEUser\",step=\"write_status\"} 1"),
             "{text}"
         );
         assert!(

@@ -1,16 +1,24 @@
-//! The `run` command: HTTP endpoints, leader election and the controllers, with graceful
-//! shutdown.
+//! The `run` command: the caches (on every replica), the HTTP endpoints, leader election and
+//! the controllers (on the leader), with graceful shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use futures::FutureExt;
+use futures::{FutureExt, future::Shared};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info};
 
 use crate::{
-    controller::{self, Health},
+    cache::{Cache, Hooks},
+    controller::{self, Controllers},
     metrics::{Metrics, ObjectLabels},
     model::names::MANAGER,
 };
@@ -38,17 +46,21 @@ pub struct LeaderElection {
 
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Watch only this namespace (all namespaces when None).
+    pub namespace: Option<String>,
     pub controllers: controller::Options,
     pub http_addr: SocketAddr,
     pub leader_election: Option<LeaderElection>,
 }
 
+type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
+
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    /// True while this instance waits for the lease (it is healthy and ready to take over).
-    standby: Arc<std::sync::atomic::AtomicBool>,
+    cache: Arc<Cache>,
+    /// True while this instance waits for the lease (it keeps its caches, ready to take over).
+    standby: Arc<AtomicBool>,
 }
 
 /// The HTTP endpoints: /metrics, /healthz, /readyz.
@@ -61,14 +73,12 @@ fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Some(stores) = state.health.stores() {
-        for (kind, ready, count) in stores.ready_counts() {
-            state
-                .metrics
-                .objects
-                .get_or_create(&ObjectLabels { kind, ready })
-                .set(count as i64);
-        }
+    for (kind, ready, count) in state.cache.ready_counts() {
+        state
+            .metrics
+            .objects
+            .get_or_create(&ObjectLabels { kind, ready })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
     (
         [(
@@ -80,13 +90,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.synced() {
-        (StatusCode::OK, "ready")
-    } else if state.standby.load(std::sync::atomic::Ordering::Relaxed) {
-        (StatusCode::OK, "standby: waiting for the leader lease")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    match (state.cache.is_synced(), state.standby.load(Ordering::Relaxed)) {
+        (true, false) => (StatusCode::OK, "ready"),
+        (true, true) => (StatusCode::OK, "ready (standby: waiting for the leader lease)"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet"),
     }
+}
+
+async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    Ok(listener)
 }
 
 /// Runs until `shutdown` resolves (or the lease is lost, which is an error).
@@ -95,27 +110,28 @@ pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let shutdown = shutdown.boxed().shared();
+    let shutdown: Shutdown = shutdown.boxed().shared();
     let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::default());
-    let standby = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let state = AppState {
-        metrics: metrics.clone(),
-        health: health.clone(),
-        standby: standby.clone(),
-    };
+    let standby = Arc::new(AtomicBool::new(false));
 
-    let listener = tokio::net::TcpListener::bind(options.http_addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: options.http_addr,
-            source,
-        })?;
+    // The caches run on every replica: the webhook and the authorization endpoint answer
+    // from them, and a standby that takes over starts from warm caches.
+    let (cache, writers) = Cache::new(options.namespace.clone());
+    let mut hooks = Hooks::default();
+    let controllers = Controllers::wire(&mut hooks);
+    let watches = Cache::start(&cache, &client, writers, hooks);
+
+    let listener = listen(options.http_addr).await?;
     let bound = listener.local_addr().map_err(|source| Error::Listen {
         addr: options.http_addr,
         source,
     })?;
     info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    let state = AppState {
+        metrics: metrics.clone(),
+        cache: cache.clone(),
+        standby: standby.clone(),
+    };
     let server = tokio::spawn(
         axum::serve(listener, router(state))
             .with_graceful_shutdown(shutdown.clone())
@@ -124,24 +140,28 @@ pub async fn run(
 
     let result = match &options.leader_election {
         None => {
-            metrics.leader.set(1);
-            controller::run(
-                client,
-                options.controllers.clone(),
-                metrics.clone(),
-                health,
-                shutdown.clone(),
-            )
-            .await;
+            if synced(&cache, &shutdown).await {
+                metrics.leader.set(1);
+                controllers
+                    .run(
+                        client,
+                        cache.clone(),
+                        options.controllers.clone(),
+                        metrics.clone(),
+                        shutdown.clone(),
+                    )
+                    .await;
+            }
             Ok(())
         }
         Some(election) => {
             run_as_leader(
                 client,
+                controllers,
+                &cache,
                 &options,
                 election,
                 metrics.clone(),
-                health,
                 standby,
                 shutdown.clone(),
             )
@@ -149,19 +169,34 @@ pub async fn run(
         }
     };
     metrics.leader.set(0);
+    for watch in watches {
+        watch.abort();
+    }
     let _ = server.await;
     result
 }
 
+/// Waits until the caches are synced; false if shutdown comes first.
+async fn synced(cache: &Cache, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        _ = shutdown.clone() => false,
+        synced = async { while !cache.wait_synced(Duration::from_secs(60)).await {
+            tracing::warn!("caches not synced after 60 s: can the operator list and watch every kind?");
+        } true } => synced,
+    }
+}
+
 /// Waits for the lease, runs the controllers while holding it, and releases it on shutdown.
+#[allow(clippy::too_many_arguments)]
 async fn run_as_leader(
     client: Client,
+    controllers: Controllers,
+    cache: &Arc<Cache>,
     options: &Options,
     election: &LeaderElection,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    standby: Arc<std::sync::atomic::AtomicBool>,
-    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+    standby: Arc<AtomicBool>,
+    shutdown: Shutdown,
 ) -> Result<(), Error> {
     let duration = election.lease_duration.as_secs().max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
@@ -173,15 +208,15 @@ async fn run_as_leader(
         .build()
         .await?;
     let (mut leader, lease_task) = manager.watch().await;
-    standby.store(true, std::sync::atomic::Ordering::Relaxed);
+    standby.store(true, Ordering::Relaxed);
     info!(lease = %election.lease_name, identity = %election.identity, "waiting for the leader lease");
     let acquired = tokio::select! {
         _ = shutdown.clone() => false,
         acquired = leader.wait_for(|is_leader| *is_leader) => acquired.is_ok(),
     };
-    standby.store(false, std::sync::atomic::Ordering::Relaxed);
+    standby.store(false, Ordering::Relaxed);
     let mut lost = false;
-    if acquired {
+    if acquired && synced(cache, &shutdown).await {
         info!("acquired the leader lease; starting controllers");
         metrics.leader.set(1);
         let mut watch = leader.clone();
@@ -190,7 +225,9 @@ async fn run_as_leader(
         }
         .shared();
         let stop = futures::future::select(shutdown.clone(), lease_lost.clone()).map(drop);
-        controller::run(client, options.controllers.clone(), metrics, health, stop).await;
+        controllers
+            .run(client, cache.clone(), options.controllers.clone(), metrics, stop)
+            .await;
         lost = lease_lost.now_or_never().is_some() && shutdown.clone().now_or_never().is_none();
     }
     // Closing the channel makes the lease task release the lease, so a standby takes over at once.

@@ -86,6 +86,15 @@ impl Role {
     pub fn is_system_assigned(self) -> bool {
         matches!(self, Role::Org | Role::DefaultUser)
     }
+
+    /// Where the role's privileges hold: org-admin and org ("best suited to permissions at
+    /// the org-level") across the organization; admin and default-user in the user's account.
+    pub fn scope(self) -> super::RoleScope {
+        match self {
+            Role::OrgAdmin | Role::Org => super::RoleScope::Organization,
+            Role::Admin | Role::DefaultUser => super::RoleScope::Account,
+        }
+    }
 }
 
 impl std::fmt::Display for Role {

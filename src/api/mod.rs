@@ -52,14 +52,35 @@ pub trait HasConditions {
     }
 }
 
-macro_rules! has_conditions {
-    ($($kind:ty),*) => {$(
+/// The status of any of the five kinds.
+pub trait HasStatus: HasConditions {
+    type Status: Clone + Default + PartialEq + serde::Serialize + std::fmt::Debug + Send + Sync;
+
+    fn status(&self) -> Option<&Self::Status>;
+}
+
+macro_rules! has_status {
+    ($($kind:ty => $status:ty),*) => {$(
         impl HasConditions for $kind {
             fn conditions(&self) -> &[Condition] {
                 self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
             }
         }
+
+        impl HasStatus for $kind {
+            type Status = $status;
+
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+        }
     )*};
 }
 
-has_conditions!(Organization, Account, CEUser, RoleBinding, ElementSafelist);
+has_status!(
+    Organization => OrganizationStatus,
+    Account => AccountStatus,
+    CEUser => CEUserStatus,
+    RoleBinding => RoleBindingStatus,
+    ElementSafelist => ElementSafelistStatus
+);

@@ -84,6 +84,11 @@ pub struct CEUserStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub privileges: Vec<Privilege>,
 
+    /// Where the privileges hold: organization-wide (through org-admin or org) or only in the
+    /// user's own account (through admin or default-user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privilege_scopes: Option<PrivilegeScopes>,
+
     /// The Secret holding the user secret (key `secret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
@@ -99,4 +104,15 @@ pub struct CEUserStatus {
     /// The value of the `ce.tenancy.io/rotate-secret` annotation the last rotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_request: Option<String>,
+}
+
+/// Which of a user's privileges hold organization-wide and which only in its own account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+pub struct PrivilegeScopes {
+    /// Held through org-admin or org: in every account of the organization. Sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organization: Vec<Privilege>,
+    /// Held only through admin or default-user: in the user's own account. Sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub account: Vec<Privilege>,
 }

@@ -1,114 +1,140 @@
-//! The Account controller: resolves the organization, decides default-ness, counts users,
-//! and holds deletion while users remain (or cascades to them).
+//! The Account controller: resolve → `model::account::decide` → act.
 
 use std::sync::Arc;
 
-use kube::{Resource, ResourceExt, runtime::controller::Action};
+use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 
 use super::{
-    Context, Error, Result, delete_all, ensure_finalizer, name_list, remove_finalizer, warn_new_failures, write_status,
+    Context, Reconciler, Result,
+    act::{self, Outcome},
+    organization::terminating_now,
+    relations::{Wiring, named, own_change, refs},
 };
 use crate::{
-    api::{Account, AccountStatus, RoleBinding},
-    model::{
-        conditions::{self, DELETION_BLOCKED, Desired, READY},
-        tenancy,
-    },
+    api::{Account, CEUser, Organization, RoleBinding},
+    cache::{Cache, Change},
+    model::account::{self, Inputs},
 };
 
-pub async fn reconcile(account: Arc<Account>, ctx: Arc<Context>) -> Result<Action> {
-    if account.meta().deletion_timestamp.is_some() {
-        return finalize(&account, &ctx).await;
-    }
-    ensure_finalizer(&ctx.client, account.as_ref()).await?;
-    apply(&account, &ctx).await
+pub(super) struct Resolved {
+    organization: Option<Arc<Organization>>,
+    siblings: Vec<Arc<Account>>,
+    users: Vec<Arc<CEUser>>,
+    bindings: Vec<Arc<RoleBinding>>,
+    namespace_terminating: bool,
 }
 
-async fn apply(account: &Account, ctx: &Context) -> Result<Action> {
-    let ns = account.namespace().ok_or(Error::Missing("namespace"))?;
-    let org_name = &account.spec.organization_ref.name;
-    let previous = account.status.clone().unwrap_or_default();
-    let users = ctx.stores.users_of_account(&ns, &account.name_any()).len();
-
-    let (ready, organization, is_default) = match ctx.stores.organization(&ns, org_name) {
-        None => (
-            Desired::failed(
-                READY,
-                "OrganizationNotFound",
-                format!(
-                    "Organization {org_name} does not exist in namespace {ns}; the account becomes ready once it does (or fix spec.organizationRef)"
-                ),
-            ),
-            None,
-            None,
-        ),
-        Some(org) => {
-            let accounts = ctx.stores.accounts_of(&ns, org_name);
-            let default = tenancy::default_account(&accounts, org.meta().uid.as_deref()).map(|a| a.name_any());
-            let is_default = default.as_deref() == Some(account.name_any().as_str());
-            let ready = if account.spec.default && !is_default {
-                Desired::failed(
-                    READY,
-                    "DuplicateDefaultAccount",
-                    format!(
-                        "organization {org_name} already has the default account {}; this one is treated as an ordinary account. Set default: false (recreate it) or delete it",
-                        default.unwrap_or_default()
-                    ),
-                )
-            } else {
-                Desired::ok(READY, "Ready", format!("account of organization {org_name}"))
-            };
-            (ready, Some(org_name.clone()), Some(is_default))
-        }
-    };
-    let desired = [ready];
-    let status = AccountStatus {
-        conditions: conditions::merge(&previous.conditions, &desired, account.meta().generation, super::now()),
-        observed_generation: account.meta().generation,
-        organization,
-        default: is_default,
-        users: Some(i32::try_from(users).unwrap_or(i32::MAX)),
-    };
-    warn_new_failures(ctx, account, &previous.conditions, &desired).await;
-    write_status(&ctx.client, account, account.status.as_ref(), &status).await?;
-    Ok(Action::await_change())
-}
-
-async fn finalize(account: &Account, ctx: &Context) -> Result<Action> {
-    let ns = account.namespace().ok_or(Error::Missing("namespace"))?;
-    let users = ctx.stores.users_of_account(&ns, &account.name_any());
-    if users.is_empty() {
-        remove_finalizer(&ctx.client, account).await?;
-        return Ok(Action::await_change());
-    }
-    let names = name_list(users.iter().map(|u| u.meta().name.as_deref().unwrap_or_default()));
-    let blocked = if account.spec.allow_cascading_deletion {
-        let bindings: Vec<Arc<RoleBinding>> = users
+pub(super) fn resolve(cache: &Cache, account: &Account) -> Resolved {
+    let ns = account.namespace().unwrap_or_default();
+    let org = &account.spec.organization_ref.name;
+    let users = cache.users_of_account(&ns, &account.name_any());
+    // Bindings matter only to a cascading deletion.
+    let bindings = if account.meta().deletion_timestamp.is_some() {
+        users
             .iter()
-            .flat_map(|u| ctx.stores.bindings_of_user(&ns, &u.name_any()))
-            .collect();
-        delete_all(&ctx.client, &bindings).await?;
-        delete_all(&ctx.client, &users).await?;
-        Desired::ok(
-            DELETION_BLOCKED,
-            "DeletingChildren",
-            format!("allowCascadingDeletion is set: deleting users {names}"),
-        )
+            .flat_map(|u| cache.bindings_of_user(&ns, &u.name_any()))
+            .collect()
     } else {
-        Desired::ok(
-            DELETION_BLOCKED,
-            "ChildrenExist",
-            format!(
-                "the account still has users {names}; delete them, or set spec.allowCascadingDeletion: true to delete them with it"
-            ),
-        )
+        Vec::new()
     };
-    let previous = account.status.clone().unwrap_or_default();
-    warn_new_failures(ctx, account, &previous.conditions, std::slice::from_ref(&blocked)).await;
-    let status = AccountStatus {
-        conditions: conditions::upsert(&previous.conditions, &blocked, account.meta().generation, super::now()),
-        ..previous.clone()
-    };
-    write_status(&ctx.client, account, account.status.as_ref(), &status).await?;
-    Ok(Action::await_change())
+    Resolved {
+        organization: cache.organization(&ns, org),
+        siblings: cache.accounts_of(&ns, org),
+        users,
+        bindings,
+        namespace_terminating: cache.namespace_terminating(&ns),
+    }
+}
+
+/// When an account's default-ness changes, so may the rank of the organization's other
+/// declared default accounts: the objects to wake are its default siblings (`map` turns
+/// each into what depends on it).
+pub(super) fn default_siblings<T>(
+    cache: &Cache,
+    change: &Change<Account>,
+    map: impl Fn(&Arc<Account>) -> Vec<T>,
+) -> Vec<T> {
+    let (before, after) = change.before_after(|a| a.spec.default);
+    if before != Some(true) && after != Some(true) {
+        return Vec::new();
+    }
+    let account = change.object();
+    cache
+        .accounts_of(&change.namespace(), &account.spec.organization_ref.name)
+        .iter()
+        .filter(|a| a.spec.default && a.name_any() != account.name_any())
+        .flat_map(map)
+        .collect()
+}
+
+/// Whether an organization appeared, went, or was replaced (its uid decides which default
+/// account the operator generated).
+pub(super) fn identity_changed(change: &Change<Organization>) -> bool {
+    change.changed(|o| o.meta().uid.clone())
+}
+
+impl Reconciler for Account {
+    const DEBOUNCE: Option<std::time::Duration> = Some(super::COUNTS_DEBOUNCE);
+
+    fn relations(wiring: &mut Wiring<'_, Self>) {
+        wiring.on::<Account>(|cache, change| {
+            let mut wake = own_change(cache, change);
+            wake.extend(default_siblings(cache, change, |a| refs([a.clone()])));
+            wake
+        });
+        wiring.on::<Organization>(|cache, change| {
+            if identity_changed(change) {
+                refs(cache.accounts_of(&change.namespace(), &change.name()))
+            } else {
+                Vec::new()
+            }
+        });
+        // Users: the count, and a deletion waiting for them.
+        wiring.on::<CEUser>(|_, change| {
+            if change.old.is_none() || change.new.is_none() {
+                vec![named(&change.namespace(), &change.object().spec.account_ref.name)]
+            } else {
+                Vec::new()
+            }
+        });
+        // Bindings: a cascading deletion deletes them first.
+        wiring.on::<RoleBinding>(|cache, change| {
+            let ns = change.namespace();
+            cache
+                .user(&ns, &change.object().spec.user_ref.name)
+                .and_then(|u| cache.account(&ns, &u.spec.account_ref.name))
+                .filter(|a| a.meta().deletion_timestamp.is_some())
+                .map(|a| refs([a]))
+                .unwrap_or_default()
+        });
+        wiring.on::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>(|cache, change| {
+            terminating_now(change)
+                .map(|ns| {
+                    refs(
+                        cache
+                            .all::<Account>()
+                            .into_iter()
+                            .filter(|a| a.namespace().as_deref() == Some(ns)),
+                    )
+                })
+                .unwrap_or_default()
+        });
+    }
+
+    async fn reconcile(account: Arc<Account>, ctx: Arc<Context>) -> Result<Requeue> {
+        let resolved = resolve(&ctx.cache, &account);
+        let decision = account::decide(&Inputs {
+            account: &account,
+            organization: resolved.organization.as_deref(),
+            siblings: &resolved.siblings,
+            users: &resolved.users,
+            bindings: &resolved.bindings,
+            namespace_terminating: resolved.namespace_terminating,
+            now: super::now(),
+        });
+        match act::carry_out(&ctx, account.as_ref(), decision).await? {
+            Outcome::Done(requeue) => Ok(requeue),
+            Outcome::SecretExists(_) => Ok(Requeue::await_change()),
+        }
+    }
 }

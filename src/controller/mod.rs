@@ -1,373 +1,303 @@
-//! The controllers: one module per kind, on one shared client and one set of caches.
-//!
-//! Every reconciler reads related objects from the controllers' reflector stores (never
-//! listing the API server), decides through `crate::model`, and writes only what changed:
-//! at rest the operator makes no writes at all.
+//! The controllers: one module per kind, each a reconcile that reads like its outline —
+//! resolve (from the caches) → `model::<kind>::decide` (pure) → act (I/O) → write status if
+//! changed — and the relations that wake it. They run only on the leader; the caches they
+//! read run on every replica.
 
 mod account;
+pub mod act;
+mod backoff;
+pub mod error;
 mod organization;
+pub mod relations;
 mod role_binding;
 mod safelist;
 mod secret;
-mod stores;
 mod user;
 
-use std::{fmt::Debug, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    fmt::Debug,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use futures::{Future, StreamExt};
-use k8s_openapi::{NamespaceResourceScope, jiff::Timestamp};
+use futures::StreamExt;
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    Client, Resource,
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        events::{Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
     },
 };
-use serde::{Serialize, de::DeserializeOwned};
-use serde_json::json;
+use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, warn};
 
-pub use stores::Stores;
-
-use crate::metrics::Metrics;
-use crate::model::{
-    conditions::{self, Desired},
-    names::{FINALIZER, MANAGER},
+use crate::{
+    api::{Account, CEUser, ElementSafelist, HasStatus, Organization, RoleBinding},
+    cache::{Cache, Cached, Hooks},
+    metrics::{BackoffLabels, ErrorLabels, Metrics},
+    model::names::MANAGER,
 };
+pub use error::{Error, Result};
+use relations::{Wired, Wiring};
 
-/// Errors of the controller layer. A reconcile that fails is retried by `error_policy`;
-/// invariant violations are not errors (they are conditions).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("the OS random generator failed: {0}")]
-    Random(#[from] rand::rand_core::OsError),
-    #[error("object has no {0}")]
-    Missing(&'static str),
-    #[error("the caches have not synced yet (can the operator list every kind?)")]
-    CachesNotSynced,
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// What every reconciler shares.
+/// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub stores: Stores,
+    pub cache: Arc<Cache>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    backoff: backoff::Backoff,
+    /// Namespaces being deleted that were already logged (one line per namespace).
+    terminating_namespaces: Mutex<HashSet<String>>,
 }
 
-/// What the health endpoints need to know about the controllers.
-#[derive(Default)]
-pub struct Health {
-    stores: std::sync::OnceLock<Stores>,
+/// A kind the operator reconciles.
+pub trait Reconciler:
+    Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope> + HasStatus + DeserializeOwned + serde::Serialize + Debug
+{
+    /// Trailing debounce of this controller's requests: kinds whose status counts children
+    /// fold a burst of child changes (a bulk import) into one reconcile and one write.
+    const DEBOUNCE: Option<Duration> = None;
+
+    /// Declares which changes wake which objects of this kind.
+    fn relations(wiring: &mut Wiring<'_, Self>);
+
+    /// resolve → decide → act.
+    fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send + 'static;
 }
 
-impl Health {
-    /// Whether the controllers run and every cache has its initial list.
-    pub fn synced(&self) -> bool {
-        self.stores.get().is_some_and(Stores::is_synced)
-    }
+/// Debounce of the controllers whose status counts children (organizations, accounts).
+/// Trailing-edge, so it must stay short: a steady stream of changes faster than this would
+/// keep delaying them.
+const COUNTS_DEBOUNCE: Duration = Duration::from_millis(250);
 
-    /// The caches, once the controllers run.
-    pub fn stores(&self) -> Option<&Stores> {
-        self.stores.get()
-    }
-}
-
-/// Options of `run`.
+/// Options of the controllers.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Watch only this namespace (all namespaces when None).
-    pub namespace: Option<String>,
     /// Concurrent reconciles per controller.
     pub concurrency: u16,
     /// Name of this instance, for events.
     pub instance: Option<String>,
 }
 
-/// Debounce of the controllers whose status counts children (organizations, accounts).
-/// Trailing-edge: a parent is reconciled once its children have been quiet this long, so it
-/// must stay short (a steady stream of changes faster than this would keep delaying it).
-const COUNTS_DEBOUNCE: Duration = Duration::from_millis(250);
-
-/// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
-pub async fn run(
-    client: Client,
-    options: Options,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let parts = stores::Controllers::new(&client, options.namespace.as_deref());
-    let _ = health.stores.set(parts.stores.clone());
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: options.instance.clone(),
-    };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        stores: parts.stores.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics,
-    });
-    info!(
-        namespace = options.namespace.as_deref().unwrap_or("<all>"),
-        "starting controllers"
-    );
-    let _ns = options.namespace.as_deref();
-    let secrets = tokio::spawn(parts.secrets);
-    let config = ControllerConfig::default().concurrency(options.concurrency);
-    // Organizations and accounts count their children: while many children change (a bulk
-    // import), a short debounce folds a burst of triggers into one reconcile and one write.
-    let counting = config.clone().debounce(COUNTS_DEBOUNCE);
-    // Each controller on its own task, so that one never waits on the poll of another.
-    let tasks = [
-        start(parts.organizations, organization::reconcile, &ctx, &counting, &shutdown),
-        start(parts.accounts, account::reconcile, &ctx, &counting, &shutdown),
-        start(parts.users, user::reconcile, &ctx, &config, &shutdown),
-        start(parts.role_bindings, role_binding::reconcile, &ctx, &config, &shutdown),
-        start(parts.safelists, safelist::reconcile, &ctx, &config, &shutdown),
-    ];
-    for task in tasks {
-        if let Err(e) = task.await {
-            warn!(error = %e, "controller task failed");
-        }
-    }
-    secrets.abort();
-    info!("controllers stopped");
+/// The controllers, wired to the caches (their relations registered as cache hooks) but
+/// not running: a standby keeps them like this.
+pub struct Controllers {
+    organizations: Wired<Organization>,
+    accounts: Wired<Account>,
+    users: Wired<CEUser>,
+    role_bindings: Wired<RoleBinding>,
+    safelists: Wired<ElementSafelist>,
 }
 
-/// Starts one controller on its own task.
-fn start<K, F>(
-    controller: Controller<K>,
-    reconcile: fn(Arc<K>, Arc<Context>) -> F,
+impl Controllers {
+    /// Registers every controller's relations. Adding a kind is one line here.
+    pub fn wire(hooks: &mut Hooks) -> Self {
+        Self {
+            organizations: relations::wire(hooks),
+            accounts: relations::wire(hooks),
+            users: relations::wire(hooks),
+            role_bindings: relations::wire(hooks),
+            safelists: relations::wire(hooks),
+        }
+    }
+
+    /// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
+    /// The caches must be synced: decisions are never made on a cache that is still filling.
+    pub async fn run(
+        self,
+        client: Client,
+        cache: Arc<Cache>,
+        options: Options,
+        metrics: Arc<Metrics>,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) {
+        let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: options.instance.clone(),
+        };
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            cache,
+            recorder: Recorder::new(client, reporter),
+            metrics,
+            backoff: backoff::Backoff::default(),
+            terminating_namespaces: Mutex::default(),
+        });
+        info!(namespace = ctx.cache.scope().unwrap_or("<all>"), "starting controllers");
+        let config = ControllerConfig::default().concurrency(options.concurrency);
+        // Each controller on its own task, so that one never waits on the poll of another.
+        let tasks = [
+            start(self.organizations, &ctx, &config, &shutdown),
+            start(self.accounts, &ctx, &config, &shutdown),
+            start(self.users, &ctx, &config, &shutdown),
+            start(self.role_bindings, &ctx, &config, &shutdown),
+            start(self.safelists, &ctx, &config, &shutdown),
+        ];
+        for task in tasks {
+            if let Err(e) = task.await {
+                warn!(error = %e, "controller task failed");
+            }
+        }
+        info!("controllers stopped");
+    }
+}
+
+/// Starts one controller on its own task: its requests come from its relations (and a first
+/// pass over everything cached); its own watch is the shared cache's.
+fn start<K: Reconciler>(
+    wired: Wired<K>,
     ctx: &Arc<Context>,
     config: &ControllerConfig,
     shutdown: &(impl Future<Output = ()> + Clone + Send + Sync + 'static),
-) -> tokio::task::JoinHandle<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-    F: Future<Output = Result<Action>> + Send + 'static,
-{
-    // Every reconcile is counted and timed, per controller (labelled by kind).
-    let kind: &'static str = match K::kind(&()) {
-        std::borrow::Cow::Borrowed(kind) => kind,
-        std::borrow::Cow::Owned(kind) => Box::leak(kind.into_boxed_str()),
+) -> tokio::task::JoinHandle<()> {
+    let kind = act::kind_of::<K>();
+    wired.activate();
+    wired.trigger.send(relations::refs(ctx.cache.all::<K>()));
+    let config = match K::DEBOUNCE {
+        Some(debounce) => config.clone().debounce(debounce),
+        None => config.clone(),
     };
-    // Every reconcile runs in a span naming the object, and only on synced caches.
+    // Every reconcile is counted and timed, runs in a span naming the object, and resets the
+    // object's backoff when it succeeds.
     let measured = move |obj: Arc<K>, ctx: Arc<Context>| {
-        let span = tracing::info_span!(
-            "reconcile",
-            kind,
-            namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
-            name = obj.meta().name.as_deref().unwrap_or_default()
-        );
+        let namespace = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let span = tracing::info_span!("reconcile", kind, namespace = %namespace, name = %name);
         async move {
             let started = std::time::Instant::now();
-            let metrics = ctx.metrics.clone();
-            let result = match ctx.stores.ready().await {
-                Ok(()) => reconcile(obj, ctx).await,
-                Err(e) => Err(e),
-            };
-            metrics.record_reconcile(kind, started.elapsed(), result.is_err());
+            let result = K::reconcile(obj, ctx.clone()).await;
+            ctx.metrics.record_reconcile(kind, started.elapsed());
+            if result.is_ok() {
+                ctx.backoff.succeeded(kind, format!("{namespace}/{name}"));
+                set_backoff_gauge(&ctx, kind);
+            }
             result
         }
         .instrument(span)
     };
-    let run = controller
-        .with_config(config.clone())
-        .graceful_shutdown_on(shutdown.clone())
-        .run(measured, error_policy, ctx.clone())
-        .for_each(log_result);
+    // The unstable `for_stream` (with an empty stream: the shared cache is the watch) and
+    // `reconcile_on` (the relations' requests) are what let several controllers and the
+    // webhook share one watch per kind, and trigger only after the cache is updated. They are
+    // exempt from semver: kube is pinned to ~5.0 for them.
+    let run = Controller::for_stream(
+        futures::stream::pending::<Result<K, watcher::Error>>(),
+        ctx.cache.store::<K>(),
+    )
+    .reconcile_on(wired.requests)
+    .with_config(config)
+    .graceful_shutdown_on(shutdown.clone())
+    .run(measured, error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            // Includes "object not found" after deletion, which is expected and harmless.
+            tracing::debug!(error = %e, "reconcile request not processed");
+        }
+    });
     tokio::spawn(run)
 }
 
-async fn log_result<T: Debug, E: std::fmt::Display>(result: std::result::Result<T, E>) {
-    if let Err(e) = result {
-        // Includes "object not found" after deletion, which is expected and harmless.
-        tracing::debug!(error = %e, "reconcile request not processed");
-    }
+fn set_backoff_gauge(ctx: &Context, controller: &'static str) {
+    let waiting = ctx.backoff.waiting(controller);
+    ctx.metrics
+        .objects_in_backoff
+        .get_or_create(&BackoffLabels { controller })
+        .set(i64::try_from(waiting).unwrap_or(i64::MAX));
 }
 
-/// Retries a failed reconcile after a pause; the failure is logged with the object.
-fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(
-        kind = %K::kind(&()),
-        namespace = obj.meta().namespace.as_deref().unwrap_or(""),
-        name = obj.meta().name.as_deref().unwrap_or(""),
-        %error,
-        "reconcile failed; retrying in 5s"
+/// Retries a failed reconcile after the object's backoff; the failure is logged with the
+/// object and the step.
+fn error_policy<K: Reconciler>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let kind = act::kind_of::<K>();
+    let object = ObjectRef::from_obj(obj.as_ref());
+    let wait = ctx.backoff.failed(
+        kind,
+        format!("{}/{}", object.namespace.unwrap_or_default(), object.name),
     );
-    Action::requeue(Duration::from_secs(5))
-}
-
-/// An Api for objects of `K` in the namespace of `obj`.
-fn api_for<K, O>(client: &Client, obj: &O) -> Result<Api<K>>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-    O: Resource,
-{
-    let ns = obj.meta().namespace.as_deref().ok_or(Error::Missing("namespace"))?;
-    Ok(Api::namespaced(client.clone(), ns))
-}
-
-/// Parameters of every create and replace: the operator's field manager.
-fn post_params() -> PostParams {
-    PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    }
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: kind,
+            step: error.metric_label(),
+        })
+        .inc();
+    set_backoff_gauge(&ctx, kind);
+    warn!(%error, step = error.metric_label(), retry_in_ms = wait.as_millis() as u64, "reconcile failed");
+    Action::requeue(wait)
 }
 
 /// Now, to the second: the API server keeps timestamps to the second, and so must anything
 /// compared with what it returns.
-pub fn now() -> Timestamp {
+pub fn now() -> k8s_openapi::jiff::Timestamp {
+    use k8s_openapi::jiff::Timestamp;
     Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid timestamp")
 }
 
-/// Writes `status` with server-side apply, but only if it differs from what the object
-/// reports: at rest the operator makes no writes.
-async fn write_status<K, S>(client: &Client, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
-    S: Serialize + PartialEq,
-{
-    if current == Some(status) {
-        return Ok(false);
-    }
-    let api: Api<K> = api_for(client, obj)?;
-    let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(true)
-}
+#[cfg(test)]
+mod tests {
+    //! What each reconcile reads has a relation that wakes it.
 
-/// Publishes an event about `obj`, in the background: events are the activity log, not the
-/// reconcile's critical path, and failing to write one must not fail the reconcile (the
-/// error is logged).
-async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::{
+        api::Role,
+        cache::{Watched, testing::TestCache},
+        model::fixtures::*,
     };
-    let (recorder, reference, reason) = (ctx.recorder.clone(), obj.object_ref(&()), reason.to_owned());
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(reason, error = %e, "could not publish event");
+
+    /// A namespace with one object of every kind, related to each other.
+    fn populated() -> TestCache {
+        let mut t = TestCache::new(None);
+        let acme = org_with(
+            "acme",
+            serde_json::json!({"displayName": "A", "owner": {"email": "o@a.example"}, "superOrganizationRef": {"namespace": "partners", "name": "big"}}),
+        );
+        t.apply([acme, in_namespace(super_org("big", &["tenants"], &["box"]), "partners")]);
+        t.apply([account("hq", "acme", true)]);
+        t.apply([
+            user("jane", "hq", "j@a.example"),
+            user("acme-owner", "hq", "o@a.example"),
+        ]);
+        t.apply([binding("jane-oa", "jane", Role::OrgAdmin, false)]);
+        t.apply([safelist("acme", "acme", &["box"])]);
+        t
+    }
+
+    fn check<K: Reconciler>(reads: BTreeSet<Watched>) {
+        let mut hooks = Hooks::default();
+        let wired = relations::wire::<K>(&mut hooks);
+        let missing: Vec<_> = reads.difference(&wired.sources).collect();
+        assert!(
+            missing.is_empty(),
+            "{} reads {missing:?} but no relation wakes it on their changes",
+            act::kind_of::<K>()
+        );
+    }
+
+    #[test]
+    fn every_kind_read_by_a_reconcile_has_a_relation() {
+        let t = populated();
+        let cache = &t.cache;
+        let org = cache.organization("tenants", "acme").unwrap();
+        let big = cache.organization("partners", "big").unwrap();
+        for org in [org, big] {
+            let (_, reads) = cache.recording_reads(|| organization::resolve(cache, &org));
+            check::<Organization>(reads);
         }
-    });
-}
-
-/// A Warning event for every condition that has newly failed (announced once per
-/// occurrence, not on every reconcile).
-async fn warn_new_failures<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    desired: &[Desired],
-) {
-    for d in desired {
-        if conditions::is_new_failure(previous, d) {
-            publish(ctx, obj, EventType::Warning, &d.reason, d.message.clone()).await;
-        }
+        let account = cache.account("tenants", "hq").unwrap();
+        check::<Account>(cache.recording_reads(|| account::resolve(cache, &account)).1);
+        let user = cache.user("tenants", "jane").unwrap();
+        check::<CEUser>(cache.recording_reads(|| user::resolve(cache, &user)).1);
+        let binding = cache.get::<RoleBinding>("tenants", "jane-oa").unwrap();
+        check::<RoleBinding>(cache.recording_reads(|| role_binding::resolve(cache, &binding)).1);
+        let list = cache.get::<ElementSafelist>("tenants", "acme").unwrap();
+        check::<ElementSafelist>(cache.recording_reads(|| safelist::resolve(cache, &list)).1);
     }
-}
-
-/// Adds the children finalizer if the object lacks it.
-async fn ensure_finalizer<K>(client: &Client, obj: &K) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    if obj.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let api: Api<K> = api_for(client, obj)?;
-    // A JSON patch guarded by the resourceVersion, so a concurrent change is not lost.
-    let mut finalizers = obj.finalizers().to_vec();
-    finalizers.push(FINALIZER.into());
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
-}
-
-/// Removes the children finalizer, letting the deletion complete.
-async fn remove_finalizer<K>(client: &Client, obj: &K) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    let finalizers: Vec<&String> = obj.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    if finalizers.len() == obj.finalizers().len() {
-        return Ok(());
-    }
-    let api: Api<K> = api_for(client, obj)?;
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    match api
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => other.map(drop).map_err(Error::from),
-    }
-}
-
-/// Deletes objects (children of a cascading deletion); ones already gone are fine.
-async fn delete_all<K>(client: &Client, objects: &[Arc<K>]) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    for obj in objects.iter().filter(|o| o.meta().deletion_timestamp.is_none()) {
-        let api: Api<K> = api_for(client, obj.as_ref())?;
-        match api.delete(&obj.name_any(), &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-/// "a, b, c and 4 more": a short list of names for a condition message.
-fn name_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    const SHOWN: usize = 5;
-    let names: Vec<&str> = names.into_iter().collect();
-    let mut text = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
-    if names.len() > SHOWN {
-        text.push_str(&format!(" and {} more", names.len() - SHOWN));
-    }
-    text
-}
-
-/// The controller ownerReference of an object the operator generates for `owner`. It
-/// blocks the owner's foreground deletion until the object is gone, as the garbage
-/// collector expects of controlled objects.
-fn controller_owner<K: Resource<DynamicType = ()>>(
-    owner: &K,
-) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    let mut reference = owner.controller_owner_ref(&()).ok_or(Error::Missing("uid"))?;
-    reference.block_owner_deletion = Some(true);
-    Ok(reference)
 }

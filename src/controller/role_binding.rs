@@ -1,99 +1,108 @@
-//! The RoleBinding controller: judges each binding against the invariants and reports
-//! where it applies.
+//! The RoleBinding controller: resolve → `model::role_binding::decide` → act.
 
 use std::sync::Arc;
 
-use kube::{
-    Resource, ResourceExt,
-    runtime::{controller::Action, events::EventType},
-};
+use kube::{ResourceExt, runtime::controller::Action as Requeue};
 
-use super::{Context, Error, Result, publish, warn_new_failures, write_status};
+use super::{
+    Context, Reconciler, Result,
+    account::{default_siblings, identity_changed},
+    act::{self, Outcome},
+    relations::{Wiring, own_change, refs},
+};
 use crate::{
-    api::{Account, RoleBinding, RoleBindingStatus},
-    model::{
-        conditions::{self, Desired, READY},
-        tenancy::{self, BoundUser, Verdict},
-    },
+    api::{Account, CEUser, Organization, RoleBinding},
+    cache::Cache,
+    model::role_binding::{self, Inputs},
 };
 
-pub async fn reconcile(binding: Arc<RoleBinding>, ctx: Arc<Context>) -> Result<Action> {
-    apply(&binding, &ctx).await
+pub(super) struct Resolved {
+    user: Option<Arc<CEUser>>,
+    account: Option<Arc<Account>>,
+    organization: Option<Arc<Organization>>,
+    org_accounts: Vec<Arc<Account>>,
 }
 
-async fn apply(binding: &RoleBinding, ctx: &Context) -> Result<Action> {
-    let ns = binding.namespace().ok_or(Error::Missing("namespace"))?;
-    let previous = binding.status.clone().unwrap_or_default();
-    let user = ctx.stores.user(&ns, &binding.spec.user_ref.name);
-    let account: Option<Arc<Account>> = user
-        .as_ref()
-        .and_then(|u| ctx.stores.account(&ns, &u.spec.account_ref.name));
-    let mut status = RoleBindingStatus {
-        observed_generation: binding.meta().generation,
-        ..Default::default()
-    };
-    let bound = match (&user, &account) {
-        (None, _) => BoundUser::Missing,
-        (Some(user), None) => BoundUser::NoAccount(user),
-        (Some(user), Some(account)) => {
-            let org = &account.spec.organization_ref.name;
-            let accounts = ctx.stores.accounts_of(&ns, org);
-            let account_is_default = tenancy::default_account(
-                &accounts,
-                ctx.stores
-                    .organization(&ns, org)
-                    .and_then(|o| o.meta().uid.clone())
-                    .as_deref(),
-            )
-            .is_some_and(|d| d.name_any() == account.name_any());
-            status.organization = Some(org.clone());
-            status.account = Some(account.name_any());
-            BoundUser::Resolved {
-                user,
-                account,
-                account_is_default,
-            }
-        }
-    };
-    let ready = match tenancy::judge_binding(binding, bound) {
-        Verdict::Effective {
-            role,
-            scope,
-            overrides_system_role,
-        } => {
-            status.scope = Some(scope);
-            if overrides_system_role {
-                let message = format!(
-                    "{role} is bound by hand with overrideSystemRole: the system's role assignment for this user is overridden (discouraged)"
-                );
-                let already_warned = previous
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == READY && c.reason == "SystemRoleOverridden");
-                if !already_warned {
-                    publish(
-                        ctx,
-                        binding,
-                        EventType::Warning,
-                        "SystemRoleOverridden",
-                        message.clone(),
-                    )
-                    .await;
-                }
-                Desired::ok(READY, "SystemRoleOverridden", message)
+pub(super) fn resolve(cache: &Cache, binding: &RoleBinding) -> Resolved {
+    let ns = binding.namespace().unwrap_or_default();
+    let user = cache.user(&ns, &binding.spec.user_ref.name);
+    let account = user.as_ref().and_then(|u| cache.account(&ns, &u.spec.account_ref.name));
+    let org = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
+    Resolved {
+        organization: org.as_deref().and_then(|org| cache.organization(&ns, org)),
+        org_accounts: org
+            .as_deref()
+            .map(|org| cache.accounts_of(&ns, org))
+            .unwrap_or_default(),
+        user,
+        account,
+    }
+}
+
+/// The bindings of the users of an account.
+fn bindings_of_account(
+    cache: &Cache,
+    ns: &str,
+    account: &str,
+) -> Vec<kube::runtime::reflector::ObjectRef<RoleBinding>> {
+    cache
+        .users_of_account(ns, account)
+        .iter()
+        .flat_map(|u| refs(cache.bindings_of_user(ns, &u.name_any())))
+        .collect()
+}
+
+impl Reconciler for RoleBinding {
+    fn relations(wiring: &mut Wiring<'_, Self>) {
+        wiring.on::<RoleBinding>(own_change);
+        // Its user: whether it exists, and its account.
+        wiring.on::<CEUser>(|cache, change| {
+            if change.old.is_none() || change.new.is_none() {
+                refs(cache.bindings_of_user(&change.namespace(), &change.name()))
             } else {
-                Desired::ok(
-                    READY,
-                    "Bound",
-                    format!("{role} is in effect for user {}", binding.spec.user_ref.name),
-                )
+                Vec::new()
             }
+        });
+        // The user's account: its existence and default-ness (org-admin needs the default).
+        wiring.on::<Account>(|cache, change| {
+            let ns = change.namespace();
+            if change.old.is_none() || change.new.is_none() || change.changed(|a| a.spec.default) {
+                let mut wake = bindings_of_account(cache, &ns, &change.name());
+                wake.extend(default_siblings(cache, change, |a| {
+                    bindings_of_account(cache, &ns, &a.name_any())
+                }));
+                wake
+            } else {
+                Vec::new()
+            }
+        });
+        // The organization: which default account it generated.
+        wiring.on::<Organization>(|cache, change| {
+            if !identity_changed(change) {
+                return Vec::new();
+            }
+            let ns = change.namespace();
+            cache
+                .accounts_of(&ns, &change.name())
+                .iter()
+                .flat_map(|a| bindings_of_account(cache, &ns, &a.name_any()))
+                .collect()
+        });
+    }
+
+    async fn reconcile(binding: Arc<RoleBinding>, ctx: Arc<Context>) -> Result<Requeue> {
+        let resolved = resolve(&ctx.cache, &binding);
+        let decision = role_binding::decide(&Inputs {
+            binding: &binding,
+            user: resolved.user.as_deref(),
+            account: resolved.account.as_deref(),
+            organization: resolved.organization.as_deref(),
+            org_accounts: &resolved.org_accounts,
+            now: super::now(),
+        });
+        match act::carry_out(&ctx, binding.as_ref(), decision).await? {
+            Outcome::Done(requeue) => Ok(requeue),
+            Outcome::SecretExists(_) => Ok(Requeue::await_change()),
         }
-        Verdict::Refused { reason, message } => Desired::failed(READY, reason, message),
-    };
-    let desired = [ready];
-    status.conditions = conditions::merge(&previous.conditions, &desired, binding.meta().generation, super::now());
-    warn_new_failures(ctx, binding, &previous.conditions, &desired).await;
-    write_status(&ctx.client, binding, binding.status.as_ref(), &status).await?;
-    Ok(Action::await_change())
+    }
 }

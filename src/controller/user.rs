@@ -1,139 +1,168 @@
-//! The CEUser controller: resolves account and organization, the system role, e-mail
-//! uniqueness, effective roles and privileges, and the user secret.
+//! The CEUser controller: resolve → `model::user::decide` → act.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
-use kube::{Resource, ResourceExt, runtime::controller::Action};
+use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 
-use super::{Context, Error, Result, secret, warn_new_failures, write_status};
+use super::{
+    Context, Reconciler, Result,
+    account::{default_siblings, identity_changed},
+    act::{self, Outcome, object_name},
+    relations::{Wiring, named, own_change, refs},
+    secret,
+};
 use crate::{
-    api::{CEUser, CEUserStatus, SecretRef},
+    api::{Account, CEUser, Organization, RoleBinding},
+    cache::{Cache, SecretEntry},
     model::{
-        conditions::{self, Desired, READY},
-        names::{self, LABEL_ACCOUNT, LABEL_ORGANIZATION, LABEL_SECRET_OF, LABEL_USER},
-        privileges::Matrix,
-        tenancy::{self, BoundUser},
+        names,
+        secrets::{SecretFacts, SecretValue},
+        user::{self, IdentityInputs, Inputs},
     },
 };
 
-pub async fn reconcile(user: Arc<CEUser>, ctx: Arc<Context>) -> Result<Action> {
-    apply(&user, &ctx).await
+/// What a user's identity reads, from the caches (also what the authorization endpoint and
+/// admission resolve).
+pub struct ResolvedIdentity {
+    pub account: Option<Arc<Account>>,
+    pub organization: Option<Arc<Organization>>,
+    pub org_accounts: Vec<Arc<Account>>,
+    pub bindings: Vec<Arc<RoleBinding>>,
+    pub same_email: Vec<Arc<CEUser>>,
 }
 
-async fn apply(user: &CEUser, ctx: &Context) -> Result<Action> {
-    let ns = user.namespace().ok_or(Error::Missing("namespace"))?;
-    let name = user.name_any();
-    let previous = user.status.clone().unwrap_or_default();
-    let account_name = &user.spec.account_ref.name;
-    let mut status = CEUserStatus {
-        observed_generation: user.meta().generation,
-        ..Default::default()
-    };
+impl ResolvedIdentity {
+    pub fn of(cache: &Cache, user: &CEUser) -> Self {
+        let ns = user.namespace().unwrap_or_default();
+        let account = cache.account(&ns, &user.spec.account_ref.name);
+        let org_name = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
+        let organization = org_name.as_deref().and_then(|org| cache.organization(&ns, org));
+        let org_accounts = org_name
+            .as_deref()
+            .map(|org| cache.accounts_of(&ns, org))
+            .unwrap_or_default();
+        // Users of the same organization with the same e-mail, this one included.
+        let same_email = cache
+            .users_with_email(&ns, &user.spec.email)
+            .into_iter()
+            .filter(|u| {
+                u.name_any() == user.name_any() || (org_name.is_some() && cache.organization_of_user(u) == org_name)
+            })
+            .collect();
+        Self {
+            bindings: cache.bindings_of_user(&ns, &user.name_any()),
+            account,
+            organization,
+            org_accounts,
+            same_email,
+        }
+    }
 
-    let account = ctx.stores.account(&ns, account_name);
-    let org = account
-        .as_ref()
-        .and_then(|a| ctx.stores.organization(&ns, &a.spec.organization_ref.name));
-    let mut requeue = None;
-    let desired = match (&account, &org) {
-        (None, _) => vec![Desired::failed(
-            READY,
-            "AccountNotFound",
-            format!(
-                "Account {account_name} does not exist in namespace {ns}; the user becomes ready once it does (or fix spec.accountRef)"
-            ),
-        )],
-        (Some(account), None) => vec![Desired::failed(
-            READY,
-            "OrganizationNotFound",
-            format!(
-                "Organization {} of account {account_name} does not exist; the user becomes ready once it does",
-                account.spec.organization_ref.name
-            ),
-        )],
-        (Some(account), Some(org)) => {
-            let org_name = org.name_any();
-            let accounts = ctx.stores.accounts_of(&ns, &org_name);
-            let in_default = tenancy::default_account(&accounts, org.meta().uid.as_deref())
-                .is_some_and(|d| d.name_any() == *account_name);
-            let system_role = tenancy::system_role(in_default);
-            let verdicts: Vec<_> = ctx
-                .stores
-                .bindings_of_user(&ns, &name)
-                .iter()
-                .map(|b| {
-                    tenancy::judge_binding(
-                        b,
-                        BoundUser::Resolved {
-                            user,
-                            account,
-                            account_is_default: in_default,
-                        },
-                    )
-                })
-                .collect();
-            let roles = tenancy::effective_roles(system_role, &verdicts);
-            status.organization = Some(org_name.clone());
-            status.account = Some(account_name.clone());
-            status.system_role = Some(system_role);
-            status.privileges = Matrix::new(&org.spec.roles).union(&roles);
-            status.roles = roles;
+    pub fn inputs<'a>(&'a self, user: &'a CEUser) -> IdentityInputs<'a> {
+        IdentityInputs {
+            user,
+            account: self.account.as_deref(),
+            organization: self.organization.as_deref(),
+            org_accounts: &self.org_accounts,
+            bindings: &self.bindings,
+            same_email: &self.same_email,
+        }
+    }
+}
 
-            let same_email = ctx.stores.users_with_email(&ns, &org_name, &user.spec.email);
-            let holder = tenancy::email_holder(&user.spec.email, &same_email).map(|u| u.name_any());
-            if holder.as_deref().is_some_and(|h| h != name) {
-                vec![Desired::failed(
-                    READY,
-                    "DuplicateEmail",
-                    format!(
-                        "{} is already the e-mail of user {} in organization {org_name}; no secret is issued for this user. Change spec.email or delete one of them",
-                        user.spec.email,
-                        holder.unwrap_or_default()
-                    ),
-                )]
-            } else {
-                let secret = secret::reconcile(
-                    ctx,
-                    user,
-                    secret::Wanted {
-                        name: names::user_secret(&name),
-                        labels: BTreeMap::from([
-                            (LABEL_ORGANIZATION.into(), org_name.clone()),
-                            (LABEL_ACCOUNT.into(), account_name.clone()),
-                            (LABEL_USER.into(), name.clone()),
-                            (LABEL_SECRET_OF.into(), "user".into()),
-                        ]),
-                        length: usize::try_from(org.spec.security.secret_length).unwrap_or(32),
-                        grace: secret::grace_period(&org.spec.security.rotation_grace_period),
-                    },
-                    previous.secret_fingerprint.as_deref(),
-                    secret::secret_conflicted(&previous.conditions),
-                )
-                .await?;
-                requeue = secret.requeue_after;
-                if secret.condition.status {
-                    status.secret_ref = Some(SecretRef {
-                        name: names::user_secret(&name),
-                    });
+pub(super) struct Resolved {
+    identity: ResolvedIdentity,
+    secret: Option<SecretFacts>,
+    namespace_terminating: bool,
+}
+
+pub(super) fn resolve(cache: &Cache, user: &CEUser) -> Resolved {
+    let ns = user.namespace().unwrap_or_default();
+    Resolved {
+        identity: ResolvedIdentity::of(cache, user),
+        secret: cache
+            .secret(&ns, &names::user_secret(&user.name_any()))
+            .map(|s| s.facts.clone()),
+        namespace_terminating: cache.namespace_terminating(&ns),
+    }
+}
+
+impl Reconciler for CEUser {
+    fn relations(wiring: &mut Wiring<'_, Self>) {
+        // Its own changes, and the users that share its e-mail (who holds it).
+        wiring.on::<CEUser>(|cache, change| {
+            let mut wake = own_change(cache, change);
+            if change.old.is_none() || change.new.is_none() || change.changed(|u| u.spec.email.to_ascii_lowercase()) {
+                let ns = change.namespace();
+                let (before, after) = change.before_after(|u| u.spec.email.clone());
+                for email in [before, after].into_iter().flatten() {
+                    wake.extend(refs(
+                        cache
+                            .users_with_email(&ns, &email)
+                            .into_iter()
+                            .filter(|u| u.name_any() != change.name()),
+                    ));
                 }
-                status.secret_fingerprint = secret.fingerprint;
-                status.last_rotation_time = secret.last_rotation_time;
-                status.last_rotation_request = secret.last_rotation_request;
-                let ready = if secret.condition.status {
-                    Desired::ok(
-                        READY,
-                        "Ready",
-                        format!("user of account {account_name} in organization {org_name}"),
-                    )
-                } else {
-                    Desired::failed(READY, secret.condition.reason.clone(), secret.condition.message.clone())
-                };
-                vec![ready, secret.condition]
+            }
+            wake
+        });
+        // The organization: its matrix, its security settings, its existence.
+        wiring.on::<Organization>(|cache, change| {
+            if change.changed(|o| o.meta().generation) || identity_changed(change) {
+                refs(cache.users_of(&change.namespace(), &change.name()))
+            } else {
+                Vec::new()
+            }
+        });
+        // The account: its existence and default-ness (the system role).
+        wiring.on::<Account>(|cache, change| {
+            let ns = change.namespace();
+            let mut wake = Vec::new();
+            if change.old.is_none() || change.new.is_none() || change.changed(|a| a.spec.default) {
+                wake.extend(refs(cache.users_of_account(&ns, &change.name())));
+                wake.extend(default_siblings(cache, change, |a| {
+                    refs(cache.users_of_account(&ns, &a.name_any()))
+                }));
+            }
+            wake
+        });
+        // Its bindings: its roles.
+        wiring.on::<RoleBinding>(|_, change| vec![named(&change.namespace(), &change.object().spec.user_ref.name)]);
+        wiring.on::<SecretEntry>(|_, change| match change.object().owner() {
+            Some(("CEUser", name)) => vec![named(&change.namespace(), name)],
+            _ => Vec::new(),
+        });
+    }
+
+    async fn reconcile(user: Arc<CEUser>, ctx: Arc<Context>) -> Result<Requeue> {
+        let mut resolved = resolve(&ctx.cache, &user);
+        let length = resolved
+            .identity
+            .organization
+            .as_ref()
+            .map_or(32, |o| usize::try_from(o.spec.security.secret_length).unwrap_or(32));
+        let fresh = SecretValue::generate(length).map_err(|source| super::Error::Random {
+            object: object_name(user.as_ref()),
+            source,
+        })?;
+        if resolved.secret.is_none() {
+            let name = names::user_secret(&user.name_any());
+            resolved.secret = secret::read_if_reported(&ctx, user.as_ref(), &object_name(user.as_ref()), &name).await?;
+        }
+        loop {
+            let decision = user::decide(&Inputs {
+                identity: resolved.identity.inputs(&user),
+                secret: resolved.secret.as_ref(),
+                fresh_secret: &fresh,
+                namespace_terminating: resolved.namespace_terminating,
+                now: super::now(),
+            });
+            match act::carry_out(&ctx, user.as_ref(), decision).await? {
+                Outcome::Done(requeue) => return Ok(requeue),
+                // Someone else's Secret of that name: decide again, knowing it (once).
+                Outcome::SecretExists(facts) if resolved.secret.is_none() => resolved.secret = Some(facts),
+                Outcome::SecretExists(_) => return Ok(Requeue::await_change()),
             }
         }
-    };
-    status.conditions = conditions::merge(&previous.conditions, &desired, user.meta().generation, super::now());
-    warn_new_failures(ctx, user, &previous.conditions, &desired).await;
-    write_status(&ctx.client, user, user.status.as_ref(), &status).await?;
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    }
 }

@@ -1,52 +1,218 @@
-//! Status conditions: building them, merging them into what an object already reports, and
-//! telling which transitions deserve an event. The one place condition handling lives.
+//! Status conditions: their types and reasons as typed values (each with its polarity),
+//! merging them into what an object already reports, and which transitions deserve an event.
+//! The one place condition handling lives.
 
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 
-pub const READY: &str = "Ready";
-pub const SECRET_READY: &str = "SecretReady";
-pub const ADMIN_PRESENT: &str = "AdminPresent";
-pub const DELETION_BLOCKED: &str = "DeletionBlocked";
-pub const DENYLIST_CONFLICT: &str = "DenylistConflict";
+/// The condition types the operator reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionType {
+    /// Every kind: whether the object is in effect.
+    Ready,
+    /// Organization, CEUser: whether the generated secret is issued.
+    SecretReady,
+    /// Organization: whether someone holds org-admin.
+    AdminPresent,
+    /// Organization: whether the role customisations are applied.
+    RolesApplied,
+    /// Super-organization: whether a member safelists what it denies (True is the problem).
+    DenylistConflict,
+    /// Organization, Account: whether children hold a deletion (True is the problem).
+    DeletionBlocked,
+}
 
-/// A condition as the operator wants it, before timestamps.
+impl ConditionType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::SecretReady => "SecretReady",
+            ConditionType::AdminPresent => "AdminPresent",
+            ConditionType::RolesApplied => "RolesApplied",
+            ConditionType::DenylistConflict => "DenylistConflict",
+            ConditionType::DeletionBlocked => "DeletionBlocked",
+        }
+    }
+
+    /// Whether status True reports a problem ("negative polarity"), as for DeletionBlocked.
+    pub const fn true_is_problem(self) -> bool {
+        matches!(self, ConditionType::DenylistConflict | ConditionType::DeletionBlocked)
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a reason says about the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// All is well.
+    Healthy,
+    /// Accepted, but discouraged: announced once with a Warning event.
+    Discouraged,
+    /// A problem a person must act on: announced once with a Warning event.
+    Problem,
+    /// A problem that resolves by itself within seconds: no event.
+    Transient,
+    /// Not a condition: the reason of an activity event (Normal).
+    Activity,
+}
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $name:ident: $severity:ident,)*) => {
+        /// Every condition and event reason, with its severity. The doc line of each names the
+        /// one function that decides it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)*
+                }
+            }
+
+            pub const fn severity(self) -> Severity {
+                match self {
+                    $(Reason::$name => Severity::$severity,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Ready=True of most kinds: `model::{organization,account,user,safelist}::decide`.
+    Ready: Healthy,
+    /// RoleBinding Ready=True: `model::role_binding::decide`.
+    Bound: Healthy,
+    /// A bound system role with overrideSystemRole: `model::tenancy::judge_binding`.
+    SystemRoleOverridden: Discouraged,
+    /// The referenced organization is missing: `model::account::decide`, `model::user::identity`,
+    /// `model::safelist::decide`.
+    OrganizationNotFound: Problem,
+    /// The referenced account is missing: `model::user::identity`, `model::tenancy::judge_binding`.
+    AccountNotFound: Problem,
+    /// The referenced user is missing: `model::tenancy::judge_binding`.
+    UserNotFound: Problem,
+    /// No default account yet, within the grace period: `model::organization::default_account`.
+    DefaultAccountPending: Transient,
+    /// The default account's name is taken: `model::organization::default_account`.
+    DefaultAccountNameTaken: Problem,
+    /// A second declared default account: `model::account::decide`.
+    DuplicateDefaultAccount: Problem,
+    /// An older user of the organization holds the e-mail: `model::user::identity`.
+    DuplicateEmail: Problem,
+    /// The `<org>-owner` user exists and is not the declared owner: `model::organization::owner`.
+    OwnerConflict: Problem,
+    /// SecretReady=True: `model::secrets::plan`.
+    SecretIssued: Healthy,
+    /// A Secret of the generated name is not this object's: `model::secrets::plan`.
+    SecretConflict: Problem,
+    /// The owned Secret lacks the `secret` key: `model::secrets::plan`.
+    SecretInvalid: Problem,
+    /// org-admin bound outside the default account: `model::tenancy::judge_binding`.
+    OrgAdminRequiresDefaultAccount: Problem,
+    /// org/default-user bound by hand without overrideSystemRole: `model::tenancy::judge_binding`.
+    SystemAssignedRole: Problem,
+    /// AdminPresent=True: `model::organization::admin_present`.
+    OrgAdminPresent: Healthy,
+    /// AdminPresent=False: `model::organization::admin_present`.
+    NoOrgAdmin: Problem,
+    /// RolesApplied=True: `model::organization::roles_applied`.
+    RolesApplied: Healthy,
+    /// org-admin would lose a protected privilege: `model::organization::roles_applied`.
+    ProtectedPrivilegeRevoked: Problem,
+    /// A second safelist of an organization: `model::safelist::decide`.
+    DuplicateSafelist: Problem,
+    /// Safelisted elements denied by the super-organization: `model::safelist::decide`.
+    DeniedBySuperOrganization: Problem,
+    /// DenylistConflict=False: `model::organization::denylist_conflicts`.
+    NoConflict: Healthy,
+    /// DenylistConflict=True: `model::organization::denylist_conflicts`.
+    SafelistedDeniedElements: Problem,
+    /// The super-organization does not exist: `model::safelist::judge_link`.
+    SuperOrganizationNotFound: Problem,
+    /// The super-organization refuses the link: `model::safelist::judge_link`.
+    SuperOrganizationRejected: Problem,
+    /// The super-organization is in a namespace this operator does not watch:
+    /// `model::safelist::judge_link`.
+    SuperOrganizationNotWatched: Problem,
+    /// DeletionBlocked=True, children remain: `model::organization::finalize`, `model::account::finalize`.
+    ChildrenExist: Problem,
+    /// DeletionBlocked=True while cascading: `model::organization::finalize`, `model::account::finalize`.
+    DeletingChildren: Transient,
+    /// Activity: the operator created the default account.
+    DefaultAccountCreated: Activity,
+    /// Activity: a declared default account superseded the generated one.
+    DefaultAccountSuperseded: Activity,
+    /// Activity: the operator created the owner user.
+    OwnerCreated: Activity,
+    /// Activity: a secret was rotated (`model::secrets::rotated_event`).
+    SecretRotated: Activity,
+    /// A deleted Secret was issued again (a Warning): `model::secrets::plan`.
+    SecretRecreated: Discouraged,
+    /// Activity: the previous secret's grace period ended.
+    PreviousSecretRemoved: Activity,
+}
+
+impl Reason {
+    /// Whether this reason reports a problem (the condition is then not in its good state).
+    pub const fn is_problem(self) -> bool {
+        matches!(self.severity(), Severity::Problem | Severity::Transient)
+    }
+
+    /// Parses a reason as the API spells it.
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A condition as the operator wants it, before timestamps. Its status follows from the
+/// type's polarity and whether the reason is a problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
-    pub type_: &'static str,
-    pub status: bool,
-    pub reason: String,
+    pub type_: ConditionType,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Desired {
-    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(type_: ConditionType, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
-            status,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
 
-    pub fn ok(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            type_,
-            status: true,
-            reason: reason.into(),
-            message: message.into(),
-        }
+    /// The condition's status: True or False.
+    pub fn status(&self) -> bool {
+        self.type_.true_is_problem() == self.reason.is_problem()
     }
 
-    pub fn failed(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            type_,
-            status: false,
-            reason: reason.into(),
-            message: message.into(),
-        }
+    pub fn is_problem(&self) -> bool {
+        self.reason.is_problem()
+    }
+
+    /// The same reason and message reported under another type (Ready mirrors a problem).
+    pub fn mirrored_as(&self, type_: ConditionType) -> Desired {
+        Desired::new(type_, self.reason, self.message.clone())
     }
 }
 
@@ -60,16 +226,16 @@ pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64
     desired
         .iter()
         .map(|d| {
-            let status = status_str(d.status);
+            let status = status_str(d.status());
             let since = previous
                 .iter()
-                .find(|c| c.type_ == d.type_ && c.status == status)
+                .find(|c| c.type_ == d.type_.as_str() && c.status == status)
                 .map(|c| c.last_transition_time.clone())
                 .unwrap_or(Time(now));
             Condition {
-                type_: d.type_.to_owned(),
+                type_: d.type_.as_str().to_owned(),
                 status: status.to_owned(),
-                reason: d.reason.clone(),
+                reason: d.reason.as_str().to_owned(),
                 message: d.message.clone(),
                 observed_generation: generation,
                 last_transition_time: since,
@@ -81,47 +247,103 @@ pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64
 /// The conditions with `desired` set (merged as above) and every other type kept as it is.
 pub fn upsert(previous: &[Condition], desired: &Desired, generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
     let updated = merge(previous, std::slice::from_ref(desired), generation, now);
-    let mut conditions: Vec<Condition> = previous.iter().filter(|c| c.type_ != desired.type_).cloned().collect();
+    let mut conditions: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != desired.type_.as_str())
+        .cloned()
+        .collect();
     conditions.extend(updated);
     conditions
 }
 
-/// Reasons for a state that resolves by itself within seconds (not worth a Warning event).
-pub const TRANSIENT_REASONS: [&str; 2] = ["DefaultAccountPending", "DeletingChildren"];
+/// An event the operator publishes about an object: the activity log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub warning: bool,
+    pub reason: Reason,
+    pub note: String,
+}
 
-/// Whether a condition of this type and status reports a problem. Most conditions are
-/// positive (False is the problem); DeletionBlocked and DenylistConflict are negative.
-pub fn is_problem(type_: &str, status: bool) -> bool {
-    match type_ {
-        DELETION_BLOCKED | DENYLIST_CONFLICT => status,
-        _ => !status,
+impl Event {
+    pub fn normal(reason: Reason, note: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason,
+            note: note.into(),
+        }
+    }
+
+    pub fn warning(reason: Reason, note: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            reason,
+            note: note.into(),
+        }
     }
 }
 
-/// Whether `desired` is a new occurrence compared with what was reported: a condition that
-/// now reports a problem with a reason it did not have before. Events are emitted only then, so a
-/// violation is announced once, not on every reconcile.
-pub fn is_new_failure(previous: &[Condition], desired: &Desired) -> bool {
-    let status = status_str(desired.status);
-    is_problem(desired.type_, desired.status)
-        && !TRANSIENT_REASONS.contains(&desired.reason.as_str())
-        && !previous
-            .iter()
-            .any(|c| c.type_ == desired.type_ && c.status == status && c.reason == desired.reason)
+/// The Warning event `desired` deserves: one when a condition newly reports a problem (or a
+/// discouraged state) with a reason it did not have before, so that a violation is announced
+/// once, not on every reconcile.
+pub fn warning_for(previous: &[Condition], desired: &Desired) -> Option<Event> {
+    let announce = matches!(desired.reason.severity(), Severity::Problem | Severity::Discouraged);
+    let status = status_str(desired.status());
+    let reported = previous
+        .iter()
+        .any(|c| c.type_ == desired.type_.as_str() && c.status == status && c.reason == desired.reason.as_str());
+    (announce && !reported).then(|| Event::warning(desired.reason, desired.message.clone()))
+}
+
+/// The Warning events of every condition in `desired` that newly reports a problem.
+pub fn warnings(previous: &[Condition], desired: &[Desired]) -> Vec<Event> {
+    desired.iter().filter_map(|d| warning_for(previous, d)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ConditionType::*;
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()
     }
 
     #[test]
+    fn status_follows_polarity_and_reason() {
+        let cases = [
+            (Ready, Reason::Ready, true),
+            (Ready, Reason::AccountNotFound, false),
+            (Ready, Reason::SystemRoleOverridden, true),
+            (Ready, Reason::DefaultAccountPending, false),
+            (DeletionBlocked, Reason::ChildrenExist, true),
+            (DeletionBlocked, Reason::DeletingChildren, true),
+            (DenylistConflict, Reason::SafelistedDeniedElements, true),
+            (DenylistConflict, Reason::NoConflict, false),
+            (AdminPresent, Reason::NoOrgAdmin, false),
+            (AdminPresent, Reason::OrgAdminPresent, true),
+        ];
+        for (type_, reason, status) in cases {
+            assert_eq!(Desired::new(type_, reason, "").status(), status, "{type_} {reason}");
+        }
+    }
+
+    #[test]
+    fn reasons_parse_back() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(*reason));
+        }
+        assert_eq!(Reason::parse("Nonsense"), None);
+    }
+
+    #[test]
     fn an_unchanged_status_keeps_its_transition_time() {
-        let first = merge(&[], &[Desired::ok(READY, "Ready", "fine")], Some(1), at(100));
-        let again = merge(&first, &[Desired::ok(READY, "Ready", "still fine")], Some(2), at(200));
+        let first = merge(&[], &[Desired::new(Ready, Reason::Ready, "fine")], Some(1), at(100));
+        let again = merge(
+            &first,
+            &[Desired::new(Ready, Reason::Ready, "still fine")],
+            Some(2),
+            at(200),
+        );
         assert_eq!(again[0].last_transition_time, Time(at(100)));
         assert_eq!(again[0].message, "still fine");
         assert_eq!(again[0].observed_generation, Some(2));
@@ -129,22 +351,23 @@ mod tests {
 
     #[test]
     fn a_changed_status_gets_a_new_transition_time() {
-        let first = merge(&[], &[Desired::ok(READY, "Ready", "fine")], Some(1), at(100));
+        let first = merge(&[], &[Desired::new(Ready, Reason::Ready, "fine")], Some(1), at(100));
         let failed = merge(
             &first,
-            &[Desired::failed(READY, "AccountNotFound", "no")],
+            &[Desired::new(Ready, Reason::AccountNotFound, "no")],
             Some(1),
             at(200),
         );
         assert_eq!(failed[0].status, "False");
+        assert_eq!(failed[0].reason, "AccountNotFound");
         assert_eq!(failed[0].last_transition_time, Time(at(200)));
     }
 
     #[test]
     fn merging_the_same_thing_twice_is_equal() {
         let desired = [
-            Desired::ok(READY, "Ready", "fine"),
-            Desired::failed(SECRET_READY, "SecretConflict", "x"),
+            Desired::new(Ready, Reason::Ready, "fine"),
+            Desired::new(SecretReady, Reason::SecretConflict, "x"),
         ];
         let first = merge(&[], &desired, Some(3), at(100));
         assert_eq!(merge(&first, &desired, Some(3), at(999)), first);
@@ -155,52 +378,48 @@ mod tests {
         let first = merge(
             &[],
             &[
-                Desired::ok(READY, "Ready", "fine"),
-                Desired::ok(SECRET_READY, "SecretIssued", "s"),
+                Desired::new(Ready, Reason::Ready, "fine"),
+                Desired::new(SecretReady, Reason::SecretIssued, "s"),
             ],
             Some(1),
             at(1),
         );
-        let blocked = upsert(
-            &first,
-            &Desired::ok(DELETION_BLOCKED, "ChildrenExist", "x"),
-            Some(2),
-            at(5),
-        );
-        assert_eq!(blocked.len(), 3);
-        assert_eq!(blocked[0], first[0]);
-        let again = upsert(
-            &blocked,
-            &Desired::ok(DELETION_BLOCKED, "ChildrenExist", "x"),
-            Some(2),
-            at(9),
-        );
-        assert_eq!(again, blocked);
+        let blocked = Desired::new(DeletionBlocked, Reason::ChildrenExist, "x");
+        let with_blocked = upsert(&first, &blocked, Some(2), at(5));
+        assert_eq!(with_blocked.len(), 3);
+        assert_eq!(with_blocked[0], first[0]);
+        assert_eq!(with_blocked[2].status, "True");
+        assert_eq!(upsert(&with_blocked, &blocked, Some(2), at(9)), with_blocked);
     }
 
     #[test]
-    fn failures_are_new_only_when_their_reason_is() {
-        let failed = Desired::failed(READY, "DuplicateEmail", "dup");
-        assert!(is_new_failure(&[], &failed));
+    fn warnings_are_announced_once_per_reason() {
+        let failed = Desired::new(Ready, Reason::DuplicateEmail, "dup");
+        assert!(warning_for(&[], &failed).is_some_and(|e| e.warning && e.reason == Reason::DuplicateEmail));
         let reported = merge(&[], std::slice::from_ref(&failed), None, at(1));
-        assert!(!is_new_failure(&reported, &failed));
-        assert!(is_new_failure(
-            &reported,
-            &Desired::failed(READY, "AccountNotFound", "gone")
-        ));
-        assert!(!is_new_failure(&[], &Desired::ok(READY, "Ready", "ok")));
-        assert!(!is_new_failure(
-            &[],
-            &Desired::failed(READY, "DefaultAccountPending", "soon")
-        ));
+        assert_eq!(warning_for(&reported, &failed), None);
+        assert!(warning_for(&reported, &Desired::new(Ready, Reason::AccountNotFound, "gone")).is_some());
+        assert_eq!(warning_for(&[], &Desired::new(Ready, Reason::Ready, "ok")), None);
+        assert_eq!(
+            warning_for(&[], &Desired::new(Ready, Reason::DefaultAccountPending, "soon")),
+            None
+        );
         // Negative conditions report a problem when True.
-        assert!(is_new_failure(
-            &[],
-            &Desired::new(DENYLIST_CONFLICT, true, "SafelistedDeniedElements", "x")
-        ));
-        assert!(!is_new_failure(
-            &[],
-            &Desired::new(DENYLIST_CONFLICT, false, "NoConflict", "x")
-        ));
+        assert!(
+            warning_for(
+                &[],
+                &Desired::new(DenylistConflict, Reason::SafelistedDeniedElements, "x")
+            )
+            .is_some()
+        );
+        assert_eq!(
+            warning_for(&[], &Desired::new(DenylistConflict, Reason::NoConflict, "x")),
+            None
+        );
+        // Discouraged but accepted: warned once as well.
+        let overridden = Desired::new(Ready, Reason::SystemRoleOverridden, "o");
+        assert!(warning_for(&[], &overridden).is_some());
+        let reported = merge(&[], std::slice::from_ref(&overridden), None, at(1));
+        assert_eq!(warning_for(&reported, &overridden), None);
     }
 }

@@ -1,9 +1,22 @@
-//! Secret values: generation from the OS CSPRNG and fingerprints. Values never leave this
-//! module except into a Secret's data.
+//! Secret values and the pure secret plan.
+//!
+//! A secret is generated once from the OS CSPRNG (the caller draws it), never overwritten,
+//! rotated on request with a grace period for the previous value. The operator never reads a
+//! secret back: it knows each Secret by the SHA-256 digests of its values (`SecretFacts`), and
+//! rotates with a JSON patch that copies the current value to `previous` on the server.
+
+use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use rand::{TryRngCore, rngs::OsRng};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
+
+use super::conditions::{ConditionType, Desired, Event, Reason};
 
 /// Data key of the current secret.
 pub const KEY_CURRENT: &str = "secret";
@@ -14,54 +27,524 @@ pub const ANNOTATION_PREVIOUS_EXPIRES: &str = "ce.tenancy.io/previous-expires-at
 /// Secret annotation: the rotation request (annotation value) this Secret has acted on, so
 /// that a restart or a lost status never rotates twice.
 pub const ANNOTATION_ROTATION_REQUEST: &str = "ce.tenancy.io/rotation-request";
+/// Secret annotation: when the current value was issued by a rotation.
+pub const ANNOTATION_ROTATED_AT: &str = "ce.tenancy.io/rotated-at";
 
 /// The fewest random bytes a secret may have: 256 bits.
 pub const MIN_SECRET_BYTES: usize = 32;
 
-/// A new secret of `bytes` random bytes (at least 32) from the operating system's CSPRNG,
-/// as URL-safe base64 without padding.
-pub fn generate(bytes: usize) -> Result<String, rand::rand_core::OsError> {
-    let mut buf = vec![0u8; bytes.max(MIN_SECRET_BYTES)];
-    OsRng.try_fill_bytes(&mut buf)?;
-    Ok(URL_SAFE_NO_PAD.encode(buf))
+/// The SHA-256 digest of a secret value.
+pub type Digest = [u8; 32];
+
+/// A secret value. Its Debug output is redacted, so that logging a plan never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// A new secret of `bytes` random bytes (at least 32) from the operating system's CSPRNG,
+    /// as URL-safe base64 without padding.
+    pub fn generate(bytes: usize) -> Result<Self, rand::rand_core::OsError> {
+        let mut buf = vec![0u8; bytes.max(MIN_SECRET_BYTES)];
+        OsRng.try_fill_bytes(&mut buf)?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(buf)))
+    }
+
+    /// A fixed value, for tests.
+    pub fn from_static(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn digest(&self) -> Digest {
+        digest(self.0.as_bytes())
+    }
 }
 
-/// The first 16 hex digits of the SHA-256 of a secret: enough to tell secrets apart, useless
-/// to recover one.
-pub fn fingerprint(secret: &[u8]) -> String {
-    Sha256::digest(secret)[..8].iter().map(|b| format!("{b:02x}")).collect()
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue(fingerprint {})", fingerprint_of(&self.digest()))
+    }
+}
+
+pub fn digest(value: &[u8]) -> Digest {
+    Sha256::digest(value).into()
+}
+
+/// The first 16 hex digits of a secret's SHA-256: enough to tell secrets apart, useless to
+/// recover one.
+pub fn fingerprint_of(digest: &Digest) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn fingerprint(value: &[u8]) -> String {
+    fingerprint_of(&digest(value))
+}
+
+/// What the operator knows of a generated Secret: who controls it, the digests of its
+/// values and its rotation bookkeeping. Never a value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretFacts {
+    /// uid of the controller owner, if any.
+    pub controller_uid: Option<String>,
+    pub resource_version: Option<String>,
+    /// Digest of the `secret` key; None when the key is missing.
+    pub current: Option<Digest>,
+    /// Digest of the `previous` key, during a rotation's grace period.
+    pub previous: Option<Digest>,
+    pub previous_expires: Option<Timestamp>,
+    /// The rotation request this Secret has acted on ("" when issued without one).
+    pub rotation_request: Option<String>,
+    pub rotated_at: Option<Timestamp>,
+    /// Whether the Secret has annotations at all (a patch adds to the map, or creates it).
+    pub annotated: bool,
+}
+
+impl SecretFacts {
+    pub fn of(secret: &Secret) -> Self {
+        let value = |key: &str| secret.data.as_ref()?.get(key).map(|b| digest(&b.0));
+        let annotation = |key: &str| secret.metadata.annotations.as_ref()?.get(key).cloned();
+        Self {
+            controller_uid: secret
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| r.controller == Some(true))
+                .map(|r| r.uid.clone()),
+            resource_version: secret.metadata.resource_version.clone(),
+            current: value(KEY_CURRENT),
+            previous: value(KEY_PREVIOUS),
+            previous_expires: annotation(ANNOTATION_PREVIOUS_EXPIRES).and_then(|t| t.parse().ok()),
+            rotation_request: annotation(ANNOTATION_ROTATION_REQUEST),
+            rotated_at: annotation(ANNOTATION_ROTATED_AT).and_then(|t| t.parse().ok()),
+            annotated: secret.metadata.annotations.as_ref().is_some_and(|a| !a.is_empty()),
+        }
+    }
+
+    /// Whether the previous value still authenticates at `now`.
+    pub fn previous_valid_at(&self, now: Timestamp) -> bool {
+        self.previous.is_some() && self.previous_expires.is_some_and(|expires| now < expires)
+    }
+}
+
+/// What to do with an object's generated Secret.
+#[derive(Debug, PartialEq)]
+pub enum SecretPlan {
+    /// Create the Secret with this value. `rotation_request` is recorded as acted on (a
+    /// request present when the secret is first issued is satisfied by it).
+    Issue {
+        value: SecretValue,
+        rotation_request: String,
+    },
+    /// Move the current value to `previous` and store a new one, if the Secret is still at
+    /// `resource_version`.
+    Rotate {
+        value: SecretValue,
+        request: String,
+        rotated_at: Timestamp,
+        expires: Timestamp,
+        resource_version: Option<String>,
+        annotated: bool,
+    },
+    /// Remove the previous value, its grace period over.
+    DropPrevious { resource_version: Option<String> },
+    /// Nothing to do (including: someone else's Secret, or one without a value, left untouched).
+    Unchanged,
+}
+
+/// Everything the secret plan depends on.
+pub struct SecretInputs<'a> {
+    /// The Secret's name, for messages.
+    pub name: &'a str,
+    /// The owner's kind, for messages.
+    pub owner_kind: &'a str,
+    pub owner_uid: Option<&'a str>,
+    /// The Secret as known (None: it does not exist).
+    pub observed: Option<&'a SecretFacts>,
+    /// The owner's rotation annotation.
+    pub requested_rotation: Option<&'a str>,
+    /// Whether the owner's status shows a secret was issued before (then a missing Secret was
+    /// deleted by someone).
+    pub had_secret: bool,
+    /// A fresh value, drawn by the caller, used if one is issued.
+    pub fresh: &'a SecretValue,
+    pub grace: Duration,
+    pub now: Timestamp,
+}
+
+/// The plan and what the owner reports about its secret.
+#[derive(Debug, PartialEq)]
+pub struct SecretOutcome {
+    pub plan: SecretPlan,
+    /// SecretReady.
+    pub condition: Desired,
+    pub fingerprint: Option<String>,
+    pub last_rotation_time: Option<Time>,
+    pub last_rotation_request: Option<String>,
+    /// When the previous value is due to be removed.
+    pub requeue_after: Option<Duration>,
+    pub events: Vec<Event>,
+}
+
+impl SecretOutcome {
+    fn refused(reason: Reason, message: String) -> Self {
+        Self {
+            plan: SecretPlan::Unchanged,
+            condition: Desired::new(ConditionType::SecretReady, reason, message),
+            fingerprint: None,
+            last_rotation_time: None,
+            last_rotation_request: None,
+            requeue_after: None,
+            events: Vec::new(),
+        }
+    }
+}
+
+fn issued(name: &str) -> Desired {
+    Desired::new(
+        ConditionType::SecretReady,
+        Reason::SecretIssued,
+        format!("the secret is in Secret {name}, key `{KEY_CURRENT}`"),
+    )
+}
+
+fn non_empty(request: Option<&str>) -> Option<String> {
+    request.filter(|r| !r.is_empty()).map(str::to_owned)
+}
+
+/// Decides what to do with an object's Secret: issue it, rotate it on request, drop the
+/// previous value after the grace period, or leave it as it is. A Secret the object does not
+/// control, or one without a value, is never written.
+pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
+    let name = inputs.name;
+    let Some(facts) = inputs.observed else {
+        let request = inputs.requested_rotation.unwrap_or_default().to_owned();
+        let event = if inputs.had_secret {
+            Event::warning(
+                Reason::SecretRecreated,
+                format!(
+                    "Secret {name} was deleted; a new secret was issued, and clients holding the old one must get the new one"
+                ),
+            )
+        } else {
+            Event::normal(Reason::SecretIssued, format!("issued a new secret into Secret {name}"))
+        };
+        return SecretOutcome {
+            condition: issued(name),
+            fingerprint: Some(fingerprint_of(&inputs.fresh.digest())),
+            last_rotation_time: None,
+            last_rotation_request: non_empty(Some(&request)),
+            requeue_after: None,
+            events: vec![event],
+            plan: SecretPlan::Issue {
+                value: inputs.fresh.clone(),
+                rotation_request: request,
+            },
+        };
+    };
+    if inputs.owner_uid.is_none() || facts.controller_uid.as_deref() != inputs.owner_uid {
+        return SecretOutcome::refused(
+            Reason::SecretConflict,
+            format!(
+                "Secret {name} already exists and is not owned by this {}; it is left untouched. Delete or rename it to have a secret issued",
+                inputs.owner_kind
+            ),
+        );
+    }
+    let Some(current) = facts.current else {
+        return SecretOutcome::refused(
+            Reason::SecretInvalid,
+            format!(
+                "Secret {name} has no key `{KEY_CURRENT}`; it is left untouched. Delete it to have a new secret issued"
+            ),
+        );
+    };
+    if let Some(request) = inputs
+        .requested_rotation
+        .filter(|r| Some(*r) != facts.rotation_request.as_deref())
+    {
+        let expires = inputs.now + SignedDuration::try_from(inputs.grace).unwrap_or(SignedDuration::ZERO);
+        let new_fingerprint = fingerprint_of(&inputs.fresh.digest());
+        return SecretOutcome {
+            condition: issued(name),
+            fingerprint: Some(new_fingerprint.clone()),
+            last_rotation_time: Some(Time(inputs.now)),
+            last_rotation_request: non_empty(Some(request)),
+            requeue_after: Some(inputs.grace + Duration::from_secs(1)),
+            events: vec![rotated_event(&new_fingerprint, &fingerprint_of(&current), expires)],
+            plan: SecretPlan::Rotate {
+                value: inputs.fresh.clone(),
+                request: request.to_owned(),
+                rotated_at: inputs.now,
+                expires,
+                resource_version: facts.resource_version.clone(),
+                annotated: facts.annotated,
+            },
+        };
+    }
+    let mut outcome = SecretOutcome {
+        plan: SecretPlan::Unchanged,
+        condition: issued(name),
+        fingerprint: Some(fingerprint_of(&current)),
+        last_rotation_time: facts.rotated_at.map(Time),
+        last_rotation_request: non_empty(facts.rotation_request.as_deref()),
+        requeue_after: None,
+        events: Vec::new(),
+    };
+    if let (Some(_), Some(expires)) = (facts.previous, facts.previous_expires) {
+        let left = expires.duration_since(inputs.now);
+        if left <= SignedDuration::ZERO {
+            outcome.plan = SecretPlan::DropPrevious {
+                resource_version: facts.resource_version.clone(),
+            };
+            outcome.events.push(Event::normal(
+                Reason::PreviousSecretRemoved,
+                format!("the grace period ended; the previous secret was removed from Secret {name}"),
+            ));
+        } else {
+            // Wake up when the grace period ends (plus a second: timestamps are whole seconds).
+            outcome.requeue_after = Some(left.unsigned_abs() + Duration::from_secs(1));
+        }
+    }
+    outcome
+}
+
+/// The activity event of a rotation (fingerprints only).
+pub fn rotated_event(new: &str, old: &str, expires: Timestamp) -> Event {
+    Event::normal(
+        Reason::SecretRotated,
+        format!(
+            "issued a new secret (fingerprint {new}); the previous one (fingerprint {old}) stays valid until {expires}"
+        ),
+    )
+}
+
+/// Parses a rotation grace period (validated by the schema, so a bad one is a bug; it then
+/// falls back to the default of 24h rather than failing the reconcile).
+pub fn grace_period(text: &str) -> Duration {
+    text.parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .unwrap_or(Duration::from_secs(24 * 3600))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    fn inputs<'a>(observed: Option<&'a SecretFacts>, fresh: &'a SecretValue) -> SecretInputs<'a> {
+        SecretInputs {
+            name: "jane-user-secret",
+            owner_kind: "CEUser",
+            owner_uid: Some("uid-jane"),
+            observed,
+            requested_rotation: None,
+            had_secret: false,
+            fresh,
+            grace: Duration::from_secs(60),
+            now: at(1000),
+        }
+    }
+
+    fn owned(current: &str) -> SecretFacts {
+        SecretFacts {
+            controller_uid: Some("uid-jane".into()),
+            resource_version: Some("7".into()),
+            current: Some(digest(current.as_bytes())),
+            rotation_request: Some(String::new()),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn generated_secrets_have_the_requested_entropy_and_are_url_safe() {
-        let s = generate(32).unwrap();
-        assert_eq!(URL_SAFE_NO_PAD.decode(&s).unwrap().len(), 32);
+        let s = SecretValue::generate(32).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(s.expose()).unwrap().len(), 32);
         assert!(
-            s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "{s}"
+            s.expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         );
-        assert_eq!(URL_SAFE_NO_PAD.decode(generate(100).unwrap()).unwrap().len(), 100);
-    }
-
-    #[test]
-    fn never_fewer_than_256_bits() {
-        assert_eq!(URL_SAFE_NO_PAD.decode(generate(4).unwrap()).unwrap().len(), 32);
-    }
-
-    #[test]
-    fn secrets_differ() {
-        let all: std::collections::HashSet<_> = (0..100).map(|_| generate(32).unwrap()).collect();
+        let long = SecretValue::generate(100).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(long.expose()).unwrap().len(), 100);
+        // Never fewer than 256 bits.
+        let short = SecretValue::generate(4).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(short.expose()).unwrap().len(), 32);
+        let all: std::collections::HashSet<_> = (0..100)
+            .map(|_| SecretValue::generate(32).unwrap().expose().to_owned())
+            .collect();
         assert_eq!(all.len(), 100);
     }
 
     #[test]
-    fn fingerprint_is_a_sha256_prefix() {
+    fn fingerprint_is_a_sha256_prefix_and_debug_never_shows_the_value() {
         // SHA-256("abc") = ba7816bf8f01cfea...
         assert_eq!(fingerprint(b"abc"), "ba7816bf8f01cfea");
-        assert_eq!(fingerprint(b"abc").len(), 16);
+        let value = SecretValue::from_static("abc");
+        assert_eq!(format!("{value:?}"), "SecretValue(fingerprint ba7816bf8f01cfea)");
+    }
+
+    #[test]
+    fn an_absent_secret_is_issued_and_a_deleted_one_reissued_with_a_warning() {
+        let fresh = SecretValue::from_static("new");
+        let outcome = plan(&inputs(None, &fresh));
+        assert!(
+            matches!(&outcome.plan, SecretPlan::Issue { value, rotation_request } if value == &fresh && rotation_request.is_empty())
+        );
+        assert_eq!(outcome.fingerprint, Some(fingerprint(b"new")));
+        assert!(outcome.condition.status());
+        assert_eq!(
+            outcome.events,
+            vec![Event::normal(
+                Reason::SecretIssued,
+                "issued a new secret into Secret jane-user-secret"
+            )]
+        );
+
+        let recreated = plan(&SecretInputs {
+            had_secret: true,
+            ..inputs(None, &fresh)
+        });
+        assert!(matches!(recreated.plan, SecretPlan::Issue { .. }));
+        assert!(recreated.events[0].warning && recreated.events[0].reason == Reason::SecretRecreated);
+    }
+
+    #[test]
+    fn a_request_present_at_issue_is_satisfied_by_it() {
+        let fresh = SecretValue::from_static("new");
+        let outcome = plan(&SecretInputs {
+            requested_rotation: Some("r1"),
+            ..inputs(None, &fresh)
+        });
+        assert!(matches!(&outcome.plan, SecretPlan::Issue { rotation_request, .. } if rotation_request == "r1"));
+        assert_eq!(outcome.last_rotation_request.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn a_foreign_or_invalid_secret_is_left_untouched() {
+        let fresh = SecretValue::from_static("new");
+        let foreign = SecretFacts {
+            controller_uid: None,
+            ..owned("x")
+        };
+        let outcome = plan(&inputs(Some(&foreign), &fresh));
+        assert_eq!(outcome.plan, SecretPlan::Unchanged);
+        assert_eq!(outcome.condition.reason, Reason::SecretConflict);
+        assert!(!outcome.condition.status());
+        assert_eq!(outcome.fingerprint, None);
+
+        let other_owner = SecretFacts {
+            controller_uid: Some("someone-else".into()),
+            ..owned("x")
+        };
+        assert_eq!(
+            plan(&inputs(Some(&other_owner), &fresh)).condition.reason,
+            Reason::SecretConflict
+        );
+
+        let invalid = SecretFacts {
+            current: None,
+            ..owned("x")
+        };
+        let outcome = plan(&inputs(Some(&invalid), &fresh));
+        assert_eq!(outcome.plan, SecretPlan::Unchanged);
+        assert_eq!(outcome.condition.reason, Reason::SecretInvalid);
+    }
+
+    #[test]
+    fn an_owned_secret_at_rest_is_unchanged() {
+        let fresh = SecretValue::from_static("new");
+        let facts = owned("current");
+        let outcome = plan(&inputs(Some(&facts), &fresh));
+        assert_eq!(outcome.plan, SecretPlan::Unchanged);
+        assert_eq!(outcome.fingerprint, Some(fingerprint(b"current")));
+        assert!(outcome.events.is_empty() && outcome.requeue_after.is_none());
+    }
+
+    #[test]
+    fn a_new_request_rotates_once_with_the_grace_period() {
+        let fresh = SecretValue::from_static("new");
+        let facts = owned("current");
+        let outcome = plan(&SecretInputs {
+            requested_rotation: Some("r1"),
+            ..inputs(Some(&facts), &fresh)
+        });
+        match &outcome.plan {
+            SecretPlan::Rotate {
+                value,
+                request,
+                rotated_at,
+                expires,
+                resource_version,
+                ..
+            } => {
+                assert_eq!(value, &fresh);
+                assert_eq!(request, "r1");
+                assert_eq!(*rotated_at, at(1000));
+                assert_eq!(*expires, at(1060));
+                assert_eq!(resource_version.as_deref(), Some("7"));
+            }
+            other => panic!("expected a rotation, got {other:?}"),
+        }
+        assert_eq!(outcome.fingerprint, Some(fingerprint(b"new")));
+        assert_eq!(outcome.last_rotation_request.as_deref(), Some("r1"));
+        assert_eq!(outcome.requeue_after, Some(Duration::from_secs(61)));
+        assert_eq!(outcome.events[0].reason, Reason::SecretRotated);
+        assert!(outcome.events[0].note.contains(&fingerprint(b"current")));
+
+        // The same request again, once acted on, does nothing.
+        let acted = SecretFacts {
+            rotation_request: Some("r1".into()),
+            ..owned("new")
+        };
+        let again = plan(&SecretInputs {
+            requested_rotation: Some("r1"),
+            ..inputs(Some(&acted), &fresh)
+        });
+        assert_eq!(again.plan, SecretPlan::Unchanged);
+    }
+
+    #[test]
+    fn the_previous_value_waits_for_its_grace_period_then_goes() {
+        let fresh = SecretValue::from_static("new");
+        let rotated = SecretFacts {
+            previous: Some(digest(b"old")),
+            previous_expires: Some(at(1030)),
+            rotated_at: Some(at(970)),
+            rotation_request: Some("r1".into()),
+            ..owned("current")
+        };
+        let waiting = plan(&inputs(Some(&rotated), &fresh));
+        assert_eq!(waiting.plan, SecretPlan::Unchanged);
+        assert_eq!(waiting.requeue_after, Some(Duration::from_secs(31)));
+        assert_eq!(waiting.last_rotation_time, Some(Time(at(970))));
+        assert!(rotated.previous_valid_at(at(1029)) && !rotated.previous_valid_at(at(1030)));
+
+        let expired = plan(&SecretInputs {
+            now: at(1030),
+            ..inputs(Some(&rotated), &fresh)
+        });
+        assert_eq!(
+            expired.plan,
+            SecretPlan::DropPrevious {
+                resource_version: Some("7".into())
+            }
+        );
+        assert_eq!(expired.events[0].reason, Reason::PreviousSecretRemoved);
+        assert_eq!(expired.fingerprint, Some(fingerprint(b"current")));
+    }
+
+    #[test]
+    fn grace_periods_parse_as_go_durations() {
+        assert_eq!(grace_period("24h"), Duration::from_secs(86400));
+        assert_eq!(grace_period("1h30m"), Duration::from_secs(5400));
+        assert_eq!(grace_period("5s"), Duration::from_secs(5));
+        assert_eq!(grace_period("nonsense"), Duration::from_secs(86400));
     }
 }

@@ -7,6 +7,7 @@ use std::{cmp::Ordering, collections::BTreeSet};
 use kube::{Resource, ResourceExt};
 
 use crate::api::{Account, CEUser, Role, RoleBinding, RoleScope};
+use crate::model::conditions::Reason;
 
 /// The deterministic age order of the invariant table: older creationTimestamp first, then
 /// name, so that two replicas or two runs always pick the same winner.
@@ -79,7 +80,7 @@ pub enum Verdict {
         overrides_system_role: bool,
     },
     /// The role does not apply, for `reason` (a condition reason) explained by `message`.
-    Refused { reason: &'static str, message: String },
+    Refused { reason: Reason, message: String },
 }
 
 /// Where the user of a binding stands, as resolved from the cluster.
@@ -102,7 +103,7 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
     let (account, account_is_default) = match user {
         BoundUser::Missing => {
             return Verdict::Refused {
-                reason: "UserNotFound",
+                reason: Reason::UserNotFound,
                 message: format!(
                     "CEUser {user_name} does not exist in this namespace; the role takes effect once it does (or fix spec.userRef)"
                 ),
@@ -110,7 +111,7 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
         }
         BoundUser::NoAccount(user) => {
             return Verdict::Refused {
-                reason: "AccountNotFound",
+                reason: Reason::AccountNotFound,
                 message: format!(
                     "the account {} of CEUser {user_name} does not exist; the role takes effect once it does",
                     user.spec.account_ref.name
@@ -125,7 +126,7 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
     };
     if role == Role::OrgAdmin && !account_is_default {
         return Verdict::Refused {
-            reason: "OrgAdminRequiresDefaultAccount",
+            reason: Reason::OrgAdminRequiresDefaultAccount,
             message: format!(
                 "org-admin can only be held by a user of the organization's default account; CEUser {user_name} is in account {}. Bind admin instead, or use a user of the default account",
                 account.name_any()
@@ -134,21 +135,58 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
     }
     if role.is_system_assigned() && !binding.spec.override_system_role {
         return Verdict::Refused {
-            reason: "SystemAssignedRole",
+            reason: Reason::SystemAssignedRole,
             message: format!(
                 "{role} is assigned by the system (org in the default account, default-user elsewhere); bind org-admin or admin, or set overrideSystemRole: true to override the system's choice (discouraged)"
             ),
         };
     }
-    let scope = match role {
-        Role::OrgAdmin | Role::Org => RoleScope::Organization,
-        Role::Admin | Role::DefaultUser => RoleScope::Account,
-    };
     Verdict::Effective {
         role,
-        scope,
+        scope: role.scope(),
         overrides_system_role: role.is_system_assigned(),
     }
+}
+
+/// Why a bound system role is accepted but discouraged (the seeds: "this overrides the
+/// system's assignment of the roles and is not recommended").
+pub fn override_message(role: Role) -> String {
+    format!(
+        "{role} is bound by hand with overrideSystemRole: the system's role assignment for this user is overridden (discouraged)"
+    )
+}
+
+/// The users of an organization who hold an effective org-admin binding, sorted and without
+/// duplicates. `bindings` are org-admin bindings with their user (None if it does not exist),
+/// `accounts` the organization's accounts and `default` its default account.
+pub fn org_admins<'a>(
+    bindings: impl IntoIterator<Item = (&'a RoleBinding, Option<&'a CEUser>)>,
+    accounts: &[std::sync::Arc<Account>],
+    default: Option<&str>,
+) -> Vec<String> {
+    let mut admins: Vec<String> = bindings
+        .into_iter()
+        .filter_map(|(binding, user)| {
+            let user = user?;
+            let account = accounts.iter().find(|a| a.name_any() == user.spec.account_ref.name)?;
+            let bound = BoundUser::Resolved {
+                user,
+                account,
+                account_is_default: default == Some(account.name_any().as_str()),
+            };
+            matches!(
+                judge_binding(binding, bound),
+                Verdict::Effective {
+                    role: Role::OrgAdmin,
+                    ..
+                }
+            )
+            .then(|| user.name_any())
+        })
+        .collect();
+    admins.sort();
+    admins.dedup();
+    admins
 }
 
 /// A user's effective roles: the roles of its effective bindings, plus the system role
@@ -291,23 +329,23 @@ mod tests {
         };
         assert_eq!(
             refused(judge_binding(&binding(Role::Admin, false), BoundUser::Missing)),
-            "UserNotFound"
+            Reason::UserNotFound
         );
         assert_eq!(
             refused(judge_binding(&binding(Role::Admin, false), BoundUser::NoAccount(&jane))),
-            "AccountNotFound"
+            Reason::AccountNotFound
         );
         assert_eq!(
             refused(judge_binding(&binding(Role::OrgAdmin, false), resolved(false))),
-            "OrgAdminRequiresDefaultAccount"
+            Reason::OrgAdminRequiresDefaultAccount
         );
         assert_eq!(
             refused(judge_binding(&binding(Role::Org, false), resolved(true))),
-            "SystemAssignedRole"
+            Reason::SystemAssignedRole
         );
         assert_eq!(
             refused(judge_binding(&binding(Role::DefaultUser, false), resolved(false))),
-            "SystemAssignedRole"
+            Reason::SystemAssignedRole
         );
         assert_eq!(
             judge_binding(&binding(Role::OrgAdmin, false), resolved(true)),
@@ -343,7 +381,7 @@ mod tests {
             overrides_system_role: false,
         };
         let refused = Verdict::Refused {
-            reason: "X",
+            reason: Reason::UserNotFound,
             message: String::new(),
         };
         assert_eq!(effective_roles(Role::DefaultUser, []), vec![Role::DefaultUser]);

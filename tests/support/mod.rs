@@ -349,7 +349,7 @@ impl Operator {
                 "127.0.0.1:0",
                 "--kubeconfig",
             ])
-            .arg(kubeconfig_path());
+            .arg(&self.kubeconfig);
         if let Some(ns) = &self.namespace {
             command.args(["--namespace", ns]);
         }

@@ -1,0 +1,85 @@
+//! A secondary index over a cache: a key (namespace, value) to the objects with that key,
+//! kept from the watch streams right after the store is updated.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::RwLock,
+};
+
+/// (namespace, name) of an object, or (namespace, key value) of an index key.
+pub type Key = (String, String);
+
+/// Objects by key. Lookups re-check the store (an object may have changed key or gone while
+/// a watch re-listed), so the index may briefly hold more than is true, never less.
+#[derive(Default)]
+pub struct Index {
+    entries: RwLock<HashMap<Key, HashSet<Key>>>,
+}
+
+impl Index {
+    /// Moves `object` from `old` to `new` (None: absent).
+    pub fn update(&self, object: &Key, old: Option<Key>, new: Option<Key>) {
+        if old == new {
+            if let Some(key) = new {
+                // Inserting is idempotent: also heals an entry missed during a re-list.
+                let mut entries = self.entries.write().expect("index lock");
+                entries.entry(key).or_default().insert(object.clone());
+            }
+            return;
+        }
+        let mut entries = self.entries.write().expect("index lock");
+        if let Some(old) = old
+            && let Some(objects) = entries.get_mut(&old)
+        {
+            objects.remove(object);
+            if objects.is_empty() {
+                entries.remove(&old);
+            }
+        }
+        if let Some(new) = new {
+            entries.entry(new).or_default().insert(object.clone());
+        }
+    }
+
+    /// The objects under `key`.
+    pub fn get(&self, key: &Key) -> Vec<Key> {
+        let entries = self.entries.read().expect("index lock");
+        entries
+            .get(key)
+            .map(|objects| objects.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many objects are under `key` (an upper bound, see above).
+    pub fn count(&self, key: &Key) -> usize {
+        let entries = self.entries.read().expect("index lock");
+        entries.get(key).map_or(0, HashSet::len)
+    }
+}
+
+pub fn key(ns: &str, value: &str) -> Key {
+    (ns.to_owned(), value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_move_between_keys_and_empty_keys_go() {
+        let index = Index::default();
+        let jane = key("t", "jane");
+        index.update(&jane, None, Some(key("t", "eu")));
+        index.update(&key("t", "john"), None, Some(key("t", "eu")));
+        assert_eq!(index.count(&key("t", "eu")), 2);
+        index.update(&jane, Some(key("t", "eu")), Some(key("t", "us")));
+        assert_eq!(index.get(&key("t", "us")), vec![jane.clone()]);
+        assert_eq!(index.get(&key("t", "eu")), vec![key("t", "john")]);
+        index.update(&jane, Some(key("t", "us")), None);
+        assert_eq!(index.count(&key("t", "us")), 0);
+        assert!(!index.entries.read().unwrap().contains_key(&key("t", "us")));
+        // Same key again: no duplicate.
+        index.update(&key("t", "john"), Some(key("t", "eu")), Some(key("t", "eu")));
+        assert_eq!(index.count(&key("t", "eu")), 1);
+    }
+}

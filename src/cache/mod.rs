@@ -1,0 +1,708 @@
+//! The caches every decision reads from: one watch per kind, kept by every replica (leader
+//! and standby alike), with the secondary indexes the per-object queries need. The
+//! reconcilers, the admission webhook and the authorization endpoint answer from here and
+//! never call the API server on their request path.
+//!
+//! Each watch updates its store, then its indexes, then runs the hooks registered for its
+//! kind (the controllers' relations): a hook always sees the change that triggered it.
+
+pub mod index;
+pub mod secrets;
+mod watch;
+
+use std::{
+    any::{Any, TypeId},
+    collections::{BTreeSet, HashMap},
+    fmt::Debug,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Client, Resource, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::reflector::{self, ObjectRef, Store},
+};
+
+use crate::api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding};
+use index::{Index, Key, key};
+use secrets::Digests;
+pub use secrets::SecretEntry;
+pub use watch::Writers;
+
+/// What the operator watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Watched {
+    Organization,
+    Account,
+    CEUser,
+    RoleBinding,
+    ElementSafelist,
+    Secret,
+    Namespace,
+}
+
+impl Watched {
+    pub const ALL: [Watched; 7] = [
+        Watched::Organization,
+        Watched::Account,
+        Watched::CEUser,
+        Watched::RoleBinding,
+        Watched::ElementSafelist,
+        Watched::Secret,
+        Watched::Namespace,
+    ];
+}
+
+/// A change seen on a watch: the object before (None: new) and after (None: deleted).
+pub struct Change<K> {
+    pub old: Option<Arc<K>>,
+    pub new: Option<Arc<K>>,
+}
+
+impl<K: Resource> Change<K> {
+    /// The object as it is now, or as it was before it went.
+    pub fn object(&self) -> &K {
+        self.new
+            .as_deref()
+            .or(self.old.as_deref())
+            .expect("a change has an object")
+    }
+
+    pub fn namespace(&self) -> String {
+        self.object().meta().namespace.clone().unwrap_or_default()
+    }
+
+    pub fn name(&self) -> String {
+        self.object().meta().name.clone().unwrap_or_default()
+    }
+
+    /// A property of the object before and after.
+    pub fn before_after<T>(&self, f: impl Fn(&K) -> T) -> (Option<T>, Option<T>) {
+        (self.old.as_deref().map(&f), self.new.as_deref().map(&f))
+    }
+
+    /// Whether a property differs between before and after (appearing and going count).
+    pub fn changed<T: PartialEq>(&self, f: impl Fn(&K) -> T) -> bool {
+        let (before, after) = self.before_after(f);
+        before != after
+    }
+}
+
+/// A function run on every change of kind `K`, after the store and indexes are updated.
+pub type Hook<K> = Box<dyn Fn(&Cache, &Change<K>) + Send + Sync>;
+
+/// The hooks of every kind, registered before the watches start.
+#[derive(Default)]
+pub struct Hooks {
+    by_kind: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl Hooks {
+    pub fn on<K: 'static>(&mut self, hook: impl Fn(&Cache, &Change<K>) + Send + Sync + 'static) {
+        self.by_kind
+            .entry(TypeId::of::<K>())
+            .or_insert_with(|| Box::new(Vec::<Hook<K>>::new()))
+            .downcast_mut::<Vec<Hook<K>>>()
+            .expect("hooks of one type")
+            .push(Box::new(hook));
+    }
+
+    fn take<K: 'static>(&mut self) -> Vec<Hook<K>> {
+        self.by_kind
+            .remove(&TypeId::of::<K>())
+            .and_then(|hooks| hooks.downcast::<Vec<Hook<K>>>().ok())
+            .map(|hooks| *hooks)
+            .unwrap_or_default()
+    }
+}
+
+/// A kind's store, and what this process created or changed that the store does not show
+/// yet ("expectations", as the ReplicaSet controller has them): a reconcile right after a
+/// write sees it, and never re-creates or re-reads it.
+pub struct Kind<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    expected: RwLock<HashMap<ObjectRef<K>, Arc<K>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
+    fn new(store: Store<K>) -> Self {
+        Self {
+            store,
+            expected: RwLock::default(),
+        }
+    }
+
+    fn get(&self, key: &ObjectRef<K>) -> Option<Arc<K>> {
+        self.store
+            .get(key)
+            .or_else(|| self.expected.read().expect("expectations lock").get(key).cloned())
+    }
+
+    /// Forgets an expectation once the store caught up with it (or the object went).
+    fn settle(&self, key: &ObjectRef<K>, stored: Option<&K>) {
+        let mut expected = self.expected.write().expect("expectations lock");
+        let Some(waiting) = expected.get(key) else { return };
+        let caught_up = match stored {
+            None => true,
+            Some(stored) => {
+                let at = |k: &K| version(k.meta().resource_version.as_deref());
+                stored.meta().uid != waiting.meta().uid || at(stored) >= at(waiting)
+            }
+        };
+        if caught_up {
+            expected.remove(key);
+        }
+    }
+}
+
+/// The kinds the cache holds, with how each is indexed.
+pub trait Cached: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static {
+    const WATCHED: Watched;
+
+    fn slot(cache: &Cache) -> &Kind<Self>;
+
+    /// Keeps this kind's indexes.
+    fn index(_cache: &Cache, _change: &Change<Self>) {}
+}
+
+/// Moves the object of `change` between index keys computed by `key_of`.
+fn reindex<K: Resource>(index: &Index, change: &Change<K>, key_of: impl Fn(&K) -> Option<Key>) {
+    let object = key(&change.namespace(), &change.name());
+    let (old, new) = change.before_after(&key_of);
+    index.update(&object, old.flatten(), new.flatten());
+}
+
+impl Cached for Organization {
+    const WATCHED: Watched = Watched::Organization;
+
+    fn slot(cache: &Cache) -> &Kind<Self> {
+        &cache.organizations
+    }
+
+    fn index(cache: &Cache, change: &Change<Self>) {
+        reindex(&cache.members_by_super, change, |o| {
+            o.spec
+                .super_organization_ref
+                .as_ref()
+                .map(|r| key(&r.namespace, &r.name))
+        });
+    }
+}
+
+impl Cached for Account {
+    const WATCHED: Watched = Watched::Account;
+
+    fn slot(cache: &Cache) -> &Kind<Self> {
+        &cache.accounts
+    }
+
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.accounts_by_org, change, |a| {
+            Some(key(&ns, &a.spec.organization_ref.name))
+        });
+    }
+}
+
+impl Cached for CEUser {
+    const WATCHED: Watched = Watched::CEUser;
+
+    fn slot(cache: &Cache) -> &Kind<Self> {
+        &cache.users
+    }
+
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.users_by_account, change, |u| {
+            Some(key(&ns, &u.spec.account_ref.name))
+        });
+        reindex(&cache.users_by_email, change, |u| {
+            Some(key(&ns, &u.spec.email.to_ascii_lowercase()))
+        });
+    }
+}
+
+impl Cached for RoleBinding {
+    const WATCHED: Watched = Watched::RoleBinding;
+
+    fn slot(cache: &Cache) -> &Kind<Self> {
+        &cache.role_bindings
+    }
+
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.bindings_by_user, change, |b| {
+            Some(key(&ns, &b.spec.user_ref.name))
+        });
+        reindex(&cache.org_admins_by_namespace, change, |b| {
+            (b.spec.role == Role::OrgAdmin).then(|| key(&ns, ""))
+        });
+    }
+}
+
+impl Cached for ElementSafelist {
+    const WATCHED: Watched = Watched::ElementSafelist;
+
+    fn slot(cache: &Cache) -> &Kind<Self> {
+        &cache.safelists
+    }
+
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.safelists_by_org, change, |s| {
+            Some(key(&ns, &s.spec.organization_ref.name))
+        });
+    }
+}
+
+impl Cached for SecretEntry {
+    const WATCHED: Watched = Watched::Secret;
+
+    fn slot(cache: &Cache) -> &Kind<Self> {
+        &cache.secrets
+    }
+
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let secret = key(&change.namespace(), &change.name());
+        let (old, new) = change.before_after(|s| s.facts.clone());
+        cache.digests.update(&secret, old.as_ref(), new.as_ref());
+    }
+}
+
+impl Cached for PartialObjectMeta<Namespace> {
+    const WATCHED: Watched = Watched::Namespace;
+
+    fn slot(cache: &Cache) -> &Kind<Self> {
+        &cache.namespaces
+    }
+}
+
+/// A write of this process that the watch has not echoed yet.
+struct OwnWrite {
+    resource_version: String,
+    status: u64,
+}
+
+/// A resourceVersion as a number: opaque by contract, an etcd revision in practice; only
+/// used to tell whether the cache has caught up with a write, and None if it is not a number.
+fn version(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+/// A hash of a status, to tell statuses apart without keeping a copy.
+pub fn status_hash<S: serde::Serialize>(status: &S) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(status).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Whether each watch has its initial list, and a gate that opens when all have.
+struct Readiness {
+    synced: Mutex<BTreeSet<Watched>>,
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+/// The caches, shared by everything that decides.
+pub struct Cache {
+    /// The namespace watched (None: all namespaces).
+    scope: Option<String>,
+    organizations: Kind<Organization>,
+    accounts: Kind<Account>,
+    users: Kind<CEUser>,
+    role_bindings: Kind<RoleBinding>,
+    safelists: Kind<ElementSafelist>,
+    secrets: Kind<SecretEntry>,
+    namespaces: Kind<PartialObjectMeta<Namespace>>,
+    /// Accounts by (namespace, organization).
+    accounts_by_org: Index,
+    /// Users by (namespace, account).
+    users_by_account: Index,
+    /// Users by (namespace, lower-case e-mail).
+    users_by_email: Index,
+    /// RoleBindings by (namespace, user).
+    bindings_by_user: Index,
+    /// org-admin RoleBindings by (namespace, "").
+    org_admins_by_namespace: Index,
+    /// Safelists by (namespace, organization).
+    safelists_by_org: Index,
+    /// Organizations by their super-organization's (namespace, name).
+    members_by_super: Index,
+    /// Generated Secrets by the digests of their values.
+    digests: Digests,
+    /// This process's latest writes, by uid: the watch event that carries one's
+    /// resourceVersion is its echo.
+    own_writes: Mutex<HashMap<String, OwnWrite>>,
+    readiness: Readiness,
+    ready: tokio::sync::watch::Receiver<bool>,
+    #[cfg(test)]
+    reads: Mutex<Option<BTreeSet<Watched>>>,
+}
+
+impl Cache {
+    /// The caches, empty, and the writers that the watches fill them through.
+    pub fn new(scope: Option<String>) -> (Arc<Cache>, Writers) {
+        let (organizations, organization_writer) = reflector::store();
+        let (accounts, account_writer) = reflector::store();
+        let (users, user_writer) = reflector::store();
+        let (role_bindings, binding_writer) = reflector::store();
+        let (safelists, safelist_writer) = reflector::store();
+        let (secrets, secret_writer) = reflector::store();
+        let (namespaces, namespace_writer) = reflector::store();
+        let (gate, ready) = tokio::sync::watch::channel(false);
+        let cache = Arc::new(Cache {
+            scope,
+            organizations: Kind::new(organizations),
+            accounts: Kind::new(accounts),
+            users: Kind::new(users),
+            role_bindings: Kind::new(role_bindings),
+            safelists: Kind::new(safelists),
+            secrets: Kind::new(secrets),
+            namespaces: Kind::new(namespaces),
+            accounts_by_org: Index::default(),
+            users_by_account: Index::default(),
+            users_by_email: Index::default(),
+            bindings_by_user: Index::default(),
+            org_admins_by_namespace: Index::default(),
+            safelists_by_org: Index::default(),
+            members_by_super: Index::default(),
+            digests: Digests::default(),
+            own_writes: Mutex::default(),
+            readiness: Readiness {
+                synced: Mutex::default(),
+                gate,
+            },
+            ready,
+            #[cfg(test)]
+            reads: Mutex::default(),
+        });
+        let writers = Writers {
+            organizations: organization_writer,
+            accounts: account_writer,
+            users: user_writer,
+            role_bindings: binding_writer,
+            safelists: safelist_writer,
+            secrets: secret_writer,
+            namespaces: namespace_writer,
+        };
+        (cache, writers)
+    }
+
+    /// Starts one watch per kind, feeding the caches and running `hooks`.
+    pub fn start(
+        cache: &Arc<Cache>,
+        client: &Client,
+        writers: Writers,
+        hooks: Hooks,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        watch::spawn_all(cache, client, writers, hooks)
+    }
+
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// Whether this operator watches namespace `ns`.
+    pub fn watches_namespace(&self, ns: &str) -> bool {
+        self.scope.as_deref().is_none_or(|scope| scope == ns)
+    }
+
+    fn mark_synced(&self, watched: Watched) {
+        let mut synced = self.readiness.synced.lock().expect("readiness lock");
+        if synced.insert(watched) && synced.len() == Watched::ALL.len() {
+            tracing::info!("caches synced");
+            let _ = self.readiness.gate.send(true);
+        }
+    }
+
+    /// Whether every cache has its initial list: decisions such as "no default account
+    /// exists, create one" must never be made on a cache that is still filling.
+    pub fn is_synced(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until every cache has its initial list (or `timeout` passes: false).
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready.clone();
+        matches!(
+            tokio::time::timeout(timeout, ready.wait_for(|ready| *ready)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Records that this process wrote `uid`, which is now at resourceVersion `rv` with a
+    /// status of hash `status` (see `status_hash`).
+    pub fn note_own_write(&self, uid: &str, rv: &str, status: u64) {
+        self.own_writes.lock().expect("own writes lock").insert(
+            uid.to_owned(),
+            OwnWrite {
+                resource_version: rv.to_owned(),
+                status,
+            },
+        );
+    }
+
+    /// Whether a watched object is the echo of this process's latest write to it.
+    pub fn is_own_echo<K: Resource>(&self, obj: &K) -> bool {
+        let (Some(uid), Some(rv)) = (obj.meta().uid.as_deref(), obj.meta().resource_version.as_deref()) else {
+            return false;
+        };
+        let mut writes = self.own_writes.lock().expect("own writes lock");
+        if writes.get(uid).is_some_and(|written| written.resource_version == rv) {
+            writes.remove(uid);
+            return true;
+        }
+        false
+    }
+
+    /// The status hash this process wrote to `obj` after the version the cache holds, if
+    /// that write's echo has not arrived yet: a reconcile in between must not write it again.
+    pub fn unseen_status_write<K: Resource>(&self, obj: &K) -> Option<u64> {
+        let uid = obj.meta().uid.as_deref()?;
+        let cached = version(obj.meta().resource_version.as_deref())?;
+        let mut writes = self.own_writes.lock().expect("own writes lock");
+        let written = writes.get(uid)?;
+        if version(Some(&written.resource_version)).is_some_and(|w| w > cached) {
+            Some(written.status)
+        } else {
+            writes.remove(uid);
+            None
+        }
+    }
+
+    /// Something this process just created or changed, to be seen before the watch shows it.
+    pub fn expect<K: Cached>(&self, obj: K) {
+        let reference = ObjectRef::from_obj(&obj);
+        let kind = K::slot(self);
+        let old = kind.get(&reference);
+        let obj = Arc::new(obj);
+        kind.expected
+            .write()
+            .expect("expectations lock")
+            .insert(reference, obj.clone());
+        K::index(self, &Change { old, new: Some(obj) });
+    }
+
+    #[cfg(test)]
+    fn note(&self, watched: Watched) {
+        if let Some(reads) = self.reads.lock().unwrap().as_mut() {
+            reads.insert(watched);
+        }
+    }
+
+    #[cfg(not(test))]
+    fn note(&self, _: Watched) {}
+
+    /// Runs `f` and returns which kinds it read from the caches.
+    #[cfg(test)]
+    pub fn recording_reads<T>(&self, f: impl FnOnce() -> T) -> (T, BTreeSet<Watched>) {
+        *self.reads.lock().unwrap() = Some(BTreeSet::new());
+        let out = f();
+        let reads = self.reads.lock().unwrap().take().unwrap_or_default();
+        (out, reads)
+    }
+
+    /// One object by namespace and name.
+    pub fn get<K: Cached>(&self, ns: &str, name: &str) -> Option<Arc<K>> {
+        self.note(K::WATCHED);
+        K::slot(self).get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// Every object of a kind (for the metrics and for a leader's first pass).
+    pub fn all<K: Cached>(&self) -> Vec<Arc<K>> {
+        K::slot(self).store.state()
+    }
+
+    /// The store of a kind, as a controller reads it.
+    pub fn store<K: Cached>(&self) -> Store<K> {
+        K::slot(self).store.clone()
+    }
+
+    fn resolve<K: Cached>(&self, names: Vec<Key>, still: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        self.note(K::WATCHED);
+        let kind = K::slot(self);
+        let mut found: Vec<Arc<K>> = names
+            .iter()
+            .filter_map(|(ns, name)| kind.get(&ObjectRef::new(name).within(ns)))
+            .filter(|o| still(o))
+            .collect();
+        // A stable order, so that decisions (and the messages they write) do not flap.
+        found.sort_by_key(|o| (o.namespace(), o.name_any()));
+        found
+    }
+
+    pub fn organization(&self, ns: &str, name: &str) -> Option<Arc<Organization>> {
+        self.get(ns, name)
+    }
+
+    pub fn account(&self, ns: &str, name: &str) -> Option<Arc<Account>> {
+        self.get(ns, name)
+    }
+
+    pub fn user(&self, ns: &str, name: &str) -> Option<Arc<CEUser>> {
+        self.get(ns, name)
+    }
+
+    pub fn accounts_of(&self, ns: &str, org: &str) -> Vec<Arc<Account>> {
+        self.resolve(self.accounts_by_org.get(&key(ns, org)), |a: &Account| {
+            a.spec.organization_ref.name == org
+        })
+    }
+
+    pub fn users_of_account(&self, ns: &str, account: &str) -> Vec<Arc<CEUser>> {
+        self.resolve(self.users_by_account.get(&key(ns, account)), |u: &CEUser| {
+            u.spec.account_ref.name == account
+        })
+    }
+
+    /// How many users account `account` has.
+    pub fn user_count(&self, ns: &str, account: &str) -> usize {
+        self.note(Watched::CEUser);
+        let users = &self.users;
+        self.users_by_account
+            .get(&key(ns, account))
+            .iter()
+            .filter(|(ns, name)| {
+                users
+                    .get(&ObjectRef::new(name).within(ns))
+                    .is_some_and(|u| u.spec.account_ref.name == account)
+            })
+            .count()
+    }
+
+    /// The users whose account belongs to organization `org`.
+    pub fn users_of(&self, ns: &str, org: &str) -> Vec<Arc<CEUser>> {
+        self.accounts_of(ns, org)
+            .iter()
+            .flat_map(|a| self.users_of_account(ns, &a.name_any()))
+            .collect()
+    }
+
+    pub fn bindings_of_user(&self, ns: &str, user: &str) -> Vec<Arc<RoleBinding>> {
+        self.resolve(self.bindings_by_user.get(&key(ns, user)), |b: &RoleBinding| {
+            b.spec.user_ref.name == user
+        })
+    }
+
+    /// The org-admin RoleBindings of a namespace (to be judged by the caller).
+    pub fn org_admin_bindings(&self, ns: &str) -> Vec<Arc<RoleBinding>> {
+        self.resolve(self.org_admins_by_namespace.get(&key(ns, "")), |b: &RoleBinding| {
+            b.spec.role == Role::OrgAdmin
+        })
+    }
+
+    pub fn safelists_of(&self, ns: &str, org: &str) -> Vec<Arc<ElementSafelist>> {
+        self.resolve(self.safelists_by_org.get(&key(ns, org)), |s: &ElementSafelist| {
+            s.spec.organization_ref.name == org
+        })
+    }
+
+    /// The organizations (in any watched namespace) that name `ns/name` as super-organization.
+    pub fn members_of(&self, ns: &str, name: &str) -> Vec<Arc<Organization>> {
+        self.resolve(self.members_by_super.get(&key(ns, name)), |o: &Organization| {
+            o.spec
+                .super_organization_ref
+                .as_ref()
+                .is_some_and(|r| r.namespace == ns && r.name == name)
+        })
+    }
+
+    /// The users of a namespace with this e-mail (compared case-insensitively).
+    pub fn users_with_email(&self, ns: &str, email: &str) -> Vec<Arc<CEUser>> {
+        self.resolve(
+            self.users_by_email.get(&key(ns, &email.to_ascii_lowercase())),
+            |u: &CEUser| u.spec.email.eq_ignore_ascii_case(email),
+        )
+    }
+
+    /// The organization a user belongs to, through its account.
+    pub fn organization_of_user(&self, user: &CEUser) -> Option<String> {
+        let ns = user.namespace()?;
+        self.account(&ns, &user.spec.account_ref.name)
+            .map(|a| a.spec.organization_ref.name.clone())
+    }
+
+    /// One of the operator's generated Secrets, without its values.
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Arc<SecretEntry>> {
+        self.get(ns, name)
+    }
+
+    /// The generated Secrets holding a value with this digest.
+    pub fn secrets_with_digest(&self, digest: &crate::model::secrets::Digest) -> Vec<Arc<SecretEntry>> {
+        self.resolve(self.digests.get(digest), |s: &SecretEntry| {
+            s.facts.current.as_ref() == Some(digest) || s.facts.previous.as_ref() == Some(digest)
+        })
+    }
+
+    /// How many secret digests the authorization index holds.
+    pub fn digest_count(&self) -> usize {
+        self.digests.len()
+    }
+
+    /// Whether namespace `ns` is being deleted.
+    pub fn namespace_terminating(&self, ns: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(ns))
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+    }
+
+    /// Objects per kind by the status of their Ready condition ("True", "False", "Unknown").
+    pub fn ready_counts(&self) -> Vec<(&'static str, &'static str, usize)> {
+        fn count<K>(kind: &'static str, store: &Store<K>, out: &mut Vec<(&'static str, &'static str, usize)>)
+        where
+            K: Resource<DynamicType = ()> + crate::api::HasConditions + Clone + 'static,
+        {
+            let mut counts = [0usize; 3];
+            for obj in store.state() {
+                let i = match obj.condition("Ready").map(|c| c.status.as_str()) {
+                    Some("True") => 0,
+                    Some("False") => 1,
+                    _ => 2,
+                };
+                counts[i] += 1;
+            }
+            for (status, n) in ["True", "False", "Unknown"].into_iter().zip(counts) {
+                out.push((kind, status, n));
+            }
+        }
+        let mut out = Vec::new();
+        count("Organization", &self.organizations.store, &mut out);
+        count("Account", &self.accounts.store, &mut out);
+        count("CEUser", &self.users.store, &mut out);
+        count("RoleBinding", &self.role_bindings.store, &mut out);
+        count("ElementSafelist", &self.safelists.store, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! An in-memory cache fed by hand, for the unit tests of what reads it.
+
+    use super::*;
+
+    pub struct TestCache {
+        pub cache: Arc<Cache>,
+        writers: Writers,
+    }
+
+    impl TestCache {
+        pub fn new(scope: Option<&str>) -> Self {
+            let (cache, writers) = Cache::new(scope.map(str::to_owned));
+            Self { cache, writers }
+        }
+
+        /// Applies objects as watch events would, indexes included.
+        pub fn apply<K: Cached>(&mut self, objects: impl IntoIterator<Item = K>) -> &mut Self
+        where
+            Writers: watch::WriterOf<K>,
+        {
+            for obj in objects {
+                watch::apply_one(&self.cache, &mut self.writers, obj);
+            }
+            self
+        }
+    }
+}

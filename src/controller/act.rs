@@ -1,0 +1,342 @@
+//! The act step: carries out a decision's actions, publishes its events, and writes its
+//! status if it changed. The one place the controllers write to the cluster (Secrets aside,
+//! in `secret.rs`).
+
+use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action as Requeue,
+        events::{Event as KubeEvent, EventType},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{
+    Context, Reconciler,
+    error::{Error, ObjectName, Result, already_exists, namespace_terminating, not_found},
+    secret::{self, SecretDone},
+};
+use crate::{
+    api::{Account, AccountSpec, CEUser, CEUserSpec, ElementSafelist, LocalRef, Role, RoleBinding, RoleBindingSpec},
+    cache::{Cached, status_hash},
+    model::{
+        Action, Child, Decision,
+        conditions::Event,
+        names::{FINALIZER, MANAGER},
+        secrets::SecretFacts,
+    },
+};
+
+/// How a decision ended.
+pub enum Outcome {
+    /// Carried out; look again after this.
+    Done(Requeue),
+    /// A Secret of the generated name exists that the caches do not show (someone else's):
+    /// decide again, knowing it.
+    SecretExists(SecretFacts),
+}
+
+/// The name of an object for errors and logs.
+pub fn object_name<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectName {
+    ObjectName {
+        kind: kind_of::<K>(),
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// The kind of `K`, as a static string (for labels and errors).
+pub fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(kind) => Box::leak(kind.into_boxed_str()),
+    }
+}
+
+/// Parameters of every create: the operator's field manager.
+pub fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// The controller ownerReference of an object the operator generates for `owner`. It
+/// blocks the owner's foreground deletion until the object is gone, as the garbage
+/// collector expects of controlled objects.
+pub fn controller_owner<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    let mut reference = owner.controller_owner_ref(&())?;
+    reference.block_owner_deletion = Some(true);
+    Some(reference)
+}
+
+fn api_in<K>(ctx: &Context, ns: &str) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(ctx.client.clone(), ns)
+}
+
+/// Carries out `decision` for `obj`.
+pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision<K::Status>) -> Result<Outcome> {
+    let object = object_name(obj);
+    for action in decision.actions {
+        let result = execute(ctx, obj, &object, action).await;
+        match result {
+            Ok(Step::Next) => {}
+            Ok(Step::SecretExists(facts)) => return Ok(Outcome::SecretExists(facts)),
+            Err(e) if e.api_error().is_some_and(namespace_terminating) => {
+                // The namespace controller removes everything: nothing to create, nothing to retry.
+                if ctx
+                    .terminating_namespaces
+                    .lock()
+                    .expect("lock")
+                    .insert(object.namespace.clone())
+                {
+                    info!(namespace = %object.namespace, "namespace is being deleted; the operator creates nothing in it");
+                }
+                return Ok(Outcome::Done(Requeue::await_change()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for event in decision.events {
+        publish(ctx, obj, event);
+    }
+    write_status(ctx, obj, &decision.status).await?;
+    Ok(Outcome::Done(
+        decision
+            .requeue_after
+            .map_or_else(Requeue::await_change, Requeue::requeue),
+    ))
+}
+
+enum Step {
+    Next,
+    SecretExists(SecretFacts),
+}
+
+async fn execute<K: Reconciler>(ctx: &Context, obj: &K, object: &ObjectName, action: Action) -> Result<Step> {
+    let ns = object.namespace.as_str();
+    match action {
+        Action::AddFinalizer => {
+            let mut finalizers = obj.finalizers().to_vec();
+            finalizers.push(FINALIZER.into());
+            patch_finalizers(ctx, obj, finalizers)
+                .await
+                .map_err(|source| Error::AddFinalizer {
+                    object: object.clone(),
+                    source,
+                })?;
+        }
+        Action::RemoveFinalizer => {
+            let finalizers = obj.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+            match patch_finalizers(ctx, obj, finalizers).await {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {}
+                Err(source) => {
+                    return Err(Error::RemoveFinalizer {
+                        object: object.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Action::CreateDefaultAccount { name } => {
+            let account = Account {
+                metadata: owned_meta(&name, obj),
+                spec: AccountSpec {
+                    organization_ref: LocalRef::new(obj.name_any()),
+                    display_name: Some("Company Default Account".into()),
+                    default: true,
+                    allow_cascading_deletion: false,
+                },
+                status: None,
+            };
+            create(ctx, ns, account)
+                .await
+                .map_err(|source| Error::CreateDefaultAccount {
+                    object: object.clone(),
+                    account: name,
+                    source,
+                })?;
+        }
+        Action::CreateOwner {
+            name,
+            account,
+            email,
+            display_name,
+        } => {
+            let user = CEUser {
+                metadata: owned_meta(&name, obj),
+                spec: CEUserSpec {
+                    account_ref: LocalRef::new(account),
+                    email,
+                    display_name,
+                },
+                status: None,
+            };
+            create(ctx, ns, user).await.map_err(|source| Error::CreateOwner {
+                object: object.clone(),
+                user: name,
+                source,
+            })?;
+        }
+        Action::CreateOwnerBinding { name, user } => {
+            let binding = RoleBinding {
+                metadata: owned_meta(&name, obj),
+                spec: RoleBindingSpec {
+                    user_ref: LocalRef::new(user),
+                    role: Role::OrgAdmin,
+                    override_system_role: false,
+                },
+                status: None,
+            };
+            create(ctx, ns, binding)
+                .await
+                .map_err(|source| Error::CreateOwnerBinding {
+                    object: object.clone(),
+                    binding: name,
+                    source,
+                })?;
+        }
+        Action::Delete(child) => {
+            let (result, label) = match &child {
+                Child::Account(name) => (delete::<Account>(ctx, ns, name).await, format!("account {name}")),
+                Child::User(name) => (delete::<CEUser>(ctx, ns, name).await, format!("user {name}")),
+                Child::RoleBinding(name) => (delete::<RoleBinding>(ctx, ns, name).await, format!("binding {name}")),
+                Child::Safelist(name) => (
+                    delete::<ElementSafelist>(ctx, ns, name).await,
+                    format!("safelist {name}"),
+                ),
+            };
+            result.map_err(|source| Error::DeleteChild {
+                object: object.clone(),
+                child: label,
+                source,
+            })?;
+        }
+        Action::Secret { name, labels, plan } => {
+            if let SecretDone::Exists(facts) = secret::carry_out(ctx, obj, object, &name, labels, plan).await? {
+                return Ok(Step::SecretExists(facts));
+            }
+        }
+    }
+    Ok(Step::Next)
+}
+
+fn owned_meta<K: Resource<DynamicType = ()>>(name: &str, owner: &K) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        owner_references: controller_owner(owner).map(|r| vec![r]),
+        ..Default::default()
+    }
+}
+
+/// Creates an object the operator generates; one that exists already is fine (the caches
+/// will show whose it is). What was created is expected in the caches until they show it.
+async fn create<K>(ctx: &Context, ns: &str, obj: K) -> Result<(), kube::Error>
+where
+    K: Cached + Resource<Scope = NamespaceResourceScope> + Serialize + DeserializeOwned,
+{
+    match api_in::<K>(ctx, ns).create(&post_params(), &obj).await {
+        Ok(created) => {
+            ctx.cache.expect(created);
+            Ok(())
+        }
+        Err(e) if already_exists(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api_in::<K>(ctx, ns).delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the finalizers, guarded by the resourceVersion so that a concurrent change is not lost.
+async fn patch_finalizers<K: Reconciler>(ctx: &Context, obj: &K, finalizers: Vec<String>) -> Result<(), kube::Error> {
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    api_in::<K>(ctx, &ns)
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}
+
+/// Writes `status` with server-side apply, but only if it differs from what the object
+/// reports (and from what this process wrote a moment ago): at rest the operator makes no
+/// writes. Its echo is recorded, so that it does not wake the object again.
+async fn write_status<K: Reconciler>(ctx: &Context, obj: &K, status: &K::Status) -> Result<()> {
+    if obj.status().cloned().unwrap_or_default() == *status {
+        return Ok(());
+    }
+    let hash = status_hash(status);
+    if ctx.cache.unseen_status_write(obj) == Some(hash) {
+        return Ok(());
+    }
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let patch = json!({
+        "apiVersion": <K as Resource>::api_version(&()),
+        "kind": <K as Resource>::kind(&()),
+        "status": status,
+    });
+    let written = api_in::<K>(ctx, &ns)
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::WriteStatus {
+            object: object_name(obj),
+            source,
+        })?;
+    if let (Some(uid), Some(rv)) = (
+        written.meta().uid.as_deref(),
+        written.meta().resource_version.as_deref(),
+    ) {
+        ctx.cache.note_own_write(uid, rv, hash);
+    }
+    ctx.metrics
+        .status_writes
+        .get_or_create(&crate::metrics::ControllerLabels {
+            controller: kind_of::<K>(),
+        })
+        .inc();
+    Ok(())
+}
+
+/// Publishes an event about `obj`, in the background: events are the activity log, not the
+/// reconcile's critical path, and failing to write one must not fail the reconcile.
+pub fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, event: Event) {
+    let kube_event = KubeEvent {
+        type_: if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: event.reason.as_str().into(),
+        note: Some(event.note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let recorder = ctx.recorder.clone();
+    let reference = obj.object_ref(&());
+    let reason = event.reason.as_str();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&kube_event, &reference).await {
+            warn!(reason, error = %e, "could not publish event");
+        }
+    });
+}

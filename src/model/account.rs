@@ -1,0 +1,277 @@
+//! The Account decision: its organization, whether it is the default account, its user
+//! count, and a deletion that waits for (or cascades to) its users.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use super::{
+    Action, Child, Decision,
+    conditions::{self, ConditionType, Desired, Reason},
+    has_finalizer, name_list, tenancy,
+};
+use crate::api::{Account, AccountStatus, CEUser, Organization, RoleBinding};
+
+/// Everything the Account decision depends on.
+pub struct Inputs<'a> {
+    pub account: &'a Account,
+    pub organization: Option<&'a Organization>,
+    /// The accounts naming the same organization, this one included.
+    pub siblings: &'a [Arc<Account>],
+    /// The users of this account.
+    pub users: &'a [Arc<CEUser>],
+    /// The RoleBindings of those users (resolved only while the account is being deleted).
+    pub bindings: &'a [Arc<RoleBinding>],
+    pub namespace_terminating: bool,
+    pub now: Timestamp,
+}
+
+/// The message of a default account that another, older one overrides.
+pub fn duplicate_default_message(org: &str, default: &str) -> String {
+    format!(
+        "organization {org} already has the default account {default}; this one is treated as an ordinary account. Set default: false (recreate it) or delete it"
+    )
+}
+
+/// Whether children hold the account's deletion, and why: None when it has no users.
+pub fn deletion_blocked(account: &Account, users: &[Arc<CEUser>]) -> Option<Desired> {
+    if users.is_empty() {
+        return None;
+    }
+    let names = name_list(users.iter().map(|u| u.name_any()));
+    Some(if account.spec.allow_cascading_deletion {
+        Desired::new(
+            ConditionType::DeletionBlocked,
+            Reason::DeletingChildren,
+            format!("allowCascadingDeletion is set: deleting users {names}"),
+        )
+    } else {
+        Desired::new(
+            ConditionType::DeletionBlocked,
+            Reason::ChildrenExist,
+            format!(
+                "the account still has users {names}; delete them, or set spec.allowCascadingDeletion: true to delete them with it"
+            ),
+        )
+    })
+}
+
+pub fn decide(inputs: &Inputs<'_>) -> Decision<AccountStatus> {
+    let account = inputs.account;
+    let previous = account.status.clone().unwrap_or_default();
+    if inputs.namespace_terminating {
+        return Decision::in_terminating_namespace(previous, has_finalizer(account));
+    }
+    if account.meta().deletion_timestamp.is_some() {
+        return finalize(inputs, previous);
+    }
+    let ns = account.namespace().unwrap_or_default();
+    let org_name = &account.spec.organization_ref.name;
+    let (ready, organization, is_default) = match inputs.organization {
+        None => (
+            Desired::new(
+                ConditionType::Ready,
+                Reason::OrganizationNotFound,
+                format!(
+                    "Organization {org_name} does not exist in namespace {ns}; the account becomes ready once it does (or fix spec.organizationRef)"
+                ),
+            ),
+            None,
+            None,
+        ),
+        Some(org) => {
+            let default = tenancy::default_account(inputs.siblings, org.meta().uid.as_deref()).map(|a| a.name_any());
+            let is_default = default.as_deref() == Some(account.name_any().as_str());
+            let ready = if account.spec.default && !is_default {
+                Desired::new(
+                    ConditionType::Ready,
+                    Reason::DuplicateDefaultAccount,
+                    duplicate_default_message(org_name, &default.unwrap_or_default()),
+                )
+            } else {
+                Desired::new(
+                    ConditionType::Ready,
+                    Reason::Ready,
+                    format!("account of organization {org_name}"),
+                )
+            };
+            (ready, Some(org_name.clone()), Some(is_default))
+        }
+    };
+    let desired = [ready];
+    let status = AccountStatus {
+        conditions: conditions::merge(&previous.conditions, &desired, account.meta().generation, inputs.now),
+        observed_generation: account.meta().generation,
+        organization,
+        default: is_default,
+        users: Some(i32::try_from(inputs.users.len()).unwrap_or(i32::MAX)),
+    };
+    let mut decision = Decision::status(status);
+    if !has_finalizer(account) {
+        decision.actions.push(Action::AddFinalizer);
+    }
+    decision.events = conditions::warnings(&previous.conditions, &desired);
+    decision
+}
+
+/// Deletion: wait for the users to go (or delete them, and their bindings, when cascading).
+fn finalize(inputs: &Inputs<'_>, previous: AccountStatus) -> Decision<AccountStatus> {
+    let account = inputs.account;
+    let Some(blocked) = deletion_blocked(account, inputs.users) else {
+        return Decision::in_terminating_namespace(previous, has_finalizer(account));
+    };
+    let events = conditions::warnings(&previous.conditions, std::slice::from_ref(&blocked));
+    let status = AccountStatus {
+        conditions: conditions::upsert(&previous.conditions, &blocked, account.meta().generation, inputs.now),
+        ..previous
+    };
+    let mut decision = Decision::status(status);
+    if account.spec.allow_cascading_deletion {
+        let bindings = inputs.bindings.iter().map(|b| Child::RoleBinding(b.name_any()));
+        let users = inputs.users.iter().map(|u| Child::User(u.name_any()));
+        decision.actions.extend(bindings.chain(users).map(Action::Delete));
+    }
+    decision.events = events;
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{api::Role, model::fixtures::*};
+
+    struct World {
+        org: Organization,
+        accounts: Vec<Arc<Account>>,
+        users: Vec<Arc<CEUser>>,
+        bindings: Vec<Arc<RoleBinding>>,
+    }
+
+    fn world() -> World {
+        World {
+            org: org("acme"),
+            accounts: arcs(&[
+                aged(account("hq", "acme", true), 10),
+                aged(account("second-hq", "acme", true), 20),
+                account("eu", "acme", false),
+            ]),
+            users: arcs(&[user("jane", "eu", "jane@acme.example")]),
+            bindings: arcs(&[binding("jane-admin", "jane", Role::Admin, false)]),
+        }
+    }
+
+    fn decide_for(
+        w: &World,
+        account: &Account,
+        org: Option<&Organization>,
+        users: &[Arc<CEUser>],
+    ) -> Decision<AccountStatus> {
+        decide(&Inputs {
+            account,
+            organization: org,
+            siblings: &w.accounts,
+            users,
+            bindings: &w.bindings,
+            namespace_terminating: false,
+            now: at(100),
+        })
+    }
+
+    #[test]
+    fn account_decisions_table() {
+        let w = world();
+        let hq = w.accounts[0].as_ref();
+        let second = w.accounts[1].as_ref();
+        let eu = w.accounts[2].as_ref();
+        // (case, account, organization present, expected reason, default, users)
+        let cases = [
+            ("organization missing", eu, false, Reason::OrganizationNotFound, None, 1),
+            ("ordinary account", eu, true, Reason::Ready, Some(false), 1),
+            ("the oldest declared default", hq, true, Reason::Ready, Some(true), 0),
+            (
+                "a second declared default",
+                second,
+                true,
+                Reason::DuplicateDefaultAccount,
+                Some(false),
+                0,
+            ),
+        ];
+        for (case, account, has_org, reason, default, users) in cases {
+            let users = if users > 0 { w.users.clone() } else { Vec::new() };
+            let decision = decide_for(&w, account, has_org.then_some(&w.org), &users);
+            let status = &decision.status;
+            assert_eq!(status.conditions[0].reason, reason.as_str(), "{case}");
+            assert_eq!(status.default, default, "{case}");
+            assert_eq!(status.users, Some(users.len() as i32), "{case}");
+            assert_eq!(
+                decision.actions,
+                vec![Action::AddFinalizer],
+                "{case}: the finalizer is added while alive"
+            );
+        }
+        let duplicate = decide_for(&w, second, Some(&w.org), &[]);
+        assert!(
+            duplicate.status.conditions[0]
+                .message
+                .contains("already has the default account hq")
+        );
+        assert_eq!(duplicate.events[0].reason, Reason::DuplicateDefaultAccount);
+    }
+
+    #[test]
+    fn deletion_waits_for_users_then_lets_go() {
+        let w = world();
+        let eu = deleting(with_finalizer(w.accounts[2].as_ref().clone()));
+        let held = decide_for(&w, &eu, Some(&w.org), &w.users);
+        let blocked = held
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "DeletionBlocked")
+            .unwrap();
+        assert_eq!(
+            (blocked.status.as_str(), blocked.reason.as_str()),
+            ("True", "ChildrenExist")
+        );
+        assert!(blocked.message.contains("users jane"));
+        assert!(
+            held.actions.is_empty(),
+            "nothing is deleted without allowCascadingDeletion"
+        );
+
+        let mut cascading = eu.clone();
+        cascading.spec.allow_cascading_deletion = true;
+        let cascade = decide_for(&w, &cascading, Some(&w.org), &w.users);
+        assert_eq!(
+            cascade.actions,
+            vec![
+                Action::Delete(Child::RoleBinding("jane-admin".into())),
+                Action::Delete(Child::User("jane".into()))
+            ]
+        );
+        assert!(cascade.events.is_empty(), "cascading is transient: no warning");
+
+        let empty = decide_for(&w, &eu, Some(&w.org), &[]);
+        assert_eq!(empty.actions, vec![Action::RemoveFinalizer]);
+    }
+
+    #[test]
+    fn in_a_terminating_namespace_only_the_finalizer_goes() {
+        let w = world();
+        let eu = with_finalizer(w.accounts[2].as_ref().clone());
+        let decision = decide(&Inputs {
+            account: &eu,
+            organization: None,
+            siblings: &w.accounts,
+            users: &w.users,
+            bindings: &w.bindings,
+            namespace_terminating: true,
+            now: at(100),
+        });
+        assert_eq!(decision.actions, vec![Action::RemoveFinalizer]);
+        assert_eq!(decision.status, AccountStatus::default(), "no status change");
+        assert!(decision.events.is_empty());
+    }
+}

@@ -1,0 +1,228 @@
+//! The RoleBinding decision: whether the binding takes effect, and where.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use super::{
+    Decision,
+    conditions::{self, ConditionType, Desired, Reason},
+    tenancy::{self, BoundUser, Verdict},
+};
+use crate::api::{Account, CEUser, Organization, RoleBinding, RoleBindingStatus};
+
+/// Everything the RoleBinding decision depends on.
+pub struct Inputs<'a> {
+    pub binding: &'a RoleBinding,
+    pub user: Option<&'a CEUser>,
+    /// The user's account.
+    pub account: Option<&'a Account>,
+    /// The account's organization.
+    pub organization: Option<&'a Organization>,
+    /// The accounts of that organization (to tell the default account).
+    pub org_accounts: &'a [Arc<Account>],
+    pub now: Timestamp,
+}
+
+/// The binding's Ready condition, from its verdict.
+pub fn ready(binding: &RoleBinding, verdict: &Verdict) -> Desired {
+    match verdict {
+        Verdict::Effective {
+            role,
+            overrides_system_role: true,
+            ..
+        } => Desired::new(
+            ConditionType::Ready,
+            Reason::SystemRoleOverridden,
+            tenancy::override_message(*role),
+        ),
+        Verdict::Effective { role, .. } => Desired::new(
+            ConditionType::Ready,
+            Reason::Bound,
+            format!("{role} is in effect for user {}", binding.spec.user_ref.name),
+        ),
+        Verdict::Refused { reason, message } => Desired::new(ConditionType::Ready, *reason, message.clone()),
+    }
+}
+
+/// Where the binding's user stands.
+pub fn bound_user<'a>(inputs: &Inputs<'a>) -> BoundUser<'a> {
+    match (inputs.user, inputs.account) {
+        (None, _) => BoundUser::Missing,
+        (Some(user), None) => BoundUser::NoAccount(user),
+        (Some(user), Some(account)) => {
+            let org_uid = inputs.organization.and_then(|o| o.meta().uid.as_deref());
+            let account_is_default = tenancy::default_account(inputs.org_accounts, org_uid)
+                .is_some_and(|d| d.name_any() == account.name_any());
+            BoundUser::Resolved {
+                user,
+                account,
+                account_is_default,
+            }
+        }
+    }
+}
+
+pub fn decide(inputs: &Inputs<'_>) -> Decision<RoleBindingStatus> {
+    let binding = inputs.binding;
+    let previous = binding.status.clone().unwrap_or_default();
+    let mut status = RoleBindingStatus {
+        observed_generation: binding.meta().generation,
+        ..Default::default()
+    };
+    if let Some(account) = inputs.account {
+        status.organization = Some(account.spec.organization_ref.name.clone());
+        status.account = Some(account.name_any());
+    }
+    let verdict = tenancy::judge_binding(binding, bound_user(inputs));
+    if let Verdict::Effective { scope, .. } = &verdict {
+        status.scope = Some(*scope);
+    }
+    let desired = [ready(binding, &verdict)];
+    status.conditions = conditions::merge(&previous.conditions, &desired, binding.meta().generation, inputs.now);
+    let mut decision = Decision::status(status);
+    decision.events = conditions::warnings(&previous.conditions, &desired);
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{Role, RoleScope},
+        model::fixtures::*,
+    };
+
+    /// One row of the table: a binding of a user, and what it comes to.
+    struct Case<'a> {
+        case: &'a str,
+        binding: RoleBinding,
+        user: Option<&'a CEUser>,
+        reason: Reason,
+        scope: Option<RoleScope>,
+        warned: bool,
+    }
+
+    #[test]
+    fn role_binding_decisions_table() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true), account("eu", "acme", false)]);
+        let sam = user("sam", "hq", "sam@acme.example");
+        let jane = user("jane", "eu", "jane@acme.example");
+        let orphan = user("orphan", "gone", "o@acme.example");
+        let cases = [
+            Case {
+                case: "user missing",
+                binding: binding("b", "nobody", Role::Admin, false),
+                user: None,
+                reason: Reason::UserNotFound,
+                scope: None,
+                warned: true,
+            },
+            Case {
+                case: "account missing",
+                binding: binding("b", "orphan", Role::Admin, false),
+                user: Some(&orphan),
+                reason: Reason::AccountNotFound,
+                scope: None,
+                warned: true,
+            },
+            Case {
+                case: "admin in its account",
+                binding: binding("b", "jane", Role::Admin, false),
+                user: Some(&jane),
+                reason: Reason::Bound,
+                scope: Some(RoleScope::Account),
+                warned: false,
+            },
+            Case {
+                case: "org-admin in the default account",
+                binding: binding("b", "sam", Role::OrgAdmin, false),
+                user: Some(&sam),
+                reason: Reason::Bound,
+                scope: Some(RoleScope::Organization),
+                warned: false,
+            },
+            Case {
+                case: "org-admin elsewhere",
+                binding: binding("b", "jane", Role::OrgAdmin, false),
+                user: Some(&jane),
+                reason: Reason::OrgAdminRequiresDefaultAccount,
+                scope: None,
+                warned: true,
+            },
+            Case {
+                case: "system role without override",
+                binding: binding("b", "jane", Role::DefaultUser, false),
+                user: Some(&jane),
+                reason: Reason::SystemAssignedRole,
+                scope: None,
+                warned: true,
+            },
+            Case {
+                case: "system role with override",
+                binding: binding("b", "jane", Role::Org, true),
+                user: Some(&jane),
+                reason: Reason::SystemRoleOverridden,
+                scope: Some(RoleScope::Organization),
+                warned: true,
+            },
+        ];
+        for Case {
+            case,
+            binding,
+            user,
+            reason,
+            scope,
+            warned,
+        } in cases
+        {
+            let account = user
+                .and_then(|u| accounts.iter().find(|a| a.name_any() == u.spec.account_ref.name))
+                .map(AsRef::as_ref);
+            let decision = decide(&Inputs {
+                binding: &binding,
+                user,
+                account,
+                organization: Some(&acme),
+                org_accounts: &accounts,
+                now: at(100),
+            });
+            assert_eq!(decision.status.conditions[0].reason, reason.as_str(), "{case}");
+            assert_eq!(decision.status.scope, scope, "{case}");
+            assert_eq!(decision.events.len(), usize::from(warned), "{case}");
+            if let Some(account) = account {
+                assert_eq!(decision.status.account.as_deref(), Some(account.name_any().as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_warning_is_not_repeated_once_reported() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true), account("eu", "acme", false)]);
+        let jane = user("jane", "eu", "jane@acme.example");
+        let mut overriding = binding("b", "jane", Role::Org, true);
+        let inputs = |b: &RoleBinding| {
+            decide(&Inputs {
+                binding: b,
+                user: Some(&jane),
+                account: Some(&accounts[1]),
+                organization: Some(&acme),
+                org_accounts: &accounts,
+                now: at(100),
+            })
+        };
+        let first = inputs(&overriding);
+        assert_eq!(first.events.len(), 1);
+        overriding.status = Some(first.status);
+        let again = inputs(&overriding);
+        assert!(again.events.is_empty());
+        assert_eq!(
+            Some(&again.status),
+            overriding.status.as_ref(),
+            "at rest nothing changes"
+        );
+    }
+}
