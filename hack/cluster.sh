@@ -7,7 +7,8 @@
 #   hack/cluster.sh down [--dir DIR]                     stop and remove everything but logs
 #   hack/cluster.sh status [--dir DIR]
 #
-# DIR defaults to .local/cluster; the admin kubeconfig is DIR/kubeconfig. Ports are chosen
+# DIR defaults to .local/cluster; the admin kubeconfig is DIR/kubeconfig, the operator's
+# (user ce-operator, also cluster-admin) DIR/operator.kubeconfig. Ports are chosen
 # free at start, so several clusters can run side by side. With --watch-pid, a watchdog
 # tears the cluster down when that process exits (used by test binaries, so an interrupted
 # or failed run leaves no process behind).
@@ -72,6 +73,9 @@ EXT
   # Client certificates: the admin (system:masters) and the controller manager, whose user
   # name the RBAC bootstrap policy binds.
   client_cert admin "/O=system:masters/CN=ce-admin"
+  # The identity the operator runs with locally: distinct from the admin's, so that the
+  # admission webhook's matchConditions can exempt the operator and still see kubectl.
+  client_cert operator "/O=system:masters/CN=ce-operator"
   client_cert controller-manager "/CN=system:kube-controller-manager"
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -161,6 +165,7 @@ up() {
     --cert-dir="$pki"
   write_kubeconfig "$dir/kubeconfig" admin "$api_port"
   write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager "$api_port"
+  write_kubeconfig "$dir/operator.kubeconfig" operator "$api_port"
   wait_for "kube-apiserver /readyz" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz
 
   log "starting kube-controller-manager"
@@ -224,7 +229,7 @@ down() {
     rm -f "$dir/watchdog.pid"
   fi
   down_quiet
-  rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig" "$dir/controller-manager.kubeconfig" "$dir/env"
+  rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig" "$dir/controller-manager.kubeconfig" "$dir/operator.kubeconfig" "$dir/env"
   if [[ -n "$(cluster_pids)" ]]; then
     log "processes of $dir still running: $(cluster_pids)"
     exit 1

@@ -25,9 +25,22 @@ if [[ -f "$state/operator.pid" ]] && kill -0 "$(cat "$state/operator.pid")" 2>/d
   sleep 1
 fi
 log "starting the operator (log: .local/dev/operator.log)"
-nohup "$root/target/debug/ce-operator" run --log-format text --kubeconfig "$KUBECONFIG" \
+# Its own identity (user ce-operator), so that the webhook exempts it and not you.
+nohup "$root/target/debug/ce-operator" run --log-format text \
+  --kubeconfig "$root/.local/cluster/operator.kubeconfig" \
+  --webhook-addr 127.0.0.1:9443 --webhook-dns-name 127.0.0.1 \
+  --webhook-secret-namespace default --webhook-config-name ce-operator-dev \
   >"$state/operator.log" 2>&1 </dev/null &
 echo $! >"$state/operator.pid"
+
+log "installing the chart's admission webhook configuration, pointed at the local operator"
+"$root/.local/bin/helm" template ce charts/ce-operator --namespace ce-system --show-only templates/webhook.yaml |
+  python3 "$root/hack/local-webhook.py" ce-operator-dev https://127.0.0.1:9443/validate ce-operator |
+  "$kubectl" apply -f - >/dev/null
+for _ in $(seq 1 100); do
+  [[ -n "$("$kubectl" get validatingwebhookconfiguration ce-operator-dev -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]] && break
+  sleep 0.2
+done
 
 log "applying examples/"
 "$kubectl" apply -f examples/ >/dev/null
@@ -43,6 +56,8 @@ The local cluster runs ce-operator with the example tenant applied. Try:
   export KUBECONFIG=$KUBECONFIG
   alias kubectl=$kubectl
   kubectl get ce -n tenants                      # every tenancy object, with READY
+  kubectl -n tenants apply -f - <<<'{"apiVersion":"ce.tenancy.io/v1alpha1","kind":"RoleBinding","metadata":{"name":"x"},"spec":{"userRef":{"name":"jane"},"role":"org-admin"}}'
+                                                 # refused by the webhook, with the reason
   kubectl get ceusers -n tenants -o wide         # roles and, if not ready, why
   kubectl describe organization acme -n tenants  # conditions and the activity (events)
   kubectl get secret acme-org-secret -n tenants -o jsonpath='{.data.secret}' | base64 -d

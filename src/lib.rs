@@ -8,3 +8,4 @@ pub mod crdgen;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
+pub mod webhook;

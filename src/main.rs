@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {
         /// Directory to write one file per kind into; prints all of them to stdout if absent.
@@ -57,6 +57,65 @@ struct RunArgs {
     /// Seconds a lease lasts without renewal: a standby takes over within about this.
     #[arg(long, env = "CE_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// The validating admission webhook.
+#[derive(clap::Args)]
+struct WebhookArgs {
+    /// Serve the admission webhook (on every replica).
+    #[arg(long = "webhook", env = "CE_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    enabled: bool,
+    /// Address of the webhook's HTTPS endpoint (/validate).
+    #[arg(long = "webhook-addr", env = "CE_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    addr: std::net::SocketAddr,
+    /// Secret holding the webhook's CA and serving certificate, in the operator's namespace.
+    #[arg(
+        long = "webhook-secret",
+        env = "CE_WEBHOOK_SECRET",
+        default_value = "ce-operator-webhook-tls"
+    )]
+    secret: String,
+    /// Namespace of that Secret (in a pod: its own namespace).
+    #[arg(long = "webhook-secret-namespace", env = "POD_NAMESPACE", default_value = "default")]
+    secret_namespace: String,
+    /// The ValidatingWebhookConfiguration whose caBundle the operator keeps.
+    #[arg(
+        long = "webhook-config-name",
+        env = "CE_WEBHOOK_CONFIG_NAME",
+        default_value = "ce-operator"
+    )]
+    config_name: String,
+    /// Names (DNS names or IP addresses) of the serving certificate, e.g. the Service's
+    /// <name>.<namespace>.svc. Repeat, or separate with commas.
+    #[arg(
+        long = "webhook-dns-name",
+        env = "CE_WEBHOOK_DNS_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost"
+    )]
+    names: Vec<String>,
+    /// Validity of the generated CA and serving certificate (renewed with a third left).
+    #[arg(long = "webhook-cert-validity", env = "CE_WEBHOOK_CERT_VALIDITY", default_value = "8760h", value_parser = go_duration)]
+    validity: std::time::Duration,
+    /// Who writes the certificates and the caBundle: the operator (operator), or someone
+    /// else such as cert-manager (external: the operator only serves what the Secret holds).
+    #[arg(long = "webhook-certs", env = "CE_WEBHOOK_CERTS", value_enum, default_value_t = CertManagement::Operator)]
+    certs: CertManagement,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CertManagement {
+    Operator,
+    External,
+}
+
+/// A duration as Kubernetes (and Go) write them: 30s, 24h, 1h30m.
+fn go_duration(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<kube::core::Duration>()
+        .map(std::time::Duration::from)
+        .map_err(|e| format!("{text}: {e}"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,6 +173,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance,
         },
         http_addr: args.http_addr,
+        webhook: args.webhook.enabled.then_some(ce_operator::runtime::Webhook {
+            addr: args.webhook.addr,
+            tls: ce_operator::webhook::tls::Options {
+                namespace: args.webhook.secret_namespace,
+                secret: args.webhook.secret,
+                config: args.webhook.config_name,
+                names: args.webhook.names,
+                validity: args.webhook.validity,
+                managed: matches!(args.webhook.certs, CertManagement::Operator),
+            },
+        }),
         leader_election: args.leader_election.then(|| ce_operator::runtime::LeaderElection {
             namespace: args.lease_namespace,
             lease_name: args.lease_name,
@@ -130,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(run(args)),
+            .block_on(run(*args)),
         Command::Crdgen { out: Some(dir) } => {
             for name in ce_operator::crdgen::write_all(&dir)? {
                 eprintln!("wrote {}", dir.join(name).display());

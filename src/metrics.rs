@@ -26,6 +26,20 @@ pub struct BackoffLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub kind: &'static str,
+    /// CREATE, UPDATE or DELETE.
+    pub operation: &'static str,
+    /// allowed, warned, denied or error.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
     pub kind: &'static str,
     /// "True", "False" or "Unknown" (no Ready condition yet).
@@ -51,6 +65,9 @@ pub struct Metrics {
     pub secrets_issued: Family<SecretLabels, Counter>,
     pub secrets_rotated: Family<SecretLabels, Counter>,
     pub leader: Gauge,
+    pub admission_reviews: Family<AdmissionLabels, Counter>,
+    pub admission_duration: Family<KindLabels, Histogram>,
+    pub webhook_certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -67,6 +84,11 @@ impl Default for Metrics {
         let secrets_issued = Family::<SecretLabels, Counter>::default();
         let secrets_rotated = Family::<SecretLabels, Counter>::default();
         let leader = Gauge::default();
+        let admission_reviews = Family::<AdmissionLabels, Counter>::default();
+        let admission_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1])
+        });
+        let webhook_certificate_expiry = Gauge::default();
         registry.register("reconciles", "Reconciles run, per controller", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -96,6 +118,21 @@ impl Default for Metrics {
         );
         registry.register("secrets_rotated", "Secrets rotated on request", secrets_rotated.clone());
         registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
+        registry.register(
+            "admission_reviews",
+            "Admission reviews answered, by kind, operation and result",
+            admission_reviews.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time an admission review took to answer",
+            admission_duration.clone(),
+        );
+        registry.register(
+            "webhook_certificate_expiry_timestamp_seconds",
+            "When the served webhook certificate expires (Unix time)",
+            webhook_certificate_expiry.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -107,6 +144,9 @@ impl Default for Metrics {
             secrets_issued,
             secrets_rotated,
             leader,
+            admission_reviews,
+            admission_duration,
+            webhook_certificate_expiry,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::{
     controller::{self, Controllers},
     metrics::{Metrics, ObjectLabels},
     model::names::MANAGER,
+    webhook::{self, tls},
 };
 
 /// Errors of the runtime layer.
@@ -32,6 +33,8 @@ pub enum Error {
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("lost the leader lease while running; exiting so that a standby takes over")]
     LostLease,
+    #[error(transparent)]
+    Webhook(#[from] webhook::Error),
 }
 
 /// Leader election on a coordination.k8s.io Lease.
@@ -44,6 +47,13 @@ pub struct LeaderElection {
     pub lease_duration: Duration,
 }
 
+/// The admission webhook: where it listens and its certificates.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub addr: SocketAddr,
+    pub tls: tls::Options,
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Watch only this namespace (all namespaces when None).
@@ -51,6 +61,8 @@ pub struct Options {
     pub controllers: controller::Options,
     pub http_addr: SocketAddr,
     pub leader_election: Option<LeaderElection>,
+    /// The admission webhook (None: not served).
+    pub webhook: Option<Webhook>,
 }
 
 type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
@@ -137,40 +149,43 @@ pub async fn run(
             .with_graceful_shutdown(shutdown.clone())
             .into_future(),
     );
+    // The webhook, on every replica, from the same caches.
+    let mut background = Vec::new();
+    if let Some(hook) = &options.webhook {
+        let serving = Arc::new(tls::ServingCert::default());
+        let listener = webhook::bind(hook.addr).await?;
+        background.push(tokio::spawn(tls::serve_from_secret(
+            client.clone(),
+            hook.tls.clone(),
+            serving.clone(),
+            metrics.clone(),
+        )));
+        let served = webhook::serve(listener, cache.clone(), metrics.clone(), serving, shutdown.clone());
+        background.push(tokio::spawn(async move {
+            if let Err(e) = served.await {
+                error!(error = %e, "the admission webhook stopped");
+            }
+        }));
+    }
+    let leader = Leader {
+        client: client.clone(),
+        cache: cache.clone(),
+        options: options.clone(),
+        metrics: metrics.clone(),
+    };
 
     let result = match &options.leader_election {
         None => {
             if synced(&cache, &shutdown).await {
-                metrics.leader.set(1);
-                controllers
-                    .run(
-                        client,
-                        cache.clone(),
-                        options.controllers.clone(),
-                        metrics.clone(),
-                        shutdown.clone(),
-                    )
-                    .await;
+                leader.lead(controllers, shutdown.clone()).await;
             }
             Ok(())
         }
-        Some(election) => {
-            run_as_leader(
-                client,
-                controllers,
-                &cache,
-                &options,
-                election,
-                metrics.clone(),
-                standby,
-                shutdown.clone(),
-            )
-            .await
-        }
+        Some(election) => run_as_leader(client, controllers, leader, election, standby, shutdown.clone()).await,
     };
     metrics.leader.set(0);
-    for watch in watches {
-        watch.abort();
+    for task in watches.into_iter().chain(background) {
+        task.abort();
     }
     let _ = server.await;
     result
@@ -186,15 +201,40 @@ async fn synced(cache: &Cache, shutdown: &Shutdown) -> bool {
     }
 }
 
-/// Waits for the lease, runs the controllers while holding it, and releases it on shutdown.
-#[allow(clippy::too_many_arguments)]
+/// What only the leader runs: the controllers, and the webhook's certificates.
+struct Leader {
+    client: Client,
+    cache: Arc<Cache>,
+    options: Options,
+    metrics: Arc<Metrics>,
+}
+
+impl Leader {
+    async fn lead(self, controllers: Controllers, stop: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+        self.metrics.leader.set(1);
+        let stop = stop.boxed().shared();
+        let certificates = async {
+            if let Some(hook) = self.options.webhook.as_ref().filter(|h| h.tls.managed) {
+                tls::manage(self.client.clone(), hook.tls.clone(), stop.clone()).await;
+            }
+        };
+        let controllers = controllers.run(
+            self.client.clone(),
+            self.cache.clone(),
+            self.options.controllers.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+        );
+        tokio::join!(controllers, certificates);
+    }
+}
+
+/// Waits for the lease, leads while holding it, and releases it on shutdown.
 async fn run_as_leader(
     client: Client,
     controllers: Controllers,
-    cache: &Arc<Cache>,
-    options: &Options,
+    leader_tasks: Leader,
     election: &LeaderElection,
-    metrics: Arc<Metrics>,
     standby: Arc<AtomicBool>,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
@@ -216,18 +256,15 @@ async fn run_as_leader(
     };
     standby.store(false, Ordering::Relaxed);
     let mut lost = false;
-    if acquired && synced(cache, &shutdown).await {
+    if acquired && synced(&leader_tasks.cache, &shutdown).await {
         info!("acquired the leader lease; starting controllers");
-        metrics.leader.set(1);
         let mut watch = leader.clone();
         let lease_lost = async move {
             let _ = watch.wait_for(|is_leader| !*is_leader).await;
         }
         .shared();
         let stop = futures::future::select(shutdown.clone(), lease_lost.clone()).map(drop);
-        controllers
-            .run(client, cache.clone(), options.controllers.clone(), metrics, stop)
-            .await;
+        leader_tasks.lead(controllers, stop).await;
         lost = lease_lost.now_or_never().is_some() && shutdown.clone().now_or_never().is_none();
     }
     // Closing the channel makes the lease task release the lease, so a standby takes over at once.

@@ -134,8 +134,34 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
             &system.name,
             "--lease-name",
             &sa_name,
+            "--webhook-secret",
+            &format!("{sa_name}-webhook-tls"),
+            "--webhook-secret-namespace",
+            &system.name,
+            "--webhook-config-name",
+            &sa_name,
         ],
     );
+    // The chart's webhook configuration, pointed at the operator running out of cluster (the
+    // test cluster has no Service network): the operator keeps its caBundle with the
+    // chart's RBAC.
+    let addr = _operator.webhook_addr().await;
+    support::kubectl_ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        &sa_name,
+        "--type=json",
+        "-p",
+        &format!(
+            r#"[{{"op":"replace","path":"/webhooks/0/clientConfig","value":{{"url":"https://{addr}/validate"}}}}]"#
+        ),
+    ]);
+    let configs: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    wait_for(&configs, &sa_name, "the operator to write the caBundle", TIMEOUT, |c| {
+        c.webhooks.iter().flatten().all(|w| w.client_config.ca_bundle.is_some())
+    })
+    .await;
     let examples = std::fs::read_to_string(repo_root().join("examples/20-organization.yaml")).unwrap();
     let tree = format!(
         "{}---\n{}---\n{}---\n{}---\n{}",
@@ -168,6 +194,32 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     }
     wait_ready(&tenants.api::<ElementSafelist>(), "acme").await;
     wait_condition(&orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
+    // The chart's webhook refuses a violation from a person, and its matchConditions let the
+    // operator's ServiceAccount through (it never blocks the operator's own writes).
+    let violation = "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: jane-org-admin}\nspec: {userRef: {name: jane}, role: org-admin}\n";
+    let refused = support::kubectl_with_input(
+        &["-n", &tenants.name, "apply", "--dry-run=server", "-f", "-"],
+        violation,
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("spec.role: org-admin can only be held"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let as_operator = format!("--as=system:serviceaccount:{}:{sa_name}", system.name);
+    let exempt = support::kubectl_with_input(
+        &[
+            "-n",
+            &tenants.name,
+            "apply",
+            "--dry-run=server",
+            &as_operator,
+            "-f",
+            "-",
+        ],
+        violation,
+    );
+    assert!(exempt.status.success(), "{}", String::from_utf8_lossy(&exempt.stderr));
     // Rotation (Secret update) and cascading deletion (deletes, finalizers, garbage collection).
     users
         .patch(

@@ -7,6 +7,7 @@
 //! kind (the controllers' relations): a hook always sees the change that triggered it.
 
 pub mod index;
+pub mod resolve;
 pub mod secrets;
 mod watch;
 
@@ -291,11 +292,31 @@ fn version(rv: Option<&str>) -> Option<u64> {
     rv?.parse().ok()
 }
 
-/// A hash of a status, to tell statuses apart without keeping a copy.
+/// A status as the API server stores it: nulls, empty objects and empty lists are the same
+/// as absent (server-side apply prunes an emptied field to null), so two statuses that differ
+/// only there are the same status, and one is never written over the other.
+pub fn canonical_status<S: serde::Serialize>(status: &S) -> serde_json::Value {
+    fn prune(value: serde_json::Value) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match value {
+            Value::Null => None,
+            Value::Object(map) => {
+                let map: serde_json::Map<String, Value> =
+                    map.into_iter().filter_map(|(k, v)| Some((k, prune(v)?))).collect();
+                (!map.is_empty()).then_some(Value::Object(map))
+            }
+            Value::Array(items) if items.is_empty() => None,
+            other => Some(other),
+        }
+    }
+    prune(serde_json::to_value(status).unwrap_or_default()).unwrap_or_default()
+}
+
+/// A hash of a status (in its canonical form), to tell statuses apart without a copy.
 pub fn status_hash<S: serde::Serialize>(status: &S) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(status).unwrap_or_default().hash(&mut hasher);
+    canonical_status(status).to_string().hash(&mut hasher);
     hasher.finish()
 }
 
@@ -674,6 +695,34 @@ impl Cache {
         count("RoleBinding", &self.role_bindings.store, &mut out);
         count("ElementSafelist", &self.safelists.store, &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CEUserStatus, PrivilegeScopes};
+
+    #[test]
+    fn statuses_that_differ_only_in_empty_fields_are_the_same() {
+        let absent = CEUserStatus::default();
+        let empty = CEUserStatus {
+            privilege_scopes: Some(PrivilegeScopes::default()),
+            ..Default::default()
+        };
+        assert_eq!(canonical_status(&absent), canonical_status(&empty));
+        assert_eq!(status_hash(&absent), status_hash(&empty));
+        let stored: CEUserStatus =
+            serde_json::from_value(serde_json::json!({"privilegeScopes": null, "roles": []})).unwrap();
+        assert_eq!(canonical_status(&stored), canonical_status(&empty));
+        let held = CEUserStatus {
+            privilege_scopes: Some(PrivilegeScopes {
+                organization: vec![crate::api::Privilege::ViewActivity],
+                account: vec![],
+            }),
+            ..Default::default()
+        };
+        assert_ne!(canonical_status(&held), canonical_status(&empty));
     }
 }
 

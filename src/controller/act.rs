@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     api::{Account, AccountSpec, CEUser, CEUserSpec, ElementSafelist, LocalRef, Role, RoleBinding, RoleBindingSpec},
-    cache::{Cached, status_hash},
+    cache::{Cached, canonical_status, status_hash},
     model::{
         Action, Child, Decision,
         conditions::Event,
@@ -278,11 +278,8 @@ async fn patch_finalizers<K: Reconciler>(ctx: &Context, obj: &K, finalizers: Vec
 /// reports (and from what this process wrote a moment ago): at rest the operator makes no
 /// writes. Its echo is recorded, so that it does not wake the object again.
 async fn write_status<K: Reconciler>(ctx: &Context, obj: &K, status: &K::Status) -> Result<()> {
-    if obj.status().cloned().unwrap_or_default() == *status {
-        return Ok(());
-    }
     let hash = status_hash(status);
-    if ctx.cache.unseen_status_write(obj) == Some(hash) {
+    if !status_changed(obj.status(), ctx.cache.unseen_status_write(obj), status) {
         return Ok(());
     }
     let ns = obj.meta().namespace.clone().unwrap_or_default();
@@ -317,6 +314,16 @@ async fn write_status<K: Reconciler>(ctx: &Context, obj: &K, status: &K::Status)
     Ok(())
 }
 
+/// Whether `desired` differs from what the object holds now: this process's own latest write
+/// if the cache has not seen it yet (`unseen`, a status hash: the cached status is then
+/// older), else the cached status. Compared in canonical form (empty is absent).
+fn status_changed<S: Serialize>(cached: Option<&S>, unseen: Option<u64>, desired: &S) -> bool {
+    match unseen {
+        Some(written) => written != status_hash(desired),
+        None => canonical_status(&cached) != canonical_status(desired),
+    }
+}
+
 /// Publishes an event about `obj`, in the background: events are the activity log, not the
 /// reconcile's critical path, and failing to write one must not fail the reconcile.
 pub fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, event: Event) {
@@ -339,4 +346,51 @@ pub fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, event: Eve
             warn!(reason, error = %e, "could not publish event");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CEUserStatus, Privilege, PrivilegeScopes, Role};
+
+    fn roles(roles: &[Role]) -> CEUserStatus {
+        CEUserStatus {
+            roles: roles.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_status_is_compared_with_the_own_write_the_cache_has_not_seen() {
+        let before = roles(&[Role::DefaultUser]);
+        let bound = roles(&[Role::Admin, Role::DefaultUser]);
+        // Bound (written, echo pending), then revoked at once: the decision equals the stale
+        // cached status, but the object holds the write: it must be written again.
+        assert!(status_changed(Some(&before), Some(status_hash(&bound)), &before));
+        // The same write again while its echo is pending: nothing to do.
+        assert!(!status_changed(Some(&before), Some(status_hash(&bound)), &bound));
+        // No pending write: compared with the cache.
+        assert!(!status_changed(Some(&before), None, &before));
+        assert!(status_changed(Some(&before), None, &bound));
+        assert!(status_changed(None, None, &bound));
+    }
+
+    #[test]
+    fn a_status_that_differs_only_in_empty_fields_is_not_written() {
+        // What the API server stores for an emptied field (null), against an empty decision.
+        let stored: CEUserStatus = serde_json::from_value(serde_json::json!({"privilegeScopes": null})).unwrap();
+        let decided = CEUserStatus {
+            privilege_scopes: Some(PrivilegeScopes::default()),
+            ..Default::default()
+        };
+        assert!(!status_changed(Some(&stored), None, &decided));
+        let held = CEUserStatus {
+            privilege_scopes: Some(PrivilegeScopes {
+                organization: vec![],
+                account: vec![Privilege::ViewActivity],
+            }),
+            ..Default::default()
+        };
+        assert!(status_changed(Some(&stored), None, &held));
+    }
 }

@@ -12,45 +12,16 @@ use super::{
 };
 use crate::{
     api::{Account, CEUser, ElementSafelist, Organization, RoleBinding},
-    cache::{Cache, Change, SecretEntry},
+    cache::{
+        Cache, Change, SecretEntry,
+        resolve::{Parent, members},
+    },
     model::{
         names,
         organization::{self, Inputs, Member},
-        safelist::SuperOrganization,
         secrets::{SecretFacts, SecretValue},
     },
 };
-
-/// The super-organization an organization names, as found.
-pub(super) enum Parent {
-    None,
-    Found(Arc<Organization>),
-    Missing,
-    NotWatched(String),
-}
-
-impl Parent {
-    pub(super) fn of(cache: &Cache, org: &Organization) -> Parent {
-        let Some(reference) = &org.spec.super_organization_ref else {
-            return Parent::None;
-        };
-        if !cache.watches_namespace(&reference.namespace) {
-            return Parent::NotWatched(cache.scope().unwrap_or_default().to_owned());
-        }
-        match cache.organization(&reference.namespace, &reference.name) {
-            Some(parent) => Parent::Found(parent),
-            None => Parent::Missing,
-        }
-    }
-
-    pub(super) fn lookup(&self) -> SuperOrganization<'_> {
-        match self {
-            Parent::Found(parent) => SuperOrganization::Found(parent),
-            Parent::None | Parent::Missing => SuperOrganization::Missing,
-            Parent::NotWatched(watched) => SuperOrganization::NotWatched { watched },
-        }
-    }
-}
 
 /// What the decision reads, from the caches.
 pub(super) struct Resolved {
@@ -108,14 +79,7 @@ pub(super) fn resolve(cache: &Cache, org: &Organization) -> Resolved {
         safelists: cache.safelists_of(&ns, &name),
         parent: Parent::of(cache, org),
         members: match &org.spec.whitelabel {
-            Some(_) => cache
-                .members_of(&ns, &name)
-                .into_iter()
-                .map(|member| {
-                    let safelists = cache.safelists_of(&member.namespace().unwrap_or_default(), &member.name_any());
-                    Member { org: member, safelists }
-                })
-                .collect(),
+            Some(_) => members(cache, &ns, &name),
             None => Vec::new(),
         },
         secret: cache

@@ -7,12 +7,11 @@ use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 use super::{
     Context, Reconciler, Result,
     act::{self, Outcome},
-    organization::Parent,
     relations::{Wiring, own_change, refs},
 };
 use crate::{
     api::{ElementSafelist, Organization},
-    cache::Cache,
+    cache::{Cache, resolve::Parent},
     model::safelist::{self, Inputs},
 };
 

@@ -13,62 +13,13 @@ use super::{
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    cache::{Cache, SecretEntry},
+    cache::{Cache, SecretEntry, resolve::ResolvedIdentity},
     model::{
         names,
         secrets::{SecretFacts, SecretValue},
-        user::{self, IdentityInputs, Inputs},
+        user::{self, Inputs},
     },
 };
-
-/// What a user's identity reads, from the caches (also what the authorization endpoint and
-/// admission resolve).
-pub struct ResolvedIdentity {
-    pub account: Option<Arc<Account>>,
-    pub organization: Option<Arc<Organization>>,
-    pub org_accounts: Vec<Arc<Account>>,
-    pub bindings: Vec<Arc<RoleBinding>>,
-    pub same_email: Vec<Arc<CEUser>>,
-}
-
-impl ResolvedIdentity {
-    pub fn of(cache: &Cache, user: &CEUser) -> Self {
-        let ns = user.namespace().unwrap_or_default();
-        let account = cache.account(&ns, &user.spec.account_ref.name);
-        let org_name = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
-        let organization = org_name.as_deref().and_then(|org| cache.organization(&ns, org));
-        let org_accounts = org_name
-            .as_deref()
-            .map(|org| cache.accounts_of(&ns, org))
-            .unwrap_or_default();
-        // Users of the same organization with the same e-mail, this one included.
-        let same_email = cache
-            .users_with_email(&ns, &user.spec.email)
-            .into_iter()
-            .filter(|u| {
-                u.name_any() == user.name_any() || (org_name.is_some() && cache.organization_of_user(u) == org_name)
-            })
-            .collect();
-        Self {
-            bindings: cache.bindings_of_user(&ns, &user.name_any()),
-            account,
-            organization,
-            org_accounts,
-            same_email,
-        }
-    }
-
-    pub fn inputs<'a>(&'a self, user: &'a CEUser) -> IdentityInputs<'a> {
-        IdentityInputs {
-            user,
-            account: self.account.as_deref(),
-            organization: self.organization.as_deref(),
-            org_accounts: &self.org_accounts,
-            bindings: &self.bindings,
-            same_email: &self.same_email,
-        }
-    }
-}
 
 pub(super) struct Resolved {
     identity: ResolvedIdentity,

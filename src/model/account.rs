@@ -57,6 +57,42 @@ pub fn deletion_blocked(account: &Account, users: &[Arc<CEUser>]) -> Option<Desi
     })
 }
 
+/// The account's Ready condition, and whether it is its organization's default account
+/// (None while the organization is missing).
+pub fn ready(inputs: &Inputs<'_>) -> (Desired, Option<bool>) {
+    let account = inputs.account;
+    let ns = account.namespace().unwrap_or_default();
+    let org_name = &account.spec.organization_ref.name;
+    let Some(org) = inputs.organization else {
+        return (
+            Desired::new(
+                ConditionType::Ready,
+                Reason::OrganizationNotFound,
+                format!(
+                    "Organization {org_name} does not exist in namespace {ns}; the account becomes ready once it does (or fix spec.organizationRef)"
+                ),
+            ),
+            None,
+        );
+    };
+    let default = tenancy::default_account(inputs.siblings, org.meta().uid.as_deref()).map(|a| a.name_any());
+    let is_default = default.as_deref() == Some(account.name_any().as_str());
+    let ready = if account.spec.default && !is_default {
+        Desired::new(
+            ConditionType::Ready,
+            Reason::DuplicateDefaultAccount,
+            duplicate_default_message(org_name, &default.unwrap_or_default()),
+        )
+    } else {
+        Desired::new(
+            ConditionType::Ready,
+            Reason::Ready,
+            format!("account of organization {org_name}"),
+        )
+    };
+    (ready, Some(is_default))
+}
+
 pub fn decide(inputs: &Inputs<'_>) -> Decision<AccountStatus> {
     let account = inputs.account;
     let previous = account.status.clone().unwrap_or_default();
@@ -66,39 +102,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<AccountStatus> {
     if account.meta().deletion_timestamp.is_some() {
         return finalize(inputs, previous);
     }
-    let ns = account.namespace().unwrap_or_default();
-    let org_name = &account.spec.organization_ref.name;
-    let (ready, organization, is_default) = match inputs.organization {
-        None => (
-            Desired::new(
-                ConditionType::Ready,
-                Reason::OrganizationNotFound,
-                format!(
-                    "Organization {org_name} does not exist in namespace {ns}; the account becomes ready once it does (or fix spec.organizationRef)"
-                ),
-            ),
-            None,
-            None,
-        ),
-        Some(org) => {
-            let default = tenancy::default_account(inputs.siblings, org.meta().uid.as_deref()).map(|a| a.name_any());
-            let is_default = default.as_deref() == Some(account.name_any().as_str());
-            let ready = if account.spec.default && !is_default {
-                Desired::new(
-                    ConditionType::Ready,
-                    Reason::DuplicateDefaultAccount,
-                    duplicate_default_message(org_name, &default.unwrap_or_default()),
-                )
-            } else {
-                Desired::new(
-                    ConditionType::Ready,
-                    Reason::Ready,
-                    format!("account of organization {org_name}"),
-                )
-            };
-            (ready, Some(org_name.clone()), Some(is_default))
-        }
-    };
+    let (ready, is_default) = ready(inputs);
+    let organization = inputs.organization.map(|_| account.spec.organization_ref.name.clone());
     let desired = [ready];
     let status = AccountStatus {
         conditions: conditions::merge(&previous.conditions, &desired, account.meta().generation, inputs.now),

@@ -67,7 +67,7 @@ macro_rules! reasons {
     ($($(#[$doc:meta])* $name:ident: $severity:ident,)*) => {
         /// Every condition and event reason, with its severity. The doc line of each names the
         /// one function that decides it.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Reason {
             $($(#[$doc])* $name,)*
         }

@@ -8,6 +8,7 @@ pub const ROTATE_ANNOTATION: &str = "ce.tenancy.io/rotate-secret";
 pub const MANAGER: &str = "ce-operator";
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_ORGANIZATION: &str = "ce.tenancy.io/organization";
 pub const LABEL_ACCOUNT: &str = "ce.tenancy.io/account";
 pub const LABEL_USER: &str = "ce.tenancy.io/user";

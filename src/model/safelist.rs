@@ -155,61 +155,87 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
 }
 
+/// Where a safelist stands: its Ready condition, the elements it makes visible, and those
+/// the super-organization denies.
+pub struct Judgement {
+    pub ready: Desired,
+    pub effective: Vec<String>,
+    pub conflicts: Vec<String>,
+}
+
 /// One safelist per organization, and the super-organization's denylist winning over it.
-pub fn decide(inputs: &Inputs<'_>) -> Decision<ElementSafelistStatus> {
+pub fn judge(inputs: &Inputs<'_>) -> Judgement {
     let list = inputs.list;
     let ns = list.namespace().unwrap_or_default();
     let org_name = &list.spec.organization_ref.name;
-    let previous = list.status.clone().unwrap_or_default();
-    let mut status = ElementSafelistStatus {
-        observed_generation: list.meta().generation,
-        ..Default::default()
+    let judged = |ready| Judgement {
+        ready,
+        effective: Vec::new(),
+        conflicts: Vec::new(),
     };
-    let ready = match inputs.organization {
-        None => Desired::new(
+    let Some(org) = inputs.organization else {
+        return judged(Desired::new(
             ConditionType::Ready,
             Reason::OrganizationNotFound,
             format!(
                 "Organization {org_name} does not exist in namespace {ns}; the safelist applies once it does (or fix spec.organizationRef)"
             ),
-        ),
-        Some(org) => match effective(inputs.siblings) {
-            Some(winner) if winner.name_any() != list.name_any() => Desired::new(
-                ConditionType::Ready,
-                Reason::DuplicateSafelist,
-                duplicate_message(org_name, &winner.name_any()),
-            ),
-            _ => {
-                let link = judge_link(org, &ns, inputs.super_organization);
-                let (visible, conflicts) = visibility(Some(&list.spec.elements), link.denylist());
-                if let Visible::Only(elements) = visible {
-                    status.effective_elements = elements.into_iter().collect();
-                }
-                if conflicts.is_empty() {
-                    Desired::new(
-                        ConditionType::Ready,
-                        Reason::Ready,
-                        format!(
-                            "{} elements are visible to organization {org_name}",
-                            status.effective_elements.len()
-                        ),
-                    )
-                } else {
-                    let parent = org
-                        .spec
-                        .super_organization_ref
-                        .as_ref()
-                        .map(|r| format!("{}/{}", r.namespace, r.name))
-                        .unwrap_or_default();
-                    let message = denied_message(&conflicts, &parent);
-                    status.conflicts = conflicts;
-                    Desired::new(ConditionType::Ready, Reason::DeniedBySuperOrganization, message)
-                }
-            }
-        },
+        ));
     };
+    if let Some(winner) = effective(inputs.siblings).filter(|w| w.name_any() != list.name_any()) {
+        return judged(Desired::new(
+            ConditionType::Ready,
+            Reason::DuplicateSafelist,
+            duplicate_message(org_name, &winner.name_any()),
+        ));
+    }
+    let link = judge_link(org, &ns, inputs.super_organization);
+    let (visible, conflicts) = visibility(Some(&list.spec.elements), link.denylist());
+    let effective: Vec<String> = match visible {
+        Visible::Only(elements) => elements.into_iter().collect(),
+        Visible::AllExcept(_) => Vec::new(),
+    };
+    let ready = if conflicts.is_empty() {
+        Desired::new(
+            ConditionType::Ready,
+            Reason::Ready,
+            format!("{} elements are visible to organization {org_name}", effective.len()),
+        )
+    } else {
+        let parent = org
+            .spec
+            .super_organization_ref
+            .as_ref()
+            .map(|r| format!("{}/{}", r.namespace, r.name))
+            .unwrap_or_default();
+        Desired::new(
+            ConditionType::Ready,
+            Reason::DeniedBySuperOrganization,
+            denied_message(&conflicts, &parent),
+        )
+    };
+    Judgement {
+        ready,
+        effective,
+        conflicts,
+    }
+}
+
+pub fn decide(inputs: &Inputs<'_>) -> Decision<ElementSafelistStatus> {
+    let list = inputs.list;
+    let previous = list.status.clone().unwrap_or_default();
+    let Judgement {
+        ready,
+        effective,
+        conflicts,
+    } = judge(inputs);
     let desired = [ready];
-    status.conditions = conditions::merge(&previous.conditions, &desired, list.meta().generation, inputs.now);
+    let status = ElementSafelistStatus {
+        conditions: conditions::merge(&previous.conditions, &desired, list.meta().generation, inputs.now),
+        observed_generation: list.meta().generation,
+        effective_elements: effective,
+        conflicts,
+    };
     let mut decision = Decision::status(status);
     decision.events = conditions::warnings(&previous.conditions, &desired);
     decision

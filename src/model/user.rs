@@ -193,7 +193,9 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
             status.system_role = Some(identity.system_role);
             status.privileges = identity.privileges();
             status.roles = identity.roles.clone();
-            status.privilege_scopes = Some(identity.scopes.clone());
+            let scopes = &identity.scopes;
+            status.privilege_scopes =
+                (!scopes.organization.is_empty() || !scopes.account.is_empty()).then(|| scopes.clone());
             match email_conflict(user, inputs.identity.same_email, &identity.organization) {
                 Some(conflict) => vec![conflict],
                 None => {

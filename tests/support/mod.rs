@@ -64,6 +64,12 @@ pub fn start_cluster(dir: &Path, watch_pid: u32) {
     assert!(status.success(), "hack/cluster.sh up --dir {} failed", dir.display());
 }
 
+/// Path of the kubeconfig of the operator's own identity (user ce-operator, cluster-admin):
+/// distinct from the admin's, so that the webhook can exempt the operator but not kubectl.
+pub fn operator_kubeconfig_path() -> PathBuf {
+    kubeconfig_path().with_file_name("operator.kubeconfig")
+}
+
 /// A client for the test cluster. Each test makes its own: a client is tied to the runtime
 /// that created it, and every `#[tokio::test]` has its own runtime.
 pub async fn client() -> Client {
@@ -162,10 +168,15 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Deletes the namespace (the test cluster's namespace controller empties it).
-    pub async fn delete(self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    /// Deletes the namespace (the test cluster's namespace controller empties it). Dropping
+    /// it does the same, so that a failed test leaves nothing behind either.
+    pub async fn delete(self) {}
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Synchronous (Drop cannot await, and also runs while a failed test unwinds).
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]);
     }
 }
 
@@ -266,7 +277,7 @@ impl Operator {
     }
 
     fn launch(namespace: Option<String>, log_name: &str, extra_args: &[&str]) -> Self {
-        let mut op = Self::launch_with(namespace, log_name, extra_args, kubeconfig_path().to_owned());
+        let mut op = Self::launch_with(namespace, log_name, extra_args, operator_kubeconfig_path());
         op.spawn();
         op
     }
@@ -276,10 +287,29 @@ impl Operator {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{log_name}.log"));
         let _ = std::fs::remove_file(&log);
-        let extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        // The webhook listens on a free loopback port; its certificates live in the watched
+        // namespace (or `default`), and it keeps the configuration `ce-<log name>`, unless
+        // the test says otherwise.
+        let defaults = [
+            ("--webhook-addr", "127.0.0.1:0".to_owned()),
+            ("--webhook-dns-name", "127.0.0.1".to_owned()),
+            ("--webhook-secret", format!("ce-webhook-{log_name}")),
+            (
+                "--webhook-secret-namespace",
+                namespace.as_deref().unwrap_or("default").to_owned(),
+            ),
+            ("--webhook-config-name", webhook_config_name(log_name)),
+        ];
+        let mut args: Vec<String> = Vec::new();
+        for (flag, value) in defaults {
+            if !extra_args.contains(&flag) {
+                args.extend([flag.to_owned(), value]);
+            }
+        }
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         Self {
             child: None,
-            extra_args,
+            extra_args: args,
             kubeconfig,
             namespace,
             log,
@@ -295,22 +325,39 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The address of the HTTP endpoint of the latest start, once it serves.
-    pub async fn http_addr(&self) -> String {
+    /// The address the latest start logged on a line containing `marker`, once it has.
+    async fn logged_addr(&self, marker: &str) -> String {
         let find = || {
             self.log_text()
                 .lines()
                 .rev()
-                .find(|l| l.contains("serving /metrics"))
+                .find(|l| l.contains(marker))
                 .and_then(|l| l.split("addr=").nth(1))
                 .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
         };
-        wait_until("the operator to serve HTTP", TIMEOUT, || {
+        wait_until(&format!("the operator to log {marker:?}"), TIMEOUT, || {
             let found = find().is_some();
             async move { found }
         })
         .await;
         find().unwrap()
+    }
+
+    /// The address of the HTTP endpoint of the latest start, once it serves.
+    pub async fn http_addr(&self) -> String {
+        self.logged_addr("serving /metrics").await
+    }
+
+    /// The address of the admission webhook of the latest start, once it serves.
+    pub async fn webhook_addr(&self) -> String {
+        self.logged_addr("serving the admission webhook").await
+    }
+
+    /// A counter or gauge of the operator's /metrics, summed over the series whose line
+    /// starts with `prefix`.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let addr = self.http_addr().await;
+        metric_sum(&http_get(&addr, "/metrics").1, prefix)
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
@@ -383,6 +430,95 @@ impl Drop for Operator {
     }
 }
 
+/// The sum of the values of the metric lines starting with `prefix`.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Name of the ValidatingWebhookConfiguration an operator logging to `log_name` keeps.
+pub fn webhook_config_name(log_name: &str) -> String {
+    format!("ce-{log_name}")
+}
+
+/// A ValidatingWebhookConfiguration for the tests: the chart's own, pointing at a local
+/// operator's address, exempting the local operator's identity (user ce-operator) instead of
+/// the chart's ServiceAccount, and covering only the namespaces labelled
+/// `ce.tenancy.io/webhook=<label>` (so that tests side by side are not affected). Deleted
+/// when dropped.
+pub struct TestWebhook {
+    pub name: String,
+}
+
+impl TestWebhook {
+    /// Creates the configuration and waits until the operator has written its caBundle.
+    pub async fn install(client: &Client, name: &str, addr: &str, label: &str) -> Self {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+        let config = webhook_config(name, &format!("https://{addr}/validate"), label);
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        api.create(&PostParams::default(), &config)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+        wait_for(&api, name, "the operator to write the caBundle", TIMEOUT, |c| {
+            c.webhooks
+                .iter()
+                .flatten()
+                .all(|w| w.client_config.ca_bundle.as_ref().is_some_and(|b| !b.0.is_empty()))
+        })
+        .await;
+        Self { name: name.to_owned() }
+    }
+}
+
+impl Drop for TestWebhook {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "validatingwebhookconfiguration",
+            &self.name,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// The chart's ValidatingWebhookConfiguration (rendered by helm), redirected as above by
+/// hack/local-webhook.py (which `make dev` uses too).
+pub fn webhook_config(
+    name: &str,
+    url: &str,
+    label: &str,
+) -> k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration {
+    let script = format!(
+        "{helm} template ce charts/ce-operator --namespace ce-system --show-only templates/webhook.yaml | python3 hack/local-webhook.py {name} {url} ce-operator {label}",
+        helm = tool("helm").display()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(repo_root())
+        .output()
+        .expect("run helm and hack/local-webhook.py");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_str(&String::from_utf8(out.stdout).unwrap()).expect("a ValidatingWebhookConfiguration")
+}
+
+/// Labels a namespace so that a `TestWebhook` for `label` covers it.
+pub fn cover_with_webhook(namespace: &str, label: &str) {
+    kubectl_ok(&[
+        "label",
+        "namespace",
+        namespace,
+        &format!("ce.tenancy.io/webhook={label}"),
+        "--overwrite",
+    ]);
+}
+
 /// GETs a path of an operator's HTTP endpoint: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let out = Command::new("curl")
@@ -394,20 +530,25 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-/// Applies a YAML manifest (one or more documents) into a namespace with kubectl.
-pub fn apply(namespace: &str, manifest: &str) {
+/// Runs kubectl with `stdin` as its input.
+pub fn kubectl_with_input(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(tool("kubectl"))
         .arg("--kubeconfig")
         .arg(kubeconfig_path())
-        .args(["apply", "-n", namespace, "-f", "-"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run kubectl");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Applies a YAML manifest (one or more documents) into a namespace with kubectl.
+pub fn apply(namespace: &str, manifest: &str) {
+    let out = kubectl_with_input(&["apply", "-n", namespace, "-f", "-"], manifest);
     assert!(
         out.status.success(),
         "kubectl apply failed: {}\n{manifest}",

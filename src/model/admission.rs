@@ -1,0 +1,490 @@
+//! Admission: the model's rules applied to a change before it is stored, so that
+//! `kubectl apply` fails at once with the reason the reconciler would report.
+//!
+//! The findings come from the very functions the reconcilers call (a condition's reason and
+//! message); this module only says which reasons refuse a change, and frames the message.
+//! A change is refused only for a violation it introduces: re-applying an object that
+//! already violates a rule (it got in before the webhook) is let through, warned about, and
+//! left to the reconciler's condition. A reference to something that does not exist yet is
+//! never refused: GitOps tools apply a folder in any order.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use kube::ResourceExt;
+
+use super::{
+    account,
+    conditions::{Desired, Reason},
+    organization::{self, Member},
+    privileges::Matrix,
+    role_binding, safelist,
+    tenancy::{self, Verdict},
+    user,
+};
+use crate::api::{Account, CEUser, ElementSafelist, Organization, RoleBinding};
+
+/// A rule a change breaks, or a reference it makes to something missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl From<&Desired> for Finding {
+    fn from(desired: &Desired) -> Self {
+        Self {
+            reason: desired.reason,
+            message: desired.message.clone(),
+        }
+    }
+}
+
+/// The answer to a change: refused (with why), and warnings kubectl prints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Review {
+    pub denial: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// What admission does with a finding of this reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Treatment {
+    /// A conflict with objects that exist: refused (if the change introduces it).
+    Deny,
+    /// A missing reference or a discouraged choice: let through with a warning.
+    Warn,
+    /// Not admission's business.
+    Ignore,
+}
+
+fn treatment(reason: Reason) -> Treatment {
+    match reason {
+        Reason::OrgAdminRequiresDefaultAccount
+        | Reason::DeniedBySuperOrganization
+        | Reason::SafelistedDeniedElements
+        | Reason::DuplicateDefaultAccount
+        | Reason::DuplicateEmail
+        | Reason::DuplicateSafelist
+        | Reason::ProtectedPrivilegeRevoked
+        | Reason::NoOrgAdmin
+        | Reason::ChildrenExist => Treatment::Deny,
+        Reason::OrganizationNotFound
+        | Reason::AccountNotFound
+        | Reason::UserNotFound
+        | Reason::SuperOrganizationNotFound
+        | Reason::SuperOrganizationRejected
+        | Reason::SuperOrganizationNotWatched
+        | Reason::SystemAssignedRole
+        | Reason::SystemRoleOverridden => Treatment::Warn,
+        _ => Treatment::Ignore,
+    }
+}
+
+/// The field a finding is about, for the message.
+fn field(reason: Reason) -> &'static str {
+    match reason {
+        Reason::OrganizationNotFound | Reason::DuplicateSafelist => "spec.organizationRef",
+        Reason::AccountNotFound => "spec.accountRef",
+        Reason::UserNotFound => "spec.userRef",
+        Reason::OrgAdminRequiresDefaultAccount | Reason::SystemAssignedRole | Reason::NoOrgAdmin => "spec.role",
+        Reason::SystemRoleOverridden => "spec.overrideSystemRole",
+        Reason::DeniedBySuperOrganization => "spec.elements",
+        Reason::SafelistedDeniedElements => "spec.whitelabel.elementDenylist",
+        Reason::DuplicateDefaultAccount => "spec.default",
+        Reason::DuplicateEmail => "spec.email",
+        Reason::ProtectedPrivilegeRevoked => "spec.roles",
+        Reason::SuperOrganizationNotFound | Reason::SuperOrganizationRejected | Reason::SuperOrganizationNotWatched => {
+            "spec.superOrganizationRef"
+        }
+        Reason::ChildrenExist => "spec.allowCascadingDeletion",
+        _ => "metadata",
+    }
+}
+
+/// The review of a change of object `kind ns/name`, from the findings on the object before
+/// (an update) and after the change.
+pub fn review(kind: &str, ns: &str, name: &str, before: &[Finding], after: &[Finding]) -> Review {
+    let had: BTreeSet<Reason> = before.iter().map(|f| f.reason).collect();
+    let framed = |f: &Finding| format!("{kind} {ns}/{name}: {}: {}", field(f.reason), f.message);
+    let mut review = Review::default();
+    for finding in after {
+        match treatment(finding.reason) {
+            Treatment::Deny if !had.contains(&finding.reason) => {
+                review.denial.get_or_insert_with(|| framed(finding));
+            }
+            Treatment::Deny | Treatment::Warn => review.warnings.push(framed(finding)),
+            Treatment::Ignore => {}
+        }
+    }
+    review
+}
+
+/// The review of a deletion.
+pub fn review_deletion(kind: &str, ns: &str, name: &str, finding: Option<Finding>) -> Review {
+    let finding = finding.into_iter().collect::<Vec<_>>();
+    review(kind, ns, name, &[], &finding)
+}
+
+fn problem(desired: &Desired) -> Option<Finding> {
+    desired.is_problem().then(|| desired.into())
+}
+
+/// An Account: its organization, and whether it would be a second default account.
+pub fn account_findings(inputs: &account::Inputs<'_>) -> Vec<Finding> {
+    problem(&account::ready(inputs).0).into_iter().collect()
+}
+
+/// A CEUser: its account and organization, and whether its e-mail is taken.
+pub fn user_findings(inputs: &user::IdentityInputs<'_>) -> Vec<Finding> {
+    match user::authenticated(inputs) {
+        Ok(_) => Vec::new(),
+        Err(refusal) => vec![(&refusal).into()],
+    }
+}
+
+/// A RoleBinding: its user, and whether the role may take effect for it.
+pub fn binding_findings(inputs: &role_binding::Inputs<'_>) -> Vec<Finding> {
+    let verdict = tenancy::judge_binding(inputs.binding, role_binding::bound_user(inputs));
+    let ready = role_binding::ready(inputs.binding, &verdict);
+    match verdict {
+        Verdict::Effective {
+            overrides_system_role: true,
+            ..
+        }
+        | Verdict::Refused { .. } => vec![(&ready).into()],
+        Verdict::Effective { .. } => Vec::new(),
+    }
+}
+
+/// An ElementSafelist: its organization, a second safelist, elements the super-organization
+/// denies.
+pub fn safelist_findings(inputs: &safelist::Inputs<'_>) -> Vec<Finding> {
+    problem(&safelist::judge(inputs).ready).into_iter().collect()
+}
+
+/// An Organization: a lock-out in its role customisations, its super-organization link and,
+/// for a super-organization, the elements it newly denies that members safelist (`old` is
+/// the organization before an update).
+pub fn organization_findings(
+    org: &Organization,
+    old: Option<&Organization>,
+    link: &safelist::Link,
+    members: &[Member],
+) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = problem(&organization::roles_applied(&Matrix::new(&org.spec.roles)))
+        .into_iter()
+        .collect();
+    if let safelist::Link::Refused { reason, message } = link {
+        findings.push(Finding {
+            reason: *reason,
+            message: message.clone(),
+        });
+    }
+    if let Some(whitelabel) = &org.spec.whitelabel {
+        let denied_before: BTreeSet<&String> = old
+            .and_then(|o| o.spec.whitelabel.as_ref())
+            .map(|w| w.element_denylist.iter().collect())
+            .unwrap_or_default();
+        let added: Vec<String> = whitelabel
+            .element_denylist
+            .iter()
+            .filter(|e| !denied_before.contains(e))
+            .cloned()
+            .collect();
+        let conflicts = organization::denylist_conflicts(org, &added, members);
+        findings.extend(problem(&organization::denylist_condition(&conflicts)));
+    }
+    findings
+}
+
+/// What an organization's findings were before an update (only the rules a later change
+/// could newly break: the role customisations).
+pub fn organization_findings_before(old: &Organization) -> Vec<Finding> {
+    problem(&organization::roles_applied(&Matrix::new(&old.spec.roles)))
+        .into_iter()
+        .collect()
+}
+
+/// Deleting an organization that still has children, without allowCascadingDeletion.
+pub fn organization_deletion(
+    org: &Organization,
+    accounts: &[Arc<Account>],
+    users: &[Arc<CEUser>],
+    safelists: &[Arc<ElementSafelist>],
+) -> Option<Finding> {
+    let blocking = organization::blocking_children(org, accounts, users, safelists);
+    organization::deletion_blocked(org, &blocking).map(|d| (&d).into())
+}
+
+/// Deleting an account that still has users, without allowCascadingDeletion.
+pub fn account_deletion(account: &Account, users: &[Arc<CEUser>]) -> Option<Finding> {
+    account::deletion_blocked(account, users).map(|d| (&d).into())
+}
+
+/// Deleting the last effective org-admin binding of organization `org`: `bindings` are the
+/// namespace's org-admin bindings with their users, `accounts` the organization's accounts.
+pub fn binding_deletion(
+    binding: &RoleBinding,
+    org: &str,
+    bindings: &[(Arc<RoleBinding>, Option<Arc<CEUser>>)],
+    accounts: &[Arc<Account>],
+    org_uid: Option<&str>,
+) -> Option<Finding> {
+    let default = tenancy::default_account(accounts, org_uid).map(|a| a.name_any());
+    let admins = |skip: Option<&str>| {
+        tenancy::org_admins(
+            bindings
+                .iter()
+                .filter(|(b, _)| Some(b.name_any().as_str()) != skip)
+                .map(|(b, u)| (b.as_ref(), u.as_deref())),
+            accounts,
+            default.as_deref(),
+        )
+    };
+    let name = binding.name_any();
+    if admins(None).is_empty() || !admins(Some(&name)).is_empty() {
+        return None;
+    }
+    let left = organization::admin_present(&[]);
+    Some(Finding {
+        reason: left.reason,
+        message: format!(
+            "it is the last org-admin binding of organization {org}; deleting it would leave the organization without an org-admin ({}). Bind org-admin to another user of the default account first, or delete the organization",
+            left.message
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::{
+        api::Role,
+        model::{fixtures::*, safelist::SuperOrganization},
+    };
+
+    fn finding(reason: Reason) -> Finding {
+        Finding {
+            reason,
+            message: "why".into(),
+        }
+    }
+
+    #[test]
+    fn only_introduced_conflicts_are_refused_and_missing_references_are_warned() {
+        let refused = review("CEUser", "t", "jane", &[], &[finding(Reason::DuplicateEmail)]);
+        assert_eq!(refused.denial.as_deref(), Some("CEUser t/jane: spec.email: why"));
+        // Already there before the change: let through, warned, left to the reconciler.
+        let kept = review(
+            "CEUser",
+            "t",
+            "jane",
+            &[finding(Reason::DuplicateEmail)],
+            &[finding(Reason::DuplicateEmail)],
+        );
+        assert_eq!(kept.denial, None);
+        assert_eq!(kept.warnings, vec!["CEUser t/jane: spec.email: why"]);
+        let missing = review("CEUser", "t", "jane", &[], &[finding(Reason::AccountNotFound)]);
+        assert_eq!(missing.denial, None);
+        assert_eq!(missing.warnings.len(), 1);
+        assert_eq!(
+            review("X", "t", "x", &[], &[finding(Reason::DefaultAccountPending)]),
+            Review::default()
+        );
+    }
+
+    fn now() -> Timestamp {
+        at(100)
+    }
+
+    #[test]
+    fn a_binding_org_admin_outside_the_default_account_is_refused_with_the_condition_words() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true), account("eu", "acme", false)]);
+        let jane = user("jane", "eu", "jane@acme.example");
+        let binding = binding("jane-oa", "jane", Role::OrgAdmin, false);
+        let inputs = role_binding::Inputs {
+            binding: &binding,
+            user: Some(&jane),
+            account: Some(&accounts[1]),
+            organization: Some(&acme),
+            org_accounts: &accounts,
+            now: now(),
+        };
+        let findings = binding_findings(&inputs);
+        let decided = role_binding::decide(&inputs);
+        assert_eq!(findings[0].reason, Reason::OrgAdminRequiresDefaultAccount);
+        assert_eq!(
+            findings[0].message, decided.status.conditions[0].message,
+            "the same words"
+        );
+        let review = review("RoleBinding", NS, "jane-oa", &[], &findings);
+        assert!(
+            review
+                .denial
+                .unwrap()
+                .starts_with("RoleBinding tenants/jane-oa: spec.role: org-admin can only")
+        );
+        // The user does not exist yet: never refused, warned.
+        let early = role_binding::Inputs {
+            user: None,
+            account: None,
+            ..inputs
+        };
+        let review = super::review("RoleBinding", NS, "jane-oa", &[], &binding_findings(&early));
+        assert_eq!(review.denial, None);
+        assert!(review.warnings[0].contains("does not exist"));
+    }
+
+    #[test]
+    fn an_override_is_warned_about() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("eu", "acme", false)]);
+        let jane = user("jane", "eu", "j@a.example");
+        let b = binding("b", "jane", Role::Org, true);
+        let findings = binding_findings(&role_binding::Inputs {
+            binding: &b,
+            user: Some(&jane),
+            account: Some(&accounts[0]),
+            organization: Some(&acme),
+            org_accounts: &accounts,
+            now: now(),
+        });
+        let review = review("RoleBinding", NS, "b", &[], &findings);
+        assert_eq!(review.denial, None);
+        assert!(
+            review.warnings[0].contains("overrideSystemRole"),
+            "{:?}",
+            review.warnings
+        );
+    }
+
+    #[test]
+    fn a_second_default_account_is_refused_but_a_declared_one_supersedes_a_generated_one() {
+        let acme = org("acme");
+        let declared = aged(account("hq", "acme", true), 10);
+        let candidate = aged(account("second", "acme", true), 200);
+        let siblings = arcs(&[declared.clone(), candidate.clone()]);
+        let inputs = account::Inputs {
+            account: &candidate,
+            organization: Some(&acme),
+            siblings: &siblings,
+            users: &[],
+            bindings: &[],
+            namespace_terminating: false,
+            now: now(),
+        };
+        assert_eq!(account_findings(&inputs)[0].reason, Reason::DuplicateDefaultAccount);
+        let generated = owned_by(aged(account("acme-default", "acme", true), 10), &acme);
+        let siblings = arcs(&[generated, candidate.clone()]);
+        let inputs = account::Inputs {
+            siblings: &siblings,
+            ..inputs
+        };
+        assert!(account_findings(&inputs).is_empty());
+    }
+
+    #[test]
+    fn a_super_organization_may_not_newly_deny_what_members_safelist() {
+        let old = super_org("big", &["tenants"], &["box"]);
+        let mut new = old.clone();
+        new.spec.whitelabel.as_mut().unwrap().element_denylist = strings(&["box", "hubspot"]);
+        let member = Member {
+            org: Arc::new(org_linked("acme", "partners", "big")),
+            safelists: arcs(&[safelist("acme", "acme", &["box", "hubspot", "salesforce"])]),
+        };
+        let findings = organization_findings(&new, Some(&old), &safelist::Link::None, std::slice::from_ref(&member));
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].reason, Reason::SafelistedDeniedElements);
+        assert!(
+            findings[0].message.starts_with("tenants/acme safelists hubspot:"),
+            "{}",
+            findings[0].message
+        );
+        // Re-applying the same denylist (box already conflicting) is not refused.
+        assert!(organization_findings(&old, Some(&old), &safelist::Link::None, &[member]).is_empty());
+    }
+
+    #[test]
+    fn a_lockout_is_refused() {
+        let lockout = org_with(
+            "acme",
+            serde_json::json!({"displayName": "A", "roles": [{"role": "org-admin", "revoke": ["manageUsers"]}]}),
+        );
+        let findings = organization_findings(&lockout, None, &safelist::Link::None, &[]);
+        assert_eq!(findings[0].reason, Reason::ProtectedPrivilegeRevoked);
+        assert!(
+            review("Organization", NS, "acme", &[], &findings)
+                .denial
+                .unwrap()
+                .contains("spec.roles: org-admin keeps manageUsers")
+        );
+    }
+
+    #[test]
+    fn safelists_refuse_denied_elements_and_a_second_list() {
+        let linked = org_linked("acme", "partners", "big");
+        let partner = super_org("big", &["tenants"], &["box"]);
+        let first = aged(safelist("first", "acme", &["salesforce"]), 10);
+        let candidate = aged(safelist("second", "acme", &["box"]), 200);
+        let both = arcs(&[first.clone(), candidate.clone()]);
+        let inputs = |list, siblings| safelist::Inputs {
+            list,
+            organization: Some(&linked),
+            siblings,
+            super_organization: SuperOrganization::Found(&partner),
+            now: now(),
+        };
+        assert_eq!(
+            safelist_findings(&inputs(&candidate, &both))[0].reason,
+            Reason::DuplicateSafelist
+        );
+        let alone = arcs(std::slice::from_ref(&candidate));
+        let denied = safelist_findings(&inputs(&candidate, &alone));
+        assert_eq!(denied[0].reason, Reason::DeniedBySuperOrganization);
+        assert!(
+            denied[0]
+                .message
+                .contains("box denied by super-organization partners/big")
+        );
+    }
+
+    #[test]
+    fn deleting_the_last_org_admin_or_a_parent_with_children_is_refused() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true)]);
+        let sam = Arc::new(user("sam", "hq", "s@a.example"));
+        let kim = Arc::new(user("kim", "hq", "k@a.example"));
+        let sam_oa = Arc::new(binding("sam-oa", "sam", Role::OrgAdmin, false));
+        let kim_oa = Arc::new(binding("kim-oa", "kim", Role::OrgAdmin, false));
+        let one = vec![(sam_oa.clone(), Some(sam.clone()))];
+        let last = binding_deletion(&sam_oa, "acme", &one, &accounts, acme.uid().as_deref()).unwrap();
+        assert_eq!(last.reason, Reason::NoOrgAdmin);
+        assert!(last.message.contains("last org-admin binding of organization acme"));
+        let two = vec![(sam_oa.clone(), Some(sam)), (kim_oa, Some(kim))];
+        assert_eq!(
+            binding_deletion(&sam_oa, "acme", &two, &accounts, acme.uid().as_deref()),
+            None
+        );
+
+        let users = arcs(&[user("jane", "hq", "j@a.example")]);
+        let blocked = organization_deletion(&acme, &accounts, &users, &[]).unwrap();
+        assert_eq!(blocked.reason, Reason::ChildrenExist);
+        assert!(blocked.message.contains("account hq, user jane"));
+        let mut cascading = acme.clone();
+        cascading.spec.allow_cascading_deletion = true;
+        let review = review_deletion(
+            "Organization",
+            NS,
+            "acme",
+            organization_deletion(&cascading, &accounts, &users, &[]),
+        );
+        assert_eq!(review, Review::default(), "cascading: allowed");
+        assert_eq!(
+            account_deletion(&accounts[0], &users).map(|f| f.reason),
+            Some(Reason::ChildrenExist)
+        );
+    }
+}

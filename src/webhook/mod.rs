@@ -1,0 +1,401 @@
+//! The validating admission webhook: every replica (leader and standby) serves `/validate`
+//! over HTTPS, answering from the caches with the model's own rules (`model::admission`), so
+//! that `kubectl apply` of a change the model forbids fails at once with the words of the
+//! condition the reconciler would report. It never calls the API server on the request path.
+
+pub mod tls;
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{Json, Router, extract::State, routing::post};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Resource, ResourceExt,
+    core::{
+        DynamicObject,
+        admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
+    },
+};
+use serde::de::DeserializeOwned;
+use tracing::{debug, warn};
+
+use crate::{
+    api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding},
+    cache::{
+        Cache,
+        resolve::{Parent, ResolvedIdentity, members},
+    },
+    metrics::{AdmissionLabels, Metrics},
+    model::{
+        account,
+        admission::{self, Finding, Review},
+        role_binding, safelist,
+    },
+};
+
+/// Errors of the webhook layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot serve the webhook on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("webhook TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+#[derive(Clone)]
+struct WebhookState {
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+}
+
+/// Binds the webhook's address (so that a taken port fails the start, not a request).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// Serves `/validate` until `shutdown`, with the certificate `serving` holds.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+    serving: Arc<tls::ServingCert>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(serving);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(addr = %bound, "serving the admission webhook on /validate");
+    }
+    let app = Router::new()
+        .route("/validate", post(validate))
+        .with_state(WebhookState { cache, metrics });
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => { warn!(error = %e, "webhook accept failed"); continue; }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    debug!(%peer, error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(app);
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                debug!(%peer, error = %e, "webhook connection ended");
+            }
+        });
+    }
+}
+
+/// How a review ended, for the metrics.
+fn result_label(response: &AdmissionResponse) -> &'static str {
+    match (
+        response.allowed,
+        response.warnings.as_ref().is_some_and(|w| !w.is_empty()),
+    ) {
+        (false, _) => "denied",
+        (true, true) => "warned",
+        (true, false) => "allowed",
+    }
+}
+
+async fn validate(
+    State(state): State<WebhookState>,
+    Json(review): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    let started = Instant::now();
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(_) => return Json(AdmissionResponse::invalid("not an AdmissionReview request").into_review()),
+    };
+    let kind = kind_label(&request.kind.kind);
+    let operation = match request.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    };
+    let (response, result) = match answer(&state.cache, &request) {
+        Ok(review) => {
+            let response = respond(&request, review);
+            let result = result_label(&response);
+            (response, result)
+        }
+        Err(message) => {
+            warn!(kind, operation, name = %request.name, error = %message, "admission review failed");
+            (AdmissionResponse::from(&request).deny(message), "error")
+        }
+    };
+    let labels = AdmissionLabels {
+        kind,
+        operation,
+        result,
+    };
+    state.metrics.admission_reviews.get_or_create(&labels).inc();
+    state
+        .metrics
+        .admission_duration
+        .get_or_create(&crate::metrics::KindLabels { kind })
+        .observe(started.elapsed().as_secs_f64());
+    Json(response.into_review())
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "Organization" => "Organization",
+        "Account" => "Account",
+        "CEUser" => "CEUser",
+        "RoleBinding" => "RoleBinding",
+        "ElementSafelist" => "ElementSafelist",
+        _ => "other",
+    }
+}
+
+fn respond(request: &AdmissionRequest<DynamicObject>, review: Review) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(request);
+    if !review.warnings.is_empty() {
+        response.warnings = Some(review.warnings);
+    }
+    match review.denial {
+        Some(denial) => response.deny(denial),
+        None => response,
+    }
+}
+
+/// The typed object of a request, placed in the request's namespace. A new object gets a
+/// creation time a second ahead: it ranks after everything that exists, as it will once
+/// stored, so that admission and the reconcilers agree on which of two is the newer.
+fn typed<K: Resource + DeserializeOwned>(
+    obj: Option<&DynamicObject>,
+    request: &AdmissionRequest<DynamicObject>,
+) -> Result<Option<K>, String> {
+    let Some(obj) = obj else { return Ok(None) };
+    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    let mut typed: K = serde_json::from_value(value).map_err(|e| format!("cannot read the object: {e}"))?;
+    let meta = typed.meta_mut();
+    meta.namespace = request.namespace.clone();
+    if meta.name.as_deref().unwrap_or_default().is_empty() {
+        meta.name = Some(request.name.clone());
+    }
+    if meta.creation_timestamp.is_none() {
+        let ahead = crate::controller::now() + k8s_openapi::jiff::SignedDuration::from_secs(1);
+        meta.creation_timestamp = Some(Time(ahead));
+    }
+    Ok(Some(typed))
+}
+
+/// Replaces the stored version of `candidate` in `list` by the candidate.
+fn with_candidate<K: Resource + Clone>(list: Vec<Arc<K>>, candidate: &K) -> Vec<Arc<K>> {
+    let name = candidate.meta().name.clone();
+    let mut list: Vec<Arc<K>> = list.into_iter().filter(|o| o.meta().name != name).collect();
+    list.push(Arc::new(candidate.clone()));
+    list
+}
+
+/// The review of a request, from the caches.
+fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Review, String> {
+    if !cache.is_synced() {
+        return Err("ce-operator is starting and its caches are not synced yet; retry in a few seconds".into());
+    }
+    let ns = request.namespace.clone().unwrap_or_default();
+    if request.operation == Operation::Delete {
+        // Cleanup never waits on the rules: a namespace being deleted takes everything.
+        if cache.namespace_terminating(&ns) {
+            return Ok(Review::default());
+        }
+        return deletion(cache, request, &ns);
+    }
+    let name = request.name.as_str();
+    let review =
+        |kind: &str, before: Vec<Finding>, after: Vec<Finding>| admission::review(kind, &ns, name, &before, &after);
+    Ok(match request.kind.kind.as_str() {
+        "Organization" => {
+            let (Some(org), old) = (
+                typed::<Organization>(request.object.as_ref(), request)?,
+                typed::<Organization>(request.old_object.as_ref(), request)?,
+            ) else {
+                return Ok(Review::default());
+            };
+            let link = crate::model::safelist::judge_link(&org, &ns, Parent::of(cache, &org).lookup());
+            let members = if org.spec.whitelabel.is_some() {
+                members(cache, &ns, name)
+            } else {
+                Vec::new()
+            };
+            review(
+                "Organization",
+                old.as_ref()
+                    .map(admission::organization_findings_before)
+                    .unwrap_or_default(),
+                admission::organization_findings(&org, old.as_ref(), &link, &members),
+            )
+        }
+        "Account" => {
+            let findings = |account: &Account| {
+                let org_name = &account.spec.organization_ref.name;
+                let organization = cache.organization(&ns, org_name);
+                let siblings = with_candidate(cache.accounts_of(&ns, org_name), account);
+                admission::account_findings(&account::Inputs {
+                    account,
+                    organization: organization.as_deref(),
+                    siblings: &siblings,
+                    users: &[],
+                    bindings: &[],
+                    namespace_terminating: false,
+                    now: crate::controller::now(),
+                })
+            };
+            let (Some(new), old) = (
+                typed::<Account>(request.object.as_ref(), request)?,
+                typed::<Account>(request.old_object.as_ref(), request)?,
+            ) else {
+                return Ok(Review::default());
+            };
+            review(
+                "Account",
+                old.as_ref().map(findings).unwrap_or_default(),
+                findings(&new),
+            )
+        }
+        "CEUser" => {
+            let findings = |user: &CEUser| {
+                let mut resolved = ResolvedIdentity::of(cache, user);
+                resolved.same_email = with_candidate(std::mem::take(&mut resolved.same_email), user);
+                admission::user_findings(&resolved.inputs(user))
+            };
+            let (Some(new), old) = (
+                typed::<CEUser>(request.object.as_ref(), request)?,
+                typed::<CEUser>(request.old_object.as_ref(), request)?,
+            ) else {
+                return Ok(Review::default());
+            };
+            review("CEUser", old.as_ref().map(findings).unwrap_or_default(), findings(&new))
+        }
+        "RoleBinding" => {
+            let findings = |binding: &RoleBinding| {
+                let user = cache.user(&ns, &binding.spec.user_ref.name);
+                let account = user.as_ref().and_then(|u| cache.account(&ns, &u.spec.account_ref.name));
+                let org = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
+                let organization = org.as_deref().and_then(|o| cache.organization(&ns, o));
+                let org_accounts = org.as_deref().map(|o| cache.accounts_of(&ns, o)).unwrap_or_default();
+                admission::binding_findings(&role_binding::Inputs {
+                    binding,
+                    user: user.as_deref(),
+                    account: account.as_deref(),
+                    organization: organization.as_deref(),
+                    org_accounts: &org_accounts,
+                    now: crate::controller::now(),
+                })
+            };
+            let (Some(new), old) = (
+                typed::<RoleBinding>(request.object.as_ref(), request)?,
+                typed::<RoleBinding>(request.old_object.as_ref(), request)?,
+            ) else {
+                return Ok(Review::default());
+            };
+            review(
+                "RoleBinding",
+                old.as_ref().map(findings).unwrap_or_default(),
+                findings(&new),
+            )
+        }
+        "ElementSafelist" => {
+            let findings = |list: &ElementSafelist| {
+                let org_name = &list.spec.organization_ref.name;
+                let organization = cache.organization(&ns, org_name);
+                let parent = organization.as_deref().map_or(Parent::None, |o| Parent::of(cache, o));
+                let siblings = with_candidate(cache.safelists_of(&ns, org_name), list);
+                admission::safelist_findings(&safelist::Inputs {
+                    list,
+                    organization: organization.as_deref(),
+                    siblings: &siblings,
+                    super_organization: parent.lookup(),
+                    now: crate::controller::now(),
+                })
+            };
+            let (Some(new), old) = (
+                typed::<ElementSafelist>(request.object.as_ref(), request)?,
+                typed::<ElementSafelist>(request.old_object.as_ref(), request)?,
+            ) else {
+                return Ok(Review::default());
+            };
+            review(
+                "ElementSafelist",
+                old.as_ref().map(findings).unwrap_or_default(),
+                findings(&new),
+            )
+        }
+        _ => Review::default(),
+    })
+}
+
+/// The review of a deletion: a parent with children (without allowCascadingDeletion), or
+/// the last org-admin of an organization that is not itself going.
+fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) -> Result<Review, String> {
+    let name = request.name.as_str();
+    let finding = match request.kind.kind.as_str() {
+        "Organization" => typed::<Organization>(request.old_object.as_ref(), request)?
+            .filter(|org| org.meta().deletion_timestamp.is_none())
+            .and_then(|org| {
+                admission::organization_deletion(
+                    &org,
+                    &cache.accounts_of(ns, name),
+                    &cache.users_of(ns, name),
+                    &cache.safelists_of(ns, name),
+                )
+            }),
+        "Account" => typed::<Account>(request.old_object.as_ref(), request)?
+            .filter(|account| account.meta().deletion_timestamp.is_none())
+            .and_then(|account| admission::account_deletion(&account, &cache.users_of_account(ns, name))),
+        "RoleBinding" => typed::<RoleBinding>(request.old_object.as_ref(), request)?
+            .filter(|binding| binding.spec.role == Role::OrgAdmin)
+            .and_then(|binding| {
+                let user = cache.user(ns, &binding.spec.user_ref.name)?;
+                let org_name = cache.organization_of_user(&user)?;
+                let org = cache.organization(ns, &org_name)?;
+                if org.meta().deletion_timestamp.is_some() {
+                    return None;
+                }
+                let bindings: Vec<_> = cache
+                    .org_admin_bindings(ns)
+                    .into_iter()
+                    .map(|b| {
+                        let user = cache.user(ns, &b.spec.user_ref.name);
+                        (b, user)
+                    })
+                    .collect();
+                admission::binding_deletion(
+                    &binding,
+                    &org_name,
+                    &bindings,
+                    &cache.accounts_of(ns, &org_name),
+                    org.uid().as_deref(),
+                )
+            }),
+        _ => None,
+    };
+    Ok(admission::review_deletion(&request.kind.kind, ns, name, finding))
+}

@@ -1,0 +1,190 @@
+//! At rest, and across a restart, the operator writes nothing: judged from the API server's
+//! own request counters (`apiserver_request_total`), not from what the objects look like.
+//! This binary has a single test, and test binaries run one after another, so the counters
+//! see no other test's writes.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ce_operator::api::{CEUser, Organization, Role, RoleBinding};
+use kube::{Api, Client, api::DeleteParams};
+
+use support::{
+    Operator, TIMEOUT, TestNamespace, apply, client, install_crds, wait_condition, wait_for, wait_ready, wait_until,
+};
+
+const TENANT: &str = "
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {name: acme}
+spec: {displayName: Acme, owner: {email: ceo@acme.example}, security: {rotationGracePeriod: 1h}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {name: eu}
+spec: {organizationRef: {name: acme}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {name: jane}
+spec: {accountRef: {name: eu}, email: jane@acme.example}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {name: john}
+spec: {accountRef: {name: eu}, email: john@acme.example}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: RoleBinding
+metadata: {name: jane-admin}
+spec: {userRef: {name: jane}, role: admin}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: ElementSafelist
+metadata: {name: acme}
+spec: {organizationRef: {name: acme}, elements: [salesforce]}
+";
+
+/// The API server's write counters for what the operator writes (the five kinds and their
+/// status, Secrets, Events): (verb, resource, subresource) -> count. Deletes are left out:
+/// the namespace controller may still be emptying earlier tests' namespaces.
+async fn writes(client: &Client) -> BTreeMap<(String, String, String), u64> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |key: &str| {
+            line.split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let managed = matches!(
+            label("resource").as_str(),
+            "organizations" | "accounts" | "ceusers" | "rolebindings" | "elementsafelists" | "secrets" | "events"
+        ) && (label("group") == "ce.tenancy.io" || label("resource") != "rolebindings");
+        if managed && matches!(label("verb").as_str(), "POST" | "PUT" | "PATCH" | "APPLY") {
+            let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            *counts
+                .entry((label("verb"), label("resource"), label("subresource")))
+                .or_insert(0) += value as u64;
+        }
+    }
+    counts
+}
+
+/// What was written between two samples.
+fn written(
+    before: &BTreeMap<(String, String, String), u64>,
+    after: &BTreeMap<(String, String, String), u64>,
+) -> Vec<String> {
+    after
+        .iter()
+        .filter_map(|(key, n)| {
+            let d = n - before.get(key).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{d} x {} {}/{}", key.0, key.1, key.2))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "quiet").await;
+    let mut operator = Operator::start(&ns.name);
+    apply(&ns.name, TENANT);
+    let users: Api<CEUser> = ns.api();
+    let bindings: Api<RoleBinding> = ns.api();
+    let orgs: Api<Organization> = ns.api();
+    for user in ["jane", "john", "acme-owner"] {
+        wait_ready(&users, user).await;
+    }
+    // Bind and revoke a role, each revoke right after the bind shows (the operator's own
+    // write may not have reached its cache yet), and rotate a secret: the states a converged
+    // tenant goes through.
+    let has_admin = |users: Api<CEUser>, has: bool| async move {
+        // Polled tightly: the point is to act within milliseconds of the write.
+        let started = std::time::Instant::now();
+        while users
+            .get("john")
+            .await
+            .unwrap()
+            .status
+            .is_none_or(|s| s.roles.contains(&Role::Admin) != has)
+        {
+            assert!(started.elapsed() < TIMEOUT, "john never had admin == {has}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "RoleBinding",
+        "metadata": {"name": "john-admin"}, "spec": {"userRef": {"name": "john"}, "role": "admin"}
+    }))
+    .unwrap();
+    for _ in 0..10 {
+        bindings.create(&Default::default(), &binding).await.unwrap();
+        has_admin(users.clone(), true).await;
+        bindings.delete("john-admin", &DeleteParams::default()).await.unwrap();
+        has_admin(users.clone(), false).await;
+    }
+    support::kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "annotate",
+        "ceuser",
+        "jane",
+        "ce.tenancy.io/rotate-secret=r1",
+    ]);
+    wait_for(&users, "jane", "rotated", TIMEOUT, |u| {
+        u.status
+            .as_ref()
+            .is_some_and(|s| s.last_rotation_request.as_deref() == Some("r1"))
+    })
+    .await;
+    wait_for(&orgs, "acme", "3 users counted", TIMEOUT, |o| {
+        o.status.as_ref().is_some_and(|s| s.users == Some(3))
+    })
+    .await;
+    wait_condition(&orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
+    wait_ready(&bindings, "jane-admin").await;
+
+    // Settled: whatever was in flight has landed once the operator's counter stops moving.
+    let started = std::time::Instant::now();
+    let mut last = operator.metric("ce_operator_reconciles_total{").await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await; // sampling interval
+        let now = operator.metric("ce_operator_reconciles_total{").await;
+        if now == last {
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "the operator never settled");
+        last = now;
+    }
+
+    // A window at rest: the API server sees no write.
+    let before = writes(&client).await;
+    tokio::time::sleep(Duration::from_secs(10)).await; // a measurement window, not a wait
+    let at_rest = written(&before, &writes(&client).await);
+    assert!(at_rest.is_empty(), "the operator wrote at rest: {at_rest:?}");
+
+    // Killed and started again: it reconciles every object, and writes nothing.
+    // acme; eu and the generated default account; jane, john and the owner; jane-admin and
+    // the owner's binding; the safelist.
+    let objects = 1 + 2 + 3 + 2 + 1;
+    let before = writes(&client).await;
+    operator.restart();
+    wait_until("the restarted operator to reconcile every object", TIMEOUT, || async {
+        operator.metric("ce_operator_reconciles_total{").await >= f64::from(objects)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a window for anything late to land
+    let on_restart = written(&before, &writes(&client).await);
+    assert!(on_restart.is_empty(), "the restart wrote: {on_restart:?}");
+    assert_eq!(operator.metric("ce_operator_status_writes_total{").await, 0.0);
+    drop(ns);
+}

@@ -1,0 +1,604 @@
+//! The admission webhook end to end: the real kube-apiserver calls the operator's webhook
+//! over TLS, through a ValidatingWebhookConfiguration like the chart's (pointing at the local
+//! operator, and covering only the test's namespace).
+
+mod support;
+
+use std::{
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use ce_operator::api::{Account, CEUser, ElementSafelist, HasConditions, Organization, RoleBinding};
+use k8s_openapi::api::{admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::ConfigMap};
+use kube::{
+    Api,
+    api::{DeleteParams, ObjectMeta, PostParams},
+};
+use support::{
+    Operator, TIMEOUT, TestNamespace, TestWebhook, apply, client, cover_with_webhook, install_crds, kubectl,
+    kubectl_with_input, wait_condition, wait_for, wait_ready, wait_until, webhook_config_name,
+};
+
+/// A tenant: super-organization big (denies box), organization acme (member, safelists
+/// salesforce), default account hq with sam (org-admin), account eu with jane.
+fn tenant(ns: &str) -> String {
+    format!(
+        "
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {{name: big}}
+spec: {{displayName: Big, whitelabel: {{allowedNamespaces: [{ns}], elementDenylist: [box]}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {{name: acme}}
+spec: {{displayName: Acme, defaultAccountName: hq, superOrganizationRef: {{namespace: {ns}, name: big}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {{name: hq}}
+spec: {{organizationRef: {{name: acme}}, default: true}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {{name: eu}}
+spec: {{organizationRef: {{name: acme}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: sam}}
+spec: {{accountRef: {{name: hq}}, email: sam@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: jane}}
+spec: {{accountRef: {{name: eu}}, email: jane@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: RoleBinding
+metadata: {{name: sam-org-admin}}
+spec: {{userRef: {{name: sam}}, role: org-admin}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: ElementSafelist
+metadata: {{name: acme-list}}
+spec: {{organizationRef: {{name: acme}}, elements: [salesforce]}}
+"
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A change the model forbids, the message it must be refused with, and how the
+/// reconciler reports it when it gets in without the webhook.
+struct Violation {
+    what: &'static str,
+    /// kubectl arguments (with `-n <ns>` added) and stdin.
+    args: Vec<String>,
+    input: String,
+    refused_with: String,
+}
+
+fn apply_args() -> Vec<String> {
+    vec!["apply".into(), "-f".into(), "-".into()]
+}
+
+fn violations(ns: &str) -> Vec<Violation> {
+    let doc = |kind: &str, name: &str, spec: &str| {
+        format!("apiVersion: ce.tenancy.io/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+    };
+    vec![
+        Violation {
+            what: "org-admin outside the default account",
+            args: apply_args(),
+            input: doc(
+                "RoleBinding",
+                "jane-org-admin",
+                "{userRef: {name: jane}, role: org-admin}",
+            ),
+            refused_with: format!(
+                "RoleBinding {ns}/jane-org-admin: spec.role: org-admin can only be held by a user of the organization's default account; CEUser jane is in account eu"
+            ),
+        },
+        Violation {
+            what: "a safelisted element on the super-organization's denylist",
+            args: apply_args(),
+            input: doc(
+                "ElementSafelist",
+                "acme-list",
+                "{organizationRef: {name: acme}, elements: [salesforce, box]}",
+            ),
+            refused_with: format!(
+                "ElementSafelist {ns}/acme-list: spec.elements: box denied by super-organization {ns}/big"
+            ),
+        },
+        Violation {
+            what: "a denied element a member safelists (vice versa)",
+            args: apply_args(),
+            input: doc(
+                "Organization",
+                "big",
+                &format!(
+                    "{{displayName: Big, whitelabel: {{allowedNamespaces: [{ns}], elementDenylist: [box, salesforce]}}}}"
+                ),
+            ),
+            refused_with: format!(
+                "Organization {ns}/big: spec.whitelabel.elementDenylist: {ns}/acme safelists salesforce"
+            ),
+        },
+        Violation {
+            what: "a second default account",
+            args: apply_args(),
+            input: doc("Account", "hq2", "{organizationRef: {name: acme}, default: true}"),
+            refused_with: format!(
+                "Account {ns}/hq2: spec.default: organization acme already has the default account hq"
+            ),
+        },
+        Violation {
+            what: "an e-mail taken in the organization (case-insensitively)",
+            args: apply_args(),
+            input: doc("CEUser", "jane2", "{accountRef: {name: hq}, email: JANE@acme.example}"),
+            refused_with: format!(
+                "CEUser {ns}/jane2: spec.email: JANE@acme.example is already the e-mail of user jane in organization acme"
+            ),
+        },
+        Violation {
+            what: "a second safelist",
+            args: apply_args(),
+            input: doc(
+                "ElementSafelist",
+                "acme-second",
+                "{organizationRef: {name: acme}, elements: [zendesk]}",
+            ),
+            refused_with: format!(
+                "ElementSafelist {ns}/acme-second: spec.organizationRef: organization acme already has the safelist acme-list"
+            ),
+        },
+        Violation {
+            what: "a role customisation that locks org-admin out",
+            args: apply_args(),
+            input: doc(
+                "Organization",
+                "acme",
+                &format!(
+                    "{{displayName: Acme, defaultAccountName: hq, superOrganizationRef: {{namespace: {ns}, name: big}}, roles: [{{role: org-admin, revoke: [manageSecurity]}}]}}"
+                ),
+            ),
+            refused_with: format!(
+                "Organization {ns}/acme: spec.roles: org-admin keeps manageSecurity so that the organization cannot lock itself out"
+            ),
+        },
+        Violation {
+            what: "deleting the last org-admin binding",
+            args: vec![
+                "delete".into(),
+                "rolebinding.ce.tenancy.io".into(),
+                "sam-org-admin".into(),
+            ],
+            input: String::new(),
+            refused_with: format!(
+                "RoleBinding {ns}/sam-org-admin: spec.role: it is the last org-admin binding of organization acme"
+            ),
+        },
+        Violation {
+            what: "deleting an organization with children",
+            args: vec!["delete".into(), "organization".into(), "acme".into()],
+            input: String::new(),
+            refused_with: format!(
+                "Organization {ns}/acme: spec.allowCascadingDeletion: the organization still has account eu, account hq, user jane"
+            ),
+        },
+        Violation {
+            what: "deleting an account with users",
+            args: vec!["delete".into(), "account".into(), "eu".into()],
+            input: String::new(),
+            refused_with: format!("Account {ns}/eu: spec.allowCascadingDeletion: the account still has users jane"),
+        },
+    ]
+}
+
+fn run(ns: &str, args: &[String], input: &str, dry_run: bool) -> Output {
+    let mut all: Vec<&str> = vec!["-n", ns];
+    all.extend(args.iter().map(String::as_str));
+    if dry_run {
+        all.push("--dry-run=server");
+    }
+    kubectl_with_input(&all, input)
+}
+
+/// Starts an operator on a fresh namespace covered by its webhook; returns them with the
+/// webhook configuration.
+async fn setup(prefix: &str) -> (TestNamespace, Operator, TestWebhook) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    let operator = Operator::start(&ns.name);
+    cover_with_webhook(&ns.name, &ns.name);
+    let webhook = TestWebhook::install(
+        &client,
+        &webhook_config_name(&ns.name),
+        &operator.webhook_addr().await,
+        &ns.name,
+    )
+    .await;
+    (ns, operator, webhook)
+}
+
+async fn converge_tenant(ns: &TestNamespace) {
+    apply(&ns.name, &tenant(&ns.name));
+    wait_ready(&ns.api::<Organization>(), "acme").await;
+    wait_ready(&ns.api::<ElementSafelist>(), "acme-list").await;
+    wait_ready(&ns.api::<RoleBinding>(), "sam-org-admin").await;
+    wait_ready(&ns.api::<CEUser>(), "jane").await;
+    wait_condition(
+        &ns.api::<Organization>(),
+        "acme",
+        "AdminPresent",
+        "True",
+        "OrgAdminPresent",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_rule_refuses_the_change_at_once_and_the_reconciler_reports_what_slips_past() {
+    let (ns, _operator, webhook) = setup("admission").await;
+    converge_tenant(&ns).await;
+
+    for v in violations(&ns.name) {
+        for dry_run in [true, false] {
+            let out = run(&ns.name, &v.args, &v.input, dry_run);
+            assert!(!out.status.success(), "{} was accepted (dry run: {dry_run})", v.what);
+            let said = stderr(&out);
+            assert!(
+                said.contains("denied the request") && said.contains(&v.refused_with),
+                "{}: {said}",
+                v.what
+            );
+        }
+    }
+    // Nothing of that got in.
+    assert!(
+        ns.api::<RoleBinding>()
+            .get_opt("jane-org-admin")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        ns.api::<Organization>()
+            .get("acme")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+
+    // Warnings: a discouraged override, and a reference to what does not exist yet.
+    let out = kubectl_with_input(
+        &["-n", &ns.name, "apply", "-f", "-"],
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: jane-org}\nspec: {userRef: {name: jane}, role: org, overrideSystemRole: true}\n---\napiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: ghost-admin}\nspec: {userRef: {name: ghost}, role: admin}\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("Warning:") && said.contains("overrideSystemRole: the system's role assignment"),
+        "{said}"
+    );
+    assert!(said.contains("CEUser ghost does not exist in this namespace"), "{said}");
+
+    // Without the webhook, every violation gets in, and the reconciler reports it: the
+    // conditions stay the backstop. (Deletions last: a deleted organization only reports
+    // what holds its deletion.)
+    drop(webhook);
+    let (changes, deletions): (Vec<_>, Vec<_>) = violations(&ns.name).into_iter().partition(|v| v.args[0] == "apply");
+    for v in &changes {
+        let out = run(&ns.name, &v.args, &v.input, false);
+        assert!(
+            out.status.success(),
+            "{} was refused without the webhook: {}",
+            v.what,
+            stderr(&out)
+        );
+    }
+    let orgs = ns.api::<Organization>();
+    let lists = ns.api::<ElementSafelist>();
+    wait_condition(
+        &ns.api::<RoleBinding>(),
+        "jane-org-admin",
+        "Ready",
+        "False",
+        "OrgAdminRequiresDefaultAccount",
+    )
+    .await;
+    wait_condition(&lists, "acme-second", "Ready", "False", "DuplicateSafelist").await;
+    wait_condition(&orgs, "big", "DenylistConflict", "True", "SafelistedDeniedElements").await;
+    wait_condition(&orgs, "acme", "RolesApplied", "False", "ProtectedPrivilegeRevoked").await;
+    wait_condition(&ns.api::<Account>(), "hq2", "Ready", "False", "DuplicateDefaultAccount").await;
+    wait_condition(&ns.api::<CEUser>(), "jane2", "Ready", "False", "DuplicateEmail").await;
+    // Deny wins on both sides: neither box nor salesforce is effective.
+    let list = wait_for(&lists, "acme-list", "box and salesforce denied", TIMEOUT, |l| {
+        l.status.as_ref().is_some_and(|s| s.conflicts == ["box", "salesforce"])
+    })
+    .await;
+    assert!(list.has_condition("Ready", "False", "DeniedBySuperOrganization"));
+    assert!(list.status.unwrap().effective_elements.is_empty());
+
+    let [last_admin, org, account] = deletions.try_into().map_err(|_| "three deletions").unwrap();
+    let out = run(&ns.name, &last_admin.args, &last_admin.input, false);
+    assert!(out.status.success(), "{}: {}", last_admin.what, stderr(&out));
+    wait_condition(&orgs, "acme", "AdminPresent", "False", "NoOrgAdmin").await;
+    for v in [&org, &account] {
+        // They stay, held by their finalizers: do not wait for them to go.
+        let mut args = v.args.clone();
+        args.push("--wait=false".into());
+        let out = run(&ns.name, &args, &v.input, false);
+        assert!(out.status.success(), "{}: {}", v.what, stderr(&out));
+    }
+    wait_condition(&orgs, "acme", "DeletionBlocked", "True", "ChildrenExist").await;
+    wait_condition(&ns.api::<Account>(), "eu", "DeletionBlocked", "True", "ChildrenExist").await;
+}
+
+/// The files of one tenant, named so that `kubectl apply -f dir/` applies them in `order`.
+fn tenant_dir(root: &std::path::Path, i: usize, order: &[usize]) -> std::path::PathBuf {
+    let files = [
+        (
+            "organization",
+            format!(
+                "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {{name: org{i}}}\nspec: {{displayName: Org {i}, defaultAccountName: hq{i}, owner: {{email: owner{i}@example.com}}}}\n"
+            ),
+        ),
+        (
+            "accounts",
+            format!(
+                "apiVersion: ce.tenancy.io/v1alpha1\nkind: Account\nmetadata: {{name: hq{i}}}\nspec: {{organizationRef: {{name: org{i}}}, default: true}}\n---\napiVersion: ce.tenancy.io/v1alpha1\nkind: Account\nmetadata: {{name: eu{i}}}\nspec: {{organizationRef: {{name: org{i}}}}}\n"
+            ),
+        ),
+        (
+            "users",
+            format!(
+                "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {{name: sam{i}}}\nspec: {{accountRef: {{name: hq{i}}}, email: sam{i}@example.com}}\n---\napiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {{name: jane{i}}}\nspec: {{accountRef: {{name: eu{i}}}, email: jane{i}@example.com}}\n"
+            ),
+        ),
+        (
+            "bindings",
+            format!(
+                "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {{name: sam{i}-org-admin}}\nspec: {{userRef: {{name: sam{i}}}, role: org-admin}}\n---\napiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {{name: jane{i}-admin}}\nspec: {{userRef: {{name: jane{i}}}, role: admin}}\n"
+            ),
+        ),
+        (
+            "safelist",
+            format!(
+                "apiVersion: ce.tenancy.io/v1alpha1\nkind: ElementSafelist\nmetadata: {{name: org{i}}}\nspec: {{organizationRef: {{name: org{i}}}, elements: [salesforce]}}\n"
+            ),
+        ),
+    ];
+    let dir = root.join(format!("tenant-{i}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (position, file) in order.iter().enumerate() {
+        let (name, content) = &files[*file];
+        std::fs::write(dir.join(format!("{position}-{name}.yaml")), content).unwrap();
+    }
+    dir
+}
+
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut p = rest.clone();
+            p.insert(at, n - 1);
+            all.push(p);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_tenant_applied_as_a_folder_in_every_order_is_admitted_and_converges() {
+    let (ns, _operator, _webhook) = setup("orders").await;
+    let root = std::env::temp_dir().join(format!("ce-orders-{}", ns.name));
+    let orders = permutations(5);
+    assert_eq!(orders.len(), 120);
+    for (i, order) in orders.iter().enumerate() {
+        let dir = tenant_dir(&root, i, order);
+        let out = kubectl(&["-n", &ns.name, "apply", "-f", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "order {order:?} was refused: {}", stderr(&out));
+    }
+    let users = ns.api::<CEUser>();
+    let bindings = ns.api::<RoleBinding>();
+    for i in 0..orders.len() {
+        wait_ready(&users, &format!("jane{i}")).await;
+        wait_ready(&bindings, &format!("sam{i}-org-admin")).await;
+        wait_ready(&bindings, &format!("jane{i}-admin")).await;
+        wait_condition(
+            &ns.api::<Organization>(),
+            &format!("org{i}"),
+            "AdminPresent",
+            "True",
+            "OrgAdminPresent",
+        )
+        .await;
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[tokio::test]
+async fn with_the_operator_down_tenancy_writes_are_refused_and_the_cluster_still_works() {
+    let (ns, mut operator, _webhook) = setup("down").await;
+    converge_tenant(&ns).await;
+    operator.kill();
+    let out = kubectl_with_input(
+        &["-n", &ns.name, "apply", "-f", "-"],
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {name: kim}\nspec: {accountRef: {name: eu}, email: kim@acme.example}\n",
+    );
+    assert!(!out.status.success(), "a tenancy write got in with the webhook down");
+    let said = stderr(&out);
+    assert!(
+        said.contains("failed calling webhook \"validate.ce.tenancy.io\""),
+        "{said}"
+    );
+    // The webhook covers only ce.tenancy.io kinds: the rest of the cluster is unaffected.
+    let client = client().await;
+    let config_maps: Api<ConfigMap> = ns.api();
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("still-works".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    config_maps
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("a ConfigMap");
+    config_maps
+        .delete("still-works", &DeleteParams::default())
+        .await
+        .unwrap();
+    let _other = TestNamespace::new(&client, "down-other").await;
+}
+
+#[tokio::test]
+async fn a_standby_replica_answers_admission_reviews() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "standby").await;
+    let shared = [
+        "--leader-election",
+        "--lease-namespace",
+        &ns.name,
+        "--lease-duration",
+        "4",
+        "--webhook-secret",
+        "ce-webhook-standby",
+        "--webhook-config-name",
+        &webhook_config_name(&ns.name),
+    ];
+    let leader = Operator::start_with(&ns.name, &format!("{}-leader", ns.name), &shared);
+    let leader_addr = leader.http_addr().await;
+    wait_until("the first replica to lead", TIMEOUT, || async {
+        support::http_get(&leader_addr, "/metrics")
+            .1
+            .contains("ce_operator_leader 1")
+    })
+    .await;
+    let standby = Operator::start_with(&ns.name, &format!("{}-standby", ns.name), &shared);
+    cover_with_webhook(&ns.name, &ns.name);
+    // The configuration points at the standby only.
+    let _webhook = TestWebhook::install(
+        &client,
+        &webhook_config_name(&ns.name),
+        &standby.webhook_addr().await,
+        &ns.name,
+    )
+    .await;
+    converge_tenant(&ns).await;
+    let v = &violations(&ns.name)[0];
+    wait_until("the standby to serve the leader's certificate", TIMEOUT, || async {
+        let out = run(&ns.name, &v.args, &v.input, true);
+        stderr(&out).contains(&v.refused_with)
+    })
+    .await;
+    assert!(standby.metric("ce_operator_admission_reviews_total{").await > 0.0);
+    assert_eq!(
+        standby.metric("ce_operator_reconciles_total{").await,
+        0.0,
+        "the standby reconciled"
+    );
+    assert_eq!(standby.metric("ce_operator_leader ").await, 0.0);
+}
+
+/// The SHA-256 of the certificate served at `addr`.
+fn served_certificate(addr: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+            ),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn certificates_rotate_with_an_overlap_and_no_request_fails() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "rotation").await;
+    // Renewal starts with a third of 24 s left, every 16 s or so; the overlap is 3 s.
+    let operator = Operator::start_with(&ns.name, &ns.name, &["--webhook-cert-validity", "24s"]);
+    cover_with_webhook(&ns.name, &ns.name);
+    let addr = operator.webhook_addr().await;
+    let webhook = TestWebhook::install(&client, &webhook_config_name(&ns.name), &addr, &ns.name).await;
+    let configs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let bundle = |c: &ValidatingWebhookConfiguration| {
+        c.webhooks.as_ref().unwrap()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .unwrap()
+            .0
+    };
+    let first_bundle = bundle(&configs.get(&webhook.name).await.unwrap());
+    wait_until("the webhook to serve its certificate", TIMEOUT, || {
+        let served = served_certificate(&addr).contains("Fingerprint");
+        async move { served }
+    })
+    .await;
+    let first_cert = served_certificate(&addr);
+    apply(&ns.name, &tenant(&ns.name));
+
+    // A client writes through the webhook for two full rotations: no request may fail.
+    let accounts: Api<Account> = ns.api();
+    let started = Instant::now();
+    let mut bundles = vec![first_bundle.clone()];
+    let mut certs = vec![first_cert.clone()];
+    let mut writes = 0;
+    while started.elapsed() < Duration::from_secs(40) {
+        let account: Account = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "Account",
+            "metadata": {"name": format!("a{writes}")},
+            "spec": {"organizationRef": {"name": "acme"}}
+        }))
+        .unwrap();
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap_or_else(|e| panic!("write {writes} failed at {:?}: {e}", started.elapsed()));
+        writes += 1;
+        let current = bundle(&configs.get(&webhook.name).await.unwrap());
+        if bundles.last() != Some(&current) {
+            bundles.push(current);
+        }
+        let cert = served_certificate(&addr);
+        if certs.last() != Some(&cert) {
+            certs.push(cert);
+        }
+    }
+    assert!(writes > 50, "only {writes} writes");
+    // Each rotation: [old] -> [old, new] -> [new].
+    assert!(bundles.len() >= 3, "the bundle went through {} states", bundles.len());
+    assert!(
+        bundles
+            .iter()
+            .any(|b| String::from_utf8_lossy(b).matches("BEGIN CERTIFICATE").count() == 2),
+        "no overlap: the bundle never held two CAs"
+    );
+    assert!(certs.len() >= 2, "the served certificate never changed: {certs:?}");
+    assert!(
+        operator
+            .metric("ce_operator_webhook_certificate_expiry_timestamp_seconds")
+            .await
+            > 0.0
+    );
+}
