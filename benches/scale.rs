@@ -3,10 +3,11 @@
 //! Starts the release operator as a separate process on a fresh namespace, creates the load,
 //! and measures convergence, the floor (the writes the operator must make, done by a bare
 //! client), quiet at rest and across a restart (from the API server's own request metrics),
-//! memory (from /proc), change latency and API requests per object. Prints a table and writes
-//! the figures as JSON under target/bench/.
+//! memory (from /proc), change latency, API requests per object and the cost of the admission
+//! webhook (the same server-side dry-runs without and with it). Prints a table and writes the
+//! figures as JSON under target/bench/.
 //!
-//!   cargo bench --bench scale -- [--quick] [--orgs N] [--accounts N] [--users N] [--bindings N] [--rest-secs N] [--samples N]
+//!   cargo bench --bench scale -- [--quick] [--orgs N] [--accounts N] [--users N] [--bindings N] [--rest-secs N] [--samples N] [--admission-requests N]
 
 use std::{
     collections::BTreeMap,
@@ -38,6 +39,7 @@ struct Scale {
     bindings: usize,
     rest_secs: u64,
     samples: usize,
+    admission_requests: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -60,6 +62,26 @@ struct Report {
     latency_p99_ms: f64,
     latency_samples: usize,
     requests_per_object: f64,
+    admission: Admission,
+}
+
+/// Server-side dry-run RoleBindings (half `admin`, allowed; half `org-admin`, mostly denied),
+/// sent without and then with the webhook covering the namespace.
+#[derive(Debug, Default, Serialize)]
+struct Admission {
+    requests: usize,
+    denied: usize,
+    without_p50_ms: f64,
+    without_p99_ms: f64,
+    with_p50_ms: f64,
+    with_p99_ms: f64,
+    with_per_sec: f64,
+    /// The API server's own `apiserver_admission_webhook_admission_duration_seconds`.
+    apiserver_p50_ms: f64,
+    apiserver_p99_ms: f64,
+    /// The operator's `ce_operator_admission_duration_seconds`.
+    operator_p50_ms: f64,
+    operator_p99_ms: f64,
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -149,7 +171,9 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(kubeconfig: &Path, namespace: &str, log: PathBuf) -> Self {
+    /// Runs as the cluster's `ce-operator` user (whom the webhook exempts, as the chart's
+    /// configuration exempts the operator's ServiceAccount), with its webhook on `webhook`.
+    fn start(kubeconfig: &Path, namespace: &str, webhook: &Webhook, log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(root().join("target/release/ce-operator"))
             .args([
@@ -160,9 +184,21 @@ impl Operator {
                 "127.0.0.1:0",
                 "--namespace",
                 namespace,
+                "--webhook-addr",
+                &webhook.addr,
+                "--webhook-dns-name",
+                "127.0.0.1",
+                "--webhook-secret",
+                "ce-bench-webhook",
+                "--webhook-secret-namespace",
+                namespace,
+                "--webhook-config-name",
+                &webhook.config,
+                "--authz-addr",
+                "127.0.0.1:0",
                 "--kubeconfig",
             ])
-            .arg(kubeconfig)
+            .arg(kubeconfig.with_file_name("operator.kubeconfig"))
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -325,6 +361,205 @@ where
         .unwrap_or(0)
 }
 
+/// The admission webhook of the benchmark's operator: its address, and a configuration (the
+/// chart's, redirected by hack/local-webhook.py) that covers the namespaces labelled
+/// `ce.tenancy.io/webhook=<config>` — none until the admission phase labels the namespace, so
+/// that convergence is measured as before.
+struct Webhook {
+    addr: String,
+    config: String,
+}
+
+impl Webhook {
+    fn install(kubeconfig: &Path, config: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let script = format!(
+            "{bin}/helm template ce charts/ce-operator --namespace ce-system --show-only templates/webhook.yaml \
+             | python3 hack/local-webhook.py {config} https://{addr}/validate ce-operator {config} \
+             | {bin}/kubectl --kubeconfig {kubeconfig} apply --server-side --field-manager=ce-bench -f -",
+            bin = root().join(".local/bin").display(),
+            kubeconfig = kubeconfig.display(),
+        );
+        let status = Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "installing the webhook configuration failed");
+        Self {
+            addr,
+            config: config.to_owned(),
+        }
+    }
+}
+
+/// Sums a histogram's buckets (`<name>_bucket{…le="x"} n`) over the series whose labels
+/// contain `filter`: upper bound -> cumulative count.
+fn histogram(text: &str, name: &str, filter: &str) -> BTreeMap<String, f64> {
+    let mut buckets = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")) && l.contains(filter))
+    {
+        let le = line
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("");
+        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *buckets.entry(le.to_owned()).or_insert(0.0) += n;
+    }
+    buckets
+}
+
+/// The `q` quantile (0..1) of the observations between two histogram samples, interpolated
+/// within the bucket as Prometheus' histogram_quantile does; in milliseconds.
+fn histogram_quantile_ms(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, q: f64) -> f64 {
+    let mut bounds: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            (bound, n - before.get(le).copied().unwrap_or(0.0))
+        })
+        .collect();
+    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some(&(_, total)) = bounds.last() else {
+        return 0.0;
+    };
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for (bound, count) in bounds {
+        if count >= rank {
+            if bound.is_infinite() {
+                return lower.0 * 1000.0;
+            }
+            let width = count - lower.1;
+            let within = if width > 0.0 { (rank - lower.1) / width } else { 1.0 };
+            return (lower.0 + (bound - lower.0) * within) * 1000.0;
+        }
+        lower = (bound, count);
+    }
+    0.0
+}
+
+/// Sends `bindings` as server-side dry-runs at the client concurrency: sorted latencies (ms),
+/// how many were denied, and the wall time.
+async fn dry_runs(api: &Api<RoleBinding>, bindings: &[RoleBinding]) -> (Vec<f64>, usize, Duration) {
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let results: Vec<(f64, bool)> = stream::iter(bindings.iter().map(|b| {
+        let (api, params) = (api.clone(), params.clone());
+        async move {
+            let t = Instant::now();
+            let denied = match api.create(&params, b).await {
+                Ok(_) => false,
+                Err(kube::Error::Api(status)) if (400..500).contains(&status.code) => true,
+                Err(e) => panic!("dry-run {}: {e}", b.name_any()),
+            };
+            (t.elapsed().as_secs_f64() * 1000.0, denied)
+        }
+    }))
+    .buffer_unordered(CLIENT_CONCURRENCY)
+    .collect()
+    .await;
+    let elapsed = started.elapsed();
+    let denied = results.iter().filter(|r| r.1).count();
+    let mut latencies: Vec<f64> = results.into_iter().map(|r| r.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    (latencies, denied, elapsed)
+}
+
+/// The admission phase: the same dry-runs without the webhook, then with it.
+async fn admission(
+    client: &Client,
+    operator: &Operator,
+    webhook: &Webhook,
+    ns: &str,
+    users: &[CEUser],
+    n: usize,
+) -> Admission {
+    let bindings: Vec<RoleBinding> = (0..n)
+        .map(|i| {
+            let user = users[i % users.len()].name_any();
+            let role = if i % 2 == 0 { Role::Admin } else { Role::OrgAdmin };
+            RoleBinding::new(
+                &format!("{user}-dry-{i}"),
+                RoleBindingSpec {
+                    user_ref: LocalRef::new(&user),
+                    role,
+                    override_system_role: false,
+                },
+            )
+        })
+        .collect();
+    let api: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
+    let (without, _, _) = dry_runs(&api, &bindings).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let label = serde_json::json!({"metadata": {"labels": {"ce.tenancy.io/webhook": webhook.config}}});
+    namespaces
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    // Covered once an org-admin outside the default account is refused at once.
+    let probe = bindings.iter().find(|b| b.spec.role == Role::OrgAdmin).unwrap();
+    let waited = Instant::now();
+    while dry_runs(&api, std::slice::from_ref(probe)).await.1 == 0 {
+        assert!(waited.elapsed() < Duration::from_secs(60), "the webhook never answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = || async {
+        let apiserver = client
+            .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+            .await
+            .unwrap();
+        (
+            histogram(
+                &apiserver,
+                "apiserver_admission_webhook_admission_duration_seconds",
+                "validate.ce.tenancy.io",
+            ),
+            histogram(
+                &operator.get("/metrics").1,
+                "ce_operator_admission_duration_seconds",
+                "",
+            ),
+        )
+    };
+    let (apiserver_before, operator_before) = metrics().await;
+    let (with, denied, elapsed) = dry_runs(&api, &bindings).await;
+    let (apiserver_after, operator_after) = metrics().await;
+    let unlabel = serde_json::json!({"metadata": {"labels": {"ce.tenancy.io/webhook": null}}});
+    namespaces
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .unwrap();
+    Admission {
+        requests: n,
+        denied,
+        without_p50_ms: percentile(&without, 50.0),
+        without_p99_ms: percentile(&without, 99.0),
+        with_p50_ms: percentile(&with, 50.0),
+        with_p99_ms: percentile(&with, 99.0),
+        with_per_sec: n as f64 / elapsed.as_secs_f64(),
+        apiserver_p50_ms: histogram_quantile_ms(&apiserver_before, &apiserver_after, 0.5),
+        apiserver_p99_ms: histogram_quantile_ms(&apiserver_before, &apiserver_after, 0.99),
+        operator_p50_ms: histogram_quantile_ms(&operator_before, &operator_after, 0.5),
+        operator_p99_ms: histogram_quantile_ms(&operator_before, &operator_after, 0.99),
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -349,6 +584,7 @@ async fn main() {
         bindings: arg(&args, "--bindings", if quick { 100 } else { 1000 }),
         rest_secs: arg(&args, "--rest-secs", if quick { 15 } else { 60 }),
         samples: arg(&args, "--samples", if quick { 30 } else { 100 }),
+        admission_requests: arg(&args, "--admission-requests", if quick { 500 } else { 2000 }),
     };
     let kubeconfig = std::env::var("KUBECONFIG")
         .map(PathBuf::from)
@@ -399,7 +635,13 @@ async fn main() {
     eprintln!("bench: {scale:?} in namespace {ns}");
 
     // 1. Convergence, operator started before the load.
-    let mut operator = Operator::start(&kubeconfig, &ns, out_dir.join(format!("operator-{stamp}.log")));
+    let webhook = Webhook::install(&kubeconfig, &format!("ce-bench-{stamp}"));
+    let mut operator = Operator::start(
+        &kubeconfig,
+        &ns,
+        &webhook,
+        out_dir.join(format!("operator-{stamp}.log")),
+    );
     while operator.get("/readyz").0 != 200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -569,12 +811,21 @@ async fn main() {
     report.latency_p95_ms = percentile(&samples, 95.0);
     report.latency_p99_ms = percentile(&samples, 99.0);
 
-    // 5. Restart on the converged state.
+    // 5. Admission: the webhook's cost on a write, from the client, the API server and the
+    // operator.
+    report.admission = admission(&client, &operator, &webhook, &ns, &users, scale.admission_requests).await;
+
+    // 6. Restart on the converged state.
     operator.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = apiserver_requests(&client).await;
     let restarted = Instant::now();
-    let mut operator = Operator::start(&kubeconfig, &ns, out_dir.join(format!("operator-{stamp}-restart.log")));
+    let mut operator = Operator::start(
+        &kubeconfig,
+        &ns,
+        &webhook,
+        out_dir.join(format!("operator-{stamp}-restart.log")),
+    );
     while operator.get("/readyz").0 != 200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -626,6 +877,24 @@ async fn main() {
         "| API requests per converged object (operator) | {:.1} | |",
         r.requests_per_object
     );
+    let a = &r.admission;
+    println!(
+        "| dry-run p50 / p99 without the webhook ({} requests) | {:.1} / {:.1} ms | |",
+        a.requests, a.without_p50_ms, a.without_p99_ms
+    );
+    println!(
+        "| dry-run p50 / p99 with the webhook ({} denied) | {:.1} / {:.1} ms | |",
+        a.denied, a.with_p50_ms, a.with_p99_ms
+    );
+    println!("| dry-runs per second with the webhook | {:.0} | |", a.with_per_sec);
+    println!(
+        "| webhook call p50 / p99 (API server's histogram) | {:.1} / {:.1} ms | p99 < timeout 5 s |",
+        a.apiserver_p50_ms, a.apiserver_p99_ms
+    );
+    println!(
+        "| review p50 / p99 (operator's histogram) | {:.2} / {:.2} ms | |",
+        a.operator_p50_ms, a.operator_p99_ms
+    );
     let json = out_dir.join(format!("scale-{stamp}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("figures: {}", json.display());
@@ -645,4 +914,14 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     operator.kill();
+    let _ = Command::new(root().join(".local/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "delete",
+            "validatingwebhookconfiguration",
+            &webhook.config,
+            "--ignore-not-found",
+        ])
+        .status();
 }

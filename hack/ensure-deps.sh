@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for building and testing: Debian packages (openssl,
-# curl, procps for pgrep, python3 for free ports), a Go toolchain check, rustfmt and clippy.
+# curl, procps for pgrep, python3 for free ports, nginx-light for the gateway test), a Go
+# toolchain check, rustfmt and clippy.
 set -euo pipefail
 
 need=()
-for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make; do
+for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make nginx:nginx-light; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

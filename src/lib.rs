@@ -2,6 +2,7 @@
 //! element safelists) as Kubernetes custom resources.
 
 pub mod api;
+pub mod authz;
 pub mod cache;
 pub mod controller;
 pub mod crdgen;

@@ -35,6 +35,14 @@ pub struct AdmissionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// allowed, unauthenticated, forbidden or bad_request.
+    pub outcome: &'static str,
+    /// Why (`model::authz::Decision::code`): failed authentications are counted by reason.
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -68,6 +76,8 @@ pub struct Metrics {
     pub admission_reviews: Family<AdmissionLabels, Counter>,
     pub admission_duration: Family<KindLabels, Histogram>,
     pub webhook_certificate_expiry: Gauge,
+    pub authz_decisions: Family<AuthzLabels, Counter>,
+    pub authz_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -89,6 +99,10 @@ impl Default for Metrics {
             Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1])
         });
         let webhook_certificate_expiry = Gauge::default();
+        let authz_decisions = Family::<AuthzLabels, Counter>::default();
+        let authz_duration = Histogram::new([
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+        ]);
         registry.register("reconciles", "Reconciles run, per controller", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -133,6 +147,16 @@ impl Default for Metrics {
             "When the served webhook certificate expires (Unix time)",
             webhook_certificate_expiry.clone(),
         );
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions, by outcome and reason code",
+            authz_decisions.clone(),
+        );
+        registry.register(
+            "authz_duration_seconds",
+            "Time an authorization decision took (from the caches)",
+            authz_duration.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -147,6 +171,8 @@ impl Default for Metrics {
             admission_reviews,
             admission_duration,
             webhook_certificate_expiry,
+            authz_decisions,
+            authz_duration,
         }
     }
 }

@@ -17,6 +17,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info};
 
 use crate::{
+    authz,
     cache::{Cache, Hooks},
     controller::{self, Controllers},
     metrics::{Metrics, ObjectLabels},
@@ -35,6 +36,8 @@ pub enum Error {
     LostLease,
     #[error(transparent)]
     Webhook(#[from] webhook::Error),
+    #[error(transparent)]
+    Authz(#[from] authz::Error),
 }
 
 /// Leader election on a coordination.k8s.io Lease.
@@ -63,6 +66,8 @@ pub struct Options {
     pub leader_election: Option<LeaderElection>,
     /// The admission webhook (None: not served).
     pub webhook: Option<Webhook>,
+    /// Where the authorization endpoint listens (None: not served).
+    pub authz_addr: Option<SocketAddr>,
 }
 
 type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
@@ -164,6 +169,16 @@ pub async fn run(
         background.push(tokio::spawn(async move {
             if let Err(e) = served.await {
                 error!(error = %e, "the admission webhook stopped");
+            }
+        }));
+    }
+    // The authorization endpoint, on every replica, from the same caches.
+    if let Some(addr) = options.authz_addr {
+        let listener = authz::bind(addr).await?;
+        let served = authz::serve(listener, cache.clone(), metrics.clone(), shutdown.clone());
+        background.push(tokio::spawn(async move {
+            if let Err(e) = served.await {
+                error!(error = %e, "the authorization endpoint stopped");
             }
         }));
     }

@@ -30,7 +30,7 @@ use crate::api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBindi
 use index::{Index, Key, key};
 use secrets::Digests;
 pub use secrets::SecretEntry;
-pub use watch::Writers;
+pub use watch::{WriterOf, Writers};
 
 /// What the operator watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -726,32 +726,32 @@ mod tests {
     }
 }
 
+/// A cache filled from lists rather than watches: what `ce-operator can-i` reads with the
+/// caller's kubeconfig, and what the unit tests of the cache's readers feed by hand.
+pub struct Snapshot {
+    pub cache: Arc<Cache>,
+    writers: Writers,
+}
+
+impl Snapshot {
+    pub fn new(scope: Option<&str>) -> Self {
+        let (cache, writers) = Cache::new(scope.map(str::to_owned));
+        Self { cache, writers }
+    }
+
+    /// Applies objects as watch events would, indexes included.
+    pub fn apply<K: Cached>(&mut self, objects: impl IntoIterator<Item = K>) -> &mut Self
+    where
+        Writers: WriterOf<K>,
+    {
+        for obj in objects {
+            watch::apply_one(&self.cache, &mut self.writers, obj);
+        }
+        self
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
-    //! An in-memory cache fed by hand, for the unit tests of what reads it.
-
-    use super::*;
-
-    pub struct TestCache {
-        pub cache: Arc<Cache>,
-        writers: Writers,
-    }
-
-    impl TestCache {
-        pub fn new(scope: Option<&str>) -> Self {
-            let (cache, writers) = Cache::new(scope.map(str::to_owned));
-            Self { cache, writers }
-        }
-
-        /// Applies objects as watch events would, indexes included.
-        pub fn apply<K: Cached>(&mut self, objects: impl IntoIterator<Item = K>) -> &mut Self
-        where
-            Writers: watch::WriterOf<K>,
-        {
-            for obj in objects {
-                watch::apply_one(&self.cache, &mut self.writers, obj);
-            }
-            self
-        }
-    }
+    pub use super::Snapshot as TestCache;
 }

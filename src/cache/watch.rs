@@ -37,14 +37,12 @@ pub struct Writers {
 }
 
 /// The writer of kind `K` among the writers.
-#[cfg(test)]
 pub trait WriterOf<K: Cached> {
     fn writer_of(&mut self) -> &mut Writer<K>;
 }
 
 macro_rules! writer_of {
     ($($kind:ty => $field:ident),*) => {$(
-        #[cfg(test)]
         impl WriterOf<$kind> for Writers {
             fn writer_of(&mut self) -> &mut Writer<$kind> {
                 &mut self.$field
@@ -172,8 +170,7 @@ impl<K: Cached> Pipeline<K> {
     }
 }
 
-/// Applies one object to a cache as an Apply event would (for unit tests).
-#[cfg(test)]
+/// Applies one object to a cache as an Apply event would (`Snapshot`).
 pub fn apply_one<K: Cached>(cache: &Cache, writers: &mut Writers, obj: K)
 where
     Writers: WriterOf<K>,

@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod admission;
+pub mod authz;
 pub mod conditions;
 pub mod names;
 pub mod organization;

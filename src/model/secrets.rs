@@ -49,6 +49,12 @@ impl SecretValue {
         Ok(Self(URL_SAFE_NO_PAD.encode(buf)))
     }
 
+    /// A value a caller presented (to the authorization endpoint): held only while it is
+    /// digested.
+    pub fn from_presented(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+
     /// A fixed value, for tests.
     pub fn from_static(value: &str) -> Self {
         Self(value.to_owned())

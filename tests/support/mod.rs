@@ -287,9 +287,9 @@ impl Operator {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("{log_name}.log"));
         let _ = std::fs::remove_file(&log);
-        // The webhook listens on a free loopback port; its certificates live in the watched
-        // namespace (or `default`), and it keeps the configuration `ce-<log name>`, unless
-        // the test says otherwise.
+        // The webhook and the authorization endpoint listen on free loopback ports; the
+        // webhook's certificates live in the watched namespace (or `default`), and it keeps
+        // the configuration `ce-<log name>`, unless the test says otherwise.
         let defaults = [
             ("--webhook-addr", "127.0.0.1:0".to_owned()),
             ("--webhook-dns-name", "127.0.0.1".to_owned()),
@@ -299,6 +299,7 @@ impl Operator {
                 namespace.as_deref().unwrap_or("default").to_owned(),
             ),
             ("--webhook-config-name", webhook_config_name(log_name)),
+            ("--authz-addr", "127.0.0.1:0".to_owned()),
         ];
         let mut args: Vec<String> = Vec::new();
         for (flag, value) in defaults {
@@ -351,6 +352,11 @@ impl Operator {
     /// The address of the admission webhook of the latest start, once it serves.
     pub async fn webhook_addr(&self) -> String {
         self.logged_addr("serving the admission webhook").await
+    }
+
+    /// The address of the authorization endpoint of the latest start, once it serves.
+    pub async fn authz_addr(&self) -> String {
+        self.logged_addr("serving the authorization endpoint").await
     }
 
     /// A counter or gauge of the operator's /metrics, summed over the series whose line

@@ -1,0 +1,434 @@
+//! The authorization endpoint an API gateway asks on every request (NGINX `auth_request`,
+//! Envoy HTTP `ext_authz`), and the same decision as JSON for other programs. Every replica
+//! answers from its caches, with the model's rules (`model::authz`, `model::user`,
+//! `model::safelist`), and never calls the API server on the request path.
+//!
+//! The presented secrets are digested at once and looked up by digest; no value is kept,
+//! logged, counted or echoed.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, post},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::{
+    api::{CEUser, Privilege},
+    cache::{
+        Cache,
+        resolve::{Parent, ResolvedIdentity},
+    },
+    metrics::{AuthzLabels, Metrics},
+    model::{
+        authz::{self, Decision, Outcome, Owner, Request},
+        safelist,
+        secrets::Digest,
+        user::{self, Identity},
+    },
+};
+
+/// Errors of the authorization layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot serve the authorization endpoint on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// An authenticated (or, for `can-i`, named) caller.
+#[derive(Debug)]
+pub struct Caller {
+    pub namespace: String,
+    pub user: String,
+    pub identity: Identity,
+}
+
+/// The object of `kind` whose own Secret holds this digest as its current value or its
+/// still valid previous one: its namespace, name and uid (the Secret's controller).
+struct Holder {
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+fn holder(cache: &Cache, digest: &Digest, kind: &str, now: Timestamp) -> Option<Holder> {
+    cache.secrets_with_digest(digest).into_iter().find_map(|entry| {
+        let (owner_kind, owner) = entry.owner()?;
+        authz::matched(&entry.facts, digest, now)?;
+        (owner_kind == kind).then(|| Holder {
+            namespace: entry.namespace().unwrap_or_default(),
+            name: owner.to_owned(),
+            uid: entry.facts.controller_uid.clone().unwrap_or_default(),
+        })
+    })
+}
+
+/// Authenticates `Authorization: User <secret>, Organization <secret>`. The holder must be
+/// the object that exists now (a Secret left behind by a deleted and recreated object
+/// authenticates nobody).
+pub fn authenticate(cache: &Cache, authorization: Option<&str>, now: Timestamp) -> Result<Caller, Decision> {
+    let header = authorization
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| Decision::unauthenticated("missing_credentials", "no Authorization header"))?;
+    let credentials = authz::parse_credentials(header)
+        .map_err(|why| Decision::unauthenticated("malformed_credentials", format!("malformed Authorization: {why}")))?;
+    let (user_digest, org_digest) = (credentials.user.digest(), credentials.organization.digest());
+    drop(credentials);
+    let unknown_user = || Decision::unauthenticated("unknown_user_secret", "the user secret is not one in effect");
+    let found = holder(cache, &user_digest, "CEUser", now).ok_or_else(unknown_user)?;
+    let user = cache
+        .user(&found.namespace, &found.name)
+        .filter(|u| u.uid().as_deref() == Some(found.uid.as_str()))
+        .ok_or_else(unknown_user)?;
+    let identity = admit(cache, &user)?;
+    let unknown_org = || {
+        Decision::unauthenticated(
+            "unknown_organization_secret",
+            "the organization secret is not one in effect",
+        )
+    };
+    let org = holder(cache, &org_digest, "Organization", now).ok_or_else(unknown_org)?;
+    cache
+        .organization(&org.namespace, &org.name)
+        .filter(|o| o.uid().as_deref() == Some(org.uid.as_str()))
+        .ok_or_else(unknown_org)?;
+    if let Some(mismatch) = authz::belong_together(&identity, &found.namespace, &org.namespace, &org.name) {
+        return Err(mismatch);
+    }
+    Ok(Caller {
+        namespace: found.namespace,
+        user: found.name,
+        identity,
+    })
+}
+
+/// A user that may act: in effect (account and organization exist, holds its e-mail) and
+/// not being deleted.
+fn admit(cache: &Cache, user: &CEUser) -> Result<Identity, Decision> {
+    if user.metadata.deletion_timestamp.is_some() {
+        return Err(Decision::unauthenticated("user_not_ready", "the user is being deleted"));
+    }
+    let resolved = ResolvedIdentity::of(cache, user);
+    user::authenticated(&resolved.inputs(user)).map_err(|why| {
+        Decision::unauthenticated("user_not_ready", format!("the user is not in effect: {}", why.message))
+    })
+}
+
+/// The caller named `user` in `ns`, without a secret (`ce-operator can-i`).
+pub fn named(cache: &Cache, ns: &str, user: &str) -> Result<Caller, Decision> {
+    let found = cache
+        .user(ns, user)
+        .ok_or_else(|| Decision::unauthenticated("unknown_user", format!("no CEUser {user} in namespace {ns}")))?;
+    Ok(Caller {
+        namespace: ns.to_owned(),
+        user: user.to_owned(),
+        identity: admit(cache, &found)?,
+    })
+}
+
+/// What `caller` may do: `request` judged by `model::authz::decide`.
+pub fn authorize(cache: &Cache, caller: &Caller, request: &Request) -> Decision {
+    let ns = &caller.namespace;
+    let element_visible = request.element.as_ref().map(|element| {
+        let Some(org) = cache.organization(ns, &caller.identity.organization) else {
+            return false;
+        };
+        let safelists = cache.safelists_of(ns, &org.name_any());
+        let listed = safelist::effective(&safelists).map(|l| l.spec.elements.as_slice());
+        let parent = Parent::of(cache, &org);
+        let link = safelist::judge_link(&org, ns, parent.lookup());
+        safelist::visibility(listed, link.denylist()).0.contains(element)
+    });
+    let owner_user = request.instance.as_ref().and_then(|i| cache.user(ns, &i.owner));
+    let owner_org = owner_user.as_ref().and_then(|u| cache.organization_of_user(u));
+    let owner = request.instance.as_ref().map(|_| match &owner_user {
+        None => Owner::Missing,
+        Some(u) => Owner::Found {
+            account: &u.spec.account_ref.name,
+            organization: owner_org.as_deref(),
+        },
+    });
+    authz::decide(&authz::Inputs {
+        user: &caller.user,
+        identity: &caller.identity,
+        request,
+        element_visible,
+        owner,
+    })
+}
+
+/// Authenticates and authorizes in one step.
+pub fn check(
+    cache: &Cache,
+    authorization: Option<&str>,
+    request: &Request,
+    now: Timestamp,
+) -> (Decision, Option<Caller>) {
+    match authenticate(cache, authorization, now) {
+        Err(decision) => (decision, None),
+        Ok(caller) => (authorize(cache, &caller, request), Some(caller)),
+    }
+}
+
+#[derive(Clone)]
+struct AuthzState {
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+}
+
+/// Binds the endpoint's address (so that a taken port fails the start, not a request).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })
+}
+
+/// The endpoint's routes: the gateway check under `/authz/check` (any method, any path
+/// below it, as Envoy's ext_authz forwards the original path under a prefix) and
+/// `POST /v1/decisions`.
+pub fn router(cache: Arc<Cache>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/authz/check", any(gateway_check))
+        .route("/authz/check/", any(gateway_check))
+        .route("/authz/check/{*path}", any(gateway_check))
+        .route("/v1/decisions", post(decisions))
+        .with_state(AuthzState { cache, metrics })
+}
+
+/// Serves plain HTTP/1.1 and h2c (prior knowledge) until `shutdown`: the endpoint sits
+/// behind the gateway, on the pod network.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(addr = %bound, "serving the authorization endpoint on /authz/check and /v1/decisions");
+    }
+    let app = router(cache, metrics);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => { warn!(error = %e, "authorization accept failed"); continue; }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = TowerToHyperService::new(app);
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                debug!(%peer, error = %e, "authorization connection ended");
+            }
+        });
+    }
+}
+
+/// A gateway header that could not be read: the route is misconfigured (400), not the
+/// caller refused.
+fn bad_header(name: &str, value: &str) -> Decision {
+    Decision {
+        outcome: Outcome::Forbidden,
+        code: "bad_request",
+        reason: format!("header {name}: cannot read {value:?}"),
+    }
+}
+
+/// The request a gateway describes with the `X-CE-*` headers of a route.
+fn request_of(headers: &HeaderMap) -> Result<Request, Decision> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let mut request = Request::default();
+    if let Some(keys) = text("x-ce-privilege").filter(|k| !k.is_empty()) {
+        for key in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            let privilege: Privilege = authz::parse_privilege(key).ok_or_else(|| bad_header("X-CE-Privilege", key))?;
+            request.privileges.push(privilege);
+        }
+    }
+    request.element = text("x-ce-element").filter(|e| !e.is_empty()).map(str::to_owned);
+    if let Some(owner) = text("x-ce-instance-owner").filter(|o| !o.is_empty()) {
+        let action = text("x-ce-instance-action").unwrap_or("");
+        let action = authz::InstanceAction::parse(action).ok_or_else(|| bad_header("X-CE-Instance-Action", action))?;
+        request.instance = Some(authz::Instance {
+            owner: owner.to_owned(),
+            action,
+        });
+    }
+    Ok(request)
+}
+
+fn record(metrics: &Metrics, decision: &Decision, started: Instant) {
+    let outcome = match (decision.outcome, decision.code) {
+        (_, "bad_request") => "bad_request",
+        (Outcome::Allowed, _) => "allowed",
+        (Outcome::Unauthenticated, _) => "unauthenticated",
+        (Outcome::Forbidden, _) => "forbidden",
+    };
+    metrics
+        .authz_decisions
+        .get_or_create(&AuthzLabels {
+            outcome,
+            code: decision.code,
+        })
+        .inc();
+    metrics.authz_duration.observe(started.elapsed().as_secs_f64());
+}
+
+#[derive(Serialize)]
+struct Refusal<'a> {
+    allowed: bool,
+    reason: &'a str,
+}
+
+/// Before the caches are synced every secret would look unknown: answer 503 (the gateway
+/// fails the request) rather than a wrong 401.
+fn not_synced(cache: &Cache) -> Option<Response> {
+    (!cache.is_synced()).then(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Refusal {
+                allowed: false,
+                reason: "the operator's caches are not synced yet",
+            }),
+        )
+            .into_response()
+    })
+}
+
+async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    if let Some(unavailable) = not_synced(&state.cache) {
+        return unavailable;
+    }
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let (decision, caller) = match request_of(&headers) {
+        Ok(request) => check(&state.cache, authorization, &request, Timestamp::now()),
+        Err(bad) => (bad, None),
+    };
+    record(&state.metrics, &decision, started);
+    let status = match (decision.outcome, decision.code) {
+        (_, "bad_request") => StatusCode::BAD_REQUEST,
+        (Outcome::Allowed, _) => StatusCode::OK,
+        (Outcome::Unauthenticated, _) => StatusCode::UNAUTHORIZED,
+        (Outcome::Forbidden, _) => StatusCode::FORBIDDEN,
+    };
+    let body = Json(Refusal {
+        allowed: decision.outcome == Outcome::Allowed,
+        reason: &decision.reason,
+    });
+    let mut response = (status, body).into_response();
+    let out = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        out.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("User realm=\"ce\", Organization realm=\"ce\""),
+        );
+    }
+    if let Some(caller) = caller.filter(|_| status == StatusCode::OK) {
+        for (name, value) in identity_headers(&caller) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                out.insert(name, value);
+            }
+        }
+    }
+    response
+}
+
+/// The identity a gateway forwards upstream.
+fn identity_headers(caller: &Caller) -> [(&'static str, String); 5] {
+    [
+        ("x-ce-organization", caller.identity.organization.clone()),
+        ("x-ce-account", caller.identity.account.clone()),
+        ("x-ce-user", caller.user.clone()),
+        ("x-ce-roles", authz::role_list(&caller.identity)),
+        ("x-ce-namespace", caller.namespace.clone()),
+    ]
+}
+
+/// `POST /v1/decisions`: the credentials (as the Authorization header spells them) and
+/// the checks.
+#[derive(Deserialize)]
+struct DecisionRequest {
+    authorization: Option<String>,
+    #[serde(flatten)]
+    request: Request,
+}
+
+#[derive(Serialize)]
+struct DecisionIdentity {
+    namespace: String,
+    organization: String,
+    account: String,
+    user: String,
+    roles: Vec<crate::api::Role>,
+}
+
+#[derive(Serialize)]
+struct DecisionResponse {
+    allowed: bool,
+    outcome: Outcome,
+    reason: String,
+    identity: Option<DecisionIdentity>,
+    /// Where each of the caller's privileges holds.
+    privileges: Option<crate::api::PrivilegeScopes>,
+}
+
+async fn decisions(
+    State(state): State<AuthzState>,
+    body: Result<Json<DecisionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    if let Some(unavailable) = not_synced(&state.cache) {
+        return unavailable;
+    }
+    let Ok(Json(asked)) = body else {
+        let decision = bad_header("body", "a JSON decision request");
+        record(&state.metrics, &decision, started);
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(Refusal {
+                allowed: false,
+                reason: "expected {\"authorization\": \"User …, Organization …\", \"privileges\": […], \"element\": …, \"instance\": {\"owner\": …, \"action\": …}}",
+            }),
+        )
+            .into_response();
+    };
+    let (decision, caller) = check(
+        &state.cache,
+        asked.authorization.as_deref(),
+        &asked.request,
+        Timestamp::now(),
+    );
+    record(&state.metrics, &decision, started);
+    Json(DecisionResponse {
+        allowed: decision.outcome == Outcome::Allowed,
+        outcome: decision.outcome,
+        reason: decision.reason,
+        privileges: caller.as_ref().map(|c| c.identity.scopes.clone()),
+        identity: caller.map(|c| DecisionIdentity {
+            namespace: c.namespace,
+            organization: c.identity.organization,
+            account: c.identity.account,
+            user: c.user,
+            roles: c.identity.roles,
+        }),
+    })
+    .into_response()
+}

@@ -1,0 +1,611 @@
+//! The authorization endpoint end to end: a real NGINX with `auth_request` in front of an
+//! upstream that echoes the identity headers, the same checks as Envoy's HTTP ext_authz
+//! sends them (prefixed path, forwarded headers), `POST /v1/decisions`, and `ce-operator
+//! can-i`, all against a tenant the operator converged on the real API server.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use ce_operator::api::{CEUser, ElementSafelist, HasConditions, Organization, RoleBinding};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use support::{
+    Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root, wait_condition,
+    wait_for, wait_ready, wait_until,
+};
+
+/// Two organizations in one namespace. acme (member of big, which denies box; safelists
+/// salesforce, box and hubspot): default account hq with sam (org-admin) and kim (org),
+/// account eu with jane (admin) and joe (default-user). globex: default account ghq with gus.
+fn tenant(ns: &str) -> String {
+    format!(
+        "
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {{name: big}}
+spec: {{displayName: Big, whitelabel: {{allowedNamespaces: [{ns}], elementDenylist: [box]}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {{name: acme}}
+spec:
+  displayName: Acme
+  defaultAccountName: hq
+  superOrganizationRef: {{namespace: {ns}, name: big}}
+  security: {{rotationGracePeriod: 20s}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {{name: globex}}
+spec: {{displayName: Globex, defaultAccountName: ghq}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {{name: hq}}
+spec: {{organizationRef: {{name: acme}}, default: true}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {{name: eu}}
+spec: {{organizationRef: {{name: acme}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {{name: ghq}}
+spec: {{organizationRef: {{name: globex}}, default: true}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: sam}}
+spec: {{accountRef: {{name: hq}}, email: sam@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: kim}}
+spec: {{accountRef: {{name: hq}}, email: kim@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: jane}}
+spec: {{accountRef: {{name: eu}}, email: jane@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: joe}}
+spec: {{accountRef: {{name: eu}}, email: joe@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: gus}}
+spec: {{accountRef: {{name: ghq}}, email: gus@globex.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: RoleBinding
+metadata: {{name: sam-org-admin}}
+spec: {{userRef: {{name: sam}}, role: org-admin}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: RoleBinding
+metadata: {{name: jane-admin}}
+spec: {{userRef: {{name: jane}}, role: admin}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: ElementSafelist
+metadata: {{name: acme-list}}
+spec: {{organizationRef: {{name: acme}}, elements: [salesforce, box, hubspot]}}
+"
+    )
+}
+
+async fn converge(ns: &TestNamespace) {
+    apply(&ns.name, &tenant(&ns.name));
+    for org in ["acme", "globex"] {
+        wait_condition(&ns.api::<Organization>(), org, "SecretReady", "True", "SecretIssued").await;
+    }
+    for user in ["sam", "kim", "jane", "joe", "gus"] {
+        wait_condition(&ns.api::<CEUser>(), user, "SecretReady", "True", "SecretIssued").await;
+    }
+    for binding in ["sam-org-admin", "jane-admin"] {
+        wait_ready(&ns.api::<RoleBinding>(), binding).await;
+    }
+    // box is on big's denylist: the safelist is in effect without it.
+    wait_for(
+        &ns.api::<ElementSafelist>(),
+        "acme-list",
+        "the denied element reported",
+        TIMEOUT,
+        |l| {
+            l.condition("Ready")
+                .is_some_and(|c| c.reason == "DeniedBySuperOrganization")
+        },
+    )
+    .await;
+}
+
+/// The value of a generated Secret (the test reads it as the cluster admin, as a client
+/// application would be given it).
+async fn secret(ns: &TestNamespace, name: &str, key: &str) -> String {
+    let secret = ns.api::<Secret>().get(name).await.unwrap();
+    let bytes = secret
+        .data
+        .unwrap()
+        .remove(key)
+        .unwrap_or_else(|| panic!("{name} has no {key}"));
+    String::from_utf8(bytes.0).unwrap()
+}
+
+async fn credentials(ns: &TestNamespace, user: &str, org: &str) -> String {
+    format!(
+        "User {}, Organization {}",
+        secret(ns, &format!("{user}-user-secret"), "secret").await,
+        secret(ns, &format!("{org}-org-secret"), "secret").await
+    )
+}
+
+/// One request: method, URL, headers; the status and the body (headers included with -i).
+fn curl(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-i", "-X", method, "-w", "\n%{http_code}", url]);
+    for (name, value) in headers {
+        cmd.args(["-H", &format!("{name}: {value}")]);
+    }
+    if let Some(body) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", body]);
+    }
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// NGINX (the Debian package hack/ensure-deps.sh installs) as the API gateway: each route
+/// sets the `X-CE-*` headers of what it does and asks the operator with `auth_request`; the
+/// upstream echoes the identity headers the check returned. Stopped when dropped.
+struct Gateway {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Gateway {
+    fn start(authz: &str, name: &str) -> Self {
+        let dir = repo_root().join("target/test-logs").join(format!("nginx-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let (port, upstream) = (free_port(), free_port());
+        let d = dir.display();
+        let config = format!(
+            r#"
+daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log {d}/access.log;
+  client_body_temp_path {d}/tmp/body;
+  proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi;
+  scgi_temp_path {d}/tmp/scgi;
+  # The upstream: echoes the identity the gateway forwards.
+  server {{
+    listen 127.0.0.1:{upstream};
+    location / {{
+      default_type text/plain;
+      return 200 "upstream user=$http_x_ce_user organization=$http_x_ce_organization account=$http_x_ce_account roles=$http_x_ce_roles namespace=$http_x_ce_namespace\n";
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    # The route's checks are variables set by its location (a subrequest shares them; one
+    # set at server level would be reset for the subrequest).
+    location = /_authz {{
+      internal;
+      proxy_pass http://{authz}/authz/check$request_uri;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-CE-Privilege $ce_privilege;
+      proxy_set_header X-CE-Element $ce_element;
+      proxy_set_header X-CE-Instance-Owner $ce_owner;
+      proxy_set_header X-CE-Instance-Action $ce_action;
+    }}
+    location /api/ {{
+      auth_request /_authz;
+      auth_request_set $ce_user $upstream_http_x_ce_user;
+      auth_request_set $ce_org $upstream_http_x_ce_organization;
+      auth_request_set $ce_account $upstream_http_x_ce_account;
+      auth_request_set $ce_roles $upstream_http_x_ce_roles;
+      auth_request_set $ce_namespace $upstream_http_x_ce_namespace;
+      proxy_set_header X-CE-User $ce_user;
+      proxy_set_header X-CE-Organization $ce_org;
+      proxy_set_header X-CE-Account $ce_account;
+      proxy_set_header X-CE-Roles $ce_roles;
+      proxy_set_header X-CE-Namespace $ce_namespace;
+      proxy_pass http://127.0.0.1:{upstream};
+      location /api/formulas {{
+        set $ce_privilege createFormulaTemplates;
+        auth_request /_authz;
+        proxy_pass http://127.0.0.1:{upstream};
+      }}
+      location ~ ^/api/elements/([a-z0-9-]+)$ {{
+        set $ce_element $1;
+        auth_request /_authz;
+        proxy_pass http://127.0.0.1:{upstream};
+      }}
+      location ~ ^/api/instances/([a-z0-9-]+)/(view|use|edit|delete)$ {{
+        set $ce_owner $1;
+        set $ce_action $2;
+        auth_request /_authz;
+        proxy_pass http://127.0.0.1:{upstream};
+      }}
+    }}
+  }}
+}}
+"#
+        );
+        let conf = dir.join("nginx.conf");
+        std::fs::write(&conf, config).unwrap();
+        let nginx = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|n| Path::new(n).exists())
+            .unwrap_or("nginx");
+        let child = Command::new(nginx)
+            .args(["-p", &dir.display().to_string(), "-c", &conf.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run nginx (hack/ensure-deps.sh installs nginx-light)");
+        let gateway = Self { child, port, dir };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(gateway.dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gateway
+    }
+
+    fn get(&self, path: &str, authorization: Option<&str>) -> (u16, String) {
+        let headers: Vec<(&str, &str)> = authorization.map(|a| ("Authorization", a)).into_iter().collect();
+        curl("GET", &format!("http://127.0.0.1:{}{path}", self.port), &headers, None)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same check as Envoy's HTTP ext_authz sends it: the original method and path under the
+/// `/authz/check` prefix, the route's headers forwarded.
+fn envoy_check(authz: &str, method: &str, path: &str, authorization: Option<&str>, route: &[(&str, &str)]) -> u16 {
+    let mut headers: Vec<(&str, &str)> = route.to_vec();
+    if let Some(a) = authorization {
+        headers.push(("Authorization", a));
+    }
+    curl(method, &format!("http://{authz}/authz/check{path}"), &headers, None).0
+}
+
+#[tokio::test]
+async fn a_gateway_lets_through_exactly_what_the_model_allows() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "authz-gw").await;
+    let operator = Operator::start(&ns.name);
+    converge(&ns).await;
+    let authz = operator.authz_addr().await;
+    let gateway = Gateway::start(&authz, &ns.name);
+    let jane = credentials(&ns, "jane", "acme").await;
+    let joe = credentials(&ns, "joe", "acme").await;
+    let sam = credentials(&ns, "sam", "acme").await;
+    let jane_globex = credentials(&ns, "jane", "globex").await;
+    let gus = credentials(&ns, "gus", "globex").await;
+    let unknown = format!(
+        "User not-a-secret, Organization {}",
+        secret(&ns, "acme-org-secret", "secret").await
+    );
+
+    // Good credentials reach the upstream with the identity.
+    let (code, body) = gateway.get("/api/whoami", Some(&jane));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(&format!(
+            "user=jane organization=acme account=eu roles=admin,default-user namespace={}",
+            ns.name
+        )),
+        "{body}"
+    );
+
+    // (what, path, credentials, expected status) through NGINX.
+    let cases: Vec<(&str, &str, Option<&str>, u16)> = vec![
+        ("no credentials", "/api/whoami", None, 401),
+        ("wrong organization secret", "/api/whoami", Some(&jane_globex), 401),
+        ("unknown user secret", "/api/whoami", Some(&unknown), 401),
+        ("malformed", "/api/whoami", Some("Bearer x"), 401),
+        ("admin holds createFormulaTemplates", "/api/formulas", Some(&jane), 200),
+        (
+            "default-user lacks createFormulaTemplates",
+            "/api/formulas",
+            Some(&joe),
+            403,
+        ),
+        ("own instance", "/api/instances/joe/delete", Some(&joe), 200),
+        (
+            "another user's instance without the privilege",
+            "/api/instances/jane/view",
+            Some(&joe),
+            403,
+        ),
+        (
+            "admin: an instance in its own account",
+            "/api/instances/joe/edit",
+            Some(&jane),
+            200,
+        ),
+        (
+            "admin: an instance in another account",
+            "/api/instances/kim/view",
+            Some(&jane),
+            403,
+        ),
+        (
+            "org-admin: any account's instance",
+            "/api/instances/joe/delete",
+            Some(&sam),
+            200,
+        ),
+        (
+            "another organization's instance",
+            "/api/instances/gus/view",
+            Some(&sam),
+            403,
+        ),
+        (
+            "another organization's caller",
+            "/api/instances/joe/view",
+            Some(&gus),
+            403,
+        ),
+        ("a safelisted element", "/api/elements/salesforce", Some(&jane), 200),
+        ("an element off the safelist", "/api/elements/zendesk", Some(&jane), 403),
+        (
+            "a safelisted element the super-organization denies",
+            "/api/elements/box",
+            Some(&jane),
+            403,
+        ),
+        (
+            "globex has no safelist: everything",
+            "/api/elements/zendesk",
+            Some(&gus),
+            200,
+        ),
+    ];
+    for (what, path, authorization, expected) in &cases {
+        let (code, body) = gateway.get(path, *authorization);
+        assert_eq!(code, *expected, "NGINX {what}: GET {path}\n{body}");
+        assert!(!body.contains("not-a-secret"), "a secret echoed: {body}");
+    }
+
+    // The same checks as Envoy sends them, on the original method and path.
+    type Route<'a> = Vec<(&'a str, &'a str)>;
+    let envoy: Vec<(&str, &str, Option<&str>, Route, u16)> = vec![
+        (
+            "DELETE",
+            "/v1/instances/1",
+            Some(&sam),
+            vec![("X-CE-Instance-Owner", "joe"), ("X-CE-Instance-Action", "delete")],
+            200,
+        ),
+        (
+            "DELETE",
+            "/v1/instances/1",
+            Some(&joe),
+            vec![("X-CE-Instance-Owner", "jane"), ("X-CE-Instance-Action", "delete")],
+            403,
+        ),
+        (
+            "POST",
+            "/v1/formulas",
+            Some(&joe),
+            vec![("X-CE-Privilege", "createFormulaTemplates")],
+            403,
+        ),
+        (
+            "POST",
+            "/v1/formulas",
+            Some(&jane),
+            vec![("X-CE-Privilege", "createFormulaTemplates, createElements")],
+            200,
+        ),
+        (
+            "GET",
+            "/v1/elements/box",
+            Some(&jane),
+            vec![("X-CE-Element", "box")],
+            403,
+        ),
+        ("GET", "/", Some(&jane_globex), vec![], 401),
+        ("GET", "/", None, vec![], 401),
+        (
+            "GET",
+            "/",
+            Some(&jane),
+            vec![("X-CE-Privilege", "noSuchPrivilege")],
+            400,
+        ),
+    ];
+    for (method, path, authorization, route, expected) in &envoy {
+        let code = envoy_check(&authz, method, path, *authorization, route);
+        assert_eq!(code, *expected, "ext_authz {method} {path} {route:?}");
+    }
+    let (code, head) = curl("GET", &format!("http://{authz}/authz/check"), &[], None);
+    assert_eq!(code, 401);
+    assert!(head.to_lowercase().contains("www-authenticate:"), "{head}");
+
+    // POST /v1/decisions: the same decision as JSON.
+    let ask = |body: serde_json::Value| {
+        let (code, text) = curl(
+            "POST",
+            &format!("http://{authz}/v1/decisions"),
+            &[],
+            Some(&body.to_string()),
+        );
+        assert_eq!(code, 200, "{text}");
+        let json = text.split("\r\n\r\n").last().unwrap_or("");
+        serde_json::from_str::<serde_json::Value>(json).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    let allowed = ask(serde_json::json!({
+        "authorization": jane, "instance": {"owner": "joe", "action": "use"}
+    }));
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert_eq!(allowed["identity"]["account"], "eu", "{allowed}");
+    assert!(
+        allowed["privileges"]["account"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p == "useAccountElementInstances")),
+        "{allowed}"
+    );
+    let refused = ask(serde_json::json!({"authorization": joe, "privileges": ["createElements"]}));
+    assert_eq!(refused["allowed"], false, "{refused}");
+    assert_eq!(refused["outcome"], "forbidden", "{refused}");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("createElements"),
+        "{refused}"
+    );
+    let unauthenticated = ask(serde_json::json!({"authorization": unknown}));
+    assert_eq!(unauthenticated["outcome"], "unauthenticated", "{unauthenticated}");
+    assert!(!unauthenticated.to_string().contains("not-a-secret"));
+
+    // Failed authentications are counted by reason; no secret in the log.
+    assert!(
+        operator
+            .metric("ce_operator_authz_decisions_total{outcome=\"unauthenticated\",code=\"unknown_user_secret\"}")
+            .await
+            >= 2.0
+    );
+    assert!(
+        operator
+            .metric("ce_operator_authz_decisions_total{outcome=\"unauthenticated\",code=\"secrets_mismatch\"}")
+            .await
+            >= 2.0
+    );
+    let log = operator.log_text();
+    for user in ["jane", "joe", "sam"] {
+        let value = secret(&ns, &format!("{user}-user-secret"), "secret").await;
+        assert!(!log.contains(&value), "{user}'s secret is in the operator log");
+    }
+}
+
+/// Polls the gateway-style check until it answers `expected`; how long that took.
+async fn until_status(authz: &str, authorization: &str, route: &[(&str, &str)], expected: u16) -> Duration {
+    let started = Instant::now();
+    wait_until(&format!("the check to answer {expected}"), TIMEOUT, || {
+        let code = envoy_check(authz, "GET", "/", Some(authorization), route);
+        async move { code == expected }
+    })
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "authz-changes").await;
+    let operator = Operator::start(&ns.name);
+    converge(&ns).await;
+    let authz = operator.authz_addr().await;
+    let create = [("X-CE-Privilege", "createElements")];
+
+    // can-i: the same decision, from the objects, without a secret.
+    let can_i = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ce-operator"))
+            .args(["can-i", "--kubeconfig"])
+            .arg(kubeconfig_path())
+            .args(["-n", &ns.name])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, said) = can_i(&["--user", "jane", "--privilege", "createElements"]);
+    assert_eq!((code, said.starts_with("yes")), (Some(0), true), "{said}");
+    let (code, said) = can_i(&["--user", "jane", "--instance-owner", "kim", "--action", "view"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.starts_with("no - ") && said.contains("viewAccountElementInstances"),
+        "{said}"
+    );
+    let (code, said) = can_i(&["--user", "nobody"]);
+    assert_eq!(code, Some(1), "{said}");
+
+    // A revoked RoleBinding: jane loses createElements.
+    let jane = credentials(&ns, "jane", "acme").await;
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&jane), &create), 200);
+    ns.api::<RoleBinding>()
+        .delete("jane-admin", &DeleteParams::default())
+        .await
+        .unwrap();
+    let revoked = until_status(&authz, &jane, &create, 403).await;
+    eprintln!("a revoked binding took effect in {revoked:?}");
+    let (code, _) = can_i(&["--user", "jane", "--privilege", "createElements"]);
+    assert_eq!(code, Some(1));
+
+    // Rotation: the previous secret works during the grace period (20 s), then not.
+    let old = jane.clone();
+    let users: Api<CEUser> = ns.api();
+    let before = users.get("jane").await.unwrap().status.unwrap().secret_fingerprint;
+    users
+        .patch(
+            "jane",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"ce.tenancy.io/rotate-secret": "1"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&users, "jane", "the rotated fingerprint", TIMEOUT, |u| {
+        u.status.as_ref().and_then(|s| s.secret_fingerprint.clone()) != before
+    })
+    .await;
+    let new = credentials(&ns, "jane", "acme").await;
+    assert_ne!(new, old);
+    until_status(&authz, &new, &[], 200).await;
+    assert_eq!(
+        envoy_check(&authz, "GET", "/", Some(&old), &[]),
+        200,
+        "the previous secret must work during the grace period"
+    );
+    let expired = until_status(&authz, &old, &[], 401).await;
+    eprintln!("the previous secret stopped working {expired:?} after the rotation was seen");
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&new), &[]), 200);
+
+    // A deleted user no longer authenticates.
+    let joe = credentials(&ns, "joe", "acme").await;
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&joe), &[]), 200);
+    users.delete("joe", &DeleteParams::default()).await.unwrap();
+    let deleted = until_status(&authz, &joe, &[], 401).await;
+    eprintln!("a deleted user stopped authenticating after {deleted:?}");
+}
