@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_LOCAL := $(CURDIR)/.local/cluster/kubeconfig
 KUBECTL := $(CURDIR)/.local/bin/kubectl
 
-.PHONY: help tools cluster-up cluster-down crds dev test bench lint fmt
+.PHONY: help tools cluster-up cluster-down crds dev test bench bench-authz lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,6 +32,11 @@ test: ## The whole test suite (what CI runs)
 bench: cluster-up ## Scale benchmark against the local cluster (ARGS="--quick" for a small run)
 	cargo build --release --bin ce-operator
 	cargo bench --bench scale -- $(ARGS)
+
+bench-authz: cluster-up ## Authorization endpoint vs OPA on the same data (wrk; builds OPA once)
+	@hack/ensure-bench-deps.sh
+	cargo build --release --bin ce-operator
+	cargo bench --bench authz -- $(ARGS)
 
 lint: ## cargo fmt --check and clippy
 	cargo fmt --all -- --check

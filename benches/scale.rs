@@ -12,24 +12,27 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
+#[path = "common/mod.rs"]
+mod common;
+
 use ce_operator::api::{
     Account, AccountSpec, CEUser, CEUserSpec, HasConditions, LocalRef, Organization, Role, RoleBinding, RoleBindingSpec,
+};
+use common::{
+    CLIENT_CONCURRENCY, Operator, arg, client, create_all, free_port, install_crds, kubeconfig, meta, percentile, root,
+    run_all,
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 use serde::Serialize;
-
-/// Concurrent requests of the load generator and of the floor client.
-const CLIENT_CONCURRENCY: usize = 32;
 
 #[derive(Clone, Debug, Serialize)]
 struct Scale {
@@ -82,28 +85,6 @@ struct Admission {
     /// The operator's `ce_operator_admission_duration_seconds`.
     operator_p50_ms: f64,
     operator_p99_ms: f64,
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-async fn client(kubeconfig: &Path) -> Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
 }
 
 /// The API server's request counters: (verb, resource) -> count.
@@ -165,117 +146,6 @@ fn total(counts: &BTreeMap<(String, String), u64>) -> u64 {
     counts.values().sum()
 }
 
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Operator {
-    /// Runs as the cluster's `ce-operator` user (whom the webhook exempts, as the chart's
-    /// configuration exempts the operator's ServiceAccount), with its webhook on `webhook`.
-    fn start(kubeconfig: &Path, namespace: &str, webhook: &Webhook, log: PathBuf) -> Self {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(root().join("target/release/ce-operator"))
-            .args([
-                "run",
-                "--log-format",
-                "text",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--namespace",
-                namespace,
-                "--webhook-addr",
-                &webhook.addr,
-                "--webhook-dns-name",
-                "127.0.0.1",
-                "--webhook-secret",
-                "ce-bench-webhook",
-                "--webhook-secret-namespace",
-                namespace,
-                "--webhook-config-name",
-                &webhook.config,
-                "--authz-addr",
-                "127.0.0.1:0",
-                "--kubeconfig",
-            ])
-            .arg(kubeconfig.with_file_name("operator.kubeconfig"))
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start target/release/ce-operator (cargo build --release)");
-        Self { child, log }
-    }
-
-    fn addr(&self) -> Option<String> {
-        let text = std::fs::read_to_string(&self.log).ok()?;
-        let line = text.lines().find(|l| l.contains("serving /metrics"))?;
-        Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_owned())
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let Some(addr) = self.addr() else {
-            return (0, String::new());
-        };
-        let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", &format!("http://{addr}{path}")])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_owned())
-    }
-
-    fn reconciles(&self) -> u64 {
-        self.get("/metrics")
-            .1
-            .lines()
-            .filter(|l| l.starts_with("ce_operator_reconciles_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// (current, peak) resident memory in bytes.
-    fn rss(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        (kib("VmRSS:"), kib("VmHWM:"))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn run_all<F, Fut>(items: Vec<F>) -> usize
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let n = items.len();
-    stream::iter(items.into_iter().map(|f| f()))
-        .buffer_unordered(CLIENT_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    n
-}
-
-fn meta(name: &str) -> kube::api::ObjectMeta {
-    kube::api::ObjectMeta {
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
 /// The load: organizations, each with `accounts` accounts (the first one its default), users
 /// spread over them, and admin bindings on the first users.
 fn load(scale: &Scale) -> (Vec<Organization>, Vec<Account>, Vec<CEUser>, Vec<RoleBinding>) {
@@ -326,26 +196,6 @@ fn load(scale: &Scale) -> (Vec<Organization>, Vec<Account>, Vec<CEUser>, Vec<Rol
     (orgs, accounts, users, bindings)
 }
 
-async fn create_all<K>(api: &Api<K>, objects: Vec<K>)
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let params = PostParams::default();
-    run_all(
-        objects
-            .into_iter()
-            .map(|o| {
-                let api = api.clone();
-                let params = params.clone();
-                move || async move {
-                    api.create(&params, &o).await.expect("create");
-                }
-            })
-            .collect(),
-    )
-    .await;
-}
-
 async fn count_ready<K>(api: &Api<K>) -> usize
 where
     K: Resource + HasConditions + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -361,6 +211,27 @@ where
         .unwrap_or(0)
 }
 
+/// Starts the release operator on `namespace` with its webhook on `webhook`.
+fn start_operator(kubeconfig: &Path, namespace: &str, webhook: &Webhook, log: PathBuf) -> Operator {
+    let args: Vec<String> = [
+        "--webhook-addr",
+        &webhook.addr,
+        "--webhook-dns-name",
+        "127.0.0.1",
+        "--webhook-secret",
+        "ce-bench-webhook",
+        "--webhook-secret-namespace",
+        namespace,
+        "--webhook-config-name",
+        &webhook.config,
+        "--authz-addr",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    Operator::start(kubeconfig, namespace, &args, log)
+}
+
 /// The admission webhook of the benchmark's operator: its address, and a configuration (the
 /// chart's, redirected by hack/local-webhook.py) that covers the namespaces labelled
 /// `ce.tenancy.io/webhook=<config>` — none until the admission phase labels the namespace, so
@@ -372,12 +243,7 @@ struct Webhook {
 
 impl Webhook {
     fn install(kubeconfig: &Path, config: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port());
         let script = format!(
             "{bin}/helm template ce charts/ce-operator --namespace ce-system --show-only templates/webhook.yaml \
              | python3 hack/local-webhook.py {config} https://{addr}/validate ce-operator {config} \
@@ -560,14 +426,6 @@ async fn admission(
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -586,9 +444,7 @@ async fn main() {
         samples: arg(&args, "--samples", if quick { 30 } else { 100 }),
         admission_requests: arg(&args, "--admission-requests", if quick { 500 } else { 2000 }),
     };
-    let kubeconfig = std::env::var("KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join(".local/cluster/kubeconfig"));
+    let kubeconfig = kubeconfig();
     let client = client(&kubeconfig).await;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -609,23 +465,7 @@ async fn main() {
             .await
             .unwrap();
     }
-    // The CRDs, as `make dev` installs them.
-    let status = Command::new(root().join(".local/bin/kubectl"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["apply", "--server-side", "--field-manager=ce-bench", "-f"])
-        .arg(root().join("crds"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "installing the CRDs failed");
-    let status = Command::new(root().join(".local/bin/kubectl"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["wait", "--for", "condition=Established", "--timeout=60s", "-f"])
-        .arg(root().join("crds"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "the CRDs were not established");
+    install_crds(&kubeconfig);
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut report = Report {
@@ -636,7 +476,7 @@ async fn main() {
 
     // 1. Convergence, operator started before the load.
     let webhook = Webhook::install(&kubeconfig, &format!("ce-bench-{stamp}"));
-    let mut operator = Operator::start(
+    let mut operator = start_operator(
         &kubeconfig,
         &ns,
         &webhook,
@@ -820,7 +660,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = apiserver_requests(&client).await;
     let restarted = Instant::now();
-    let mut operator = Operator::start(
+    let mut operator = start_operator(
         &kubeconfig,
         &ns,
         &webhook,

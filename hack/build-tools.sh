@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, from pinned Go modules, the binaries that tests and local runs need:
 #   kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes),
-#   etcd (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v4).
+#   etcd (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v4); and, for `make bench-authz`
+#   only (`hack/build-tools.sh opa`), Open Policy Agent (github.com/open-policy-agent/opa).
 # Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
 # fresh clone reuses them) and linked into .local/bin. A tool is rebuilt only when
 # its pinned version changes.
@@ -116,6 +117,18 @@ build_helm() {
   touch "$dir/.done"
   link_bins "$dir/bin" helm
   log "helm $v built"
+}
+
+# Benchmark only (`make bench-authz`), never built by `make test`.
+build_opa() {
+  local v=$OPA_VERSION dir="$cache/opa-$OPA_VERSION"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" opa; return; fi
+  log "building opa $v (benchmark only)"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  with_heartbeat opa env GOBIN="$dir/bin" go install -ldflags "-s -w" "github.com/open-policy-agent/opa@$v"
+  touch "$dir/.done"
+  link_bins "$dir/bin" opa
+  log "opa $v built"
 }
 
 want=${*:-etcd kubernetes helm}

@@ -602,6 +602,23 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
     eprintln!("the previous secret stopped working {expired:?} after the rotation was seen");
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&new), &[]), 200);
 
+    // A Secret edited by hand is honoured at once: its new value authenticates, the old not.
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .patch(
+            "jane-user-secret",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"secret": "set-by-hand-0123456789abcdefghijklmnop"}})),
+        )
+        .await
+        .unwrap();
+    let by_hand = format!(
+        "User set-by-hand-0123456789abcdefghijklmnop, Organization {}",
+        secret(&ns, "acme-org-secret", "secret").await
+    );
+    until_status(&authz, &by_hand, &[], 200).await;
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&new), &[]), 401);
+
     // A deleted user no longer authenticates.
     let joe = credentials(&ns, "joe", "acme").await;
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&joe), &[]), 200);

@@ -204,6 +204,9 @@ impl Cached for Account {
         reindex(&cache.accounts_by_org, change, |a| {
             Some(key(&ns, &a.spec.organization_ref.name))
         });
+        reindex(&cache.default_accounts_by_org, change, |a| {
+            a.spec.default.then(|| key(&ns, &a.spec.organization_ref.name))
+        });
     }
 }
 
@@ -339,6 +342,10 @@ pub struct Cache {
     namespaces: Kind<PartialObjectMeta<Namespace>>,
     /// Accounts by (namespace, organization).
     accounts_by_org: Index,
+    /// The accounts declaring `default: true`, by (namespace, organization): who is the
+    /// default account is asked per user and per request, and must not cost a scan of
+    /// every account of the organization.
+    default_accounts_by_org: Index,
     /// Users by (namespace, account).
     users_by_account: Index,
     /// Users by (namespace, lower-case e-mail).
@@ -383,6 +390,7 @@ impl Cache {
             secrets: Kind::new(secrets),
             namespaces: Kind::new(namespaces),
             accounts_by_org: Index::default(),
+            default_accounts_by_org: Index::default(),
             users_by_account: Index::default(),
             users_by_email: Index::default(),
             bindings_by_user: Index::default(),
@@ -549,8 +557,12 @@ impl Cache {
             .filter_map(|(ns, name)| kind.get(&ObjectRef::new(name).within(ns)))
             .filter(|o| still(o))
             .collect();
-        // A stable order, so that decisions (and the messages they write) do not flap.
-        found.sort_by_key(|o| (o.namespace(), o.name_any()));
+        // A stable order, so that decisions (and the messages they write) do not flap;
+        // compared borrowed (the authorization endpoint resolves on every request).
+        found.sort_by(|a, b| {
+            (a.meta().namespace.as_deref(), a.meta().name.as_deref())
+                .cmp(&(b.meta().namespace.as_deref(), b.meta().name.as_deref()))
+        });
         found
     }
 
@@ -569,6 +581,14 @@ impl Cache {
     pub fn accounts_of(&self, ns: &str, org: &str) -> Vec<Arc<Account>> {
         self.resolve(self.accounts_by_org.get(&key(ns, org)), |a: &Account| {
             a.spec.organization_ref.name == org
+        })
+    }
+
+    /// The accounts of an organization that declare `default: true` (what
+    /// `model::tenancy::default_account` chooses from).
+    pub fn default_account_candidates(&self, ns: &str, org: &str) -> Vec<Arc<Account>> {
+        self.resolve(self.default_accounts_by_org.get(&key(ns, org)), |a: &Account| {
+            a.spec.default && a.spec.organization_ref.name == org
         })
     }
 

@@ -73,7 +73,7 @@ impl ResolvedIdentity {
         let organization = org_name.as_deref().and_then(|org| cache.organization(&ns, org));
         let org_accounts = org_name
             .as_deref()
-            .map(|org| cache.accounts_of(&ns, org))
+            .map(|org| cache.default_account_candidates(&ns, org))
             .unwrap_or_default();
         // Users of the same organization with the same e-mail, this one included.
         let same_email = cache

@@ -32,7 +32,7 @@ pub(super) fn resolve(cache: &Cache, binding: &RoleBinding) -> Resolved {
         organization: org.as_deref().and_then(|org| cache.organization(&ns, org)),
         org_accounts: org
             .as_deref()
-            .map(|org| cache.accounts_of(&ns, org))
+            .map(|org| cache.default_account_candidates(&ns, org))
             .unwrap_or_default(),
         user,
         account,

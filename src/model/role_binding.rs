@@ -20,7 +20,8 @@ pub struct Inputs<'a> {
     pub account: Option<&'a Account>,
     /// The account's organization.
     pub organization: Option<&'a Organization>,
-    /// The accounts of that organization (to tell the default account).
+    /// The accounts of that organization, at least those declaring `default: true` (to
+    /// tell the default account).
     pub org_accounts: &'a [Arc<Account>],
     pub now: Timestamp,
 }

@@ -12,7 +12,13 @@ use crate::model::conditions::Reason;
 /// The deterministic age order of the invariant table: older creationTimestamp first, then
 /// name, so that two replicas or two runs always pick the same winner.
 pub fn by_age<K: Resource>(a: &K, b: &K) -> Ordering {
-    let key = |k: &K| (k.meta().creation_timestamp.as_ref().map(|t| t.0), k.meta().name.clone());
+    // Borrowed, not cloned: the authorization endpoint compares on every request.
+    fn key<K: Resource>(k: &K) -> (Option<k8s_openapi::jiff::Timestamp>, Option<&str>) {
+        (
+            k.meta().creation_timestamp.as_ref().map(|t| t.0),
+            k.meta().name.as_deref(),
+        )
+    }
     key(a).cmp(&key(b))
 }
 

@@ -63,7 +63,8 @@ pub struct IdentityInputs<'a> {
     pub account: Option<&'a Account>,
     /// The account's organization.
     pub organization: Option<&'a Organization>,
-    /// The organization's accounts (to tell the default account).
+    /// The organization's accounts, at least those declaring `default: true` (to tell the
+    /// default account).
     pub org_accounts: &'a [Arc<Account>],
     /// The user's RoleBindings.
     pub bindings: &'a [Arc<RoleBinding>],

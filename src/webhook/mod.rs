@@ -300,7 +300,10 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
                 let account = user.as_ref().and_then(|u| cache.account(&ns, &u.spec.account_ref.name));
                 let org = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
                 let organization = org.as_deref().and_then(|o| cache.organization(&ns, o));
-                let org_accounts = org.as_deref().map(|o| cache.accounts_of(&ns, o)).unwrap_or_default();
+                let org_accounts = org
+                    .as_deref()
+                    .map(|o| cache.default_account_candidates(&ns, o))
+                    .unwrap_or_default();
                 admission::binding_findings(&role_binding::Inputs {
                     binding,
                     user: user.as_deref(),

@@ -1,0 +1,226 @@
+//! What the benchmarks share: the release operator as a separate process, the cluster
+//! client, and the load generator's helpers.
+#![allow(dead_code)] // each benchmark uses a part
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use futures::{StreamExt, stream};
+use kube::{
+    Api, Client, Resource,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde::Serialize;
+
+/// Concurrent requests of the load generator and of the floor client.
+pub const CLIENT_CONCURRENCY: usize = 32;
+
+pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn kubeconfig() -> PathBuf {
+    std::env::var("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".local/cluster/kubeconfig"))
+}
+
+pub async fn client(kubeconfig: &Path) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Installs the CRDs as `make dev` does, and waits until they are established.
+pub fn install_crds(kubeconfig: &Path) {
+    for args in [
+        &["apply", "--server-side", "--field-manager=ce-bench", "-f"][..],
+        &["wait", "--for", "condition=Established", "--timeout=60s", "-f"][..],
+    ] {
+        let status = Command::new(root().join(".local/bin/kubectl"))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .arg(root().join("crds"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "kubectl {args:?} crds failed");
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn meta(name: &str) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// The release operator, run as the cluster's `ce-operator` user (whom the webhook exempts,
+/// as the chart's configuration exempts the operator's ServiceAccount).
+pub struct Operator {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(kubeconfig: &Path, namespace: &str, extra: &[String], log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(root().join("target/release/ce-operator"))
+            .args([
+                "run",
+                "--log-format",
+                "text",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--namespace",
+                namespace,
+            ])
+            .args(extra)
+            .arg("--kubeconfig")
+            .arg(kubeconfig.with_file_name("operator.kubeconfig"))
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start target/release/ce-operator (cargo build --release)");
+        Self { child, log }
+    }
+
+    pub fn addr(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = text.lines().find(|l| l.contains("serving /metrics"))?;
+        Some(line.split("addr=").nth(1)?.split_whitespace().next()?.to_owned())
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let Some(addr) = self.addr() else {
+            return (0, String::new());
+        };
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("http://{addr}{path}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// Sum of a metric's series whose line starts with `prefix`.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        self.get("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn reconciles(&self) -> u64 {
+        self.metric("ce_operator_reconciles_total{") as u64
+    }
+
+    /// Objects the operator's own gauges count Ready.
+    pub fn ready_objects(&self) -> u64 {
+        self.get("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("ce_operator_objects{") && l.contains("ready=\"True\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// (current, peak) resident memory in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
+    }
+
+    pub async fn wait_ready(&self) {
+        while self.get("/readyz").0 != 200 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn run_all<F, Fut>(items: Vec<F>) -> usize
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let n = items.len();
+    stream::iter(items.into_iter().map(|f| f()))
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    n
+}
+
+pub async fn create_all<K>(api: &Api<K>, objects: Vec<K>)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let params = kube::api::PostParams::default();
+    run_all(
+        objects
+            .into_iter()
+            .map(|o| {
+                let api = api.clone();
+                let params = params.clone();
+                move || async move {
+                    api.create(&params, &o).await.expect("create");
+                }
+            })
+            .collect(),
+    )
+    .await;
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
