@@ -1,14 +1,14 @@
 //! The Helm chart against the real cluster: it lints, renders to manifests the API server
 //! accepts, installs, and its RBAC is enough for the whole operator and no more. The
 //! operator runs out of cluster with the chart's ServiceAccount identity (a TokenRequest
-//! token), over all namespaces: this binary has a single test, and test binaries run one
-//! after another, so no other operator runs meanwhile.
+//! token), over all namespaces: the tests of this binary take `SERIAL` to run one at a
+//! time, and test binaries run one after another, so no other operator runs meanwhile.
 
 mod support;
 
 use std::{path::PathBuf, process::Command};
 
-use ce_operator::api::{CEUser, ElementSafelist, Organization, RoleBinding};
+use ce_operator::api::{CEUser, ElementSafelist, HasConditions, Organization, RoleBinding};
 use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
     core::v1::{Namespace, Secret, ServiceAccount},
@@ -64,8 +64,87 @@ fn token_kubeconfig(token: &str, path: &PathBuf) {
     std::fs::write(path, config).unwrap();
 }
 
+/// One test at a time: the RBAC test's operator watches every namespace.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Installs the chart as `release` into `namespace`: the operator's ServiceAccount name, and
+/// a kubeconfig with a token of it.
+async fn install(client: &kube::Client, release: &str, namespace: &str) -> (String, PathBuf) {
+    ok(helm(&["install", release, &chart(), "-n", namespace]), "helm install");
+    let sa_name = format!("{release}-ce-operator");
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["https://kubernetes.default.svc.cluster.local".into()],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request(&sa_name, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let sa_kubeconfig = std::env::temp_dir().join(format!("{release}-kubeconfig"));
+    token_kubeconfig(&token, &sa_kubeconfig);
+    (sa_name, sa_kubeconfig)
+}
+
+/// The negative control of the test below: with one verb the operator needs taken out of
+/// the chart's ClusterRole (creating Secrets), the operator reports forbidden on its own
+/// metrics and the tenant does not converge. If this passed with the verb present, the
+/// RBAC test above could not tell least privilege from too little.
+#[tokio::test]
+async fn a_verb_missing_from_the_chart_rbac_fails_visibly() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let system = TestNamespace::new(&client, "ce-norbac").await;
+    let release = format!("ce-{}", &system.name[system.name.len() - 6..]);
+    let (sa_name, sa_kubeconfig) = install(&client, &release, &system.name).await;
+    let role = support::kubectl_ok(&["get", "clusterrole", &sa_name, "-o", "json"]);
+    let mut role: serde_json::Value = serde_json::from_str(&role).unwrap();
+    for rule in role["rules"].as_array_mut().unwrap() {
+        if rule["resources"].as_array().unwrap().iter().any(|r| r == "secrets") {
+            rule["verbs"].as_array_mut().unwrap().retain(|v| v != "create");
+        }
+    }
+    let out = support::kubectl_with_input(&["apply", "-f", "-"], &role.to_string());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let tenants = TestNamespace::new(&client, "norbac-tenants").await;
+    let operator = Operator::start_all_namespaces_as(
+        &format!("{release}-operator"),
+        &sa_kubeconfig,
+        &["--namespace", &tenants.name, "--webhook=false"],
+    );
+    apply(
+        &tenants.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {name: acme}\nspec: {displayName: Acme}\n",
+    );
+    support::wait_until("the operator to report a failed Secret write", TIMEOUT, || async {
+        operator
+            .metric("ce_operator_reconcile_errors_total{controller=\"Organization\"")
+            .await
+            > 0.0
+    })
+    .await;
+    let orgs: Api<Organization> = tenants.api();
+    let acme = orgs.get("acme").await.unwrap();
+    assert!(
+        !acme.has_condition("SecretReady", "True", "SecretIssued"),
+        "the organization converged without the verb"
+    );
+    assert!(operator.log_text().contains("forbidden"), "{}", operator.log_text());
+    ok(helm(&["uninstall", &release, "-n", &system.name]), "helm uninstall");
+}
+
 #[tokio::test]
 async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege() {
+    let _serial = SERIAL.lock().await;
     let client = client().await;
     install_crds(&client).await;
     let system = TestNamespace::new(&client, "ce-system").await;
@@ -99,29 +178,7 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     let bad = helm(&["template", &release, &chart(), "--set", "logging.format=xml"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logging/format"));
 
-    ok(
-        helm(&["install", &release, &chart(), "-n", &system.name]),
-        "helm install",
-    );
-    let sa_name = format!("{release}-ce-operator");
-    let sas: Api<ServiceAccount> = system.api();
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec!["https://kubernetes.default.svc.cluster.local".into()],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = sas
-        .create_token_request(&sa_name, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let sa_kubeconfig = std::env::temp_dir().join(format!("{release}-kubeconfig"));
-    token_kubeconfig(&token, &sa_kubeconfig);
+    let (sa_name, sa_kubeconfig) = install(&client, &release, &system.name).await;
 
     // The operator with the chart's identity, leader election on, over all namespaces.
     let tenants = TestNamespace::new(&client, "chart-tenants").await;

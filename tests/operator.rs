@@ -48,7 +48,7 @@ fn tree(org_extra: &str) -> String {
 
 struct Env {
     ns: TestNamespace,
-    _operator: Operator,
+    operator: Operator,
     orgs: Api<Organization>,
     accounts: Api<Account>,
     users: Api<CEUser>,
@@ -65,7 +65,7 @@ async fn env(prefix: &str) -> Env {
         accounts: ns.api(),
         users: ns.api(),
         secrets: ns.api(),
-        _operator: operator,
+        operator,
         ns,
     }
 }
@@ -316,7 +316,7 @@ async fn secrets_are_generated_labelled_owned_and_never_exposed() {
                 .contains(&text)
         );
         assert!(
-            !std::fs::read_to_string(&env._operator.log).unwrap().contains(&text),
+            !std::fs::read_to_string(&env.operator.log).unwrap().contains(&text),
             "the secret is in the operator log"
         );
     }
@@ -435,24 +435,31 @@ async fn rotation_keeps_the_previous_secret_for_the_grace_period_then_drops_it()
         "the current secret is kept"
     );
 
-    // The same annotation value again does not rotate again.
+    // The same annotation value again does not rotate again: a spec change (which wakes
+    // the user) with the annotation unchanged, then, once the operator has reconciled it
+    // (its own counter), the Secret is as it was.
     let rv = final_secret.resource_version();
+    let user_reconciles = "ce_operator_reconciles_total{controller=\"CEUser\"}";
+    let before = env.operator.metric(user_reconciles).await;
     env.users
         .patch(
             "jane",
             &PatchParams::default(),
-            &Patch::Merge(&serde_json::json!({"metadata": {"labels": {"touched": "yes"}}})),
+            &Patch::Merge(&serde_json::json!({
+                "metadata": {"annotations": {"ce.tenancy.io/rotate-secret": "2026-11-22"}},
+                "spec": {"displayName": "Jane, touched"},
+            })),
         )
         .await
         .unwrap();
-    wait_for(&env.users, "jane", "ready after the touch", TIMEOUT, |u| {
-        u.labels().contains_key("touched")
+    support::wait_until("the operator to reconcile jane again", TIMEOUT, || async {
+        env.operator.metric(user_reconciles).await > before
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // a window in which nothing may happen
     assert_eq!(
         env.secrets.get("jane-user-secret").await.unwrap().resource_version(),
-        rv
+        rv,
+        "the Secret changed although the rotation request did not"
     );
     env.ns.delete().await;
 }

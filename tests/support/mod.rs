@@ -359,6 +359,24 @@ impl Operator {
         self.logged_addr("serving the authorization endpoint").await
     }
 
+    /// How many reconciles of `controller` (a kind: "CEUser") the operator has run.
+    pub async fn reconciles(&self, controller: &str) -> f64 {
+        self.metric(&format!("ce_operator_reconciles_total{{controller=\"{controller}\"}}"))
+            .await
+    }
+
+    /// Waits until the operator has run a reconcile of `controller` beyond `before` (taken
+    /// before a change): the change has been observed, so that an assertion on a state the
+    /// change must not alter is not made before the operator saw it.
+    pub async fn wait_reconciled_since(&self, controller: &str, before: f64) {
+        wait_until(
+            &format!("a {controller} reconcile after the change"),
+            TIMEOUT,
+            || async { self.reconciles(controller).await > before },
+        )
+        .await;
+    }
+
     /// A counter or gauge of the operator's /metrics, summed over the series whose line
     /// starts with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
