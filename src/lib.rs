@@ -9,4 +9,5 @@ pub mod crdgen;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
+pub mod serve;
 pub mod webhook;

@@ -15,15 +15,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, post},
 };
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
-use tracing::{debug, warn};
 
 use crate::{
     api::{CEUser, Privilege},
@@ -219,27 +213,11 @@ pub async fn serve(
         tracing::info!(addr = %bound, "serving the authorization endpoint on /authz/check and /v1/decisions");
     }
     let app = router(cache, metrics);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => { warn!(error = %e, "authorization accept failed"); continue; }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
-            {
-                debug!(%peer, error = %e, "authorization connection ended");
-            }
-        });
-    }
+    crate::serve::accept_until(listener, "authorization", shutdown, |tcp, peer| {
+        tokio::spawn(crate::serve::connection(tcp, app.clone(), peer, "authorization"));
+    })
+    .await;
+    Ok(())
 }
 
 /// A gateway header that could not be read: the route is misconfigured (400), not the

@@ -8,11 +8,6 @@ pub mod tls;
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{Json, Router, extract::State, routing::post};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Resource, ResourceExt,
@@ -81,33 +76,17 @@ pub async fn serve(
     let app = Router::new()
         .route("/validate", post(validate))
         .with_state(WebhookState { cache, metrics });
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => { warn!(error = %e, "webhook accept failed"); continue; }
-            },
-        };
+    crate::serve::accept_until(listener, "webhook", shutdown, |tcp, peer| {
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    debug!(%peer, error = %e, "webhook TLS handshake failed");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                debug!(%peer, error = %e, "webhook connection ended");
+            match acceptor.accept(tcp).await {
+                Ok(tls) => crate::serve::connection(tls, app, peer, "webhook").await,
+                Err(e) => debug!(%peer, error = %e, "webhook TLS handshake failed"),
             }
         });
-    }
+    })
+    .await;
+    Ok(())
 }
 
 /// How a review ended, for the metrics.
