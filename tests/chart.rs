@@ -67,10 +67,31 @@ fn token_kubeconfig(token: &str, path: &PathBuf) {
 /// One test at a time: the RBAC test's operator watches every namespace.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Installs the chart as `release` into `namespace`: the operator's ServiceAccount name, and
-/// a kubeconfig with a token of it.
-async fn install(client: &kube::Client, release: &str, namespace: &str) -> (String, PathBuf) {
-    ok(helm(&["install", release, &chart(), "-n", namespace]), "helm install");
+/// A release of the chart, uninstalled when dropped (also when a test fails: the chart's
+/// ValidatingWebhookConfiguration covers every namespace and must not outlive the test).
+struct Release {
+    name: String,
+    namespace: String,
+    /// The operator's ServiceAccount, and a kubeconfig with a token of it.
+    sa_name: String,
+    sa_kubeconfig: PathBuf,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = helm(&["uninstall", &self.name, "-n", &self.namespace]);
+    }
+}
+
+/// Installs the chart as `release` into `namespace`, with `values` (`--set` arguments).
+async fn install(client: &kube::Client, release: &str, namespace: &str, values: &[&str]) -> Release {
+    let mut args = vec!["install", release, "-n", namespace];
+    let chart = chart();
+    args.insert(2, &chart);
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    ok(helm(&args), "helm install");
     let sa_name = format!("{release}-ce-operator");
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let request = TokenRequest {
@@ -90,7 +111,12 @@ async fn install(client: &kube::Client, release: &str, namespace: &str) -> (Stri
         .token;
     let sa_kubeconfig = std::env::temp_dir().join(format!("{release}-kubeconfig"));
     token_kubeconfig(&token, &sa_kubeconfig);
-    (sa_name, sa_kubeconfig)
+    Release {
+        name: release.to_owned(),
+        namespace: namespace.to_owned(),
+        sa_name,
+        sa_kubeconfig,
+    }
 }
 
 /// The negative control of the test below: with one verb the operator needs taken out of
@@ -104,8 +130,10 @@ async fn a_verb_missing_from_the_chart_rbac_fails_visibly() {
     install_crds(&client).await;
     let system = TestNamespace::new(&client, "ce-norbac").await;
     let release = format!("ce-{}", &system.name[system.name.len() - 6..]);
-    let (sa_name, sa_kubeconfig) = install(&client, &release, &system.name).await;
-    let role = support::kubectl_ok(&["get", "clusterrole", &sa_name, "-o", "json"]);
+    // Without the webhook: this test is about RBAC.
+    let installed = install(&client, &release, &system.name, &["webhook.enabled=false"]).await;
+    let (sa_name, sa_kubeconfig) = (&installed.sa_name, &installed.sa_kubeconfig);
+    let role = support::kubectl_ok(&["get", "clusterrole", sa_name, "-o", "json"]);
     let mut role: serde_json::Value = serde_json::from_str(&role).unwrap();
     for rule in role["rules"].as_array_mut().unwrap() {
         if rule["resources"].as_array().unwrap().iter().any(|r| r == "secrets") {
@@ -118,7 +146,7 @@ async fn a_verb_missing_from_the_chart_rbac_fails_visibly() {
     let tenants = TestNamespace::new(&client, "norbac-tenants").await;
     let operator = Operator::start_all_namespaces_as(
         &format!("{release}-operator"),
-        &sa_kubeconfig,
+        sa_kubeconfig,
         &["--namespace", &tenants.name, "--webhook=false"],
     );
     apply(
@@ -139,7 +167,6 @@ async fn a_verb_missing_from_the_chart_rbac_fails_visibly() {
         "the organization converged without the verb"
     );
     assert!(operator.log_text().contains("forbidden"), "{}", operator.log_text());
-    ok(helm(&["uninstall", &release, "-n", &system.name]), "helm uninstall");
 }
 
 #[tokio::test]
@@ -178,7 +205,8 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     let bad = helm(&["template", &release, &chart(), "--set", "logging.format=xml"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logging/format"));
 
-    let (sa_name, sa_kubeconfig) = install(&client, &release, &system.name).await;
+    let installed = install(&client, &release, &system.name, &[]).await;
+    let (sa_name, sa_kubeconfig) = (installed.sa_name.clone(), installed.sa_kubeconfig.clone());
 
     // The operator with the chart's identity, leader election on, over all namespaces.
     let tenants = TestNamespace::new(&client, "chart-tenants").await;
@@ -328,6 +356,7 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     assert!(matches!(config_maps.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
 
     ok(helm(&["uninstall", &release, "-n", &system.name]), "helm uninstall");
+    drop(installed);
     tenants.delete().await;
     system.delete().await;
 }
