@@ -223,11 +223,7 @@ pub async fn serve(
 /// A gateway header that could not be read: the route is misconfigured (400), not the
 /// caller refused.
 fn bad_header(name: &str, value: &str) -> Decision {
-    Decision {
-        outcome: Outcome::Forbidden,
-        code: "bad_request",
-        reason: format!("header {name}: cannot read {value:?}"),
-    }
+    Decision::invalid(format!("header {name}: cannot read {value:?}"))
 }
 
 /// The request a gateway describes with the `X-CE-*` headers of a route.
@@ -253,16 +249,10 @@ fn request_of(headers: &HeaderMap) -> Result<Request, Decision> {
 }
 
 fn record(metrics: &Metrics, decision: &Decision, started: Instant) {
-    let outcome = match (decision.outcome, decision.code) {
-        (_, "bad_request") => "bad_request",
-        (Outcome::Allowed, _) => "allowed",
-        (Outcome::Unauthenticated, _) => "unauthenticated",
-        (Outcome::Forbidden, _) => "forbidden",
-    };
     metrics
         .authz_decisions
         .get_or_create(&AuthzLabels {
-            outcome,
+            outcome: decision.outcome.label(),
             code: decision.code,
         })
         .inc();
@@ -301,11 +291,11 @@ async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> R
         Err(bad) => (bad, None),
     };
     record(&state.metrics, &decision, started);
-    let status = match (decision.outcome, decision.code) {
-        (_, "bad_request") => StatusCode::BAD_REQUEST,
-        (Outcome::Allowed, _) => StatusCode::OK,
-        (Outcome::Unauthenticated, _) => StatusCode::UNAUTHORIZED,
-        (Outcome::Forbidden, _) => StatusCode::FORBIDDEN,
+    let status = match decision.outcome {
+        Outcome::Allowed => StatusCode::OK,
+        Outcome::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Outcome::Forbidden => StatusCode::FORBIDDEN,
+        Outcome::Invalid => StatusCode::BAD_REQUEST,
     };
     let body = Json(Refusal {
         allowed: decision.outcome == Outcome::Allowed,
@@ -377,16 +367,15 @@ async fn decisions(
         return unavailable;
     }
     let Ok(Json(asked)) = body else {
-        let decision = bad_header("body", "a JSON decision request");
+        let decision = Decision::invalid(
+            "expected {\"authorization\": \"User …, Organization …\", \"privileges\": […], \"element\": …, \"instance\": {\"owner\": …, \"action\": …}}",
+        );
         record(&state.metrics, &decision, started);
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(Refusal {
-                allowed: false,
-                reason: "expected {\"authorization\": \"User …, Organization …\", \"privileges\": […], \"element\": …, \"instance\": {\"owner\": …, \"action\": …}}",
-            }),
-        )
-            .into_response();
+        let body = Json(Refusal {
+            allowed: false,
+            reason: &decision.reason,
+        });
+        return (StatusCode::BAD_REQUEST, body).into_response();
     };
     let (decision, caller) = check(
         &state.cache,

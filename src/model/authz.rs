@@ -138,6 +138,20 @@ pub enum Outcome {
     Unauthenticated,
     /// 403: authenticated, not allowed.
     Forbidden,
+    /// 400: the question itself could not be read (a gateway route sets a header wrong).
+    Invalid,
+}
+
+impl Outcome {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Forbidden => "forbidden",
+            Outcome::Invalid => "invalid",
+        }
+    }
 }
 
 /// A decision, with a reason for a person and a short code for metrics.
@@ -170,6 +184,14 @@ impl Decision {
         Self {
             outcome: Outcome::Forbidden,
             code,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Invalid,
+            code: "invalid_request",
             reason: reason.into(),
         }
     }
