@@ -539,3 +539,155 @@ async fn admin_present_follows_the_org_admin_bindings() {
     .await;
     env.ns.delete().await;
 }
+
+#[tokio::test]
+async fn the_owner_binding_is_recreated_after_deletion() {
+    let env = env("owner-binding").await;
+    apply(
+        &env.ns.name,
+        &org("acme", ", owner: {email: ceo@acme.example, displayName: CEO}"),
+    );
+    let bindings: Api<RoleBinding> = env.ns.api();
+    let first = wait_ready(&bindings, "acme-owner-org-admin").await;
+    bindings
+        .delete("acme-owner-org-admin", &DeleteParams::default())
+        .await
+        .unwrap();
+    let again = wait_for(&bindings, "acme-owner-org-admin", "recreated", TIMEOUT, |b| {
+        b.uid() != first.uid() && b.condition("Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_ne!(again.uid(), first.uid());
+    wait_condition(&env.orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_taken_default_account_name_and_an_invalid_secret_are_reported() {
+    let env = env("taken").await;
+    // Account `hq` of acme is not default, and acme wants its default account named hq.
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}",
+            account("hq", "acme", ""),
+            org("acme", ", defaultAccountName: hq"),
+            user("jane", "hq", "jane@acme.example")
+        ),
+    );
+    let org = wait_condition(&env.orgs, "acme", "Ready", "False", "DefaultAccountNameTaken").await;
+    assert!(
+        org.condition("Ready")
+            .unwrap()
+            .message
+            .contains("spec.defaultAccountName"),
+        "{:?}",
+        org.condition("Ready")
+    );
+    assert!(env.accounts.get_opt("acme-default").await.unwrap().is_none());
+    // Declaring a default account resolves it.
+    apply(&env.ns.name, &account("main", "acme", ", default: true"));
+    wait_ready(&env.orgs, "acme").await;
+
+    // The user's own Secret without its `secret` key: reported, never silently re-issued.
+    wait_ready(&env.users, "jane").await;
+    env.secrets
+        .patch(
+            "jane-user-secret",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(serde_json::json!([{"op": "remove", "path": "/data/secret"}])).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let jane = wait_condition(&env.users, "jane", "SecretReady", "False", "SecretInvalid").await;
+    assert!(
+        jane.condition("SecretReady")
+            .unwrap()
+            .message
+            .contains("jane-user-secret")
+    );
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_organization_secret_rotates_with_a_grace_period() {
+    let env = env("org-rotate").await;
+    apply(&env.ns.name, &tree(", security: {rotationGracePeriod: 5s}"));
+    wait_ready(&env.orgs, "acme").await;
+    let before = secret_value(&env.secrets.get("acme-org-secret").await.unwrap(), "secret").unwrap();
+    env.orgs
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {"ce.tenancy.io/rotate-secret": "r1"}}})),
+        )
+        .await
+        .unwrap();
+    let rotated = wait_for(
+        &env.secrets,
+        "acme-org-secret",
+        "a new value, the old one kept",
+        TIMEOUT,
+        |s| secret_value(s, "previous").as_deref() == Some(before.as_slice()),
+    )
+    .await;
+    assert_ne!(secret_value(&rotated, "secret").unwrap(), before);
+    wait_for(&env.orgs, "acme", "the request recorded", TIMEOUT, |o| {
+        o.status
+            .as_ref()
+            .is_some_and(|s| s.last_rotation_request.as_deref() == Some("r1"))
+    })
+    .await;
+    wait_for(
+        &env.secrets,
+        "acme-org-secret",
+        "the previous value dropped",
+        TIMEOUT,
+        |s| secret_value(s, "previous").is_none(),
+    )
+    .await;
+    env.ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_account_cascades_its_own_deletion_and_an_uncascaded_one_waits_for_its_children() {
+    let env = env("account-deletion").await;
+    apply(
+        &env.ns.name,
+        &format!(
+            "{}---\n{}---\n{}---\n{}---\n{}",
+            org("acme", ""),
+            account("eu", "acme", ", allowCascadingDeletion: true"),
+            user("jane", "eu", "jane@acme.example"),
+            account("us", "acme", ""),
+            user("john", "us", "john@acme.example")
+        ),
+    );
+    wait_ready(&env.users, "jane").await;
+    wait_ready(&env.users, "john").await;
+    for name in ["eu", "us"] {
+        wait_for(
+            &env.accounts,
+            name,
+            "ready, holding the operator's finalizer",
+            TIMEOUT,
+            |a| a.condition("Ready").is_some_and(|c| c.status == "True") && !a.finalizers().is_empty(),
+        )
+        .await;
+    }
+    // eu allows cascading: its users and their Secrets go with it.
+    env.accounts.delete("eu", &DeleteParams::default()).await.unwrap();
+    wait_gone(&env.accounts, "eu", TIMEOUT).await;
+    wait_gone(&env.users, "jane", TIMEOUT).await;
+    wait_gone(&env.secrets, "jane-user-secret", TIMEOUT).await;
+    // us does not: blocked while john exists, gone once john is deleted by hand.
+    env.accounts.delete("us", &DeleteParams::default()).await.unwrap();
+    let blocked = wait_condition(&env.accounts, "us", "DeletionBlocked", "True", "ChildrenExist").await;
+    assert!(blocked.condition("DeletionBlocked").unwrap().message.contains("john"));
+    env.users.delete("john", &DeleteParams::default()).await.unwrap();
+    wait_gone(&env.accounts, "us", TIMEOUT).await;
+    assert!(env.users.get_opt("john").await.unwrap().is_none());
+    env.ns.delete().await;
+}

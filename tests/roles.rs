@@ -223,3 +223,120 @@ async fn a_binding_applied_before_its_user_waits_and_converges() {
     wait_condition(&orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
     ns.delete().await;
 }
+
+#[tokio::test]
+async fn an_admin_holds_the_instance_privileges_until_the_organization_revokes_one() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "instances").await;
+    let _operator = Operator::start(&ns.name);
+    apply(&ns.name, TREE);
+    apply(&ns.name, &binding("jane-admin", "jane", "admin", ""));
+    let users: kube::Api<CEUser> = ns.api();
+    let instance_privileges = [
+        Privilege::ViewAccountElementInstances,
+        Privilege::UseAccountElementInstances,
+        Privilege::EditAccountElementInstances,
+        Privilege::DeleteAccountElementInstances,
+    ];
+    let jane = wait_roles(&users, "jane", &[Role::Admin, Role::DefaultUser]).await;
+    let status = jane.status.unwrap();
+    for p in instance_privileges {
+        assert!(
+            status.privileges.contains(&p),
+            "admin lacks {p:?}: {:?}",
+            status.privileges
+        );
+    }
+    // Held in jane's own account only (admin is an account-scoped role).
+    let scopes = status.privilege_scopes.unwrap();
+    assert!(scopes.organization.is_empty() && scopes.account.contains(&Privilege::EditAccountElementInstances));
+
+    let orgs: kube::Api<Organization> = ns.api();
+    orgs.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(
+            &serde_json::json!({"spec": {"roles": [{"role": "admin", "revoke": ["deleteAccountElementInstances"]}]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let jane = wait_for(&users, "jane", "deleteAccountElementInstances revoked", TIMEOUT, |u| {
+        u.status
+            .as_ref()
+            .is_some_and(|s| !s.privileges.contains(&Privilege::DeleteAccountElementInstances))
+    })
+    .await;
+    let privileges = jane.status.unwrap().privileges;
+    for p in &instance_privileges[..3] {
+        assert!(privileges.contains(p), "{p:?} went too: {privileges:?}");
+    }
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_user_follows_its_accounts_default_ness_and_its_org_admin_binding_with_it() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "default-ness").await;
+    let _operator = Operator::start(&ns.name);
+    // acme declares no default account: the operator creates acme-default; jane is put in it
+    // and made org-admin. globex gets a generated default account nobody uses.
+    apply(
+        &ns.name,
+        "
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {name: acme}
+spec: {displayName: Acme}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {name: globex}
+spec: {displayName: Globex}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {name: jane}
+spec: {accountRef: {name: acme-default}, email: jane@acme.example}
+",
+    );
+    apply(&ns.name, &binding("jane-org-admin", "jane", "org-admin", ""));
+    let users: kube::Api<CEUser> = ns.api();
+    let bindings: kube::Api<RoleBinding> = ns.api();
+    let accounts: kube::Api<ce_operator::api::Account> = ns.api();
+    wait_roles(&users, "jane", &[Role::OrgAdmin, Role::Org]).await;
+    wait_ready(&bindings, "jane-org-admin").await;
+    wait_ready(&accounts, "globex-default").await;
+
+    // A declared default account lands: it is the default now. jane's account is an ordinary
+    // one (it keeps her, so it stays), her system role follows and org-admin is refused.
+    apply(
+        &ns.name,
+        "
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {name: hq}
+spec: {organizationRef: {name: acme}, default: true}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {name: ghq}
+spec: {organizationRef: {name: globex}, default: true}
+",
+    );
+    wait_roles(&users, "jane", &[Role::DefaultUser]).await;
+    wait_condition(
+        &bindings,
+        "jane-org-admin",
+        "Ready",
+        "False",
+        "OrgAdminRequiresDefaultAccount",
+    )
+    .await;
+    wait_condition(&accounts, "acme-default", "Ready", "False", "DuplicateDefaultAccount").await;
+    // globex's generated account had no users: the declared one supersedes it, and it goes.
+    support::wait_gone(&accounts, "globex-default", TIMEOUT).await;
+    ns.delete().await;
+}
