@@ -6,6 +6,7 @@
 #   hack/cluster.sh up   [--dir DIR] [--watch-pid PID]   start (no-op if already running)
 #   hack/cluster.sh down [--dir DIR]                     stop and remove everything but logs
 #   hack/cluster.sh status [--dir DIR]
+#   hack/cluster.sh restart apiserver [--dir DIR]       stop and start the API server (fault tests)
 #
 # DIR defaults to .local/cluster; the admin kubeconfig is DIR/kubeconfig, the operator's
 # (user ce-operator, also cluster-admin) DIR/operator.kubeconfig. Ports are chosen
@@ -18,8 +19,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-}; shift || true
 dir="$root/.local/cluster"
 watch_pid=""
+component=""
 while [[ $# -gt 0 ]]; do
   case $1 in
+    apiserver) component=$1; shift ;;
     --dir) dir=$2; shift 2 ;;
     --watch-pid) watch_pid=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -125,6 +128,55 @@ wait_for() {
   done
 }
 
+# start_apiserver ETCD_PORT API_PORT
+start_apiserver() {
+  log "starting kube-apiserver on 127.0.0.1:$2"
+  spawn kube-apiserver \
+    --etcd-servers="http://127.0.0.1:$1" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$2" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --api-audiences=https://kubernetes.default.svc.cluster.local \
+    --authorization-mode=RBAC \
+    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --profiling=false --enable-garbage-collector=true \
+    --etcd-prefix="/registry" \
+    --cert-dir="$pki"
+}
+
+# stop NAME: TERM, then KILL after 10 s.
+stop() {
+  local name=$1 pids
+  pids=$(pids_of "$name")
+  [[ -z "$pids" ]] && return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    [[ -z "$(pids_of "$name")" ]] && return 0
+    sleep 0.2
+  done
+  pids=$(pids_of "$name")
+  # shellcheck disable=SC2086
+  [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
+  return 0
+}
+
+# restart apiserver: stops the API server and starts it again on the same port and etcd,
+# for the fault tests (clients see their watches and connections drop).
+restart() {
+  [[ ${1:-} == apiserver ]] || { echo "usage: $0 restart apiserver [--dir DIR]" >&2; exit 2; }
+  [[ -f "$dir/env" ]] || { log "no cluster in $dir"; exit 1; }
+  # shellcheck disable=SC1091
+  source "$dir/env"
+  log "restarting kube-apiserver"
+  stop kube-apiserver
+  start_apiserver "$ETCD_PORT" "$API_PORT"
+  wait_for "kube-apiserver /readyz" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz
+}
+
 up() {
   if running; then
     log "cluster already running ($dir/kubeconfig)"
@@ -148,21 +200,7 @@ up() {
     --unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
   wait_for "etcd" 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-  log "starting kube-apiserver on 127.0.0.1:$api_port"
-  spawn kube-apiserver \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-    --client-ca-file="$pki/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-    --api-audiences=https://kubernetes.default.svc.cluster.local \
-    --authorization-mode=RBAC \
-    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
-    --service-cluster-ip-range=10.96.0.0/16 \
-    --profiling=false --enable-garbage-collector=true \
-    --etcd-prefix="/registry" \
-    --cert-dir="$pki"
+  start_apiserver "$etcd_port" "$api_port"
   write_kubeconfig "$dir/kubeconfig" admin "$api_port"
   write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager "$api_port"
   write_kubeconfig "$dir/operator.kubeconfig" operator "$api_port"
@@ -201,17 +239,7 @@ ENV
 down_quiet() {
   local name pids
   for name in kube-controller-manager kube-apiserver etcd; do
-    pids=$(pids_of "$name")
-    [[ -z "$pids" ]] && continue
-    # shellcheck disable=SC2086
-    kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      [[ -z "$(pids_of "$name")" ]] && break
-      sleep 0.2
-    done
-    pids=$(pids_of "$name")
-    # shellcheck disable=SC2086
-    [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
+    stop "$name"
   done
   # Anything else carrying the tag (should be nothing).
   pids=$(cluster_pids)
@@ -240,7 +268,8 @@ down() {
 case $cmd in
   up) up ;;
   down) down ;;
+  restart) restart "$component" ;;
   status)
     if running; then echo "running: $dir/kubeconfig"; else echo "not running"; exit 1; fi ;;
-  *) echo "usage: $0 up|down|status [--dir DIR] [--watch-pid PID]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart apiserver [--dir DIR] [--watch-pid PID]" >&2; exit 2 ;;
 esac

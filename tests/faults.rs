@@ -1,0 +1,201 @@
+//! Faults survived, judged by what the API server holds: the API server restarting under the
+//! operator, the operator killed mid-convergence, and the leader killed under load with a
+//! standby taking over. The tests of this binary take `SERIAL` (an API server restart
+//! disturbs everything running against it).
+
+mod support;
+
+use std::{collections::BTreeMap, process::Command};
+
+use ce_operator::api::{CEUser, HasConditions, Organization};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt, api::ListParams};
+use sha2::{Digest, Sha256};
+use support::{Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root, wait_until};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Users of the load the operators are killed under.
+const USERS: usize = 300;
+
+/// Organization acme with its default account hq and `users` users u0, u1, ….
+fn tenant(users: usize) -> String {
+    let mut yaml = String::from(
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {name: acme}\nspec: {displayName: Acme, defaultAccountName: hq}\n---\napiVersion: ce.tenancy.io/v1alpha1\nkind: Account\nmetadata: {name: hq}\nspec: {organizationRef: {name: acme}, default: true}\n",
+    );
+    for u in 0..users {
+        yaml.push_str(&format!(
+            "---\napiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {{name: u{u}}}\nspec: {{accountRef: {{name: hq}}, email: u{u}@acme.example}}\n"
+        ));
+    }
+    yaml
+}
+
+/// The Secrets of the namespace by name.
+async fn secrets(ns: &TestNamespace) -> BTreeMap<String, Secret> {
+    ns.api::<Secret>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| (s.name_any(), s))
+        .collect()
+}
+
+/// Applies the tenant with `users` users while the test goes on (kubectl creates them one
+/// after another, so the operator works on the first while the last are not there yet).
+fn apply_in_background(ns: &TestNamespace, users: usize) -> std::thread::JoinHandle<()> {
+    let name = ns.name.clone();
+    std::thread::spawn(move || apply(&name, &tenant(users)))
+}
+
+async fn user_secrets(ns: &TestNamespace) -> usize {
+    secrets(ns).await.keys().filter(|n| n.ends_with("-user-secret")).count()
+}
+
+fn fingerprint(secret: &Secret) -> String {
+    let value = &secret.data.as_ref().unwrap()["secret"].0;
+    Sha256::digest(value)[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits until every user is Ready, then checks what the API server holds: one Secret per
+/// user and one for the organization, each owned by its object, and each user's status
+/// naming the fingerprint of the value its Secret holds (nothing half-written).
+async fn converged_and_consistent(ns: &TestNamespace, users: usize) {
+    let api: Api<CEUser> = ns.api();
+    wait_until(&format!("{users} users Ready"), TIMEOUT * 2, || async {
+        api.list(&ListParams::default()).await.is_ok_and(|l| {
+            l.items.len() == users
+                && l.items
+                    .iter()
+                    .all(|u| u.has_condition("SecretReady", "True", "SecretIssued"))
+        })
+    })
+    .await;
+    let orgs: Api<Organization> = ns.api();
+    support::wait_condition(&orgs, "acme", "SecretReady", "True", "SecretIssued").await;
+    let held = secrets(ns).await;
+    let generated: Vec<&Secret> = held
+        .values()
+        .filter(|s| s.name_any().ends_with("-user-secret") || s.name_any().ends_with("-org-secret"))
+        .collect();
+    assert_eq!(
+        generated.len(),
+        users + 1,
+        "one Secret per user and one for the organization"
+    );
+    for user in api.list(&ListParams::default()).await.unwrap().items {
+        let secret = &held[&format!("{}-user-secret", user.name_any())];
+        let owner = &secret.owner_references()[0];
+        assert_eq!(
+            Some(&owner.uid),
+            user.uid().as_ref(),
+            "{} owned by its user",
+            secret.name_any()
+        );
+        assert_eq!(
+            user.status.as_ref().and_then(|s| s.secret_fingerprint.as_deref()),
+            Some(fingerprint(secret).as_str()),
+            "{}: the status names the value the Secret holds",
+            user.name_any()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_operator_recovers_from_an_api_server_restart() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-apiserver").await;
+    let operator = Operator::start(&ns.name);
+    apply(&ns.name, &tenant(5));
+    converged_and_consistent(&ns, 5).await;
+    let before = secrets(&ns).await;
+
+    let dir = kubeconfig_path().parent().unwrap();
+    let status = Command::new(repo_root().join("hack/cluster.sh"))
+        .args(["restart", "apiserver", "--dir"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "hack/cluster.sh restart apiserver failed");
+
+    // Its watches come back: users created after the restart converge, and nothing that
+    // existed was re-issued.
+    let reconciles = operator.metric("ce_operator_reconciles_total").await;
+    apply(&ns.name, &tenant(8));
+    converged_and_consistent(&ns, 8).await;
+    let after = secrets(&ns).await;
+    for (name, secret) in before
+        .iter()
+        .filter(|(n, _)| n.ends_with("-user-secret") || n.ends_with("-org-secret"))
+    {
+        assert_eq!(
+            fingerprint(&after[name]),
+            fingerprint(secret),
+            "{name} changed across the restart"
+        );
+    }
+    assert!(operator.metric("ce_operator_reconciles_total").await > reconciles);
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_convergence_leaves_nothing_half_done() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-kill").await;
+    let mut operator = Operator::start(&ns.name);
+    // Killed as soon as the first user Secret exists, while the load is still being applied.
+    let applying = apply_in_background(&ns, USERS);
+    wait_until("a user Secret issued", TIMEOUT, || async {
+        user_secrets(&ns).await > 0
+    })
+    .await;
+    operator.kill();
+    applying.join().unwrap();
+    eprintln!("killed with {} of {USERS} user Secrets issued", user_secrets(&ns).await);
+    operator.restart();
+    converged_and_consistent(&ns, USERS).await;
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_a_leader_killed_under_load() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-failover").await;
+    let args = [
+        "--leader-election",
+        "--lease-namespace",
+        &ns.name,
+        "--lease-duration",
+        "4",
+    ];
+    let mut first = Operator::start_with(&ns.name, &format!("{}-first", ns.name), &args);
+    wait_until("the first replica to lead", TIMEOUT, || async {
+        first.metric("ce_operator_leader").await == 1.0
+    })
+    .await;
+    let second = Operator::start_with(&ns.name, &format!("{}-second", ns.name), &args);
+    wait_until("the standby to be ready", TIMEOUT, || async {
+        support::http_get(&second.http_addr().await, "/readyz").0 == 200
+    })
+    .await;
+    let applying = apply_in_background(&ns, USERS);
+    wait_until("a user Secret issued", TIMEOUT, || async {
+        user_secrets(&ns).await > 0
+    })
+    .await;
+    first.kill();
+    applying.join().unwrap();
+    eprintln!(
+        "leader killed with {} of {USERS} user Secrets issued",
+        user_secrets(&ns).await
+    );
+    converged_and_consistent(&ns, USERS).await;
+    assert_eq!(second.metric("ce_operator_leader").await, 1.0, "the standby leads");
+    assert!(second.metric("ce_operator_reconciles_total").await > 0.0);
+}
