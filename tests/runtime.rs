@@ -149,3 +149,42 @@ async fn a_standby_takes_over_when_the_leader_dies_and_the_lease_is_released_on_
     .await;
     ns.delete().await;
 }
+
+/// SIGTERM on a namespace with no tenancy objects at all (a fresh install), as leader and
+/// as standby: each replica exits cleanly (`terminate` gives up and fails after 30 s, a
+/// pod's grace period), and the leader releases its lease.
+#[tokio::test]
+async fn sigterm_exits_promptly_with_no_objects_as_leader_and_as_standby() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "empty-sigterm").await;
+    let args = [
+        "--leader-election",
+        "--lease-namespace",
+        &ns.name,
+        "--lease-duration",
+        "15",
+    ];
+    let mut leader = Operator::start_with(&ns.name, &format!("{}-leader", ns.name), &args);
+    let leader_addr = leader.http_addr().await;
+    wait_until("the replica to lead", TIMEOUT, || async { is_leader(&leader_addr) }).await;
+    let mut standby = Operator::start_with(&ns.name, &format!("{}-standby", ns.name), &args);
+    let standby_addr = standby.http_addr().await;
+    wait_until("the standby to be ready", TIMEOUT, || async {
+        http_get(&standby_addr, "/readyz").0 == 200
+    })
+    .await;
+    for (what, replica) in [("standby", &mut standby), ("leader", &mut leader)] {
+        let started = std::time::Instant::now();
+        assert!(replica.terminate().await, "the {what} did not exit cleanly on SIGTERM");
+        let took = started.elapsed();
+        eprintln!("the {what} exited {took:?} after SIGTERM");
+    }
+    let leases: kube::Api<Lease> = ns.api();
+    wait_for(&leases, "ce-operator", "the lease released", TIMEOUT, |l| {
+        l.spec
+            .as_ref()
+            .is_none_or(|s| s.holder_identity.as_deref().unwrap_or("").is_empty())
+    })
+    .await;
+}
