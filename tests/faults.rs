@@ -199,3 +199,86 @@ async fn the_standby_takes_over_a_leader_killed_under_load() {
     assert_eq!(second.metric("ce_operator_leader").await, 1.0, "the standby leads");
     assert!(second.metric("ce_operator_reconciles_total").await > 0.0);
 }
+
+/// The API server's request counter for one verb and resource, summed over its series.
+async fn apiserver_requests(client: &kube::Client, verb: &str, resource: &str) -> f64 {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                && l.contains(&format!("verb=\"{verb}\""))
+                && l.contains(&format!("resource=\"{resource}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_terminating_namespace_goes_without_the_operator_creating_or_retrying_anything() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-terminating").await;
+    // Without the webhook: its certificate Secret would live in this namespace too.
+    let operator = Operator::start_with(&ns.name, &ns.name, &["--webhook=false"]);
+    apply(&ns.name, &tenant(USERS));
+    converged_and_consistent(&ns, USERS).await;
+
+    let creates = apiserver_requests(&client, "POST", "secrets").await;
+    let errors = operator.metric("ce_operator_reconcile_errors_total").await;
+    let started = std::time::Instant::now();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces.delete(&ns.name, &Default::default()).await.unwrap();
+    support::wait_gone(&namespaces, &ns.name, TIMEOUT * 3).await;
+    eprintln!("the namespace with {USERS} users went in {:?}", started.elapsed());
+    assert_eq!(
+        apiserver_requests(&client, "POST", "secrets").await,
+        creates,
+        "a Secret was created while the namespace was terminating"
+    );
+    assert_eq!(
+        operator.metric("ce_operator_reconcile_errors_total").await,
+        errors,
+        "the operator failed and retried reconciles in the terminating namespace"
+    );
+}
+
+#[tokio::test]
+async fn etcd_paused_mid_load_neither_crashes_nor_hot_loops_the_operator() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-etcd").await;
+    let operator = Operator::start(&ns.name);
+    let applying = apply_in_background(&ns, USERS);
+    wait_until("a user Secret issued", TIMEOUT, || async {
+        user_secrets(&ns).await > 0
+    })
+    .await;
+    let errors = operator.metric("ce_operator_reconcile_errors_total").await;
+    let etcd = format!("^ce-cluster:{}:etcd", kubeconfig_path().parent().unwrap().display());
+    let signal = |sig: &str| {
+        let status = Command::new("pkill").args([sig, "-f", &etcd]).status().unwrap();
+        assert!(status.success(), "pkill {sig} etcd");
+    };
+    signal("-STOP");
+    std::thread::sleep(std::time::Duration::from_secs(10)); // the fault's duration, not a wait
+    signal("-CONT");
+    applying.join().unwrap();
+    converged_and_consistent(&ns, USERS).await;
+    assert!(
+        operator
+            .pid()
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    );
+    let failed = operator.metric("ce_operator_reconcile_errors_total").await - errors;
+    eprintln!("reconciles failed while etcd was paused: {failed}");
+    // Per-object backoff (1 s, doubling) allows about four attempts per object in 10 s.
+    assert!(
+        failed <= 5.0 * (USERS as f64 + 2.0),
+        "{failed} failed reconciles: a hot loop"
+    );
+}
