@@ -282,3 +282,48 @@ async fn etcd_paused_mid_load_neither_crashes_nor_hot_loops_the_operator() {
         "{failed} failed reconciles: a hot loop"
     );
 }
+
+#[tokio::test]
+async fn a_conflicting_writer_on_a_status_does_not_start_a_write_loop() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-conflict").await;
+    let operator = Operator::start(&ns.name);
+    apply(&ns.name, &tenant(1));
+    converged_and_consistent(&ns, 1).await;
+    let users: Api<CEUser> = ns.api();
+    let status_writes = "ce_operator_status_writes_total{controller=\"CEUser\"}";
+    let before = operator.metric(status_writes).await;
+
+    // Another client rewrites u0's fingerprint for 30 s, every 200 ms.
+    let window = std::time::Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let mut foreign = 0u32;
+    while started.elapsed() < window {
+        let wrong = serde_json::json!({"status": {"secretFingerprint": format!("{foreign:016x}")}});
+        users
+            .patch_status(
+                "u0",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&wrong),
+            )
+            .await
+            .unwrap();
+        foreign += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // the writer's pace
+    }
+    // Once it stops, the operator puts the status right.
+    converged_and_consistent(&ns, 1).await;
+    let writes = operator.metric(status_writes).await - before;
+    eprintln!(
+        "foreign status writes: {foreign} in {window:?}; the operator's: {writes} ({:.0} per minute)",
+        writes * 60.0 / window.as_secs_f64()
+    );
+    // At most one correction per foreign write: no loop of its own.
+    assert!(
+        writes <= f64::from(foreign) + 1.0,
+        "{writes} operator status writes for {foreign} foreign ones"
+    );
+    assert!(writes >= 1.0, "the operator never corrected the status");
+}
