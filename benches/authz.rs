@@ -26,7 +26,10 @@ use ce_operator::api::{
     Account, AccountSpec, CEUser, CEUserSpec, ElementSafelist, ElementSafelistSpec, LocalRef, Organization, Role,
     RoleBinding, RoleBindingSpec,
 };
-use common::{Operator, arg, client, create_all, free_port, install_crds, kubeconfig, meta, percentile, root};
+use common::{
+    Operator, admin_binding, arg, client, create_all, free_port, grant_or_revoke, install_crds, kubeconfig, meta,
+    percentile, root,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
@@ -683,24 +686,10 @@ async fn main() {
             element: None,
             instance: None,
         };
-        let binding = RoleBinding::new(
-            &format!("u{u}-lat"),
-            RoleBindingSpec {
-                user_ref: LocalRef::new(user_name(u)),
-                role: Role::Admin,
-                override_system_role: false,
-            },
-        );
+        let binding = admin_binding(&format!("u{u}-lat"), &user_name(u));
         for grant in [true, false] {
             let t = Instant::now();
-            if grant {
-                binding_api.create(&PostParams::default(), &binding).await.unwrap();
-            } else {
-                binding_api
-                    .delete(&binding.name_any(), &Default::default())
-                    .await
-                    .unwrap();
-            }
+            grant_or_revoke(&binding_api, &binding, grant).await;
             let expected = if grant { 200 } else { 403 };
             while operator_status(&http, &authz_addr, &check).await != expected {
                 assert!(t.elapsed() < Duration::from_secs(60), "the decision never changed");

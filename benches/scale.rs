@@ -23,8 +23,8 @@ use ce_operator::api::{
     Account, AccountSpec, CEUser, CEUserSpec, HasConditions, LocalRef, Organization, Role, RoleBinding, RoleBindingSpec,
 };
 use common::{
-    CLIENT_CONCURRENCY, Operator, arg, client, create_all, free_port, install_crds, kubeconfig, meta, percentile, root,
-    run_all,
+    CLIENT_CONCURRENCY, Operator, admin_binding, arg, client, create_all, free_port, grant_or_revoke, install_crds,
+    kubeconfig, meta, percentile, root, run_all,
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -651,24 +651,10 @@ async fn main() {
     for i in 0..scale.samples {
         let user = &users[scale.bindings + (i % (users.len() - scale.bindings).max(1))];
         let name = user.name_any();
-        let binding = RoleBinding::new(
-            &format!("{name}-lat"),
-            RoleBindingSpec {
-                user_ref: LocalRef::new(&name),
-                role: Role::Admin,
-                override_system_role: false,
-            },
-        );
+        let binding = admin_binding(&format!("{name}-lat"), &name);
         for add in [true, false] {
             let t = Instant::now();
-            if add {
-                binding_api.create(&PostParams::default(), &binding).await.unwrap();
-            } else {
-                binding_api
-                    .delete(&binding.name_any(), &Default::default())
-                    .await
-                    .unwrap();
-            }
+            grant_or_revoke(&binding_api, &binding, add).await;
             loop {
                 let u = user_api.get(&name).await.unwrap();
                 let has = u.status.as_ref().is_some_and(|s| s.roles.contains(&Role::Admin));

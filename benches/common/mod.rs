@@ -217,6 +217,32 @@ where
     .await;
 }
 
+/// An `admin` RoleBinding of `user`, the change the latency measurements bind and revoke.
+pub fn admin_binding(name: &str, user: &str) -> ce_operator::api::RoleBinding {
+    ce_operator::api::RoleBinding::new(
+        name,
+        ce_operator::api::RoleBindingSpec {
+            user_ref: ce_operator::api::LocalRef::new(user),
+            role: ce_operator::api::Role::Admin,
+            override_system_role: false,
+        },
+    )
+}
+
+/// Creates (`grant`) or deletes `binding`.
+pub async fn grant_or_revoke(
+    api: &Api<ce_operator::api::RoleBinding>,
+    binding: &ce_operator::api::RoleBinding,
+    grant: bool,
+) {
+    use kube::ResourceExt;
+    if grant {
+        api.create(&kube::api::PostParams::default(), binding).await.unwrap();
+    } else {
+        api.delete(&binding.name_any(), &Default::default()).await.unwrap();
+    }
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
