@@ -30,6 +30,7 @@ nohup "$root/target/debug/ce-operator" run --log-format text \
   --kubeconfig "$root/.local/cluster/operator.kubeconfig" \
   --webhook-addr 127.0.0.1:9443 --webhook-dns-name 127.0.0.1 \
   --webhook-secret-namespace default --webhook-config-name ce-operator-dev \
+  --authz-addr 127.0.0.1:8082 \
   >"$state/operator.log" 2>&1 </dev/null &
 echo $! >"$state/operator.pid"
 
@@ -61,6 +62,10 @@ The local cluster runs ce-operator with the example tenant applied. Try:
   kubectl get ceusers -n tenants -o wide         # roles and, if not ready, why
   kubectl describe organization acme -n tenants  # conditions and the activity (events)
   kubectl get secret acme-org-secret -n tenants -o jsonpath='{.data.secret}' | base64 -d
+  $root/target/debug/ce-operator can-i -n tenants --user jane --privilege createElements
+                                                 # the authorization decision, without a secret
+  curl -s 127.0.0.1:8082/authz/check -H "Authorization: User \$(kubectl get secret jane-user-secret -n tenants -o jsonpath='{.data.secret}' | base64 -d), Organization \$(kubectl get secret acme-org-secret -n tenants -o jsonpath='{.data.secret}' | base64 -d)" -i
+                                                 # what an API gateway asks (200 and jane's identity)
   tail -f $state/operator.log
 
 Stop everything with: make cluster-down

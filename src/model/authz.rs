@@ -257,7 +257,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                         return Decision::forbidden(
                             "missing_privilege",
                             format!(
-                                "{} of {}'s instance (account {account}) takes {} in that account; the caller's roles ({}) do not give it there",
+                                "{} {}'s instance (account {account}) takes {} in that account; the caller's roles ({}) do not give it there",
                                 action_word(instance.action),
                                 instance.owner,
                                 privilege_key(needed),
