@@ -31,10 +31,11 @@ cargo test --locked --all-targets --no-fail-fast -- --test-threads="${TEST_THREA
 trap - EXIT INT TERM
 cleanup
 # The teardown is part of the contract: no etcd or kube-* process of any test cluster of
-# this checkout (the shared one, or one a test binary started) may survive the run.
-left=$(pgrep -a -f "^ce-cluster:($cluster_dir|$root/target/test-clusters/)" || true)
+# this checkout (the shared one, or one a test binary started), nor an NGINX of the gateway
+# test, may survive the run.
+left=$( (pgrep -a -f "^ce-cluster:($cluster_dir|$root/target/test-clusters/)"; pgrep -a -f "nginx.*$root/target/test-logs/") || true)
 if [[ -n "$left" ]]; then
-  log "processes left behind by the test clusters:"
+  log "processes left behind by the test clusters or the gateway test:"
   echo "$left" >&2
   exit 1
 fi

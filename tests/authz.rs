@@ -193,6 +193,8 @@ impl Gateway {
         let config = format!(
             r#"
 daemon off;
+# One process, no workers: killing it when the test ends leaves nothing behind.
+master_process off;
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
