@@ -167,23 +167,7 @@ async fn the_standby_takes_over_a_leader_killed_under_load() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "fault-failover").await;
-    let args = [
-        "--leader-election",
-        "--lease-namespace",
-        &ns.name,
-        "--lease-duration",
-        "4",
-    ];
-    let mut first = Operator::start_with(&ns.name, &format!("{}-first", ns.name), &args);
-    wait_until("the first replica to lead", TIMEOUT, || async {
-        first.metric("ce_operator_leader").await == 1.0
-    })
-    .await;
-    let second = Operator::start_with(&ns.name, &format!("{}-second", ns.name), &args);
-    wait_until("the standby to be ready", TIMEOUT, || async {
-        support::http_get(&second.http_addr().await, "/readyz").0 == 200
-    })
-    .await;
+    let (mut first, second) = support::leader_and_standby(&ns.name, "4").await;
     let applying = apply_in_background(&ns, USERS);
     wait_until("a user Secret issued", TIMEOUT, || async {
         user_secrets(&ns).await > 0
@@ -200,19 +184,13 @@ async fn the_standby_takes_over_a_leader_killed_under_load() {
     assert!(second.metric("ce_operator_reconciles_total").await > 0.0);
 }
 
-/// The API server's request counter for one verb and resource, summed over its series.
-async fn apiserver_requests(client: &kube::Client, verb: &str, resource: &str) -> f64 {
-    let text = client
-        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+/// Secrets created cluster-wide, as the API server counts them.
+async fn secret_creates(client: &kube::Client) -> u64 {
+    support::apiserver_requests(client)
         .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("apiserver_request_total{")
-                && l.contains(&format!("verb=\"{verb}\""))
-                && l.contains(&format!("resource=\"{resource}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .into_iter()
+        .filter(|(k, _)| k.verb == "POST" && k.resource == "secrets")
+        .map(|(_, n)| n)
         .sum()
 }
 
@@ -227,7 +205,7 @@ async fn a_terminating_namespace_goes_without_the_operator_creating_or_retrying_
     apply(&ns.name, &tenant(USERS));
     converged_and_consistent(&ns, USERS).await;
 
-    let creates = apiserver_requests(&client, "POST", "secrets").await;
+    let creates = secret_creates(&client).await;
     let errors = operator.metric("ce_operator_reconcile_errors_total").await;
     let started = std::time::Instant::now();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -235,7 +213,7 @@ async fn a_terminating_namespace_goes_without_the_operator_creating_or_retrying_
     support::wait_gone(&namespaces, &ns.name, TIMEOUT * 3).await;
     eprintln!("the namespace with {USERS} users went in {:?}", started.elapsed());
     assert_eq!(
-        apiserver_requests(&client, "POST", "secrets").await,
+        secret_creates(&client).await,
         creates,
         "a Secret was created while the namespace was terminating"
     );

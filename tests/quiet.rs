@@ -11,7 +11,8 @@ use ce_operator::api::{CEUser, Organization, Role, RoleBinding};
 use kube::{Api, Client, api::DeleteParams};
 
 use support::{
-    Operator, TIMEOUT, TestNamespace, apply, client, install_crds, wait_condition, wait_for, wait_ready, wait_until,
+    ApiRequests, Operator, TIMEOUT, TestNamespace, apiserver_requests, apply, client, install_crds, wait_condition,
+    wait_for, wait_ready, wait_until,
 };
 
 const TENANT: &str = "
@@ -47,48 +48,47 @@ spec: {organizationRef: {name: acme}, elements: [salesforce]}
 ";
 
 /// The API server's write counters for what the operator writes (the five kinds and their
-/// status, Secrets, Events): (verb, resource, subresource) -> count. Deletes are left out:
-/// the namespace controller may still be emptying earlier tests' namespaces.
-async fn writes(client: &Client) -> BTreeMap<(String, String, String), u64> {
-    let text = client
-        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+/// status, Secrets, Events). Deletes are left out: the namespace controller may still be
+/// emptying earlier tests' namespaces.
+async fn writes(client: &Client) -> BTreeMap<ApiRequests, u64> {
+    apiserver_requests(client)
         .await
-        .unwrap();
-    let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |key: &str| {
-            line.split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let managed = matches!(
-            label("resource").as_str(),
-            "organizations" | "accounts" | "ceusers" | "rolebindings" | "elementsafelists" | "secrets" | "events"
-        ) && (label("group") == "ce.tenancy.io" || label("resource") != "rolebindings");
-        if managed && matches!(label("verb").as_str(), "POST" | "PUT" | "PATCH" | "APPLY") {
-            let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            *counts
-                .entry((label("verb"), label("resource"), label("subresource")))
-                .or_insert(0) += value as u64;
-        }
-    }
-    counts
+        .into_iter()
+        .filter(|(k, _)| {
+            let managed = matches!(
+                k.resource.as_str(),
+                "organizations" | "accounts" | "ceusers" | "rolebindings" | "elementsafelists" | "secrets" | "events"
+            ) && (k.group == "ce.tenancy.io" || k.resource != "rolebindings");
+            managed && matches!(k.verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY")
+        })
+        .collect()
 }
 
 /// What was written between two samples.
-fn written(
-    before: &BTreeMap<(String, String, String), u64>,
-    after: &BTreeMap<(String, String, String), u64>,
-) -> Vec<String> {
+fn written(before: &BTreeMap<ApiRequests, u64>, after: &BTreeMap<ApiRequests, u64>) -> Vec<String> {
     after
         .iter()
         .filter_map(|(key, n)| {
             let d = n - before.get(key).copied().unwrap_or(0);
-            (d > 0).then(|| format!("{d} x {} {}/{}", key.0, key.1, key.2))
+            (d > 0).then(|| format!("{d} x {} {}/{}", key.verb, key.resource, key.subresource))
         })
         .collect()
+}
+
+/// Waits until whatever was in flight has landed: the operator's reconcile counter stops
+/// moving between two samples.
+async fn settled(operator: &Operator) {
+    let started = std::time::Instant::now();
+    let mut last = operator.metric("ce_operator_reconciles_total{").await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await; // sampling interval
+        let now = operator.metric("ce_operator_reconciles_total{").await;
+        if now == last {
+            return;
+        }
+        assert!(started.elapsed() < TIMEOUT, "the operator never settled");
+        last = now;
+    }
 }
 
 #[tokio::test]
@@ -153,18 +153,7 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     wait_condition(&orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
     wait_ready(&bindings, "jane-admin").await;
 
-    // Settled: whatever was in flight has landed once the operator's counter stops moving.
-    let started = std::time::Instant::now();
-    let mut last = operator.metric("ce_operator_reconciles_total{").await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await; // sampling interval
-        let now = operator.metric("ce_operator_reconciles_total{").await;
-        if now == last {
-            break;
-        }
-        assert!(started.elapsed() < TIMEOUT, "the operator never settled");
-        last = now;
-    }
+    settled(&operator).await;
 
     // A window at rest: the API server sees no write.
     let before = writes(&client).await;
@@ -182,7 +171,7 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
         operator.metric("ce_operator_reconciles_total{").await >= f64::from(objects)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // a window for anything late to land
+    settled(&operator).await;
     let on_restart = written(&before, &writes(&client).await);
     assert!(on_restart.is_empty(), "the restart wrote: {on_restart:?}");
     assert_eq!(operator.metric("ce_operator_status_writes_total{").await, 0.0);

@@ -8,7 +8,8 @@ use std::time::Duration;
 use ce_operator::api::CEUser;
 use k8s_openapi::api::coordination::v1::Lease;
 use support::{
-    Operator, TIMEOUT, TestNamespace, apply, client, http_get, install_crds, wait_for, wait_ready, wait_until,
+    Operator, TIMEOUT, TestNamespace, apply, client, http_get, install_crds, leader_and_standby, wait_for, wait_ready,
+    wait_until,
 };
 
 const TREE: &str = "
@@ -78,26 +79,9 @@ async fn a_standby_takes_over_when_the_leader_dies_and_the_lease_is_released_on_
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "leader").await;
-    let args = [
-        "--leader-election",
-        "--lease-namespace",
-        &ns.name,
-        "--lease-duration",
-        "4",
-    ];
-    let mut first = Operator::start_with(&ns.name, &format!("{}-first", ns.name), &args);
-    let first_addr = first.http_addr().await;
-    wait_until("the first replica to lead", TIMEOUT, || async {
-        is_leader(&first_addr)
-    })
-    .await;
-    let mut second = Operator::start_with(&ns.name, &format!("{}-second", ns.name), &args);
+    let (mut first, mut second) = leader_and_standby(&ns.name, "4").await;
     let second_addr = second.http_addr().await;
     // The standby is healthy and ready, but does not lead (and so does not reconcile).
-    wait_until("the standby to answer /readyz", TIMEOUT, || async {
-        http_get(&second_addr, "/readyz").0 == 200
-    })
-    .await;
     assert!(http_get(&second_addr, "/readyz").1.contains("standby"));
     assert!(!is_leader(&second_addr));
 
@@ -158,22 +142,7 @@ async fn sigterm_exits_promptly_with_no_objects_as_leader_and_as_standby() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "empty-sigterm").await;
-    let args = [
-        "--leader-election",
-        "--lease-namespace",
-        &ns.name,
-        "--lease-duration",
-        "15",
-    ];
-    let mut leader = Operator::start_with(&ns.name, &format!("{}-leader", ns.name), &args);
-    let leader_addr = leader.http_addr().await;
-    wait_until("the replica to lead", TIMEOUT, || async { is_leader(&leader_addr) }).await;
-    let mut standby = Operator::start_with(&ns.name, &format!("{}-standby", ns.name), &args);
-    let standby_addr = standby.http_addr().await;
-    wait_until("the standby to be ready", TIMEOUT, || async {
-        http_get(&standby_addr, "/readyz").0 == 200
-    })
-    .await;
+    let (mut leader, mut standby) = leader_and_standby(&ns.name, "15").await;
     for (what, replica) in [("standby", &mut standby), ("leader", &mut leader)] {
         let started = std::time::Instant::now();
         assert!(replica.terminate().await, "the {what} did not exit cleanly on SIGTERM");

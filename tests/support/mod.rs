@@ -601,3 +601,65 @@ where
     })
     .await
 }
+
+/// One series of the API server's `apiserver_request_total`, without the response code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiRequests {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+}
+
+/// The API server's own request counters, summed over response codes: how tests judge what
+/// was written, from the server rather than from the operator's word.
+pub async fn apiserver_requests(client: &Client) -> std::collections::BTreeMap<ApiRequests, u64> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |key: &str| {
+            line.split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let key = ApiRequests {
+            verb: label("verb"),
+            group: label("group"),
+            resource: label("resource"),
+            subresource: label("subresource"),
+        };
+        *counts.entry(key).or_insert(0) += value as u64;
+    }
+    counts
+}
+
+/// Two replicas on `namespace` electing a leader on a Lease there (`lease_secs` long), logging
+/// to `<namespace>-first` and `<namespace>-second`: returned once the first leads and the
+/// second is ready as its standby.
+pub async fn leader_and_standby(namespace: &str, lease_secs: &str) -> (Operator, Operator) {
+    let args = [
+        "--leader-election",
+        "--lease-namespace",
+        namespace,
+        "--lease-duration",
+        lease_secs,
+    ];
+    let first = Operator::start_with(namespace, &format!("{namespace}-first"), &args);
+    wait_until("the first replica to lead", TIMEOUT, || async {
+        first.metric("ce_operator_leader").await == 1.0
+    })
+    .await;
+    let second = Operator::start_with(namespace, &format!("{namespace}-second"), &args);
+    let second_addr = second.http_addr().await;
+    wait_until("the standby to be ready", TIMEOUT, || async {
+        http_get(&second_addr, "/readyz").0 == 200
+    })
+    .await;
+    (first, second)
+}
