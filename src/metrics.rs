@@ -52,6 +52,9 @@ pub struct ObjectLabels {
     pub kind: &'static str,
     /// "True", "False" or "Unknown" (no Ready condition yet).
     pub ready: &'static str,
+    /// The Ready condition's reason ("" before there is one; "Other" for one the operator
+    /// does not know).
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +73,8 @@ pub struct Metrics {
     pub objects_in_backoff: Family<BackoffLabels, Gauge>,
     pub status_writes: Family<ControllerLabels, Counter>,
     pub objects: Family<ObjectLabels, Gauge>,
+    /// The label sets of `objects` set by the last `set_object_counts`.
+    objects_reported: std::sync::Mutex<std::collections::HashSet<ObjectLabels>>,
     pub secrets_issued: Family<SecretLabels, Counter>,
     pub secrets_rotated: Family<SecretLabels, Counter>,
     pub leader: Gauge,
@@ -165,6 +170,7 @@ impl Default for Metrics {
             objects_in_backoff,
             status_writes,
             objects,
+            objects_reported: Default::default(),
             secrets_issued,
             secrets_rotated,
             leader,
@@ -184,6 +190,20 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// Sets the objects gauge to these counts and drops the label sets no longer present (a
+    /// reason that no object reports any more disappears rather than staying at its last value).
+    pub fn set_object_counts(&self, counts: impl IntoIterator<Item = (ObjectLabels, i64)>) {
+        let mut reported = self.objects_reported.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = std::mem::take(&mut *reported);
+        for (labels, count) in counts {
+            self.objects.get_or_create(&labels).set(count);
+            reported.insert(labels);
+        }
+        for gone in previous.difference(&reported) {
+            self.objects.remove(gone);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -211,13 +231,9 @@ mod tests {
                 step: "write_status",
             })
             .inc();
-        metrics
-            .objects
-            .get_or_create(&ObjectLabels {
-                kind: "CEUser",
-                ready: "True",
-            })
-            .set(7);
+        let ready = |reason| ObjectLabels { kind: "CEUser", ready: "True", reason };
+        metrics.set_object_counts([(ready("Ready"), 7), (ready("Other"), 1)]);
+        metrics.set_object_counts([(ready("Ready"), 7)]);
         metrics.leader.set(1);
         let text = metrics.render();
         assert!(
@@ -229,9 +245,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ce_operator_objects{kind=\"CEUser\",ready=\"True\"} 7"),
+            text.contains("ce_operator_objects{kind=\"CEUser\",ready=\"True\",reason=\"Ready\"} 7"),
             "{text}"
         );
+        assert!(!text.contains("reason=\"Other\""), "a label set no longer reported stays: {text}");
         assert!(text.contains("ce_operator_leader 1"), "{text}");
         assert!(text.contains("ce_operator_reconcile_duration_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"));

@@ -90,13 +90,11 @@ fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    for (kind, ready, count) in state.cache.ready_counts() {
-        state
-            .metrics
-            .objects
-            .get_or_create(&ObjectLabels { kind, ready })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
+    let counts = state.cache.ready_counts().into_iter().map(|c| {
+        let labels = ObjectLabels { kind: c.kind, ready: c.ready, reason: c.reason };
+        (labels, i64::try_from(c.count).unwrap_or(i64::MAX))
+    });
+    state.metrics.set_object_counts(counts);
     (
         [(
             "content-type",

@@ -63,8 +63,8 @@ async fn metrics_health_and_readiness_are_served() {
     for expected in [
         "ce_operator_reconciles_total{controller=\"CEUser\"}",
         "ce_operator_reconcile_duration_seconds_bucket{",
-        "ce_operator_objects{kind=\"CEUser\",ready=\"True\"} 1",
-        "ce_operator_objects{kind=\"Organization\",ready=\"True\"} 1",
+        "ce_operator_objects{kind=\"CEUser\",ready=\"True\",reason=\"Ready\"} 1",
+        "ce_operator_objects{kind=\"Organization\",ready=\"True\",reason=\"Ready\"} 1",
         "ce_operator_secrets_issued_total{owner=\"user\"} 1",
         "ce_operator_secrets_issued_total{owner=\"organization\"} 1",
         "ce_operator_leader 1",

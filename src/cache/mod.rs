@@ -690,23 +690,28 @@ impl Cache {
     }
 
     /// Objects per kind by the status of their Ready condition ("True", "False", "Unknown").
-    pub fn ready_counts(&self) -> Vec<(&'static str, &'static str, usize)> {
-        fn count<K>(kind: &'static str, store: &Store<K>, out: &mut Vec<(&'static str, &'static str, usize)>)
+    /// Objects per kind by their Ready condition's status and reason (a reason the operator
+    /// does not know is counted as "Other", so the label set stays bounded).
+    pub fn ready_counts(&self) -> Vec<ReadyCount> {
+        fn count<K>(kind: &'static str, store: &Store<K>, out: &mut Vec<ReadyCount>)
         where
             K: Resource<DynamicType = ()> + crate::api::HasConditions + Clone + 'static,
         {
-            let mut counts = [0usize; 3];
+            let mut counts = std::collections::BTreeMap::<(&'static str, &'static str), usize>::new();
             for obj in store.state() {
-                let i = match obj.condition("Ready").map(|c| c.status.as_str()) {
-                    Some("True") => 0,
-                    Some("False") => 1,
-                    _ => 2,
+                let ready = obj.condition("Ready");
+                let status = match ready.map(|c| c.status.as_str()) {
+                    Some("True") => "True",
+                    Some("False") => "False",
+                    _ => "Unknown",
                 };
-                counts[i] += 1;
+                let reason = match ready {
+                    None => "",
+                    Some(c) => crate::model::conditions::Reason::parse(&c.reason).map_or("Other", |r| r.as_str()),
+                };
+                *counts.entry((status, reason)).or_default() += 1;
             }
-            for (status, n) in ["True", "False", "Unknown"].into_iter().zip(counts) {
-                out.push((kind, status, n));
-            }
+            out.extend(counts.into_iter().map(|((ready, reason), count)| ReadyCount { kind, ready, reason, count }));
         }
         let mut out = Vec::new();
         count("Organization", &self.organizations.store, &mut out);
@@ -716,6 +721,16 @@ impl Cache {
         count("ElementSafelist", &self.safelists.store, &mut out);
         out
     }
+}
+
+/// How many objects of a kind have a Ready condition with this status and reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadyCount {
+    pub kind: &'static str,
+    pub ready: &'static str,
+    /// Empty when there is no Ready condition yet.
+    pub reason: &'static str,
+    pub count: usize,
 }
 
 #[cfg(test)]
