@@ -36,7 +36,7 @@ pub struct AdmissionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthzLabels {
-    /// allowed, unauthenticated, forbidden or invalid.
+    /// allowed, unauthenticated, forbidden, invalid, or unavailable (503: caches not synced).
     pub outcome: &'static str,
     /// Why (`model::authz::Decision::code`): failed authentications are counted by reason.
     pub code: &'static str,

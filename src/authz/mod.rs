@@ -266,9 +266,15 @@ struct Refusal<'a> {
 }
 
 /// Before the caches are synced every secret would look unknown: answer 503 (the gateway
-/// fails the request) rather than a wrong 401.
-fn not_synced(cache: &Cache) -> Option<Response> {
-    (!cache.is_synced()).then(|| {
+/// fails the request) rather than a wrong 401. Counted as outcome "unavailable" (the 5xx the
+/// alerts watch).
+fn not_synced(state: &AuthzState) -> Option<Response> {
+    (!state.cache.is_synced()).then(|| {
+        let labels = AuthzLabels {
+            outcome: "unavailable",
+            code: "caches_not_synced",
+        };
+        state.metrics.authz_decisions.get_or_create(&labels).inc();
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Refusal {
@@ -282,7 +288,7 @@ fn not_synced(cache: &Cache) -> Option<Response> {
 
 async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> Response {
     let started = Instant::now();
-    if let Some(unavailable) = not_synced(&state.cache) {
+    if let Some(unavailable) = not_synced(&state) {
         return unavailable;
     }
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -363,7 +369,7 @@ async fn decisions(
     body: Result<Json<DecisionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let started = Instant::now();
-    if let Some(unavailable) = not_synced(&state.cache) {
+    if let Some(unavailable) = not_synced(&state) {
         return unavailable;
     }
     let Ok(Json(asked)) = body else {
