@@ -73,6 +73,7 @@ pub struct Metrics {
     pub objects_in_backoff: Family<BackoffLabels, Gauge>,
     pub status_writes: Family<ControllerLabels, Counter>,
     pub objects: Family<ObjectLabels, Gauge>,
+    pub malformed_objects: Family<KindLabels, Gauge>,
     /// The label sets of `objects` set by the last `set_object_counts`.
     objects_reported: std::sync::Mutex<std::collections::HashSet<ObjectLabels>>,
     pub secrets_issued: Family<SecretLabels, Counter>,
@@ -96,6 +97,7 @@ impl Default for Metrics {
             Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
         });
         let objects = Family::<ObjectLabels, Gauge>::default();
+        let malformed_objects = Family::<KindLabels, Gauge>::default();
         let secrets_issued = Family::<SecretLabels, Counter>::default();
         let secrets_rotated = Family::<SecretLabels, Counter>::default();
         let leader = Gauge::default();
@@ -130,6 +132,11 @@ impl Default for Metrics {
             reconcile_duration.clone(),
         );
         registry.register("objects", "Objects per kind, by their Ready condition", objects.clone());
+        registry.register(
+            "malformed_objects",
+            "Objects the API server holds that this operator version cannot read (ignored; see the log)",
+            malformed_objects.clone(),
+        );
         registry.register(
             "secrets_issued",
             "Secrets generated (first issue or re-issue)",
@@ -171,6 +178,7 @@ impl Default for Metrics {
             status_writes,
             objects,
             objects_reported: Default::default(),
+            malformed_objects,
             secrets_issued,
             secrets_rotated,
             leader,
@@ -231,7 +239,11 @@ mod tests {
                 step: "write_status",
             })
             .inc();
-        let ready = |reason| ObjectLabels { kind: "CEUser", ready: "True", reason };
+        let ready = |reason| ObjectLabels {
+            kind: "CEUser",
+            ready: "True",
+            reason,
+        };
         metrics.set_object_counts([(ready("Ready"), 7), (ready("Other"), 1)]);
         metrics.set_object_counts([(ready("Ready"), 7)]);
         metrics.leader.set(1);
@@ -248,7 +260,10 @@ mod tests {
             text.contains("ce_operator_objects{kind=\"CEUser\",ready=\"True\",reason=\"Ready\"} 7"),
             "{text}"
         );
-        assert!(!text.contains("reason=\"Other\""), "a label set no longer reported stays: {text}");
+        assert!(
+            !text.contains("reason=\"Other\""),
+            "a label set no longer reported stays: {text}"
+        );
         assert!(text.contains("ce_operator_leader 1"), "{text}");
         assert!(text.contains("ce_operator_reconcile_duration_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"));

@@ -20,7 +20,7 @@ use crate::{
     authz,
     cache::{Cache, Hooks},
     controller::{self, Controllers},
-    metrics::{Metrics, ObjectLabels},
+    metrics::{KindLabels, Metrics, ObjectLabels},
     model::names::MANAGER,
     webhook::{self, tls},
 };
@@ -91,10 +91,18 @@ fn router(state: AppState) -> Router {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let counts = state.cache.ready_counts().into_iter().map(|c| {
-        let labels = ObjectLabels { kind: c.kind, ready: c.ready, reason: c.reason };
+        let labels = ObjectLabels {
+            kind: c.kind,
+            ready: c.ready,
+            reason: c.reason,
+        };
         (labels, i64::try_from(c.count).unwrap_or(i64::MAX))
     });
     state.metrics.set_object_counts(counts);
+    for (kind, count) in state.cache.malformed_counts() {
+        let gauge = state.metrics.malformed_objects.get_or_create(&KindLabels { kind });
+        gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
     (
         [(
             "content-type",

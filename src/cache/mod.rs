@@ -125,6 +125,9 @@ impl Hooks {
 pub struct Kind<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     expected: RwLock<HashMap<ObjectRef<K>, Arc<K>>>,
+    /// Objects of this kind the API server holds but the Rust types cannot read (kept out
+    /// of the store; see `watch::Malformed`).
+    malformed: std::sync::atomic::AtomicUsize,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
@@ -132,6 +135,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
         Self {
             store,
             expected: RwLock::default(),
+            malformed: Default::default(),
         }
     }
 
@@ -689,7 +693,6 @@ impl Cache {
             .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
     }
 
-    /// Objects per kind by the status of their Ready condition ("True", "False", "Unknown").
     /// Objects per kind by their Ready condition's status and reason (a reason the operator
     /// does not know is counted as "Other", so the label set stays bounded).
     pub fn ready_counts(&self) -> Vec<ReadyCount> {
@@ -711,7 +714,12 @@ impl Cache {
                 };
                 *counts.entry((status, reason)).or_default() += 1;
             }
-            out.extend(counts.into_iter().map(|((ready, reason), count)| ReadyCount { kind, ready, reason, count }));
+            out.extend(counts.into_iter().map(|((ready, reason), count)| ReadyCount {
+                kind,
+                ready,
+                reason,
+                count,
+            }));
         }
         let mut out = Vec::new();
         count("Organization", &self.organizations.store, &mut out);
@@ -720,6 +728,18 @@ impl Cache {
         count("RoleBinding", &self.role_bindings.store, &mut out);
         count("ElementSafelist", &self.safelists.store, &mut out);
         out
+    }
+
+    /// Objects per kind that the API server holds and the operator cannot read.
+    pub fn malformed_counts(&self) -> [(&'static str, usize); 5] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            ("Organization", self.organizations.malformed.load(Relaxed)),
+            ("Account", self.accounts.malformed.load(Relaxed)),
+            ("CEUser", self.users.malformed.load(Relaxed)),
+            ("RoleBinding", self.role_bindings.malformed.load(Relaxed)),
+            ("ElementSafelist", self.safelists.malformed.load(Relaxed)),
+        ]
     }
 }
 

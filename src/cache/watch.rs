@@ -4,13 +4,16 @@
 //! A re-list (after a watch was lost) is applied as one swap, then the hooks run for what
 //! changed meanwhile, including objects deleted while the watch was down.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, atomic::Ordering},
+};
 
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, Resource,
-    core::PartialObjectMeta,
+    core::{ApiResource, DynamicObject, PartialObjectMeta},
     runtime::{
         WatchStreamExt,
         reflector::{ObjectRef, store::Writer},
@@ -78,19 +81,125 @@ fn strip<K: Resource>(mut obj: K) -> K {
     obj
 }
 
+/// An object the API server holds that the Rust types cannot read: stored before a schema
+/// was tightened, or written around validation. It is kept out of the caches (as if absent:
+/// it authenticates nobody and counts for nothing), logged once per version, and counted in
+/// `ce_operator_malformed_objects`; the watch and every other object go on.
+pub struct Malformed<K: Resource<DynamicType = ()>> {
+    key: ObjectRef<K>,
+    resource_version: Option<String>,
+    error: String,
+}
+
+/// Reads a watched object as `K`, or says why it cannot.
+fn parse<K: Cached + serde::de::DeserializeOwned>(obj: DynamicObject) -> Result<K, Box<Malformed<K>>> {
+    let mut key = ObjectRef::new(obj.metadata.name.as_deref().unwrap_or_default());
+    if let Some(ns) = obj.metadata.namespace.as_deref() {
+        key = key.within(ns);
+    }
+    let resource_version = obj.metadata.resource_version.clone();
+    obj.try_parse::<K>().map(strip).map_err(|e| {
+        Box::new(Malformed {
+            key,
+            resource_version,
+            error: e.to_string(),
+        })
+    })
+}
+
 /// A re-list in progress: what the store held when it began, and what it lists.
 struct Relist<K: Cached> {
     before: Vec<Arc<K>>,
     seen: HashSet<ObjectRef<K>>,
     changed: Vec<(ObjectRef<K>, Option<Arc<K>>)>,
+    malformed_seen: HashSet<ObjectRef<K>>,
 }
 
 struct Pipeline<K: Cached> {
     hooks: Vec<Hook<K>>,
     relist: Option<Relist<K>>,
+    /// The malformed objects, with the version last logged.
+    malformed: HashMap<ObjectRef<K>, Option<String>>,
 }
 
 impl<K: Cached> Pipeline<K> {
+    fn new(hooks: Vec<Hook<K>>) -> Self {
+        Self {
+            hooks,
+            relist: None,
+            malformed: HashMap::new(),
+        }
+    }
+
+    /// Handles one watch event whose object may not be readable as `K`.
+    fn receive<S>(&mut self, cache: &Cache, writer: &mut Writer<K>, event: Event<S>, parse: Parse<S, K>) {
+        let event = match event {
+            Event::Init => Event::Init,
+            Event::InitDone => Event::InitDone,
+            Event::Apply(obj) => match parse(obj) {
+                Ok(obj) => self.readable(Event::Apply(obj)),
+                // A readable object that became unreadable leaves the cache.
+                Err(bad) => match self.malformed(cache, *bad, false) {
+                    Some(old) => Event::Delete(old),
+                    None => return,
+                },
+            },
+            Event::InitApply(obj) => match parse(obj) {
+                Ok(obj) => self.readable(Event::InitApply(obj)),
+                Err(bad) => {
+                    self.malformed(cache, *bad, false);
+                    return;
+                }
+            },
+            Event::Delete(obj) => match parse(obj) {
+                Ok(obj) => self.readable(Event::Delete(obj)),
+                Err(bad) => match self.malformed(cache, *bad, true) {
+                    Some(old) => Event::Delete(old),
+                    None => return,
+                },
+            },
+        };
+        self.handle(cache, writer, event);
+        K::slot(cache).malformed.store(self.malformed.len(), Ordering::Relaxed);
+    }
+
+    /// An object read (or deleted) as `K` is no longer malformed.
+    fn readable(&mut self, event: Event<K>) -> Event<K> {
+        if let Event::Apply(obj) | Event::InitApply(obj) | Event::Delete(obj) = &event {
+            self.malformed.remove(&ObjectRef::from_obj(obj));
+        }
+        event
+    }
+
+    /// Records (or, when `gone`, forgets) a malformed object; returns the readable version the
+    /// cache still holds of it, if any.
+    fn malformed(&mut self, cache: &Cache, bad: Malformed<K>, gone: bool) -> Option<K> {
+        let Malformed {
+            key,
+            resource_version,
+            error,
+        } = bad;
+        if gone {
+            self.malformed.remove(&key);
+        } else {
+            if let Some(relist) = self.relist.as_mut() {
+                relist.malformed_seen.insert(key.clone());
+            }
+            if self.malformed.get(&key) != Some(&resource_version) {
+                warn!(
+                    kind = %<K as Resource>::kind(&()),
+                    namespace = key.namespace.as_deref().unwrap_or_default(),
+                    name = %key.name,
+                    error = %error,
+                    "object cannot be read by this operator version; ignored until it is fixed or deleted"
+                );
+            }
+            self.malformed.insert(key.clone(), resource_version);
+        }
+        K::slot(cache).malformed.store(self.malformed.len(), Ordering::Relaxed);
+        K::slot(cache).store.get(&key).map(|old| (*old).clone())
+    }
+
     fn handle(&mut self, cache: &Cache, writer: &mut Writer<K>, event: Event<K>) {
         let kind = K::slot(cache);
         match event {
@@ -119,6 +228,7 @@ impl<K: Cached> Pipeline<K> {
                     before: kind.store.state(),
                     seen: HashSet::new(),
                     changed: Vec::new(),
+                    malformed_seen: HashSet::new(),
                 });
                 writer.apply_watcher_event(&Event::Init);
             }
@@ -138,6 +248,8 @@ impl<K: Cached> Pipeline<K> {
             Event::InitDone => {
                 writer.apply_watcher_event(&Event::InitDone);
                 if let Some(relist) = self.relist.take() {
+                    // Malformed objects deleted while the watch was down.
+                    self.malformed.retain(|key, _| relist.malformed_seen.contains(key));
                     for (key, old) in relist.changed {
                         let new = kind.store.get(&key);
                         kind.settle(&key, new.as_deref());
@@ -175,29 +287,19 @@ pub fn apply_one<K: Cached>(cache: &Cache, writers: &mut Writers, obj: K)
 where
     Writers: WriterOf<K>,
 {
-    let mut pipeline = Pipeline::<K> {
-        hooks: Vec::new(),
-        relist: None,
-    };
+    let mut pipeline = Pipeline::<K>::new(Vec::new());
     pipeline.handle(cache, writers.writer_of(), Event::Apply(strip(obj)));
     cache.mark_synced(K::WATCHED);
 }
 
-fn map_event<S, K>(event: Event<S>, f: impl Fn(S) -> K) -> Event<K> {
-    match event {
-        Event::Apply(obj) => Event::Apply(f(obj)),
-        Event::Delete(obj) => Event::Delete(f(obj)),
-        Event::Init => Event::Init,
-        Event::InitApply(obj) => Event::InitApply(f(obj)),
-        Event::InitDone => Event::InitDone,
-    }
-}
+/// How a watched object becomes a cached one.
+type Parse<S, K> = fn(S) -> Result<K, Box<Malformed<K>>>;
 
 /// Runs one watch until the process ends: errors are logged and retried with backoff.
 fn spawn<K, S>(
     cache: &Arc<Cache>,
     source: impl Stream<Item = Result<Event<S>, watcher::Error>> + Send + 'static,
-    convert: fn(S) -> K,
+    parse: Parse<S, K>,
     mut writer: Writer<K>,
     hooks: Vec<Hook<K>>,
 ) -> tokio::task::JoinHandle<()>
@@ -206,19 +308,38 @@ where
     S: Send + 'static,
 {
     let cache = cache.clone();
-    let mut pipeline = Pipeline { hooks, relist: None };
+    let mut pipeline = Pipeline::new(hooks);
     tokio::spawn(async move {
-        let mut events = std::pin::pin!(source.default_backoff().map_ok(|event| map_event(event, convert)));
+        let mut events = std::pin::pin!(source.default_backoff());
         while let Some(event) = events.next().await {
             match event {
-                Ok(event) => pipeline.handle(&cache, &mut writer, event),
+                Ok(event) => pipeline.receive(&cache, &mut writer, event, parse),
                 Err(e) => warn!(kind = %<K as Resource>::kind(&()), error = %e, "watch failed; retrying"),
             }
         }
     })
 }
 
-fn api<K>(client: &Client, scope: Option<&str>) -> Api<K>
+/// A tenancy kind is watched as untyped JSON and read object by object, so that one object
+/// the types cannot read does not fail the whole list (which would keep the caches from
+/// ever syncing) or the watch.
+fn tenancy_watch<K>(
+    client: &Client,
+    scope: Option<&str>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let api = match scope {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    watcher::watcher(api, config)
+}
+
+fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -246,63 +367,99 @@ pub fn spawn_all(
     vec![
         spawn(
             cache,
-            watcher(api::<Organization>(client, scope), config()),
-            strip,
+            tenancy_watch::<Organization>(client, scope, config()),
+            parse,
             writers.organizations,
             hooks.take(),
         ),
         spawn(
             cache,
-            watcher(api::<Account>(client, scope), config()),
-            strip,
+            tenancy_watch::<Account>(client, scope, config()),
+            parse,
             writers.accounts,
             hooks.take(),
         ),
         spawn(
             cache,
-            watcher(api::<CEUser>(client, scope), config()),
-            strip,
+            tenancy_watch::<CEUser>(client, scope, config()),
+            parse,
             writers.users,
             hooks.take(),
         ),
         spawn(
             cache,
-            watcher(api::<RoleBinding>(client, scope), config()),
-            strip,
+            tenancy_watch::<RoleBinding>(client, scope, config()),
+            parse,
             writers.role_bindings,
             hooks.take(),
         ),
         spawn(
             cache,
-            watcher(api::<ElementSafelist>(client, scope), config()),
-            strip,
+            tenancy_watch::<ElementSafelist>(client, scope, config()),
+            parse,
             writers.safelists,
             hooks.take(),
         ),
         spawn(
             cache,
-            watcher(api::<Secret>(client, scope), secrets),
-            SecretEntry::of,
+            watcher::watcher(scoped::<Secret>(client, scope), secrets),
+            |secret| Ok(SecretEntry::of(secret)),
             writers.secrets,
             hooks.take(),
         ),
         spawn(
             cache,
-            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespaces),
-            strip,
+            watcher::watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespaces),
+            |namespace| Ok(strip(namespace)),
             writers.namespaces,
             hooks.take(),
         ),
     ]
 }
 
-fn watcher<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    K::DynamicType: Default,
-{
-    watcher::watcher(api, config)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(resource_version: &str, email: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ce.tenancy.io/v1alpha1",
+            "kind": "CEUser",
+            "metadata": {"name": "jane", "namespace": "t", "resourceVersion": resource_version},
+            "spec": {"accountRef": {"name": "hq"}, "email": email},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_malformed_object_leaves_the_cache_and_is_counted_until_fixed_or_gone() {
+        let (cache, mut writers) = Cache::new(None);
+        let mut pipeline = Pipeline::<CEUser>::new(Vec::new());
+        let mut receive = |event| pipeline.receive(&cache, &mut writers.users, event, parse::<CEUser>);
+        let good = || user("1", "jane@acme.example".into());
+        let bad = |rv: &str| user(rv, 42.into());
+        let state = |cache: &Cache| (cache.user("t", "jane").is_some(), cache.malformed_counts()[2].1);
+
+        receive(Event::Init);
+        receive(Event::InitApply(good()));
+        receive(Event::InitDone);
+        assert_eq!(state(&cache), (true, 0));
+        receive(Event::Apply(bad("2")));
+        assert_eq!(state(&cache), (false, 1), "a readable object that became unreadable");
+        // A re-list still holding it, then one after it was deleted while the watch was down.
+        receive(Event::Init);
+        receive(Event::InitApply(bad("2")));
+        receive(Event::InitDone);
+        assert_eq!(state(&cache), (false, 1));
+        receive(Event::Init);
+        receive(Event::InitDone);
+        assert_eq!(state(&cache), (false, 0));
+        // Fixed, then unreadable again and deleted.
+        receive(Event::Apply(bad("3")));
+        receive(Event::Apply(good()));
+        assert_eq!(state(&cache), (true, 0));
+        receive(Event::Apply(bad("4")));
+        receive(Event::Delete(bad("5")));
+        assert_eq!(state(&cache), (false, 0));
+    }
 }

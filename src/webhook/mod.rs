@@ -186,6 +186,13 @@ fn typed<K: Resource + DeserializeOwned>(
     Ok(Some(typed))
 }
 
+/// The stored version of the object of a request. One this version cannot read (stored before
+/// a schema change, see `cache::watch::Malformed`) is treated as absent: fixing or deleting
+/// it must never be refused because of what it was.
+fn stored<K: Resource + DeserializeOwned>(request: &AdmissionRequest<DynamicObject>) -> Option<K> {
+    typed(request.old_object.as_ref(), request).ok().flatten()
+}
+
 /// Replaces the stored version of `candidate` in `list` by the candidate.
 fn with_candidate<K: Resource + Clone>(list: Vec<Arc<K>>, candidate: &K) -> Vec<Arc<K>> {
     let name = candidate.meta().name.clone();
@@ -214,7 +221,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
         "Organization" => {
             let (Some(org), old) = (
                 typed::<Organization>(request.object.as_ref(), request)?,
-                typed::<Organization>(request.old_object.as_ref(), request)?,
+                stored::<Organization>(request),
             ) else {
                 return Ok(Review::default());
             };
@@ -249,7 +256,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
             };
             let (Some(new), old) = (
                 typed::<Account>(request.object.as_ref(), request)?,
-                typed::<Account>(request.old_object.as_ref(), request)?,
+                stored::<Account>(request),
             ) else {
                 return Ok(Review::default());
             };
@@ -267,7 +274,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
             };
             let (Some(new), old) = (
                 typed::<CEUser>(request.object.as_ref(), request)?,
-                typed::<CEUser>(request.old_object.as_ref(), request)?,
+                stored::<CEUser>(request),
             ) else {
                 return Ok(Review::default());
             };
@@ -294,7 +301,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
             };
             let (Some(new), old) = (
                 typed::<RoleBinding>(request.object.as_ref(), request)?,
-                typed::<RoleBinding>(request.old_object.as_ref(), request)?,
+                stored::<RoleBinding>(request),
             ) else {
                 return Ok(Review::default());
             };
@@ -320,7 +327,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
             };
             let (Some(new), old) = (
                 typed::<ElementSafelist>(request.object.as_ref(), request)?,
-                typed::<ElementSafelist>(request.old_object.as_ref(), request)?,
+                stored::<ElementSafelist>(request),
             ) else {
                 return Ok(Review::default());
             };
@@ -339,7 +346,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
 fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) -> Result<Review, String> {
     let name = request.name.as_str();
     let finding = match request.kind.kind.as_str() {
-        "Organization" => typed::<Organization>(request.old_object.as_ref(), request)?
+        "Organization" => stored::<Organization>(request)
             .filter(|org| org.meta().deletion_timestamp.is_none())
             .and_then(|org| {
                 admission::organization_deletion(
@@ -349,10 +356,10 @@ fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) 
                     &cache.safelists_of(ns, name),
                 )
             }),
-        "Account" => typed::<Account>(request.old_object.as_ref(), request)?
+        "Account" => stored::<Account>(request)
             .filter(|account| account.meta().deletion_timestamp.is_none())
             .and_then(|account| admission::account_deletion(&account, &cache.users_of_account(ns, name))),
-        "RoleBinding" => typed::<RoleBinding>(request.old_object.as_ref(), request)?
+        "RoleBinding" => stored::<RoleBinding>(request)
             .filter(|binding| binding.spec.role == Role::OrgAdmin)
             .and_then(|binding| {
                 let user = cache.user(ns, &binding.spec.user_ref.name)?;
