@@ -103,30 +103,127 @@ async fn converged_and_consistent(ns: &TestNamespace, users: usize) {
     }
 }
 
+/// Every value each generated Secret of a namespace has held, recorded from a watch that
+/// runs beside the test (values as they appear, not only the last).
+struct SecretValues {
+    seen: std::sync::Arc<std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SecretValues {
+    async fn record(ns: &TestNamespace) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<
+            String,
+            std::collections::BTreeSet<String>,
+        >::new()));
+        let (synced_tx, synced) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            let api = ns.api::<Secret>();
+            async move {
+                let mut synced_tx = Some(synced_tx);
+                // Survives the API server going away: the watcher re-lists with backoff.
+                let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+                while let Some(event) = events.next().await {
+                    let secret = match event {
+                        Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => s,
+                        Ok(watcher::Event::InitDone) => {
+                            if let Some(tx) = synced_tx.take() {
+                                let _ = tx.send(());
+                            }
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let name = secret.name_any();
+                    if name.ends_with("-user-secret") || name.ends_with("-org-secret") {
+                        let mut seen = seen.lock().unwrap();
+                        seen.entry(name).or_default().insert(fingerprint(&secret));
+                    }
+                }
+            }
+        });
+        synced.await.expect("the Secret watch lists");
+        Self { seen, task }
+    }
+
+    /// Waits until the recorder has seen `expected` generated Secrets (its watch may still be
+    /// in backoff after a fault), then fails naming every Secret that held more than one value.
+    async fn assert_one_value_each(&self, expected: usize) {
+        wait_until(&format!("the recorder to see {expected} Secrets"), TIMEOUT, || async {
+            self.seen.lock().unwrap().len() >= expected
+        })
+        .await;
+        let seen = self.seen.lock().unwrap();
+        let several: Vec<_> = seen.iter().filter(|(_, values)| values.len() > 1).collect();
+        assert!(several.is_empty(), "Secrets that held more than one value: {several:?}");
+        assert_eq!(seen.len(), expected, "generated Secrets observed");
+    }
+}
+
+impl Drop for SecretValues {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accounts(ns: &TestNamespace) -> Vec<String> {
+    let api: Api<ce_operator::api::Account> = ns.api();
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|a| a.name_any())
+        .collect()
+}
+
+/// Users of the bulk create the API server is restarted under.
+const BULK_USERS: usize = 1_000;
+
 #[tokio::test]
-async fn the_operator_recovers_from_an_api_server_restart() {
+async fn the_operator_recovers_from_an_api_server_restart_mid_load() {
     let _serial = SERIAL.lock().await;
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "fault-apiserver").await;
     let operator = Operator::start(&ns.name);
-    apply(&ns.name, &tenant(5));
-    converged_and_consistent(&ns, 5).await;
+    let values = SecretValues::record(&ns).await;
+    // The bulk create runs in the background; the API server goes away under it (kubectl
+    // then fails, as any client would), and the client applies the whole tenant again after.
+    let name = ns.name.clone();
+    let applying = std::thread::spawn(move || {
+        support::kubectl_with_input(&["apply", "-n", &name, "-f", "-"], &tenant(BULK_USERS))
+    });
+    wait_until("a tenth of the user Secrets issued", TIMEOUT, || async {
+        user_secrets(&ns).await >= BULK_USERS / 10
+    })
+    .await;
     let before = secrets(&ns).await;
-
+    let reconciles = operator.metric("ce_operator_reconciles_total").await;
     let dir = kubeconfig_path().parent().unwrap();
+    let restarting = std::time::Instant::now();
     let status = Command::new(repo_root().join("hack/cluster.sh"))
         .args(["restart", "apiserver", "--dir"])
         .arg(dir)
         .status()
         .unwrap();
     assert!(status.success(), "hack/cluster.sh restart apiserver failed");
+    eprintln!(
+        "API server restarted in {:?} with {} user Secrets issued",
+        restarting.elapsed(),
+        before.keys().filter(|n| n.ends_with("-user-secret")).count()
+    );
+    let converging = std::time::Instant::now();
+    let _ = applying.join().unwrap();
+    apply(&ns.name, &tenant(BULK_USERS));
 
-    // Its watches come back: users created after the restart converge, and nothing that
-    // existed was re-issued.
-    let reconciles = operator.metric("ce_operator_reconciles_total").await;
-    apply(&ns.name, &tenant(8));
-    converged_and_consistent(&ns, 8).await;
+    // Its watches come back without a restart of the operator: everything converges, and
+    // nothing issued before the restart was issued again.
+    converged_and_consistent(&ns, BULK_USERS).await;
+    eprintln!("converged {:?} after the restart", converging.elapsed());
     let after = secrets(&ns).await;
     for (name, secret) in before
         .iter()
@@ -138,27 +235,49 @@ async fn the_operator_recovers_from_an_api_server_restart() {
             "{name} changed across the restart"
         );
     }
+    values.assert_one_value_each(BULK_USERS + 1).await;
+    assert_eq!(
+        accounts(&ns).await,
+        ["hq"],
+        "exactly one (the declared) default account"
+    );
     assert!(operator.metric("ce_operator_reconciles_total").await > reconciles);
 }
 
 #[tokio::test]
-async fn an_operator_killed_mid_convergence_leaves_nothing_half_done() {
+async fn an_operator_killed_five_times_mid_convergence_leaves_nothing_half_done() {
+    use rand::Rng;
     let _serial = SERIAL.lock().await;
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "fault-kill").await;
+    let values = SecretValues::record(&ns).await;
     let mut operator = Operator::start(&ns.name);
-    // Killed as soon as the first user Secret exists, while the load is still being applied.
     let applying = apply_in_background(&ns, USERS);
-    wait_until("a user Secret issued", TIMEOUT, || async {
-        user_secrets(&ns).await > 0
-    })
-    .await;
-    operator.kill();
+    // Five kills, each at a random point of its fifth of the load (by user Secrets issued).
+    let mut rng = rand::rng();
+    for fifth in 0..5 {
+        let at = USERS * fifth / 5 + rng.random_range(1..USERS / 5);
+        wait_until(&format!("{at} user Secrets issued"), TIMEOUT, || async {
+            user_secrets(&ns).await >= at
+        })
+        .await;
+        operator.kill();
+        eprintln!(
+            "kill {}: {} of {USERS} user Secrets issued",
+            fifth + 1,
+            user_secrets(&ns).await
+        );
+        operator.restart();
+    }
     applying.join().unwrap();
-    eprintln!("killed with {} of {USERS} user Secrets issued", user_secrets(&ns).await);
-    operator.restart();
     converged_and_consistent(&ns, USERS).await;
+    values.assert_one_value_each(USERS + 1).await;
+    assert_eq!(
+        accounts(&ns).await,
+        ["hq"],
+        "exactly one (the declared) default account"
+    );
 }
 
 #[tokio::test]
@@ -167,20 +286,34 @@ async fn the_standby_takes_over_a_leader_killed_under_load() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "fault-failover").await;
-    let (mut first, second) = support::leader_and_standby(&ns.name, "4").await;
+    let values = SecretValues::record(&ns).await;
+    let lease = std::time::Duration::from_secs(4);
+    let (mut first, second) = support::leader_and_standby(&ns.name, &lease.as_secs().to_string()).await;
     let applying = apply_in_background(&ns, USERS);
-    wait_until("a user Secret issued", TIMEOUT, || async {
-        user_secrets(&ns).await > 0
+    wait_until("a tenth of the user Secrets issued", TIMEOUT, || async {
+        user_secrets(&ns).await >= USERS / 10
     })
     .await;
     first.kill();
-    applying.join().unwrap();
+    let killed = std::time::Instant::now();
     eprintln!(
         "leader killed with {} of {USERS} user Secrets issued",
         user_secrets(&ns).await
     );
+    wait_until(
+        "the standby to lead",
+        lease + std::time::Duration::from_secs(5),
+        || async { second.metric("ce_operator_leader").await == 1.0 },
+    )
+    .await;
+    eprintln!(
+        "the standby took over {:?} after the kill (lease {lease:?})",
+        killed.elapsed()
+    );
+    applying.join().unwrap();
     converged_and_consistent(&ns, USERS).await;
-    assert_eq!(second.metric("ce_operator_leader").await, 1.0, "the standby leads");
+    eprintln!("converged {:?} after the kill", killed.elapsed());
+    values.assert_one_value_each(USERS + 1).await;
     assert!(second.metric("ce_operator_reconciles_total").await > 0.0);
 }
 
