@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds, from pinned Go modules, the binaries that tests and local runs need:
 #   kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes),
-#   etcd (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v4); and, for `make bench-authz`
-#   only (`hack/build-tools.sh opa`), Open Policy Agent (github.com/open-policy-agent/opa).
+#   etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4) and promtool
+#   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts);
+#   and, for `make bench-authz` only (`hack/build-tools.sh opa`), Open Policy Agent
+#   (github.com/open-policy-agent/opa).
 # Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
 # fresh clone reuses them) and linked into .local/bin. A tool is rebuilt only when
 # its pinned version changes.
@@ -131,6 +133,23 @@ build_opa() {
   log "opa $v built"
 }
 
-want=${*:-etcd kubernetes helm}
+# Checks and unit-tests the chart's alert rules (tests/observability.rs). Prometheus 3.x is
+# published as Go module v0.3xx.y: v0.316.0 is Prometheus 3.16.0, which `--version` reports.
+build_promtool() {
+  local v=$PROMTOOL_VERSION dir="$cache/promtool-$PROMTOOL_VERSION"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" promtool; return; fi
+  log "building promtool $v"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  local minor=${v#v0.}; minor=${minor%%.*}
+  local release="${minor:0:1}.$((10#${minor:1})).${v##*.}"
+  with_heartbeat promtool env GOBIN="$dir/bin" GOFLAGS=-mod=mod CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+    "github.com/prometheus/prometheus/cmd/promtool@$v"
+  touch "$dir/.done"
+  link_bins "$dir/bin" promtool
+  log "promtool $v built"
+}
+
+want=${*:-etcd kubernetes helm promtool}
 for t in $want; do "build_$t"; done
 log "tools ready in $bin_link_dir"
