@@ -387,10 +387,79 @@ async fn etcd_paused_mid_load_neither_crashes_nor_hot_loops_the_operator() {
     );
     let failed = operator.metric("ce_operator_reconcile_errors_total").await - errors;
     eprintln!("reconciles failed while etcd was paused: {failed}");
-    // Per-object backoff (1 s, doubling) allows about four attempts per object in 10 s.
+    // The API server holds requests while etcd is paused, so reconciles mostly wait rather
+    // than fail (0 failed in the runs so far); where writes fail fast, the backoff is tested
+    // by `writes_refused_for_ten_seconds_…`. Bounded all the same: per-object backoff (1 s,
+    // doubling) allows about four attempts per object in 10 s.
     assert!(
         failed <= 5.0 * (USERS as f64 + 2.0),
         "{failed} failed reconciles: a hot loop"
+    );
+}
+
+/// A ValidatingWebhookConfiguration that refuses, at once, the operator's writes in
+/// `namespace` (Secret creates, CEUser status writes): it points at a closed port with
+/// failurePolicy Fail, as an admission controller that is down would.
+fn refusing_webhook(namespace: &str) -> k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": format!("refuse-{namespace}")},
+        "webhooks": [{
+            "name": "refuse.faults.test",
+            "clientConfig": {"url": "https://127.0.0.1:1/refuse"},
+            "rules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["secrets"]},
+                {"apiGroups": ["ce.tenancy.io"], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["ceusers/status"]},
+            ],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 1,
+        }],
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn writes_refused_for_ten_seconds_are_retried_with_backoff_not_in_a_hot_loop() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "fault-refused").await;
+    let operator = Operator::start(&ns.name);
+    let applying = apply_in_background(&ns, USERS);
+    wait_until("a tenth of the user Secrets issued", TIMEOUT, || async {
+        user_secrets(&ns).await >= USERS / 10
+    })
+    .await;
+    // Unlike a paused etcd (the API server holds the requests until it is back, so nothing
+    // fails), refused writes fail in milliseconds: only the backoff stands between them and
+    // a hot loop.
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let refusing = refusing_webhook(&ns.name);
+    let errors = operator.metric("ce_operator_reconcile_errors_total").await;
+    webhooks.create(&Default::default(), &refusing).await.unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(10)); // the fault's duration, not a wait
+    webhooks
+        .delete(&refusing.metadata.name.clone().unwrap(), &Default::default())
+        .await
+        .unwrap();
+    let failed = operator.metric("ce_operator_reconcile_errors_total").await - errors;
+    applying.join().unwrap();
+    converged_and_consistent(&ns, USERS).await;
+    let refused = user_secrets(&ns).await;
+    eprintln!(
+        "reconciles failed while writes were refused for 10 s: {failed} ({USERS} users, {refused} Secrets at the end)"
+    );
+    assert!(failed > 0.0, "nothing was refused: the fault did not bite");
+    // Per-object backoff (1 s, doubling, jittered) allows at most about five attempts per
+    // object in 10 s.
+    assert!(
+        failed <= 5.0 * (USERS as f64 + 2.0),
+        "{failed} failed reconciles in 10 s: a hot loop"
     );
 }
 
