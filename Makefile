@@ -19,8 +19,8 @@ cluster-down: ## Stop the local cluster (and the operator `make dev` started)
 	@if [[ -f .local/dev/operator.pid ]]; then kill $$(cat .local/dev/operator.pid) 2>/dev/null || true; rm -f .local/dev/operator.pid; fi
 	@hack/cluster.sh down
 
-crds: ## Regenerate crds/ (and the chart's copy) from the Rust types
-	cargo run --quiet -- crdgen --out crds
+crds: ## Regenerate crds/, the chart's copy and docs/api.md from the Rust types
+	cargo run --quiet -- crdgen --out crds --docs docs/api.md
 	cargo run --quiet -- crdgen --out charts/ce-operator/crds
 
 dev: cluster-up ## Local cluster + CRDs + the operator running + examples applied (from a fresh clone)

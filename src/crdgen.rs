@@ -37,3 +37,8 @@ pub fn write_all(dir: &Path) -> anyhow::Result<Vec<String>> {
     }
     Ok(written)
 }
+
+/// The API reference (`docs/api.md`): every field of every kind, from the CRDs above.
+pub fn api_reference() -> String {
+    unimplemented!("the API reference generator")
+}

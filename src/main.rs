@@ -27,6 +27,9 @@ enum Command {
         /// Directory to write one file per kind into; prints all of them to stdout if absent.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also write the API reference (Markdown, from the same types) to this file.
+        #[arg(long)]
+        docs: Option<PathBuf>,
     },
 }
 
@@ -306,13 +309,23 @@ fn main() -> anyhow::Result<()> {
                 .block_on(can_i(args))?;
             std::process::exit(if allowed { 0 } else { 1 })
         }
-        Command::Crdgen { out: Some(dir) } => {
+        Command::Crdgen { out, docs: Some(file) } => {
+            if let Some(dir) = out {
+                for name in ce_operator::crdgen::write_all(&dir)? {
+                    eprintln!("wrote {}", dir.join(name).display());
+                }
+            }
+            std::fs::write(&file, ce_operator::crdgen::api_reference())?;
+            eprintln!("wrote {}", file.display());
+            Ok(())
+        }
+        Command::Crdgen { out: Some(dir), docs: None } => {
             for name in ce_operator::crdgen::write_all(&dir)? {
                 eprintln!("wrote {}", dir.join(name).display());
             }
             Ok(())
         }
-        Command::Crdgen { out: None } => {
+        Command::Crdgen { out: None, docs: None } => {
             let docs: Vec<String> = ce_operator::crdgen::rendered()?
                 .into_iter()
                 .map(|(_, content)| content)
