@@ -1,4 +1,5 @@
-//! crds/ must be exactly what the Rust types generate (`make crds` regenerates it).
+//! crds/ and docs/api.md must be exactly what the Rust types generate (`make crds`
+//! regenerates them).
 
 use std::collections::BTreeSet;
 
@@ -38,5 +39,16 @@ fn the_chart_ships_the_same_crds() {
         count,
         ce_operator::api::crds().len(),
         "the chart has CRD files the types do not generate"
+    );
+}
+
+#[test]
+fn docs_api_md_matches_the_rust_types() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.md");
+    let on_disk =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("docs/api.md is missing ({e}); run `make crds`"));
+    assert!(
+        on_disk == ce_operator::crdgen::api_reference(),
+        "docs/api.md differs from the Rust types; run `make crds`"
     );
 }
