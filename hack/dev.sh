@@ -12,8 +12,10 @@ state="$root/.local/dev"
 mkdir -p "$state"
 log() { printf '[dev %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-log "building the operator"
-cargo build --quiet --bin ce-operator
+log "building the operator and the kubectl plugin"
+cargo build --quiet --bin ce-operator --bin kubectl-ce
+# kubectl finds plugins on the PATH by name: kubectl-ce answers `kubectl ce`.
+ln -sfn "$root/target/debug/kubectl-ce" "$root/.local/bin/kubectl-ce"
 
 log "installing the CRDs from crds/"
 "$kubectl" apply --server-side --field-manager=ce-operator-dev -f crds/ >/dev/null
@@ -55,15 +57,18 @@ cat <<MSG
 The local cluster runs ce-operator with the example tenant applied. Try:
 
   export KUBECONFIG=$KUBECONFIG
-  alias kubectl=$kubectl
+  export PATH=$root/.local/bin:\$PATH                # kubectl and the plugin kubectl-ce
   kubectl get ce -n tenants                      # every tenancy object, with READY
   kubectl -n tenants apply -f - <<<'{"apiVersion":"ce.tenancy.io/v1alpha1","kind":"RoleBinding","metadata":{"name":"x"},"spec":{"userRef":{"name":"jane"},"role":"org-admin"}}'
                                                  # refused by the webhook, with the reason
   kubectl get ceusers -n tenants -o wide         # roles and, if not ready, why
   kubectl describe organization acme -n tenants  # conditions and the activity (events)
   kubectl get secret acme-org-secret -n tenants -o jsonpath='{.data.secret}' | base64 -d
-  $root/target/debug/ce-operator can-i -n tenants --user jane --privilege createElements
+  kubectl ce tree -n tenants                     # organizations, accounts, users, roles, problems
+  kubectl ce can-i -n tenants --user jane --privilege createElements
                                                  # the authorization decision, without a secret
+  kubectl ce rotate ceuser jane -n tenants       # rotate and wait for the new fingerprint
+  kubectl ce describe-secret ceuser jane -n tenants
   curl -s 127.0.0.1:8082/authz/check -H "Authorization: User \$(kubectl get secret jane-user-secret -n tenants -o jsonpath='{.data.secret}' | base64 -d), Organization \$(kubectl get secret acme-org-secret -n tenants -o jsonpath='{.data.secret}' | base64 -d)" -i
                                                  # what an API gateway asks (200 and jane's identity)
   tail -f $state/operator.log

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod authz;
 pub mod cache;
+pub mod cli;
 pub mod controller;
 pub mod crdgen;
 pub mod metrics;

@@ -21,7 +21,12 @@ enum Command {
     Run(Box<RunArgs>),
     /// Whether a user may do something, and why: the authorization endpoint's decision, on
     /// the tenancy objects read with your kubeconfig (no secret needed or shown).
-    CanI(CanIArgs),
+    CanI {
+        #[command(flatten)]
+        kube: ce_operator::cli::KubeFlags,
+        #[command(flatten)]
+        args: ce_operator::cli::can_i::Args,
+    },
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {
         /// Directory to write one file per kind into; prints all of them to stdout if absent.
@@ -71,30 +76,6 @@ struct RunArgs {
     /// Address of the authorization endpoint (/authz/check, /v1/decisions; HTTP/1.1 and h2c).
     #[arg(long = "authz-addr", env = "CE_AUTHZ_ADDR", default_value = "0.0.0.0:8082")]
     authz_addr: std::net::SocketAddr,
-}
-
-#[derive(clap::Args)]
-struct CanIArgs {
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Namespace of the user (default: the kubeconfig context's).
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
-    /// The CEUser asking.
-    #[arg(long)]
-    user: String,
-    /// A privilege the user must hold (repeat, or separate with commas), e.g. createElements.
-    #[arg(long, value_delimiter = ',')]
-    privilege: Vec<String>,
-    /// An element that must be visible to the user's organization.
-    #[arg(long)]
-    element: Option<String>,
-    /// The owner (a CEUser) of the element instance acted on.
-    #[arg(long = "instance-owner", requires = "action")]
-    instance_owner: Option<String>,
-    /// What is done to that instance: view, use, edit or delete.
-    #[arg(long, requires = "instance_owner")]
-    action: Option<String>,
 }
 
 /// The validating admission webhook.
@@ -232,81 +213,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints yes or no and the reason, like `kubectl auth can-i`; true when allowed.
-async fn can_i(args: CanIArgs) -> anyhow::Result<bool> {
-    use ce_operator::{
-        api::{Account, CEUser, ElementSafelist, Organization, RoleBinding},
-        authz,
-        cache::Snapshot,
-        model::authz::{Instance, InstanceAction, Outcome, Request, parse_privilege},
-    };
-    use kube::{Api, api::ListParams};
-
-    let client = client(args.kubeconfig.as_ref()).await?;
-    let ns = args.namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-    let mut request = Request::default();
-    for key in &args.privilege {
-        request
-            .privileges
-            .push(parse_privilege(key).ok_or_else(|| anyhow::anyhow!("unknown privilege {key:?}"))?);
-    }
-    request.element = args.element;
-    if let (Some(owner), Some(action)) = (args.instance_owner, args.action) {
-        let action = InstanceAction::parse(&action)
-            .ok_or_else(|| anyhow::anyhow!("unknown action {action:?}: view, use, edit or delete"))?;
-        request.instance = Some(Instance { owner, action });
-    }
-    // The namespace's objects, and the super-organizations its organizations name.
-    async fn list<K>(client: &kube::Client, ns: &str) -> anyhow::Result<Vec<K>>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api: Api<K> = Api::namespaced(client.clone(), ns);
-        Ok(api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("listing {} in {ns}: {e}", K::plural(&())))?
-            .items)
-    }
-    let orgs: Vec<Organization> = list(&client, &ns).await?;
-    let mut parents = Vec::new();
-    for reference in orgs.iter().filter_map(|o| o.spec.super_organization_ref.as_ref()) {
-        let api: Api<Organization> = Api::namespaced(client.clone(), &reference.namespace);
-        if let Ok(Some(parent)) = api.get_opt(&reference.name).await {
-            parents.push(parent);
-        }
-    }
-    let mut snapshot = Snapshot::new(None);
-    snapshot
-        .apply(orgs)
-        .apply(parents)
-        .apply(list::<Account>(&client, &ns).await?)
-        .apply(list::<CEUser>(&client, &ns).await?)
-        .apply(list::<RoleBinding>(&client, &ns).await?)
-        .apply(list::<ElementSafelist>(&client, &ns).await?);
-    let decision = match authz::named(&snapshot.cache, &ns, &args.user) {
-        Ok(caller) => authz::authorize(&snapshot.cache, &caller, &request),
-        Err(refused) => refused,
-    };
-    let allowed = decision.outcome == Outcome::Allowed;
-    println!("{} - {}", if allowed { "yes" } else { "no" }, decision.reason);
-    Ok(allowed)
-}
-
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
             .block_on(run(*args)),
-        Command::CanI(args) => {
+        Command::CanI { kube, args } => {
             let allowed = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(can_i(args))?;
+                .block_on(ce_operator::cli::can_i::run(&kube, &args))?;
             std::process::exit(if allowed { 0 } else { 1 })
         }
         Command::Crdgen { out, docs: Some(file) } => {
@@ -319,7 +236,10 @@ fn main() -> anyhow::Result<()> {
             eprintln!("wrote {}", file.display());
             Ok(())
         }
-        Command::Crdgen { out: Some(dir), docs: None } => {
+        Command::Crdgen {
+            out: Some(dir),
+            docs: None,
+        } => {
             for name in ce_operator::crdgen::write_all(&dir)? {
                 eprintln!("wrote {}", dir.join(name).display());
             }

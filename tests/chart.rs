@@ -9,13 +9,10 @@ mod support;
 use std::{path::PathBuf, process::Command};
 
 use ce_operator::api::{CEUser, ElementSafelist, HasConditions, Organization, RoleBinding};
-use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::{Namespace, Secret, ServiceAccount},
-};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
 };
 use support::{
     Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root, tool, wait_condition,
@@ -43,25 +40,6 @@ fn ok(out: std::process::Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A kubeconfig for the cluster that authenticates with `token` and nothing else.
-fn token_kubeconfig(token: &str, path: &PathBuf) {
-    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
-    let field = |key: &str| {
-        admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    let config = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n",
-        field("server:"),
-        field("certificate-authority:")
-    );
-    std::fs::write(path, config).unwrap();
 }
 
 /// The log lines where RBAC refused the operator something (the API server's "is forbidden:
@@ -101,24 +79,8 @@ async fn install(client: &kube::Client, release: &str, namespace: &str, values: 
     }
     ok(helm(&args), "helm install");
     let sa_name = format!("{release}-ce-operator");
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec!["https://kubernetes.default.svc.cluster.local".into()],
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = sas
-        .create_token_request(&sa_name, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
     let sa_kubeconfig = std::env::temp_dir().join(format!("{release}-kubeconfig"));
-    token_kubeconfig(&token, &sa_kubeconfig);
+    support::service_account_kubeconfig(client, namespace, &sa_name, &sa_kubeconfig).await;
     Release {
         name: release.to_owned(),
         namespace: namespace.to_owned(),

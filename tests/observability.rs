@@ -124,7 +124,10 @@ fn exported_names() -> BTreeSet<String> {
         .status_writes
         .get_or_create(&ControllerLabels { controller })
         .inc();
-    metrics.malformed_objects.get_or_create(&KindLabels { kind: controller }).set(0);
+    metrics
+        .malformed_objects
+        .get_or_create(&KindLabels { kind: controller })
+        .set(0);
     let (kind, ready, reason) = (controller, "True", "Ready");
     metrics.set_object_counts([(ObjectLabels { kind, ready, reason }, 1)]);
     metrics

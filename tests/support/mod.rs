@@ -663,3 +663,43 @@ pub async fn leader_and_standby(namespace: &str, lease_secs: &str) -> (Operator,
     .await;
     (first, second)
 }
+
+/// Writes to `path` a kubeconfig for the cluster that authenticates as ServiceAccount
+/// `namespace/name` (an hour's token) and nothing else.
+pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: &str, path: &Path) {
+    use k8s_openapi::api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::ServiceAccount,
+    };
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["https://kubernetes.default.svc.cluster.local".into()],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("token of {namespace}/{name}: {e}"))
+        .status
+        .unwrap()
+        .token;
+    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
+    let field = |key: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n",
+        field("server:"),
+        field("certificate-authority:")
+    );
+    std::fs::write(path, config).unwrap();
+}
