@@ -13,54 +13,7 @@ use support::{
     Operator, TestNamespace, apply, client, install_crds, kubeconfig_path, tool, wait_condition, wait_ready,
 };
 
-/// A super-organization denying `box`, and acme in it: a default account hq (sam, the
-/// org-admin) and eu (jane, and joe whose e-mail repeats jane's), and a safelist.
-fn tenant(ns: &str) -> String {
-    format!(
-        "
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Organization
-metadata: {{name: big}}
-spec: {{displayName: Big, whitelabel: {{allowedNamespaces: [{ns}], elementDenylist: [box]}}}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Organization
-metadata: {{name: acme}}
-spec: {{displayName: Acme, defaultAccountName: hq, superOrganizationRef: {{namespace: {ns}, name: big}}}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Account
-metadata: {{name: hq}}
-spec: {{organizationRef: {{name: acme}}, default: true}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Account
-metadata: {{name: eu}}
-spec: {{organizationRef: {{name: acme}}}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: CEUser
-metadata: {{name: sam}}
-spec: {{accountRef: {{name: hq}}, email: sam@acme.example}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: CEUser
-metadata: {{name: jane}}
-spec: {{accountRef: {{name: eu}}, email: jane@acme.example}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: RoleBinding
-metadata: {{name: sam-org-admin}}
-spec: {{userRef: {{name: sam}}, role: org-admin}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: ElementSafelist
-metadata: {{name: acme-list}}
-spec: {{organizationRef: {{name: acme}}, elements: [slack, box]}}
-"
-    )
-}
-
+/// joe, in eu, whose e-mail repeats jane's.
 const DUPLICATE: &str = "
 apiVersion: ce.tenancy.io/v1alpha1
 kind: CEUser
@@ -104,7 +57,7 @@ async fn converged_tenant() -> (TestNamespace, Operator) {
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "plugin").await;
     let operator = Operator::start(&ns.name);
-    apply(&ns.name, &tenant(&ns.name));
+    apply(&ns.name, &support::super_org_tenant(&ns.name, "slack, box"));
     apply(&ns.name, DUPLICATE);
     let users: Api<CEUser> = ns.api();
     wait_ready(&users, "sam").await;

@@ -20,54 +20,6 @@ use support::{
     kubectl_with_input, wait_condition, wait_for, wait_ready, wait_until, webhook_config_name,
 };
 
-/// A tenant: super-organization big (denies box), organization acme (member, safelists
-/// salesforce), default account hq with sam (org-admin), account eu with jane.
-fn tenant(ns: &str) -> String {
-    format!(
-        "
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Organization
-metadata: {{name: big}}
-spec: {{displayName: Big, whitelabel: {{allowedNamespaces: [{ns}], elementDenylist: [box]}}}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Organization
-metadata: {{name: acme}}
-spec: {{displayName: Acme, defaultAccountName: hq, superOrganizationRef: {{namespace: {ns}, name: big}}}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Account
-metadata: {{name: hq}}
-spec: {{organizationRef: {{name: acme}}, default: true}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: Account
-metadata: {{name: eu}}
-spec: {{organizationRef: {{name: acme}}}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: CEUser
-metadata: {{name: sam}}
-spec: {{accountRef: {{name: hq}}, email: sam@acme.example}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: CEUser
-metadata: {{name: jane}}
-spec: {{accountRef: {{name: eu}}, email: jane@acme.example}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: RoleBinding
-metadata: {{name: sam-org-admin}}
-spec: {{userRef: {{name: sam}}, role: org-admin}}
----
-apiVersion: ce.tenancy.io/v1alpha1
-kind: ElementSafelist
-metadata: {{name: acme-list}}
-spec: {{organizationRef: {{name: acme}}, elements: [salesforce]}}
-"
-    )
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -228,7 +180,7 @@ async fn setup(prefix: &str) -> (TestNamespace, Operator, TestWebhook) {
 }
 
 async fn converge_tenant(ns: &TestNamespace) {
-    apply(&ns.name, &tenant(&ns.name));
+    apply(&ns.name, &support::super_org_tenant(&ns.name, "salesforce"));
     wait_ready(&ns.api::<Organization>(), "acme").await;
     wait_ready(&ns.api::<ElementSafelist>(), "acme-list").await;
     wait_ready(&ns.api::<RoleBinding>(), "sam-org-admin").await;
@@ -556,7 +508,7 @@ async fn certificates_rotate_with_an_overlap_and_no_request_fails() {
     })
     .await;
     let first_cert = served_certificate(&addr);
-    apply(&ns.name, &tenant(&ns.name));
+    apply(&ns.name, &support::super_org_tenant(&ns.name, "salesforce"));
 
     // A client writes through the webhook for two full rotations: no request may fail.
     let accounts: Api<Account> = ns.api();

@@ -703,3 +703,52 @@ pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: 
     );
     std::fs::write(path, config).unwrap();
 }
+
+/// Super-organization big (allowing namespace `ns`, denying element `box`) and acme in it:
+/// accounts hq (default: sam, the org-admin) and eu (jane), and a safelist of `safelisted`
+/// (comma-separated element keys).
+pub fn super_org_tenant(ns: &str, safelisted: &str) -> String {
+    format!(
+        "
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {{name: big}}
+spec: {{displayName: Big, whitelabel: {{allowedNamespaces: [{ns}], elementDenylist: [box]}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Organization
+metadata: {{name: acme}}
+spec: {{displayName: Acme, defaultAccountName: hq, superOrganizationRef: {{namespace: {ns}, name: big}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {{name: hq}}
+spec: {{organizationRef: {{name: acme}}, default: true}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: Account
+metadata: {{name: eu}}
+spec: {{organizationRef: {{name: acme}}}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: sam}}
+spec: {{accountRef: {{name: hq}}, email: sam@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: CEUser
+metadata: {{name: jane}}
+spec: {{accountRef: {{name: eu}}, email: jane@acme.example}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: RoleBinding
+metadata: {{name: sam-org-admin}}
+spec: {{userRef: {{name: sam}}, role: org-admin}}
+---
+apiVersion: ce.tenancy.io/v1alpha1
+kind: ElementSafelist
+metadata: {{name: acme-list}}
+spec: {{organizationRef: {{name: acme}}, elements: [{safelisted}]}}
+"
+    )
+}
