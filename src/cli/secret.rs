@@ -5,16 +5,18 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
+    core::{ApiResource, DynamicObject},
 };
 use serde::Serialize;
 
 use super::{Error, Format, KubeFlags, Result, print_data, tree::Readiness};
 use crate::{
-    api::{CEUser, HasConditions, Organization},
+    api::{CEUser, Organization, SecretRef},
     model::{
         names,
         secrets::{ANNOTATION_PREVIOUS_EXPIRES, ANNOTATION_ROTATED_AT},
@@ -95,54 +97,40 @@ pub struct SecretState {
     pub previous_valid_until: Option<String>,
 }
 
-/// The owner's status fields that concern its secret.
-struct OwnerView {
-    secret: Option<String>,
-    secret_ready: Readiness,
-    fingerprint: Option<String>,
-    last_rotation_time: Option<String>,
+/// The status fields that concern the secret; Organization and CEUser spell them alike.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SecretStatus {
+    #[serde(default)]
+    conditions: Vec<Condition>,
+    secret_ref: Option<SecretRef>,
+    secret_fingerprint: Option<String>,
+    last_rotation_time: Option<Time>,
     last_rotation_request: Option<String>,
 }
 
-async fn owner_view(client: &Client, ns: &str, kind: OwnerKind, name: &str) -> Result<OwnerView> {
-    let failed = |e| Error::of_request(kind.lower(), name, ns, e);
-    let ready = |obj: &dyn HasConditions| Readiness::from_condition(obj.condition("SecretReady"));
-    Ok(match kind {
-        OwnerKind::Organization => {
-            let org = Api::<Organization>::namespaced(client.clone(), ns)
-                .get(name)
-                .await
-                .map_err(failed)?;
-            let status = org.status.clone().unwrap_or_default();
-            OwnerView {
-                secret: status.secret_ref.map(|r| r.name),
-                secret_ready: ready(&org),
-                fingerprint: status.secret_fingerprint,
-                last_rotation_time: status.last_rotation_time.map(|t| t.0.to_string()),
-                last_rotation_request: status.last_rotation_request,
-            }
-        }
-        OwnerKind::Ceuser => {
-            let user = Api::<CEUser>::namespaced(client.clone(), ns)
-                .get(name)
-                .await
-                .map_err(failed)?;
-            let status = user.status.clone().unwrap_or_default();
-            OwnerView {
-                secret: status.secret_ref.map(|r| r.name),
-                secret_ready: ready(&user),
-                fingerprint: status.secret_fingerprint,
-                last_rotation_time: status.last_rotation_time.map(|t| t.0.to_string()),
-                last_rotation_request: status.last_rotation_request,
-            }
-        }
-    })
+/// The owners of `kind` in `ns`, read untyped: only their secret fields are wanted.
+fn owners(client: &Client, ns: &str, kind: OwnerKind) -> Api<DynamicObject> {
+    let resource = match kind {
+        OwnerKind::Organization => ApiResource::erase::<Organization>(&()),
+        OwnerKind::Ceuser => ApiResource::erase::<CEUser>(&()),
+    };
+    Api::namespaced_with(client.clone(), ns, &resource)
 }
 
 /// The state of the secret of `kind` `name`.
 pub async fn state(client: &Client, ns: &str, kind: OwnerKind, name: &str) -> Result<SecretState> {
-    let owner = owner_view(client, ns, kind, name).await?;
-    let secret = owner.secret.clone().unwrap_or_else(|| match kind {
+    let owner = owners(client, ns, kind)
+        .get(name)
+        .await
+        .map_err(|e| Error::of_request(kind.lower(), name, ns, e))?;
+    let owner: SecretStatus = owner
+        .data
+        .get("status")
+        .and_then(|status| serde_json::from_value(status.clone()).ok())
+        .unwrap_or_default();
+    let secret_ready = Readiness::from_condition(owner.conditions.iter().find(|c| c.type_ == "SecretReady"));
+    let secret = owner.secret_ref.map(|r| r.name).unwrap_or_else(|| match kind {
         OwnerKind::Organization => names::organization_secret(name),
         OwnerKind::Ceuser => names::user_secret(name),
     });
@@ -162,10 +150,11 @@ pub async fn state(client: &Client, ns: &str, kind: OwnerKind, name: &str) -> Re
         name: name.to_owned(),
         namespace: ns.to_owned(),
         secret,
-        secret_ready: owner.secret_ready,
-        fingerprint: owner.fingerprint,
+        secret_ready,
+        fingerprint: owner.secret_fingerprint,
         last_rotation_time: owner
             .last_rotation_time
+            .map(|t| t.0.to_string())
             .or_else(|| annotations.get(ANNOTATION_ROTATED_AT).cloned()),
         last_rotation_request: owner.last_rotation_request,
         previous_valid_until,
@@ -224,17 +213,9 @@ pub async fn rotate(kube: &KubeFlags, args: &RotateArgs) -> Result<()> {
         rand::random::<u32>()
     );
     let patch = serde_json::json!({"metadata": {"annotations": {names::ROTATE_ANNOTATION: request}}});
-    let params = PatchParams::default();
-    let patched = match target.kind {
-        OwnerKind::Organization => Api::<Organization>::namespaced(client.clone(), &ns)
-            .patch(&target.name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
-        OwnerKind::Ceuser => Api::<CEUser>::namespaced(client.clone(), &ns)
-            .patch(&target.name, &params, &Patch::Merge(&patch))
-            .await
-            .map(drop),
-    };
+    let patched = owners(&client, &ns, target.kind)
+        .patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
     patched.map_err(|e| Error::of_request(target.kind.lower(), &target.name, &ns, e))?;
     let deadline = tokio::time::Instant::now() + args.timeout;
     let after = loop {
