@@ -521,6 +521,17 @@ async fn a_gateway_lets_through_exactly_what_the_model_allows() {
     }
 }
 
+/// Polls a request through the NGINX gateway until it answers `expected`; how long that took.
+async fn until_gateway(gateway: &Gateway, path: &str, authorization: &str, expected: u16) -> Duration {
+    let started = Instant::now();
+    wait_until(&format!("the gateway to answer {expected} for {path}"), TIMEOUT, || {
+        let code = gateway.get(path, Some(authorization)).0;
+        async move { code == expected }
+    })
+    .await;
+    started.elapsed()
+}
+
 /// Polls the gateway-style check until it answers `expected`; how long that took.
 async fn until_status(authz: &str, authorization: &str, route: &[(&str, &str)], expected: u16) -> Duration {
     let started = Instant::now();
@@ -540,6 +551,7 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
     let operator = Operator::start(&ns.name);
     converge(&ns).await;
     let authz = operator.authz_addr().await;
+    let gateway = Gateway::start(&authz, &ns.name);
     let create = [("X-CE-Privilege", "createElements")];
 
     // can-i: the same decision, from the objects, without a secret.
@@ -573,6 +585,10 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
         .unwrap();
     let revoked = until_status(&authz, &jane, &create, 403).await;
     eprintln!("a revoked binding took effect in {revoked:?}");
+    // Through the gateway too (its formulas route needs createFormulaTemplates, which only
+    // the admin binding gave jane).
+    let revoked = until_gateway(&gateway, "/api/formulas", &jane, 403).await;
+    eprintln!("... and at the NGINX gateway after {revoked:?} more");
     let (code, _) = can_i(&["--user", "jane", "--privilege", "createElements"]);
     assert_eq!(code, Some(1));
 
@@ -600,9 +616,13 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
         200,
         "the previous secret must work during the grace period"
     );
-    let expired = until_status(&authz, &old, &[], 401).await;
-    eprintln!("the previous secret stopped working {expired:?} after the rotation was seen");
+    assert_eq!(gateway.get("/api/whoami", Some(&old)).0, 200, "at the gateway too");
+    assert_eq!(gateway.get("/api/whoami", Some(&new)).0, 200);
+    let expired = until_gateway(&gateway, "/api/whoami", &old, 401).await;
+    eprintln!("the previous secret stopped working at the gateway {expired:?} after the rotation was seen");
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&old), &[]), 401);
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&new), &[]), 200);
+    assert_eq!(gateway.get("/api/whoami", Some(&new)).0, 200);
 
     // A Secret edited by hand is honoured at once: its new value authenticates, the old not.
     let secrets: Api<Secret> = ns.api();
