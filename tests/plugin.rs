@@ -83,8 +83,8 @@ async fn tree_shows_the_organization_its_accounts_users_roles_and_problems() {
     for expected in [
         "Organization acme  Ready",
         &format!("│ super-organization {}/big: denies box", ns.name),
-        "│ safelist acme-list: slack, box",
-        "denied by the super-organization: box",
+        "│ safelist acme-list: slack\n",
+        "│ safelisted but denied by the super-organization: box\n",
         "├── Account hq (default)  Ready",
         "│   └── sam <sam@acme.example>  Ready  roles: ",
         "└── Account eu  Ready",

@@ -73,7 +73,7 @@ pub struct OrganizationNode {
     /// The safelist in effect (the operator's choice when there are several).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub safelist: Option<Safelist>,
-    /// Safelisted elements the super-organization denies (they stay invisible).
+    /// The elements the super-organization denies this organization (its status).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub denied_elements: Vec<String>,
     pub accounts: Vec<AccountNode>,
@@ -94,7 +94,11 @@ pub struct SuperOrganization {
 #[serde(rename_all = "camelCase")]
 pub struct Safelist {
     pub name: String,
+    /// The elements visible through it (its status; its spec before the first reconcile).
     pub elements: Vec<String>,
+    /// Safelisted elements the super-organization denies (not visible).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -207,13 +211,18 @@ pub fn build(
                 .collect();
             children.sort_by(|a, b| (!a.default, &a.name).cmp(&(!b.default, &b.name)));
             let visibility = status.and_then(|s| s.element_visibility.as_ref());
-            let safelist = visibility.and_then(|v| v.safelist.as_deref()).map(|list| Safelist {
-                name: list.to_owned(),
-                elements: safelists
-                    .iter()
-                    .find(|s| s.metadata.name.as_deref() == Some(list))
-                    .map(|s| s.spec.elements.clone())
-                    .unwrap_or_default(),
+            let safelist = visibility.and_then(|v| v.safelist.as_deref()).map(|list| {
+                let found = safelists.iter().find(|s| s.metadata.name.as_deref() == Some(list));
+                let status = found.and_then(|s| s.status.as_ref());
+                Safelist {
+                    name: list.to_owned(),
+                    elements: match (status, found) {
+                        (Some(status), _) => status.effective_elements.clone(),
+                        (None, Some(found)) => found.spec.elements.clone(),
+                        (None, None) => Vec::new(),
+                    },
+                    conflicts: status.map(|s| s.conflicts.clone()).unwrap_or_default(),
+                }
             });
             OrganizationNode {
                 status: Readiness::of(org),
@@ -297,23 +306,25 @@ pub fn render(tree: &Tree, paint: Paint) -> String {
             ));
         }
         match &org.safelist {
-            Some(list) => out.push_str(&format!(
-                "│ safelist {}: {}\n",
-                list.name,
-                if list.elements.is_empty() {
-                    "(empty)".to_owned()
+            Some(list) => {
+                let visible = if list.elements.is_empty() {
+                    "(nothing visible)".to_owned()
                 } else {
                     list.elements.join(", ")
+                };
+                out.push_str(&format!("│ safelist {}: {visible}\n", list.name));
+                if !list.conflicts.is_empty() {
+                    out.push_str(&format!(
+                        "│ {} {}\n",
+                        paint.problem("safelisted but denied by the super-organization:"),
+                        list.conflicts.join(", ")
+                    ));
                 }
+            }
+            None => out.push_str(&format!(
+                "│ safelist: {}\n",
+                paint.dim("none (every element not denied is visible)")
             )),
-            None => out.push_str(&format!("│ safelist: {}\n", paint.dim("none (no element visible)"))),
-        }
-        if !org.denied_elements.is_empty() {
-            out.push_str(&format!(
-                "│ {} {}\n",
-                paint.problem("denied by the super-organization:"),
-                org.denied_elements.join(", ")
-            ));
         }
         accounts(&mut out, &org.accounts, paint, &state);
     }
