@@ -84,6 +84,16 @@ where
 /// Carries out `decision` for `obj`.
 pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision<K::Status>) -> Result<Outcome> {
     let object = object_name(obj);
+    if ctx.cache.namespace_terminating(&object.namespace) {
+        // The namespace controller removes everything: only let deletions complete. A status
+        // or an event written now is work for the API server that slows the deletion down.
+        for action in decision.actions {
+            if matches!(action, Action::RemoveFinalizer) {
+                execute(ctx, obj, &object, action).await?;
+            }
+        }
+        return Ok(Outcome::Done(Requeue::await_change()));
+    }
     for action in decision.actions {
         let result = execute(ctx, obj, &object, action).await;
         match result {
