@@ -6,7 +6,7 @@
 //! The presented secrets are digested at once and looked up by digest; no value is kept,
 //! logged, counted or echoed.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     Json, Router,
@@ -46,7 +46,53 @@ pub enum Error {
 pub struct Caller {
     pub namespace: String,
     pub user: String,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
+}
+
+/// What the decisions derive from the caches, remembered until the caches change: at rest,
+/// who a caller is and what its organization sees cost a lookup, not a walk over its account,
+/// organization, bindings and safelists. An entry is used only while the cache's epoch is the
+/// one it was derived at.
+#[derive(Default)]
+pub struct Derived {
+    /// `admit`, by user uid.
+    identities: Memo<Result<Arc<Identity>, Decision>>,
+    /// The elements an organization sees, by `namespace/organization`.
+    visibility: Memo<Option<Arc<safelist::Visible>>>,
+}
+
+/// Values by key, each with the cache epoch it was derived at.
+struct Memo<V> {
+    entries: std::sync::RwLock<HashMap<String, (u64, V)>>,
+}
+
+impl<V> Default for Memo<V> {
+    fn default() -> Self {
+        Self {
+            entries: Default::default(),
+        }
+    }
+}
+
+impl<V: Clone> Memo<V> {
+    /// The value remembered for `key` if the caches have not changed since, else `derive()`.
+    fn get(&self, cache: &Cache, key: &str, derive: impl FnOnce() -> V) -> V {
+        // Read before deriving: a change applied meanwhile makes the entry stale at once.
+        let epoch = cache.epoch();
+        if let Some((at, value)) = self.entries.read().unwrap_or_else(|e| e.into_inner()).get(key)
+            && *at == epoch
+        {
+            return value.clone();
+        }
+        let value = derive();
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        // Bounded by the keys asked for since the last change (what went goes then).
+        if entries.values().next().is_some_and(|(at, _)| *at != epoch) {
+            entries.retain(|_, (at, _)| *at == epoch);
+        }
+        entries.insert(key.to_owned(), (epoch, value.clone()));
+        value
+    }
 }
 
 /// The object of `kind` whose own Secret holds this digest as its current value or its
@@ -72,7 +118,12 @@ fn holder(cache: &Cache, digest: &Digest, kind: &str, now: Timestamp) -> Option<
 /// Authenticates `Authorization: User <secret>, Organization <secret>`. The holder must be
 /// the object that exists now (a Secret left behind by a deleted and recreated object
 /// authenticates nobody).
-pub fn authenticate(cache: &Cache, authorization: Option<&str>, now: Timestamp) -> Result<Caller, Decision> {
+pub fn authenticate(
+    cache: &Cache,
+    derived: &Derived,
+    authorization: Option<&str>,
+    now: Timestamp,
+) -> Result<Caller, Decision> {
     let header = authorization
         .filter(|h| !h.trim().is_empty())
         .ok_or_else(|| Decision::unauthenticated("missing_credentials", "no Authorization header"))?;
@@ -86,7 +137,12 @@ pub fn authenticate(cache: &Cache, authorization: Option<&str>, now: Timestamp) 
         .user(&found.namespace, &found.name)
         .filter(|u| u.uid().as_deref() == Some(found.uid.as_str()))
         .ok_or_else(unknown_user)?;
-    let identity = admit(cache, &user)?;
+    let identity = match user.metadata.uid.as_deref() {
+        Some(uid) => derived
+            .identities
+            .get(cache, uid, || admit(cache, &user).map(Arc::new))?,
+        None => Arc::new(admit(cache, &user)?),
+    };
     let unknown_org = || {
         Decision::unauthenticated(
             "unknown_organization_secret",
@@ -128,22 +184,24 @@ pub fn named(cache: &Cache, ns: &str, user: &str) -> Result<Caller, Decision> {
     Ok(Caller {
         namespace: ns.to_owned(),
         user: user.to_owned(),
-        identity: admit(cache, &found)?,
+        identity: Arc::new(admit(cache, &found)?),
     })
 }
 
 /// What `caller` may do: `request` judged by `model::authz::decide`.
-pub fn authorize(cache: &Cache, caller: &Caller, request: &Request) -> Decision {
+pub fn authorize(cache: &Cache, derived: &Derived, caller: &Caller, request: &Request) -> Decision {
     let ns = &caller.namespace;
     let element_visible = request.element.as_ref().map(|element| {
-        let Some(org) = cache.organization(ns, &caller.identity.organization) else {
-            return false;
-        };
-        let safelists = cache.safelists_of(ns, &org.name_any());
-        let listed = safelist::effective(&safelists).map(|l| l.spec.elements.as_slice());
-        let parent = Parent::of(cache, &org);
-        let link = safelist::judge_link(&org, ns, parent.lookup());
-        safelist::visibility(listed, link.denylist()).0.contains(element)
+        let org_name = &caller.identity.organization;
+        let visible = derived.visibility.get(cache, &format!("{ns}/{org_name}"), || {
+            let org = cache.organization(ns, org_name)?;
+            let safelists = cache.safelists_of(ns, &org.name_any());
+            let listed = safelist::effective(&safelists).map(|l| l.spec.elements.as_slice());
+            let parent = Parent::of(cache, &org);
+            let link = safelist::judge_link(&org, ns, parent.lookup());
+            Some(Arc::new(safelist::visibility(listed, link.denylist()).0))
+        });
+        visible.is_some_and(|v| v.contains(element))
     });
     let owner_user = request.instance.as_ref().and_then(|i| cache.user(ns, &i.owner));
     let owner_org = owner_user.as_ref().and_then(|u| cache.organization_of_user(u));
@@ -166,19 +224,21 @@ pub fn authorize(cache: &Cache, caller: &Caller, request: &Request) -> Decision 
 /// Authenticates and authorizes in one step.
 pub fn check(
     cache: &Cache,
+    derived: &Derived,
     authorization: Option<&str>,
     request: &Request,
     now: Timestamp,
 ) -> (Decision, Option<Caller>) {
-    match authenticate(cache, authorization, now) {
+    match authenticate(cache, derived, authorization, now) {
         Err(decision) => (decision, None),
-        Ok(caller) => (authorize(cache, &caller, request), Some(caller)),
+        Ok(caller) => (authorize(cache, derived, &caller, request), Some(caller)),
     }
 }
 
 #[derive(Clone)]
 struct AuthzState {
     cache: Arc<Cache>,
+    derived: Arc<Derived>,
     metrics: Arc<Metrics>,
 }
 
@@ -198,7 +258,11 @@ pub fn router(cache: Arc<Cache>, metrics: Arc<Metrics>) -> Router {
         .route("/authz/check/", any(gateway_check))
         .route("/authz/check/{*path}", any(gateway_check))
         .route("/v1/decisions", post(decisions))
-        .with_state(AuthzState { cache, metrics })
+        .with_state(AuthzState {
+            cache,
+            derived: Arc::default(),
+            metrics,
+        })
 }
 
 /// Serves plain HTTP/1.1 and h2c (prior knowledge) until `shutdown`: the endpoint sits
@@ -293,7 +357,7 @@ async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> R
     }
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let (decision, caller) = match request_of(&headers) {
-        Ok(request) => check(&state.cache, authorization, &request, Timestamp::now()),
+        Ok(request) => check(&state.cache, &state.derived, authorization, &request, Timestamp::now()),
         Err(bad) => (bad, None),
     };
     record(&state.metrics, &decision, started);
@@ -385,6 +449,7 @@ async fn decisions(
     };
     let (decision, caller) = check(
         &state.cache,
+        &state.derived,
         asked.authorization.as_deref(),
         &asked.request,
         Timestamp::now(),
@@ -396,12 +461,72 @@ async fn decisions(
         reason: decision.reason,
         privileges: caller.as_ref().map(|c| c.identity.scopes.clone()),
         identity: caller.map(|c| DecisionIdentity {
+            organization: c.identity.organization.clone(),
+            account: c.identity.account.clone(),
+            roles: c.identity.roles.clone(),
             namespace: c.namespace,
-            organization: c.identity.organization,
-            account: c.identity.account,
             user: c.user,
-            roles: c.identity.roles,
         }),
     })
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::Role,
+        cache::testing::TestCache,
+        model::fixtures::{account, binding, in_namespace, org, safelist, user},
+    };
+
+    #[test]
+    fn a_remembered_identity_is_decided_again_once_the_caches_change() {
+        let mut snapshot = TestCache::new(None);
+        let jane = in_namespace(user("jane", "hq", "jane@acme.example"), "t");
+        snapshot
+            .apply([in_namespace(org("acme"), "t")])
+            .apply([in_namespace(account("hq", "acme", true), "t")])
+            .apply([jane.clone()]);
+        let derived = Derived::default();
+        let admitted = |cache: &Cache| {
+            derived
+                .identities
+                .get(cache, "uid-jane", || admit(cache, &jane).map(Arc::new))
+        };
+        let roles = |cache: &Cache| admitted(cache).expect("admitted").roles.clone();
+        assert_eq!(roles(&snapshot.cache), [Role::Org]);
+        let remembered = admitted(&snapshot.cache).unwrap();
+        assert!(
+            Arc::ptr_eq(&remembered, &admitted(&snapshot.cache).unwrap()),
+            "at rest the identity is looked up, not decided again"
+        );
+        snapshot.apply([in_namespace(binding("jane-admin", "jane", Role::OrgAdmin, false), "t")]);
+        assert_eq!(
+            roles(&snapshot.cache),
+            [Role::OrgAdmin, Role::Org],
+            "a binding added since"
+        );
+
+        // The organization's visible elements, remembered the same way.
+        let caller = Caller {
+            namespace: "t".into(),
+            user: "jane".into(),
+            identity: admitted(&snapshot.cache).unwrap(),
+        };
+        let slack = Request {
+            element: Some("slack".into()),
+            ..Request::default()
+        };
+        let listing = |elements: &[&str], version: &str| {
+            let mut list = in_namespace(safelist("acme-list", "acme", elements), "t");
+            list.metadata.resource_version = Some(version.into());
+            list
+        };
+        snapshot.apply([listing(&["hubspot"], "1")]);
+        let outcome = |cache: &Cache| authorize(cache, &derived, &caller, &slack).outcome;
+        assert_eq!(outcome(&snapshot.cache), Outcome::Forbidden);
+        snapshot.apply([listing(&["hubspot", "slack"], "2")]);
+        assert_eq!(outcome(&snapshot.cache), Outcome::Allowed, "a safelist changed since");
+    }
 }

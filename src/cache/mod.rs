@@ -369,6 +369,9 @@ pub struct Cache {
     own_writes: Mutex<HashMap<String, OwnWrite>>,
     readiness: Readiness,
     ready: tokio::sync::watch::Receiver<bool>,
+    /// Bumped after every change has been applied to the stores and indexes: what was
+    /// derived from the caches at an older epoch may be out of date (`Cache::epoch`).
+    epoch: std::sync::atomic::AtomicU64,
     #[cfg(test)]
     reads: Mutex<Option<BTreeSet<Watched>>>,
 }
@@ -408,6 +411,7 @@ impl Cache {
                 gate,
             },
             ready,
+            epoch: Default::default(),
             #[cfg(test)]
             reads: Mutex::default(),
         });
@@ -431,6 +435,16 @@ impl Cache {
         hooks: Hooks,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         watch::spawn_all(cache, client, writers, hooks)
+    }
+
+    /// The number of changes applied so far. Read it before deriving something from the
+    /// caches: if it is unchanged later, so is everything the derivation read.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn advance_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     pub fn scope(&self) -> Option<&str> {

@@ -276,6 +276,7 @@ impl<K: Cached> Pipeline<K> {
 
     fn run(&self, cache: &Cache, change: &Change<K>) {
         K::index(cache, change);
+        cache.advance_epoch();
         for hook in &self.hooks {
             hook(cache, change);
         }

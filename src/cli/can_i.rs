@@ -73,7 +73,7 @@ pub async fn decide(kube: &KubeFlags, args: &Args) -> Result<Decision> {
         .apply(list::<RoleBinding>(&client, &ns).await?)
         .apply(list::<ElementSafelist>(&client, &ns).await?);
     Ok(match authz::named(&snapshot.cache, &ns, &args.user) {
-        Ok(caller) => authz::authorize(&snapshot.cache, &caller, &request),
+        Ok(caller) => authz::authorize(&snapshot.cache, &authz::Derived::default(), &caller, &request),
         Err(refused) => refused,
     })
 }
