@@ -1,8 +1,8 @@
 //! Scale benchmark of ce-operator against the real API server (`make bench`).
 //!
 //! Starts the release operator as a separate process on a fresh namespace, creates the load,
-//! and measures convergence, the floor (the writes the operator must make, done by a bare
-//! client), quiet at rest and across a restart (from the API server's own request metrics),
+//! and measures convergence, the honest floor (the same creates and the writes the operator
+//! must make, done by a bare client), quiet at rest and across a restart (from the API server's own request metrics),
 //! memory (from /proc), change latency, API requests per object and the cost of the admission
 //! webhook (the same server-side dry-runs without and with it). Prints a table and writes the
 //! figures as JSON under target/bench/.
@@ -636,8 +636,10 @@ async fn main() {
         (total(&requests_after) - total(&requests_before)).saturating_sub(own) as f64 / objects as f64;
     eprintln!("bench: converged in {:.1} s", report.convergence_secs);
 
-    // 2. Floor: the operator's writes (a Secret per organization and user, a status write per
-    // object), made by a bare client with the same crate.
+    // 2. The honest floor: the same total work as the converging system, by a bare client with
+    // the same crate and the same client concurrency, clock started before the first create:
+    // the load's creates, then the necessary writes (a Secret per organization and user, a
+    // status write per object, the activity event of each issued secret).
     let floor = |ns: &str| {
         (
             Api::<Organization>::namespaced(client.clone(), ns),
@@ -649,11 +651,11 @@ async fn main() {
     };
     let (f_orgs, f_accounts, f_users, f_bindings, f_secrets) = floor(&floor_ns);
     // The floor client writes into an unwatched namespace; no operator runs there.
+    let floor_started = Instant::now();
     create_all(&f_orgs, orgs.clone()).await;
     create_all(&f_accounts, accounts.clone()).await;
     create_all(&f_users, users.clone()).await;
     create_all(&f_bindings, bindings.clone()).await;
-    let floor_started = Instant::now();
     let status = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "floor", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
     let mut jobs: Vec<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()>>> = Vec::new();
     let secret_names: Vec<String> = orgs
@@ -661,6 +663,42 @@ async fn main() {
         .map(|o| format!("{}-org-secret", o.name_any()))
         .chain(users.iter().map(|u| format!("{}-user-secret", u.name_any())))
         .collect();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &floor_ns);
+    let owners = orgs
+        .iter()
+        .map(|o| ("Organization", o.name_any()))
+        .chain(users.iter().map(|u| ("CEUser", u.name_any())));
+    for (kind, owner) in owners {
+        let (api, namespace) = (events.clone(), floor_ns.clone());
+        jobs.push(Box::new(move || {
+            Box::pin(async move {
+                let event = k8s_openapi::api::events::v1::Event {
+                    metadata: kube::api::ObjectMeta {
+                        generate_name: Some(format!("{owner}-")),
+                        ..Default::default()
+                    },
+                    event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    )),
+                    action: Some("Reconcile".into()),
+                    reason: Some("SecretIssued".into()),
+                    note: Some("issued a new secret".into()),
+                    type_: Some("Normal".into()),
+                    reporting_controller: Some("ce.tenancy.io/floor".into()),
+                    reporting_instance: Some("floor".into()),
+                    regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some("ce.tenancy.io/v1alpha1".into()),
+                        kind: Some(kind.into()),
+                        name: Some(owner),
+                        namespace: Some(namespace),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &event).await.expect("floor event");
+            })
+        }));
+    }
     for name in secret_names {
         let api = f_secrets.clone();
         jobs.push(Box::new(move || {
@@ -785,8 +823,11 @@ async fn main() {
     println!("| measure | value | target |");
     println!("|---|---|---|");
     println!("| convergence | {:.1} s | |", r.convergence_secs);
-    println!("| floor (bare client, same writes) | {:.1} s | |", r.floor_secs);
-    println!("| ratio convergence / floor | {:.2} | <= 1.5 |", r.ratio);
+    println!(
+        "| honest floor (bare client: the creates and the necessary writes) | {:.1} s | |",
+        r.floor_secs
+    );
+    println!("| ratio convergence / honest floor | {:.2} | <= 1.3 |", r.ratio);
     println!(
         "| writes at rest ({} s window) | {} | 0 |",
         r.rest_window_secs, r.writes_at_rest
