@@ -98,25 +98,13 @@ struct Admission {
 
 /// The API server's request counters: (verb, resource or resource/subresource) -> count.
 async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String), u64> {
-    let text = client
-        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
-        .await
-        .unwrap();
     let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |key: &str| {
-            line.split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_owned()
+    for (key, n) in common::apiserver_requests(client).await {
+        let resource = match key.subresource.as_str() {
+            "" => key.resource,
+            sub => format!("{}/{sub}", key.resource),
         };
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let resource = match label("subresource").as_str() {
-            "" => label("resource"),
-            sub => format!("{}/{sub}", label("resource")),
-        };
-        *counts.entry((label("verb"), resource)).or_insert(0) += value as u64;
+        *counts.entry((key.verb, resource)).or_insert(0) += n;
     }
     counts
 }

@@ -2,6 +2,11 @@
 //! client, and the load generator's helpers.
 #![allow(dead_code)] // each benchmark uses a part
 
+#[path = "../../tests/support/requests.rs"]
+mod requests;
+#[allow(unused_imports)] // as above: not every binary reads the counters
+pub use requests::{ApiRequests, apiserver_requests};
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},

@@ -7,6 +7,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+mod requests;
+#[allow(unused_imports)] // as above: not every binary reads the counters
+pub use requests::{ApiRequests, apiserver_requests};
+
 use std::{
     fmt::Debug,
     future::Future,
@@ -600,43 +604,6 @@ where
         o.condition("Ready").is_some_and(|c| c.status == "True")
     })
     .await
-}
-
-/// One series of the API server's `apiserver_request_total`, without the response code.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ApiRequests {
-    pub verb: String,
-    pub group: String,
-    pub resource: String,
-    pub subresource: String,
-}
-
-/// The API server's own request counters, summed over response codes: how tests judge what
-/// was written, from the server rather than from the operator's word.
-pub async fn apiserver_requests(client: &Client) -> std::collections::BTreeMap<ApiRequests, u64> {
-    let text = client
-        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
-        .await
-        .unwrap();
-    let mut counts = std::collections::BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |key: &str| {
-            line.split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let key = ApiRequests {
-            verb: label("verb"),
-            group: label("group"),
-            resource: label("resource"),
-            subresource: label("subresource"),
-        };
-        *counts.entry(key).or_insert(0) += value as u64;
-    }
-    counts
 }
 
 /// Two replicas on `namespace` electing a leader on a Lease there (`lease_secs` long), logging
