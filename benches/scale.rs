@@ -65,9 +65,21 @@ struct Report {
     latency_p95_ms: f64,
     latency_p99_ms: f64,
     latency_samples: usize,
+    /// A CEUser reconcile's p99 while converging (with its writes), and on restart (nothing
+    /// to write: resolve from the caches, decide, compare): the second shows whether a
+    /// reconcile's cost grows with the store.
+    reconcile_p99_ms: f64,
+    restart_reconcile_p50_ms: f64,
+    restart_reconcile_p99_ms: f64,
     requests_per_object: f64,
     per_verb: Vec<VerbRow>,
     admission: Admission,
+}
+
+/// A quantile of the CEUser controller's reconcile duration, in milliseconds.
+fn user_reconcile_ms(operator: &Operator, q: f64) -> f64 {
+    let name = "ce_operator_reconcile_duration_seconds";
+    operator.quantile(name, "controller=\"CEUser\"", q).unwrap_or(f64::NAN) * 1000.0
 }
 
 /// Server-side dry-run RoleBindings (half `admin`, allowed; half `org-admin`, mostly denied),
@@ -775,6 +787,7 @@ async fn main() {
     .await;
 
     // 6. Restart on the converged state.
+    report.reconcile_p99_ms = user_reconcile_ms(&operator, 0.99);
     operator.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = apiserver_requests(&client).await;
@@ -796,6 +809,8 @@ async fn main() {
         }
     }
     report.restart_confirmed_secs = restarted.elapsed().as_secs_f64();
+    report.restart_reconcile_p50_ms = user_reconcile_ms(&operator, 0.5);
+    report.restart_reconcile_p99_ms = user_reconcile_ms(&operator, 0.99);
     tokio::time::sleep(Duration::from_secs(5)).await;
     report.writes_on_restart = operator_writes("on restart", &before, &apiserver_requests(&client).await);
 
@@ -834,6 +849,14 @@ async fn main() {
     println!(
         "| change latency p50 / p95 / p99 ({} samples) | {:.0} / {:.0} / {:.0} ms | p99 < 1000 ms |",
         r.latency_samples, r.latency_p50_ms, r.latency_p95_ms, r.latency_p99_ms
+    );
+    println!(
+        "| CEUser reconcile p99 while converging (with its writes) | {:.2} ms | |",
+        r.reconcile_p99_ms
+    );
+    println!(
+        "| CEUser reconcile p50 / p99 on restart (nothing to write) | {:.3} / {:.3} ms | |",
+        r.restart_reconcile_p50_ms, r.restart_reconcile_p99_ms
     );
     println!(
         "| API requests per converged object (operator) | {:.1} | |",

@@ -260,6 +260,17 @@ async fn a_duplicate_email_is_reported_on_the_newer_user_and_recovers() {
             .secret_ref
             .is_some()
     );
+    // The same warning a second time (the e-mail changed away and back): one Event, its
+    // series counting two.
+    apply(&env.ns.name, &user("b-newer", "b", "joe@acme.example"));
+    wait_ready(&env.users, "b-newer").await;
+    apply(&env.ns.name, &user("b-newer", "b", "JANE@acme.example"));
+    wait_condition(&env.users, "b-newer", "Ready", "False", "DuplicateEmail").await;
+    support::wait_until("the repeated warning counted on the first Event", TIMEOUT, || async {
+        let events = events_with_reason(&env, "DuplicateEmail").await;
+        events.len() == 1 && events[0].series.as_ref().is_some_and(|s| s.count == 2)
+    })
+    .await;
     env.users.delete("a-older", &DeleteParams::default()).await.unwrap();
     wait_ready(&env.users, "b-newer").await;
     assert!(env.secrets.get_opt("b-newer-user-secret").await.unwrap().is_some());

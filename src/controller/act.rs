@@ -6,14 +6,11 @@ use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::Own
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::{
-        controller::Action as Requeue,
-        events::{Event as KubeEvent, EventType},
-    },
+    runtime::controller::Action as Requeue,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{
     Context, Reconciler,
@@ -25,7 +22,6 @@ use crate::{
     cache::{Cached, canonical_status, status_hash},
     model::{
         Action, Child, Decision,
-        conditions::Event,
         names::{FINALIZER, MANAGER},
         secrets::SecretFacts,
     },
@@ -115,7 +111,7 @@ pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision
         }
     }
     for event in decision.events {
-        publish(ctx, obj, event);
+        ctx.events.publish(obj.object_ref(&()), event);
     }
     write_status(ctx, obj, &decision.status).await?;
     Ok(Outcome::Done(
@@ -332,30 +328,6 @@ fn status_changed<S: Serialize>(cached: Option<&S>, unseen: Option<u64>, desired
         Some(written) => written != status_hash(desired),
         None => canonical_status(&cached) != canonical_status(desired),
     }
-}
-
-/// Publishes an event about `obj`, in the background: events are the activity log, not the
-/// reconcile's critical path, and failing to write one must not fail the reconcile.
-pub fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, event: Event) {
-    let kube_event = KubeEvent {
-        type_: if event.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: event.reason.as_str().into(),
-        note: Some(event.note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    let recorder = ctx.recorder.clone();
-    let reference = obj.object_ref(&());
-    let reason = event.reason.as_str();
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&kube_event, &reference).await {
-            warn!(reason, error = %e, "could not publish event");
-        }
-    });
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod account;
 pub mod act;
 mod backoff;
 pub mod error;
+mod events;
 mod organization;
 pub mod relations;
 mod role_binding;
@@ -28,7 +29,6 @@ use kube::{
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
-        events::{Recorder, Reporter},
         reflector::ObjectRef,
         watcher,
     },
@@ -49,7 +49,7 @@ use relations::{Wired, Wiring};
 pub struct Context {
     pub client: Client,
     pub cache: Arc<Cache>,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub metrics: Arc<Metrics>,
     backoff: backoff::Backoff,
     /// Namespaces being deleted that were already logged (one line per namespace).
@@ -118,14 +118,10 @@ impl Controllers {
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
         let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: options.instance.clone(),
-        };
         let ctx = Arc::new(Context {
             client: client.clone(),
             cache,
-            recorder: Recorder::new(client, reporter),
+            events: events::Events::new(client, MANAGER, options.instance.as_deref()),
             metrics,
             backoff: backoff::Backoff::default(),
             terminating_namespaces: Mutex::default(),
