@@ -13,6 +13,9 @@
 # free at start, so several clusters can run side by side. With --watch-pid, a watchdog
 # tears the cluster down when that process exits (used by test binaries, so an interrupted
 # or failed run leaves no process behind).
+#
+# CE_APISERVER_PROFILING=true serves the API server's /debug/pprof (to see where its CPU goes
+# during a benchmark: kubectl get --raw "/debug/pprof/profile?seconds=30").
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -142,7 +145,7 @@ start_apiserver() {
     --authorization-mode=RBAC \
     --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
     --service-cluster-ip-range=10.96.0.0/16 \
-    --profiling=false --enable-garbage-collector=true \
+    --profiling="${CE_APISERVER_PROFILING:-false}" --enable-garbage-collector=true \
     --etcd-prefix="/registry" \
     --cert-dir="$pki"
 }

@@ -282,6 +282,30 @@ pub async fn grant_or_revoke(
     }
 }
 
+/// CPU seconds (user + system) a process has used, from /proc (0 if it is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command (which may hold spaces), from the state on: utime and stime are
+    // fields 14 and 15 of proc(5), the 12th and 13th here.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let field = |n: usize| after.split_whitespace().nth(n).and_then(|f| f.parse::<f64>().ok());
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    field(11)
+        .zip(field(12))
+        .map_or(0.0, |(u, s)| (u + s) / ticks_per_second)
+}
+
+/// The pid of a component of the local cluster (`hack/cluster.sh` names each process
+/// `ce-cluster:<dir>:<component>`).
+pub fn cluster_pid(component: &str) -> Option<u32> {
+    let tag = format!("ce-cluster:{}:{component}", root().join(".local/cluster").display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        cmdline.starts_with(tag.as_bytes()).then_some(pid)
+    })
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
