@@ -110,6 +110,23 @@ impl CpuSeconds {
     }
 }
 
+/// The status the operator wrote on each object of a kind, by name.
+async fn written_statuses<K>(api: &Api<K>) -> BTreeMap<String, serde_json::Value>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Serialize,
+{
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|o| {
+            let status = serde_json::to_value(&o).unwrap()["status"].take();
+            (o.name_any(), status)
+        })
+        .collect()
+}
+
 /// A quantile of the CEUser controller's reconcile duration, in milliseconds.
 fn user_reconcile_ms(operator: &Operator, q: f64) -> f64 {
     let name = "ce_operator_reconcile_duration_seconds";
@@ -686,6 +703,34 @@ async fn main() {
         )
     };
     let (f_orgs, f_accounts, f_users, f_bindings, f_secrets) = floor(&floor_ns);
+    // The floor writes what the operator wrote: each object's converged status (a status's
+    // cost to the API server grows with its size: a user's roles, privileges and scopes),
+    // and Secrets with the operator's labels and annotations. Read before the clock starts.
+    let statuses: BTreeMap<(&str, String), serde_json::Value> = [
+        ("Organization", written_statuses(&org_api).await),
+        ("Account", written_statuses(&account_api).await),
+        ("CEUser", written_statuses(&user_api).await),
+        ("RoleBinding", written_statuses(&binding_api).await),
+    ]
+    .into_iter()
+    .flat_map(|(kind, by_name)| by_name.into_iter().map(move |(name, status)| ((kind, name), status)))
+    .collect();
+    let secret_meta: BTreeMap<String, kube::api::ObjectMeta> = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list_metadata(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| {
+            let meta = kube::api::ObjectMeta {
+                name: s.metadata.name.clone(),
+                labels: s.metadata.labels,
+                annotations: s.metadata.annotations,
+                ..Default::default()
+            };
+            (s.metadata.name.unwrap_or_default(), meta)
+        })
+        .collect();
     // The floor client writes into an unwatched namespace; no operator runs there.
     let cpu_before = CpuSeconds::now(None);
     let floor_started = Instant::now();
@@ -693,7 +738,6 @@ async fn main() {
     create_all(&f_accounts, accounts.clone()).await;
     create_all(&f_users, users.clone()).await;
     create_all(&f_bindings, bindings.clone()).await;
-    let status = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "floor", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
     let mut jobs: Vec<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()>>> = Vec::new();
     let secret_names: Vec<String> = orgs
         .iter()
@@ -738,6 +782,7 @@ async fn main() {
     }
     for name in secret_names {
         let api = f_secrets.clone();
+        let metadata = secret_meta.get(&name).cloned().unwrap_or_else(|| meta(&name));
         jobs.push(Box::new(move || {
             Box::pin(async move {
                 let value = ce_operator::model::secrets::SecretValue::generate(32)
@@ -745,7 +790,7 @@ async fn main() {
                     .expose()
                     .to_owned();
                 let secret = Secret {
-                    metadata: meta(&name),
+                    metadata,
                     string_data: Some([("secret".to_string(), value)].into()),
                     ..Default::default()
                 };
@@ -756,8 +801,9 @@ async fn main() {
     macro_rules! status_jobs {
         ($api:expr, $objects:expr, $kind:expr) => {
             for o in &$objects {
-                let (api, name, status) = ($api.clone(), o.name_any(), status.clone());
-                let patch = serde_json::json!({"apiVersion": "ce.tenancy.io/v1alpha1", "kind": $kind, "status": status["status"]});
+                let (api, name) = ($api.clone(), o.name_any());
+                let status = statuses.get(&($kind, name.clone())).cloned().unwrap_or_default();
+                let patch = serde_json::json!({"apiVersion": "ce.tenancy.io/v1alpha1", "kind": $kind, "status": status});
                 jobs.push(Box::new(move || Box::pin(async move {
                     api.patch_status(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&patch)).await.expect("floor status");
                 })));
