@@ -143,40 +143,6 @@ impl Operator {
             .sum()
     }
 
-    /// The `q` quantile of the histogram `name`'s series whose bucket lines contain
-    /// `labels`, interpolated linearly within the bucket, as Prometheus's
-    /// `histogram_quantile` does; None without observations.
-    pub fn quantile(&self, name: &str, labels: &str, q: f64) -> Option<f64> {
-        let text = self.get("/metrics").1;
-        let prefix = format!("{name}_bucket{{");
-        let mut buckets: Vec<(f64, f64)> = text
-            .lines()
-            .filter(|l| l.starts_with(&prefix) && l.contains(labels))
-            .filter_map(|l| {
-                let le = l.split("le=\"").nth(1)?.split('"').next()?;
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
-                Some((le, l.rsplit(' ').next()?.parse().ok()?))
-            })
-            .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let total = buckets.last()?.1;
-        if total == 0.0 {
-            return None;
-        }
-        let rank = q * total;
-        let (mut lower, mut below) = (0.0, 0.0);
-        for (le, count) in buckets {
-            if count >= rank {
-                if le.is_infinite() {
-                    return Some(lower);
-                }
-                return Some(lower + (le - lower) * (rank - below) / (count - below).max(1.0));
-            }
-            (lower, below) = (le, count);
-        }
-        None
-    }
-
     pub fn reconciles(&self) -> u64 {
         self.metric("ce_operator_reconciles_total{") as u64
     }
