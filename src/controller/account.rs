@@ -74,8 +74,6 @@ pub(super) fn identity_changed(change: &Change<Organization>) -> bool {
 }
 
 impl Reconciler for Account {
-    const DEBOUNCE: Option<std::time::Duration> = Some(super::COUNTS_DEBOUNCE);
-
     fn relations(wiring: &mut Wiring<'_, Self>) {
         wiring.on::<Account>(|cache, change| {
             let mut wake = own_change(cache, change);
@@ -90,7 +88,7 @@ impl Reconciler for Account {
             }
         });
         // Users: the count, and a deletion waiting for them.
-        wiring.on::<CEUser>(|_, change| {
+        wiring.on_count::<CEUser>(|_, change| {
             if change.old.is_none() || change.new.is_none() {
                 vec![named(&change.namespace(), &change.object().spec.account_ref.name)]
             } else {

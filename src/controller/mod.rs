@@ -60,8 +60,9 @@ pub struct Context {
 pub trait Reconciler:
     Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope> + HasStatus + DeserializeOwned + serde::Serialize + Debug
 {
-    /// Trailing debounce of this controller's requests: kinds whose status counts children
-    /// fold a burst of child changes (a bulk import) into one reconcile and one write.
+    /// Trailing debounce of this controller's requests: folds a burst of wakes (accounts
+    /// created together) into one reconcile and one write. Counts of a steady stream of
+    /// children are throttled instead (`Wiring::on_count`), which does not starve.
     const DEBOUNCE: Option<Duration> = None;
 
     /// Declares which changes wake which objects of this kind.
@@ -71,9 +72,9 @@ pub trait Reconciler:
     fn reconcile(obj: Arc<Self>, ctx: Arc<Context>) -> impl Future<Output = Result<Action>> + Send + 'static;
 }
 
-/// Debounce of the controllers whose status counts children (organizations, accounts).
+/// Debounce of the organization controller (its accounts' changes come in bursts).
 /// Trailing-edge, so it must stay short: a steady stream of changes faster than this would
-/// keep delaying them.
+/// keep delaying it.
 const COUNTS_DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Options of the controllers.

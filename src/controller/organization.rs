@@ -151,17 +151,19 @@ impl Reconciler for Organization {
             }
             wake
         });
-        // Users: counts, the owner, org-admins.
-        wiring.on::<CEUser>(|cache, change| {
-            let ns = change.namespace();
-            let mut wake: Vec<_> = cache
+        // Users: the count and the org-admins' readiness (throttled), the owner (at once).
+        wiring.on_count::<CEUser>(|cache, change| {
+            cache
                 .organization_of_user(change.object())
-                .map(|org| org_named(&ns, &org))
-                .unwrap_or_default();
-            if let Some(org) = change.name().strip_suffix("-owner") {
-                wake.extend(org_named(&ns, org));
-            }
-            wake
+                .map(|org| org_named(&change.namespace(), &org))
+                .unwrap_or_default()
+        });
+        wiring.on::<CEUser>(|_, change| {
+            change
+                .name()
+                .strip_suffix("-owner")
+                .map(|org| org_named(&change.namespace(), org))
+                .unwrap_or_default()
         });
         // org-admin bindings (AdminPresent) and the owner's binding.
         wiring.on::<RoleBinding>(|cache, change| {

@@ -4,11 +4,12 @@
 //! updated. A unit test checks that every kind a reconcile reads has a relation.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
@@ -48,6 +49,83 @@ impl<K: Resource<DynamicType = ()>> Trigger<K> {
     }
 }
 
+/// How long a count may lag while its children keep changing (see `Throttle`).
+pub const COUNT_WINDOW: Duration = Duration::from_secs(10);
+
+/// Wakes for a count (an account's users, an organization's accounts and users): the first
+/// change after a quiet window wakes the object at once; changes that keep coming within the
+/// window are folded into one wake at its end. A bulk import of a thousand users then writes
+/// an account's status a few times, not once per user; a trailing debounce would instead
+/// starve the object for as long as the import lasts.
+pub struct Throttle<K: Resource<DynamicType = ()>> {
+    trigger: Trigger<K>,
+    length: Duration,
+    windows: Arc<Mutex<Windows<K>>>,
+}
+
+struct Windows<K: Resource<DynamicType = ()>> {
+    open: HashMap<ObjectRef<K>, Window>,
+    /// The number of windows after the last pruning.
+    pruned_to: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Window {
+    ends: tokio::time::Instant,
+    /// A wake is due at the end.
+    due: bool,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Throttle<K> {
+    pub fn new(trigger: Trigger<K>, length: Duration) -> Self {
+        Self {
+            trigger,
+            length,
+            windows: Arc::new(Mutex::new(Windows {
+                open: HashMap::new(),
+                pruned_to: 0,
+            })),
+        }
+    }
+
+    pub fn send(&self, object: ObjectRef<K>) {
+        let now = tokio::time::Instant::now();
+        let mut windows = self.windows.lock().expect("throttle lock");
+        match windows.open.get_mut(&object) {
+            Some(Window { due: true, .. }) => {}
+            Some(window) if window.ends > now => {
+                window.due = true;
+                let (ends, trigger, windows, length) = (window.ends, self.trigger.clone(), self.windows.clone(), self.length);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(ends).await;
+                    // The wake at a window's end opens the next one.
+                    let next = Window {
+                        ends: tokio::time::Instant::now() + length,
+                        due: false,
+                    };
+                    windows.lock().expect("throttle lock").open.insert(object.clone(), next);
+                    trigger.send([object]);
+                });
+            }
+            _ => {
+                windows.open.insert(
+                    object.clone(),
+                    Window {
+                        ends: now + self.length,
+                        due: false,
+                    },
+                );
+                self.trigger.send([object]);
+                // Ended windows are forgotten now and then (amortized), so deleted objects do not linger.
+                if windows.open.len() > 2 * windows.pruned_to + 64 {
+                    windows.open.retain(|_, w| w.due || w.ends > now);
+                    windows.pruned_to = windows.open.len();
+                }
+            }
+        }
+    }
+}
+
 /// The relations of kind `K` being declared.
 pub struct Wiring<'h, K: Cached> {
     hooks: &'h mut Hooks,
@@ -62,6 +140,30 @@ impl<K: Cached> Wiring<'_, K> {
         let trigger = self.trigger.clone();
         self.hooks
             .on::<S>(move |cache, change| trigger.send(mapper(cache, change)));
+    }
+
+    /// Changes of kind `S` change a count of the objects of `K` that `mapper` names: they
+    /// wake them through a `Throttle`, except objects being deleted, which wait for exactly
+    /// these changes (their children going) and are woken at once.
+    pub fn on_count<S: Cached>(
+        &mut self,
+        mapper: impl Fn(&Cache, &Change<S>) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
+    ) {
+        self.sources.insert(S::WATCHED);
+        let throttle = Throttle::new(self.trigger.clone(), COUNT_WINDOW);
+        let trigger = self.trigger.clone();
+        self.hooks.on::<S>(move |cache, change| {
+            for object in mapper(cache, change) {
+                let deleting = cache
+                    .get::<K>(object.namespace.as_deref().unwrap_or_default(), &object.name)
+                    .is_some_and(|o| o.meta().deletion_timestamp.is_some());
+                if deleting {
+                    trigger.send([object]);
+                } else {
+                    throttle.send(object);
+                }
+            }
+        });
     }
 }
 
@@ -135,5 +237,61 @@ pub fn own_change<K: Cached + HasStatus>(cache: &Cache, change: &Change<K>) -> V
         vec![ObjectRef::from_obj(new.as_ref())]
     } else {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Account;
+
+    fn active() -> (Trigger<Account>, UnboundedReceiver<ObjectRef<Account>>) {
+        let (tx, rx) = unbounded();
+        let trigger = Trigger {
+            tx,
+            active: Arc::new(AtomicBool::new(true)),
+        };
+        (trigger, rx)
+    }
+
+    /// The wakes sent so far (after letting due timers run).
+    async fn sent(rx: &mut UnboundedReceiver<ObjectRef<Account>>) -> Vec<String> {
+        tokio::task::yield_now().await;
+        let mut names = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            names.push(r.name);
+        }
+        names
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_wakes_at_once_after_quiet_and_folds_a_stream_into_one_wake_per_window() {
+        let (trigger, mut rx) = active();
+        let throttle = Throttle::new(trigger, Duration::from_secs(10));
+        let (eu, us) = (named::<Account>("t", "eu"), named::<Account>("t", "us"));
+        let step = |secs| tokio::time::advance(Duration::from_secs(secs));
+
+        throttle.send(eu.clone());
+        assert_eq!(sent(&mut rx).await, ["eu"], "the first change wakes at once");
+        step(1).await;
+        throttle.send(eu.clone());
+        step(1).await;
+        throttle.send(eu.clone());
+        throttle.send(us.clone());
+        assert_eq!(sent(&mut rx).await, ["us"], "within the window: folded; another object is not");
+        step(7).await;
+        assert!(sent(&mut rx).await.is_empty());
+        step(1).await;
+        assert_eq!(sent(&mut rx).await, ["eu"], "one wake at the window's end");
+        // That wake opened the next window: a change in it waits for its end.
+        step(5).await;
+        throttle.send(eu.clone());
+        assert!(sent(&mut rx).await.is_empty());
+        step(5).await;
+        assert_eq!(sent(&mut rx).await, ["eu"]);
+        // Quiet for a whole window: the next change wakes at once again.
+        step(11).await;
+        throttle.send(eu.clone());
+        assert_eq!(sent(&mut rx).await, ["eu"]);
     }
 }
