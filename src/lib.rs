@@ -5,6 +5,7 @@ pub mod api;
 pub mod authz;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod crdgen;
 pub mod metrics;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::{
-    Client, Config,
+    Config,
     config::{KubeConfigOptions, Kubeconfig},
 };
 use tracing_subscriber::{EnvFilter, fmt};
@@ -153,14 +153,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+async fn config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &KubeConfigOptions::default()).await?
         }
         None => Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -176,7 +175,7 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let config = config(args.kubeconfig.as_ref()).await?;
     let instance = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).ok();
     let identity = format!(
         "{}-{:08x}",
@@ -209,7 +208,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease_duration: std::time::Duration::from_secs(args.lease_duration),
         }),
     };
-    ce_operator::runtime::run(client, options, shutdown_signal()).await?;
+    ce_operator::runtime::run(config, options, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -63,6 +63,16 @@ pub struct SecretLabels {
     pub owner: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    /// As the API server names it: GET, LIST, WATCH, POST, PUT, PATCH, APPLY, DELETE.
+    pub verb: &'static str,
+    /// The resource, with its subresource: `ceusers/status`.
+    pub resource: String,
+    /// The response's HTTP status; 0 when none came.
+    pub code: u16,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -84,6 +94,7 @@ pub struct Metrics {
     pub webhook_certificate_expiry: Gauge,
     pub authz_decisions: Family<AuthzLabels, Counter>,
     pub authz_duration: Histogram,
+    pub api_requests: Family<ApiRequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -173,6 +184,12 @@ impl Default for Metrics {
             "Time an authorization decision took (from the caches)",
             authz_duration.clone(),
         );
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests this operator made to the Kubernetes API, by verb, resource and response code",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -191,6 +208,7 @@ impl Default for Metrics {
             webhook_certificate_expiry,
             authz_decisions,
             authz_duration,
+            api_requests,
         }
     }
 }

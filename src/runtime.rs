@@ -30,6 +30,8 @@ use crate::{
 pub enum Error {
     #[error("cannot serve HTTP on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(kube::Error),
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("lost the leader lease while running; exiting so that a standby takes over")]
@@ -129,12 +131,13 @@ async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
 
 /// Runs until `shutdown` resolves (or the lease is lost, which is an error).
 pub async fn run(
-    client: Client,
+    config: kube::Config,
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let shutdown: Shutdown = shutdown.boxed().shared();
     let metrics = Arc::new(Metrics::default());
+    let client = crate::client::counted(config, metrics.clone()).map_err(Error::Client)?;
     let standby = Arc::new(AtomicBool::new(false));
 
     // The caches run on every replica: the webhook and the authorization endpoint answer

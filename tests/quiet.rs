@@ -77,6 +77,17 @@ fn written(before: &BTreeMap<ApiRequests, u64>, after: &BTreeMap<ApiRequests, u6
 
 /// Waits until whatever was in flight has landed: the operator's reconcile counter stops
 /// moving between two samples.
+/// The write requests the operator counted (`ce_operator_api_requests_total`).
+async fn own_writes(operator: &Operator) -> f64 {
+    let mut sum = 0.0;
+    for verb in ["POST", "PUT", "PATCH", "APPLY", "DELETE"] {
+        sum += operator
+            .metric(&format!(r#"ce_operator_api_requests_total{{verb="{verb}""#))
+            .await;
+    }
+    sum
+}
+
 async fn settled(operator: &Operator) {
     let started = std::time::Instant::now();
     let mut last = operator.metric("ce_operator_reconciles_total{").await;
@@ -150,16 +161,31 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
         o.status.as_ref().is_some_and(|s| s.users == Some(3))
     })
     .await;
+    let accounts: Api<ce_operator::api::Account> = ns.api();
+    wait_for(&accounts, "eu", "2 users counted", TIMEOUT, |a| {
+        a.status.as_ref().is_some_and(|s| s.users == Some(2))
+    })
+    .await;
     wait_condition(&orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
     wait_ready(&bindings, "jane-admin").await;
 
     settled(&operator).await;
+    // The operator's own count of its requests: one Secret created per user and organization
+    // (three users, acme), and one for its webhook's serving certificate.
+    assert_eq!(
+        operator
+            .metric(r#"ce_operator_api_requests_total{verb="POST",resource="secrets",code="201"}"#)
+            .await,
+        5.0
+    );
 
-    // A window at rest: the API server sees no write.
+    // A window at rest: the API server sees no write, nor does the operator count one.
     let before = writes(&client).await;
+    let own_before = own_writes(&operator).await;
     tokio::time::sleep(Duration::from_secs(10)).await; // a measurement window, not a wait
     let at_rest = written(&before, &writes(&client).await);
     assert!(at_rest.is_empty(), "the operator wrote at rest: {at_rest:?}");
+    assert_eq!(own_writes(&operator).await, own_before, "the operator counted writes at rest");
 
     // Killed and started again: it reconciles every object, and writes nothing.
     // acme; eu and the generated default account; jane, john and the owner; jane-admin and
@@ -175,5 +201,10 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     let on_restart = written(&before, &writes(&client).await);
     assert!(on_restart.is_empty(), "the restart wrote: {on_restart:?}");
     assert_eq!(operator.metric("ce_operator_status_writes_total{").await, 0.0);
+    assert_eq!(own_writes(&operator).await, 0.0, "the restarted operator counted writes");
+    assert!(
+        operator.metric(r#"ce_operator_api_requests_total{verb="LIST",resource="ceusers""#).await >= 1.0,
+        "the restarted operator's requests are counted (its watches list first)"
+    );
     drop(ns);
 }

@@ -52,13 +52,18 @@ impl<K: Resource<DynamicType = ()>> Trigger<K> {
 /// How long a count may lag while its children keep changing (see `Throttle`).
 pub const COUNT_WINDOW: Duration = Duration::from_secs(10);
 
-/// Wakes for a count (an account's users, an organization's accounts and users): the first
-/// change after a quiet window wakes the object at once; changes that keep coming within the
-/// window are folded into one wake at its end. A bulk import of a thousand users then writes
-/// an account's status a few times, not once per user; a trailing debounce would instead
-/// starve the object for as long as the import lasts.
+/// How long the first change after a quiet window waits for the ones that come with it (a
+/// `kubectl apply` of a file of users).
+pub const COUNT_FOLD: Duration = Duration::from_millis(250);
+
+/// Wakes for a count (an account's users, an organization's users): the first change after a
+/// quiet window wakes the object within `COUNT_FOLD`; changes that keep coming are folded
+/// into one wake at the end of each window. A bulk import of a thousand users then writes an
+/// account's status a few times, not once per user; a trailing debounce would instead starve
+/// the object for as long as the import lasts.
 pub struct Throttle<K: Resource<DynamicType = ()>> {
     trigger: Trigger<K>,
+    fold: Duration,
     length: Duration,
     windows: Arc<Mutex<Windows<K>>>,
 }
@@ -77,9 +82,10 @@ struct Window {
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Throttle<K> {
-    pub fn new(trigger: Trigger<K>, length: Duration) -> Self {
+    pub fn new(trigger: Trigger<K>, fold: Duration, length: Duration) -> Self {
         Self {
             trigger,
+            fold,
             length,
             windows: Arc::new(Mutex::new(Windows {
                 open: HashMap::new(),
@@ -91,38 +97,28 @@ impl<K: Resource<DynamicType = ()> + 'static> Throttle<K> {
     pub fn send(&self, object: ObjectRef<K>) {
         let now = tokio::time::Instant::now();
         let mut windows = self.windows.lock().expect("throttle lock");
-        match windows.open.get_mut(&object) {
-            Some(Window { due: true, .. }) => {}
-            Some(window) if window.ends > now => {
-                window.due = true;
-                let (ends, trigger, windows, length) = (window.ends, self.trigger.clone(), self.windows.clone(), self.length);
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(ends).await;
-                    // The wake at a window's end opens the next one.
-                    let next = Window {
-                        ends: tokio::time::Instant::now() + length,
-                        due: false,
-                    };
-                    windows.lock().expect("throttle lock").open.insert(object.clone(), next);
-                    trigger.send([object]);
-                });
-            }
-            _ => {
-                windows.open.insert(
-                    object.clone(),
-                    Window {
-                        ends: now + self.length,
-                        due: false,
-                    },
-                );
-                self.trigger.send([object]);
-                // Ended windows are forgotten now and then (amortized), so deleted objects do not linger.
-                if windows.open.len() > 2 * windows.pruned_to + 64 {
-                    windows.open.retain(|_, w| w.due || w.ends > now);
-                    windows.pruned_to = windows.open.len();
-                }
-            }
+        let at = match windows.open.get(&object) {
+            Some(Window { due: true, .. }) => return,
+            Some(window) if window.ends > now => window.ends,
+            _ => now + self.fold,
+        };
+        windows.open.insert(object.clone(), Window { ends: at, due: true });
+        // Ended windows are forgotten now and then (amortized), so deleted objects do not linger.
+        if windows.open.len() > 2 * windows.pruned_to + 64 {
+            windows.open.retain(|_, w| w.due || w.ends > now);
+            windows.pruned_to = windows.open.len();
         }
+        let (trigger, windows, length) = (self.trigger.clone(), self.windows.clone(), self.length);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            // The wake opens the next window.
+            let next = Window {
+                ends: tokio::time::Instant::now() + length,
+                due: false,
+            };
+            windows.lock().expect("throttle lock").open.insert(object.clone(), next);
+            trigger.send([object]);
+        });
     }
 }
 
@@ -150,7 +146,7 @@ impl<K: Cached> Wiring<'_, K> {
         mapper: impl Fn(&Cache, &Change<S>) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
     ) {
         self.sources.insert(S::WATCHED);
-        let throttle = Throttle::new(self.trigger.clone(), COUNT_WINDOW);
+        let throttle = Throttle::new(self.trigger.clone(), COUNT_FOLD, COUNT_WINDOW);
         let trigger = self.trigger.clone();
         self.hooks.on::<S>(move |cache, change| {
             for object in mapper(cache, change) {
@@ -265,33 +261,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_throttle_wakes_at_once_after_quiet_and_folds_a_stream_into_one_wake_per_window() {
+    async fn a_throttle_folds_a_burst_then_a_stream_into_one_wake_per_window() {
         let (trigger, mut rx) = active();
-        let throttle = Throttle::new(trigger, Duration::from_secs(10));
+        let throttle = Throttle::new(trigger, Duration::from_millis(250), Duration::from_secs(10));
         let (eu, us) = (named::<Account>("t", "eu"), named::<Account>("t", "us"));
-        let step = |secs| tokio::time::advance(Duration::from_secs(secs));
+        let step = |millis| tokio::time::advance(Duration::from_millis(millis));
 
+        // A burst after a quiet spell: one wake, a fold later.
         throttle.send(eu.clone());
-        assert_eq!(sent(&mut rx).await, ["eu"], "the first change wakes at once");
-        step(1).await;
+        step(100).await;
         throttle.send(eu.clone());
-        step(1).await;
+        assert!(sent(&mut rx).await.is_empty());
+        step(150).await;
+        assert_eq!(sent(&mut rx).await, ["eu"], "the burst wakes once");
+        // A stream within the window that wake opened: one wake at its end; another object
+        // has its own window.
+        step(1_000).await;
+        throttle.send(eu.clone());
+        step(1_000).await;
         throttle.send(eu.clone());
         throttle.send(us.clone());
-        assert_eq!(sent(&mut rx).await, ["us"], "within the window: folded; another object is not");
-        step(7).await;
+        step(250).await;
+        assert_eq!(sent(&mut rx).await, ["us"]);
+        step(7_000).await;
         assert!(sent(&mut rx).await.is_empty());
-        step(1).await;
+        step(1_000).await;
         assert_eq!(sent(&mut rx).await, ["eu"], "one wake at the window's end");
         // That wake opened the next window: a change in it waits for its end.
-        step(5).await;
+        step(5_000).await;
         throttle.send(eu.clone());
         assert!(sent(&mut rx).await.is_empty());
-        step(5).await;
+        step(5_000).await;
         assert_eq!(sent(&mut rx).await, ["eu"]);
-        // Quiet for a whole window: the next change wakes at once again.
-        step(11).await;
+        // Quiet for a whole window: the next change wakes a fold later again.
+        step(11_000).await;
         throttle.send(eu.clone());
+        step(250).await;
         assert_eq!(sent(&mut rx).await, ["eu"]);
     }
 }
