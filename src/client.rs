@@ -97,7 +97,9 @@ fn classify(method: &http::Method, uri: &http::Uri, content_type: Option<&str>) 
         _ => rest.to_vec(),
     };
     let collection = rest.len() < 2;
-    let watch = uri.query().is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
     let resource = match rest.as_slice() {
         [resource, _name, sub, ..] => format!("{resource}/{sub}"),
         [resource, ..] => (*resource).to_owned(),
@@ -132,14 +134,24 @@ mod tests {
     #[test]
     fn requests_are_named_as_the_api_server_names_them() {
         let cases = [
-            ("GET", "/apis/ce.tenancy.io/v1alpha1/ceusers?limit=500", None, ("LIST", "ceusers")),
+            (
+                "GET",
+                "/apis/ce.tenancy.io/v1alpha1/ceusers?limit=500",
+                None,
+                ("LIST", "ceusers"),
+            ),
             (
                 "GET",
                 "/apis/ce.tenancy.io/v1alpha1/namespaces/t/ceusers?watch=true&resourceVersion=5",
                 None,
                 ("WATCH", "ceusers"),
             ),
-            ("GET", "/api/v1/namespaces/t/secrets/jane-user-secret", None, ("GET", "secrets")),
+            (
+                "GET",
+                "/api/v1/namespaces/t/secrets/jane-user-secret",
+                None,
+                ("GET", "secrets"),
+            ),
             ("POST", "/api/v1/namespaces/t/secrets", None, ("POST", "secrets")),
             (
                 "PATCH",
@@ -153,7 +165,12 @@ mod tests {
                 Some("application/merge-patch+json"),
                 ("PATCH", "accounts"),
             ),
-            ("POST", "/apis/events.k8s.io/v1/namespaces/t/events", None, ("POST", "events")),
+            (
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/t/events",
+                None,
+                ("POST", "events"),
+            ),
             ("GET", "/api/v1/namespaces?watch=1", None, ("WATCH", "namespaces")),
             ("GET", "/api/v1/namespaces/t", None, ("GET", "namespaces")),
             ("PUT", "/api/v1/namespaces/t/status", None, ("PUT", "namespaces/status")),
@@ -163,11 +180,20 @@ mod tests {
                 None,
                 ("PUT", "leases"),
             ),
-            ("DELETE", "/api/v1/namespaces/t/secrets", None, ("DELETECOLLECTION", "secrets")),
+            (
+                "DELETE",
+                "/api/v1/namespaces/t/secrets",
+                None,
+                ("DELETECOLLECTION", "secrets"),
+            ),
             ("GET", "/version", None, ("GET", "other")),
         ];
         for (method, uri, content_type, (verb, resource)) in cases {
-            assert_eq!(classified(method, uri, content_type), (verb, resource.to_owned()), "{method} {uri}");
+            assert_eq!(
+                classified(method, uri, content_type),
+                (verb, resource.to_owned()),
+                "{method} {uri}"
+            );
         }
     }
 }

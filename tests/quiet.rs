@@ -185,7 +185,11 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await; // a measurement window, not a wait
     let at_rest = written(&before, &writes(&client).await);
     assert!(at_rest.is_empty(), "the operator wrote at rest: {at_rest:?}");
-    assert_eq!(own_writes(&operator).await, own_before, "the operator counted writes at rest");
+    assert_eq!(
+        own_writes(&operator).await,
+        own_before,
+        "the operator counted writes at rest"
+    );
 
     // Killed and started again: it reconciles every object, and writes nothing.
     // acme; eu and the generated default account; jane, john and the owner; jane-admin and
@@ -201,9 +205,16 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     let on_restart = written(&before, &writes(&client).await);
     assert!(on_restart.is_empty(), "the restart wrote: {on_restart:?}");
     assert_eq!(operator.metric("ce_operator_status_writes_total{").await, 0.0);
-    assert_eq!(own_writes(&operator).await, 0.0, "the restarted operator counted writes");
+    assert_eq!(
+        own_writes(&operator).await,
+        0.0,
+        "the restarted operator counted writes"
+    );
     assert!(
-        operator.metric(r#"ce_operator_api_requests_total{verb="LIST",resource="ceusers""#).await >= 1.0,
+        operator
+            .metric(r#"ce_operator_api_requests_total{verb="LIST",resource="ceusers""#)
+            .await
+            >= 1.0,
         "the restarted operator's requests are counted (its watches list first)"
     );
     drop(ns);
