@@ -49,6 +49,11 @@ struct RunArgs {
     /// Concurrent reconciles per controller.
     #[arg(long, env = "CE_CONCURRENCY", default_value_t = 8)]
     concurrency: u16,
+    /// Every object is reconciled again this often (0s: never), whatever woke it or not: a
+    /// safety net, as controller-runtime's SyncPeriod. A reconcile with nothing to do reads
+    /// the caches and writes nothing.
+    #[arg(long = "resync-period", env = "CE_RESYNC_PERIOD", default_value = "1h", value_parser = go_duration)]
+    resync: std::time::Duration,
     /// Log format. The level comes from RUST_LOG (default: info).
     #[arg(long, env = "CE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -186,6 +191,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         controllers: ce_operator::controller::Options {
             concurrency: args.concurrency,
+            resync: (!args.resync.is_zero()).then_some(args.resync),
             instance,
         },
         http_addr: args.http_addr,

@@ -82,6 +82,8 @@ const COUNTS_DEBOUNCE: Duration = Duration::from_millis(250);
 pub struct Options {
     /// Concurrent reconciles per controller.
     pub concurrency: u16,
+    /// How often every object is reconciled again, woken or not (`None`: never).
+    pub resync: Option<Duration>,
     /// Name of this instance, for events.
     pub instance: Option<String>,
 }
@@ -131,11 +133,11 @@ impl Controllers {
         let config = ControllerConfig::default().concurrency(options.concurrency);
         // Each controller on its own task, so that one never waits on the poll of another.
         let tasks = [
-            start(self.organizations, &ctx, &config, &shutdown),
-            start(self.accounts, &ctx, &config, &shutdown),
-            start(self.users, &ctx, &config, &shutdown),
-            start(self.role_bindings, &ctx, &config, &shutdown),
-            start(self.safelists, &ctx, &config, &shutdown),
+            start(self.organizations, &ctx, &config, options.resync, &shutdown),
+            start(self.accounts, &ctx, &config, options.resync, &shutdown),
+            start(self.users, &ctx, &config, options.resync, &shutdown),
+            start(self.role_bindings, &ctx, &config, options.resync, &shutdown),
+            start(self.safelists, &ctx, &config, options.resync, &shutdown),
         ];
         for task in tasks {
             if let Err(e) = task.await {
@@ -152,11 +154,24 @@ fn start<K: Reconciler>(
     wired: Wired<K>,
     ctx: &Arc<Context>,
     config: &ControllerConfig,
+    resync: Option<Duration>,
     shutdown: &(impl Future<Output = ()> + Clone + Send + Sync + 'static),
 ) -> tokio::task::JoinHandle<()> {
     let kind = act::kind_of::<K>();
     wired.activate();
     wired.trigger.send(relations::refs(ctx.cache.all::<K>()));
+    if let Some(period) = resync {
+        // Ends with the process; a standby never gets here.
+        let (trigger, cache) = (wired.trigger.clone(), ctx.cache.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                trigger.send(relations::refs(cache.all::<K>()));
+            }
+        });
+    }
     let config = match K::DEBOUNCE {
         Some(debounce) => config.clone().debounce(debounce),
         None => config.clone(),
