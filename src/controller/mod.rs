@@ -75,7 +75,7 @@ pub trait Reconciler:
 /// Debounce of the organization controller (its accounts' changes come in bursts).
 /// Trailing-edge, so it must stay short: a steady stream of changes faster than this would
 /// keep delaying it.
-const COUNTS_DEBOUNCE: Duration = Duration::from_millis(250);
+const BURST_DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Options of the controllers.
 #[derive(Clone, Debug)]

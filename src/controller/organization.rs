@@ -122,7 +122,7 @@ fn org_named(ns: &str, name: &str) -> Vec<kube::runtime::reflector::ObjectRef<Or
 }
 
 impl Reconciler for Organization {
-    const DEBOUNCE: Option<std::time::Duration> = Some(super::COUNTS_DEBOUNCE);
+    const DEBOUNCE: Option<std::time::Duration> = Some(super::BURST_DEBOUNCE);
 
     fn relations(wiring: &mut Wiring<'_, Self>) {
         // Its own changes; a member's link wakes its super-organization (DenylistConflict),

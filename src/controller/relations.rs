@@ -49,22 +49,26 @@ impl<K: Resource<DynamicType = ()>> Trigger<K> {
     }
 }
 
-/// How long a count may lag while its children keep changing (see `Throttle`).
-pub const COUNT_WINDOW: Duration = Duration::from_secs(10);
+/// The first window after a quiet spell; each window whose changes were folded into a wake at
+/// its end is followed by one twice as long, up to `COUNT_WINDOW_MAX`, for as long as changes
+/// keep coming (a bulk import of 100,000 users lasts minutes).
+const COUNT_WINDOW: Duration = Duration::from_secs(10);
+const COUNT_WINDOW_MAX: Duration = Duration::from_secs(60);
 
 /// How long the first change after a quiet window waits for the ones that come with it (a
 /// `kubectl apply` of a file of users).
-pub const COUNT_FOLD: Duration = Duration::from_millis(250);
+const COUNT_FOLD: Duration = Duration::from_millis(250);
 
 /// Wakes for a count (an account's users, an organization's users): the first change after a
 /// quiet window wakes the object within `COUNT_FOLD`; changes that keep coming are folded
-/// into one wake at the end of each window. A bulk import of a thousand users then writes an
-/// account's status a few times, not once per user; a trailing debounce would instead starve
-/// the object for as long as the import lasts.
-pub struct Throttle<K: Resource<DynamicType = ()>> {
+/// into one wake at the end of each window, the windows growing while they do. A bulk import
+/// then writes an account's status a few times, not once per user; a trailing debounce would
+/// instead starve the object for as long as the import lasts.
+struct Throttle<K: Resource<DynamicType = ()>> {
     trigger: Trigger<K>,
     fold: Duration,
-    length: Duration,
+    first: Duration,
+    max: Duration,
     windows: Arc<Mutex<Windows<K>>>,
 }
 
@@ -77,16 +81,18 @@ struct Windows<K: Resource<DynamicType = ()>> {
 #[derive(Clone, Copy)]
 struct Window {
     ends: tokio::time::Instant,
+    length: Duration,
     /// A wake is due at the end.
     due: bool,
 }
 
 impl<K: Resource<DynamicType = ()> + 'static> Throttle<K> {
-    pub fn new(trigger: Trigger<K>, fold: Duration, length: Duration) -> Self {
+    fn new(trigger: Trigger<K>, fold: Duration, first: Duration, max: Duration) -> Self {
         Self {
             trigger,
             fold,
-            length,
+            first,
+            max,
             windows: Arc::new(Mutex::new(Windows {
                 open: HashMap::new(),
                 pruned_to: 0,
@@ -94,29 +100,40 @@ impl<K: Resource<DynamicType = ()> + 'static> Throttle<K> {
         }
     }
 
-    pub fn send(&self, object: ObjectRef<K>) {
+    fn send(&self, object: ObjectRef<K>) {
         let now = tokio::time::Instant::now();
         let mut windows = self.windows.lock().expect("throttle lock");
-        let at = match windows.open.get(&object) {
+        // When the wake is due, and how long the window it opens lasts.
+        let (at, next) = match windows.open.get(&object) {
             Some(Window { due: true, .. }) => return,
-            Some(window) if window.ends > now => window.ends,
-            _ => now + self.fold,
+            Some(window) if window.ends > now => (window.ends, (window.length * 2).min(self.max)),
+            _ => (now + self.fold, self.first),
         };
-        windows.open.insert(object.clone(), Window { ends: at, due: true });
+        let due = Window {
+            ends: at,
+            length: next,
+            due: true,
+        };
+        windows.open.insert(object.clone(), due);
         // Ended windows are forgotten now and then (amortized), so deleted objects do not linger.
         if windows.open.len() > 2 * windows.pruned_to + 64 {
             windows.open.retain(|_, w| w.due || w.ends > now);
             windows.pruned_to = windows.open.len();
         }
-        let (trigger, windows, length) = (self.trigger.clone(), self.windows.clone(), self.length);
+        let (trigger, windows) = (self.trigger.clone(), self.windows.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             // The wake opens the next window.
-            let next = Window {
-                ends: tokio::time::Instant::now() + length,
+            let opened = Window {
+                ends: tokio::time::Instant::now() + next,
+                length: next,
                 due: false,
             };
-            windows.lock().expect("throttle lock").open.insert(object.clone(), next);
+            windows
+                .lock()
+                .expect("throttle lock")
+                .open
+                .insert(object.clone(), opened);
             trigger.send([object]);
         });
     }
@@ -146,7 +163,7 @@ impl<K: Cached> Wiring<'_, K> {
         mapper: impl Fn(&Cache, &Change<S>) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
     ) {
         self.sources.insert(S::WATCHED);
-        let throttle = Throttle::new(self.trigger.clone(), COUNT_FOLD, COUNT_WINDOW);
+        let throttle = Throttle::new(self.trigger.clone(), COUNT_FOLD, COUNT_WINDOW, COUNT_WINDOW_MAX);
         let trigger = self.trigger.clone();
         self.hooks.on::<S>(move |cache, change| {
             for object in mapper(cache, change) {
@@ -261,9 +278,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_throttle_folds_a_burst_then_a_stream_into_one_wake_per_window() {
+    async fn a_throttle_folds_a_burst_then_a_stream_into_one_wake_per_growing_window() {
         let (trigger, mut rx) = active();
-        let throttle = Throttle::new(trigger, Duration::from_millis(250), Duration::from_secs(10));
+        let secs = Duration::from_secs;
+        let throttle = Throttle::new(trigger, Duration::from_millis(250), secs(10), secs(30));
         let (eu, us) = (named::<Account>("t", "eu"), named::<Account>("t", "us"));
         let step = |millis| tokio::time::advance(Duration::from_millis(millis));
 
@@ -274,8 +292,8 @@ mod tests {
         assert!(sent(&mut rx).await.is_empty());
         step(150).await;
         assert_eq!(sent(&mut rx).await, ["eu"], "the burst wakes once");
-        // A stream within the window that wake opened: one wake at its end; another object
-        // has its own window.
+        // A stream within the 10 s window that wake opened: one wake at its end; another
+        // object has its own window.
         step(1_000).await;
         throttle.send(eu.clone());
         step(1_000).await;
@@ -286,17 +304,28 @@ mod tests {
         step(7_000).await;
         assert!(sent(&mut rx).await.is_empty());
         step(1_000).await;
-        assert_eq!(sent(&mut rx).await, ["eu"], "one wake at the window's end");
-        // That wake opened the next window: a change in it waits for its end.
+        assert_eq!(sent(&mut rx).await, ["eu"], "one wake at the window's end (10.25 s)");
+        // The stream goes on: the next window is twice as long (ends at 30.5 s), the one after
+        // capped at 30 s (ends at 60.5 s).
         step(5_000).await;
         throttle.send(eu.clone());
-        assert!(sent(&mut rx).await.is_empty());
-        step(5_000).await;
+        step(14_000).await;
+        assert!(sent(&mut rx).await.is_empty(), "a 20 s window");
+        step(1_000).await;
         assert_eq!(sent(&mut rx).await, ["eu"]);
-        // Quiet for a whole window: the next change wakes a fold later again.
-        step(11_000).await;
+        throttle.send(eu.clone());
+        step(29_000).await;
+        assert!(sent(&mut rx).await.is_empty(), "a 30 s window");
+        step(1_000).await;
+        assert_eq!(sent(&mut rx).await, ["eu"]);
+        // Quiet for a whole window: the next change wakes a fold later again, and the window
+        // it opens is the first length again.
+        step(31_000).await;
         throttle.send(eu.clone());
         step(250).await;
+        assert_eq!(sent(&mut rx).await, ["eu"]);
+        throttle.send(eu.clone());
+        step(10_000).await;
         assert_eq!(sent(&mut rx).await, ["eu"]);
     }
 }
