@@ -9,8 +9,8 @@ mod support;
 use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
 
 use ce_operator::metrics::{
-    AdmissionLabels, AuthzLabels, BackoffLabels, ControllerLabels, ErrorLabels, KindLabels, Metrics, ObjectLabels,
-    SecretLabels,
+    AdmissionLabels, ApiRequestLabels, AuthzLabels, BackoffLabels, ControllerLabels, ErrorLabels, KindLabels, Metrics,
+    ObjectLabels, SecretLabels,
 };
 use serde_json::Value;
 use support::{repo_root, tool};
@@ -138,6 +138,12 @@ fn exported_names() -> BTreeSet<String> {
         .secrets_rotated
         .get_or_create(&SecretLabels { owner: "user" })
         .inc();
+    let request = ApiRequestLabels {
+        verb: "APPLY",
+        resource: "ceusers/status".into(),
+        code: 200,
+    };
+    metrics.api_requests.get_or_create(&request).inc();
     let (operation, result) = ("CREATE", "allowed");
     let admission = AdmissionLabels {
         kind,
