@@ -24,7 +24,7 @@ use ce_operator::api::{
 };
 use common::{
     CLIENT_CONCURRENCY, Operator, admin_binding, arg, client, cluster_pid, cpu_seconds, create_all, free_port,
-    grant_or_revoke, install_crds, kubeconfig, meta, percentile, root, run_all,
+    grant_or_revoke, install_crds, kubeconfig, label_value, meta, percentile, root, run_all,
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::{
@@ -200,12 +200,6 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String), u64> 
 /// The operator's own count of its requests (`ce_operator_api_requests_total`), by verb and
 /// resource.
 fn operator_requests(operator: &Operator) -> BTreeMap<(String, String), u64> {
-    let label = |line: &str, name: &str| -> String {
-        let start = line.find(&format!("{name}=\"")).map(|i| i + name.len() + 2);
-        start
-            .and_then(|i| line[i..].find('"').map(|end| line[i..i + end].to_owned()))
-            .unwrap_or_default()
-    };
     let mut counts = BTreeMap::new();
     for line in operator.get("/metrics").1.lines() {
         if let Some(n) = line
@@ -213,7 +207,7 @@ fn operator_requests(operator: &Operator) -> BTreeMap<(String, String), u64> {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         {
             *counts
-                .entry((label(line, "verb"), label(line, "resource")))
+                .entry((label_value(line, "verb"), label_value(line, "resource")))
                 .or_insert(0) += n;
         }
     }

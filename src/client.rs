@@ -39,7 +39,7 @@ impl<S> Layer<S> for CountLayer {
 }
 
 #[derive(Clone)]
-pub struct Count<S> {
+struct Count<S> {
     inner: S,
     metrics: Arc<Metrics>,
 }

@@ -75,23 +75,21 @@ fn written(before: &BTreeMap<ApiRequests, u64>, after: &BTreeMap<ApiRequests, u6
         .collect()
 }
 
-/// Waits until whatever was in flight has landed: the operator's reconcile counter stops
-/// moving between two samples.
 /// The write requests the operator counted (`ce_operator_api_requests_total`).
 async fn own_writes(operator: &Operator) -> f64 {
-    let mut sum = 0.0;
-    for verb in ["POST", "PUT", "PATCH", "APPLY", "DELETE"] {
-        sum += operator
-            .metric(&format!(r#"ce_operator_api_requests_total{{verb="{verb}""#))
-            .await;
-    }
-    sum
+    let metrics = support::http_get(&operator.http_addr().await, "/metrics").1;
+    ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
+        .iter()
+        .map(|verb| support::metric_sum(&metrics, &format!(r#"ce_operator_api_requests_total{{verb="{verb}""#)))
+        .sum()
 }
 
 /// The API server's counters are cluster-wide: one test's writes would show in the other's
 /// window. They take turns.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Waits until whatever was in flight has landed: the operator's reconcile counter stops
+/// moving between two samples.
 async fn settled(operator: &Operator) {
     let started = std::time::Instant::now();
     let mut last = operator.metric("ce_operator_reconciles_total{").await;

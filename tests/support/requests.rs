@@ -23,13 +23,7 @@ pub async fn apiserver_requests(client: &Client) -> BTreeMap<ApiRequests, u64> {
         .unwrap();
     let mut counts = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |key: &str| {
-            line.split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_owned()
-        };
+        let label = |key: &str| label_value(line, key);
         let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
         let key = ApiRequests {
             verb: label("verb"),
@@ -40,4 +34,13 @@ pub async fn apiserver_requests(client: &Client) -> BTreeMap<ApiRequests, u64> {
         *counts.entry(key).or_insert(0) += value as u64;
     }
     counts
+}
+
+/// The value of label `key` in one line of Prometheus text ("" if it has none).
+pub fn label_value(line: &str, key: &str) -> String {
+    line.split(&format!("{key}=\""))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("")
+        .to_owned()
 }
