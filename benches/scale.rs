@@ -47,6 +47,9 @@ struct Scale {
     samples: usize,
     admission_requests: usize,
     admission_rate: f64,
+    /// Leave the load (and the floor's objects) in place at the end, for profiling the operator
+    /// on a converged state.
+    keep: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -83,6 +86,8 @@ struct Report {
     /// the floor does not pay.
     cpu_converging: CpuSeconds,
     cpu_floor: CpuSeconds,
+    /// CPU seconds from the restart to ready (the initial lists): where the restart's time goes.
+    cpu_restart: CpuSeconds,
     per_verb: Vec<VerbRow>,
     admission: Admission,
 }
@@ -622,6 +627,7 @@ async fn main() {
         samples: arg(&args, "--samples", if quick { 30 } else { 100 }),
         admission_requests: arg(&args, "--admission-requests", if quick { 500 } else { 2000 }),
         admission_rate: arg(&args, "--admission-rate", 100.0),
+        keep: args.iter().any(|a| a == "--keep"),
     };
     let kubeconfig = kubeconfig();
     let client = client(&kubeconfig).await;
@@ -933,6 +939,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = apiserver_requests(&client).await;
     let restarted = Instant::now();
+    let cpu_before = CpuSeconds::now(None);
     let mut operator = start_operator(
         &kubeconfig,
         &ns,
@@ -943,6 +950,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     report.restart_ready_secs = restarted.elapsed().as_secs_f64();
+    report.cpu_restart = CpuSeconds::now(Some(operator.child.id())).since(cpu_before);
+    report.cpu_restart.load_client = 0.0;
     while operator.reconciles() < objects as u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if restarted.elapsed() > Duration::from_secs(900) {
@@ -1006,7 +1015,11 @@ async fn main() {
     println!();
     println!("| CPU seconds (2 cores) | operator | kube-apiserver | etcd | load client | total |");
     println!("|---|---|---|---|---|---|");
-    for (phase, c) in [("converging", r.cpu_converging), ("honest floor", r.cpu_floor)] {
+    for (phase, c) in [
+        ("converging", r.cpu_converging),
+        ("honest floor", r.cpu_floor),
+        ("restart to ready", r.cpu_restart),
+    ] {
         println!(
             "| {phase} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
             c.operator,
@@ -1051,6 +1064,11 @@ async fn main() {
     let json = out_dir.join(format!("scale-{stamp}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("figures: {}", json.display());
+    if scale.keep {
+        operator.kill();
+        eprintln!("bench: --keep: the load stays in namespace {ns} (the floor's in {floor_ns})");
+        return;
+    }
     // Clean up while the operator runs, so that its finalizers let the namespaces go.
     for n in [&ns, &floor_ns] {
         let _ = namespaces.delete(n, &Default::default()).await;

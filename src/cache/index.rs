@@ -1,19 +1,31 @@
 //! A secondary index over a cache: a key (namespace, value) to the objects with that key,
 //! kept from the watch streams right after the store is updated.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::RwLock,
-};
+use std::{collections::HashMap, sync::RwLock};
 
 /// (namespace, name) of an object, or (namespace, key value) of an index key.
 pub type Key = (String, String);
 
 /// Objects by key. Lookups re-check the store (an object may have changed key or gone while
 /// a watch re-listed), so the index may briefly hold more than is true, never less.
+///
+/// The objects of a key are a list, not a set: most keys hold one object (a user's email)
+/// or a few, where a set would cost four times the memory; the longest lists (an
+/// organization's accounts) are searched only when one of them changes.
 #[derive(Default)]
 pub struct Index {
-    entries: RwLock<HashMap<Key, HashSet<Key>>>,
+    entries: RwLock<HashMap<Key, Vec<Key>>>,
+}
+
+/// Adds `object` to `objects` once.
+fn insert(objects: &mut Vec<Key>, object: &Key) {
+    if !objects.contains(object) {
+        if objects.len() < 4 {
+            // A short list gets no spare room (a push would make room for four).
+            objects.reserve_exact(1);
+        }
+        objects.push(object.clone());
+    }
 }
 
 impl Index {
@@ -23,7 +35,7 @@ impl Index {
             if let Some(key) = new {
                 // Inserting is idempotent: also heals an entry missed during a re-list.
                 let mut entries = self.entries.write().expect("index lock");
-                entries.entry(key).or_default().insert(object.clone());
+                insert(entries.entry(key).or_default(), object);
             }
             return;
         }
@@ -31,29 +43,26 @@ impl Index {
         if let Some(old) = old
             && let Some(objects) = entries.get_mut(&old)
         {
-            objects.remove(object);
+            objects.retain(|o| o != object);
             if objects.is_empty() {
                 entries.remove(&old);
             }
         }
         if let Some(new) = new {
-            entries.entry(new).or_default().insert(object.clone());
+            insert(entries.entry(new).or_default(), object);
         }
     }
 
     /// The objects under `key`.
     pub fn get(&self, key: &Key) -> Vec<Key> {
         let entries = self.entries.read().expect("index lock");
-        entries
-            .get(key)
-            .map(|objects| objects.iter().cloned().collect())
-            .unwrap_or_default()
+        entries.get(key).cloned().unwrap_or_default()
     }
 
     /// How many objects are under `key` (an upper bound, see above).
     pub fn count(&self, key: &Key) -> usize {
         let entries = self.entries.read().expect("index lock");
-        entries.get(key).map_or(0, HashSet::len)
+        entries.get(key).map_or(0, Vec::len)
     }
 }
 

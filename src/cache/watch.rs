@@ -5,6 +5,7 @@
 //! changed meanwhile, including objects deleted while the watch was down.
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     sync::{Arc, atomic::Ordering},
 };
@@ -13,12 +14,16 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, Resource,
-    core::{ApiResource, DynamicObject, PartialObjectMeta},
+    core::{ObjectMeta, PartialObjectMeta},
     runtime::{
         WatchStreamExt,
         reflector::{ObjectRef, store::Writer},
         watcher::{self, Event},
     },
+};
+use serde::{
+    Deserialize,
+    de::{DeserializeOwned, Error as _},
 };
 use tracing::warn;
 
@@ -91,20 +96,85 @@ pub struct Malformed<K: Resource<DynamicType = ()>> {
     error: String,
 }
 
-/// Reads a watched object as `K`, or says why it cannot.
-fn parse<K: Cached + serde::de::DeserializeOwned>(obj: DynamicObject) -> Result<K, Box<Malformed<K>>> {
-    let mut key = ObjectRef::new(obj.metadata.name.as_deref().unwrap_or_default());
-    if let Some(ns) = obj.metadata.namespace.as_deref() {
-        key = key.within(ns);
-    }
-    let resource_version = obj.metadata.resource_version.clone();
-    obj.try_parse::<K>().map(strip).map_err(|e| {
-        Box::new(Malformed {
-            key,
-            resource_version,
-            error: e.to_string(),
+/// A watched tenancy object, read as its type; or, when the types cannot read it, its
+/// metadata and why: one object the types cannot read fails neither the whole list (which
+/// would keep the caches from ever syncing) nor the watch.
+#[derive(Clone, Debug)]
+enum Lenient<K> {
+    Read(K),
+    Unreadable { metadata: Box<ObjectMeta>, error: String },
+}
+
+impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read from the JSON tree by reference, so that it is still there to take the
+        // metadata from when the object cannot be read. The managed fields (up to half of an
+        // object's JSON) would only be copied to be dropped (`strip`).
+        let mut json = serde_json::Value::deserialize(deserializer)?;
+        if let Some(metadata) = json.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+            metadata.remove("managedFields");
+        }
+        Ok(match K::deserialize(&json) {
+            Ok(obj) => Lenient::Read(obj),
+            Err(error) => Lenient::Unreadable {
+                metadata: Box::new(ObjectMeta::deserialize(&json["metadata"]).map_err(D::Error::custom)?),
+                error: error.to_string(),
+            },
         })
-    })
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Lenient::Read(obj) => obj.meta(),
+            Lenient::Unreadable { metadata, .. } => metadata,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Lenient::Read(obj) => obj.meta_mut(),
+            Lenient::Unreadable { metadata, .. } => metadata,
+        }
+    }
+}
+
+/// Reads a watched object as `K`, or says why it cannot.
+fn parse<K: Cached>(obj: Lenient<K>) -> Result<K, Box<Malformed<K>>> {
+    match obj {
+        Lenient::Read(obj) => Ok(strip(obj)),
+        Lenient::Unreadable { metadata, error } => {
+            let mut key = ObjectRef::new(metadata.name.as_deref().unwrap_or_default());
+            if let Some(ns) = metadata.namespace.as_deref() {
+                key = key.within(ns);
+            }
+            Err(Box::new(Malformed {
+                key,
+                resource_version: metadata.resource_version,
+                error,
+            }))
+        }
+    }
 }
 
 /// A re-list in progress: what the store held when it began, and what it lists.
@@ -321,25 +391,6 @@ where
     })
 }
 
-/// A tenancy kind is watched as untyped JSON and read object by object, so that one object
-/// the types cannot read does not fail the whole list (which would keep the caches from
-/// ever syncing) or the watch.
-fn tenancy_watch<K>(
-    client: &Client,
-    scope: Option<&str>,
-    config: watcher::Config,
-) -> impl Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send + 'static
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    let resource = ApiResource::erase::<K>(&());
-    let api = match scope {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
-    watcher::watcher(api, config)
-}
-
 fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -368,35 +419,35 @@ pub fn spawn_all(
     vec![
         spawn(
             cache,
-            tenancy_watch::<Organization>(client, scope, config()),
+            watcher::watcher(scoped::<Lenient<Organization>>(client, scope), config()),
             parse,
             writers.organizations,
             hooks.take(),
         ),
         spawn(
             cache,
-            tenancy_watch::<Account>(client, scope, config()),
+            watcher::watcher(scoped::<Lenient<Account>>(client, scope), config()),
             parse,
             writers.accounts,
             hooks.take(),
         ),
         spawn(
             cache,
-            tenancy_watch::<CEUser>(client, scope, config()),
+            watcher::watcher(scoped::<Lenient<CEUser>>(client, scope), config()),
             parse,
             writers.users,
             hooks.take(),
         ),
         spawn(
             cache,
-            tenancy_watch::<RoleBinding>(client, scope, config()),
+            watcher::watcher(scoped::<Lenient<RoleBinding>>(client, scope), config()),
             parse,
             writers.role_bindings,
             hooks.take(),
         ),
         spawn(
             cache,
-            tenancy_watch::<ElementSafelist>(client, scope, config()),
+            watcher::watcher(scoped::<Lenient<ElementSafelist>>(client, scope), config()),
             parse,
             writers.safelists,
             hooks.take(),
@@ -422,14 +473,47 @@ pub fn spawn_all(
 mod tests {
     use super::*;
 
-    fn user(resource_version: &str, email: serde_json::Value) -> DynamicObject {
-        serde_json::from_value(serde_json::json!({
+    fn user_json(resource_version: &str, email: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
             "apiVersion": "ce.tenancy.io/v1alpha1",
             "kind": "CEUser",
             "metadata": {"name": "jane", "namespace": "t", "resourceVersion": resource_version},
             "spec": {"accountRef": {"name": "hq"}, "email": email},
-        }))
-        .unwrap()
+        })
+    }
+
+    fn user(resource_version: &str, email: serde_json::Value) -> Lenient<CEUser> {
+        serde_json::from_str(&user_json(resource_version, email).to_string()).unwrap()
+    }
+
+    /// The watcher decodes lists and watch events with kube's own types: an unreadable item
+    /// must reach `parse` as such through both, without failing its list or event.
+    #[test]
+    fn an_unreadable_object_is_read_as_such_in_a_list_and_in_a_watch_event() {
+        let list = serde_json::json!({
+            "apiVersion": "ce.tenancy.io/v1alpha1",
+            "kind": "CEUserList",
+            "metadata": {"resourceVersion": "7"},
+            "items": [user_json("5", "jane@acme.example".into()), user_json("6", 42.into())],
+        });
+        let list: kube::core::ObjectList<Lenient<CEUser>> =
+            serde_json::from_slice(list.to_string().as_bytes()).unwrap();
+        let read: Vec<_> = list.items.into_iter().map(parse::<CEUser>).collect();
+        assert!(read[0].as_ref().is_ok_and(|u| u.spec.email == "jane@acme.example"));
+        let bad = read[1].as_ref().unwrap_err();
+        assert_eq!(
+            (bad.key.name.as_str(), bad.resource_version.as_deref()),
+            ("jane", Some("6"))
+        );
+        assert!(bad.error.contains("invalid type"), "{}", bad.error);
+
+        let event = serde_json::json!({"type": "MODIFIED", "object": user_json("8", 42.into())});
+        let event: kube::core::WatchEvent<Lenient<CEUser>> =
+            serde_json::from_slice(event.to_string().as_bytes()).unwrap();
+        let kube::core::WatchEvent::Modified(obj) = event else {
+            panic!("a modification")
+        };
+        assert!(matches!(obj, Lenient::Unreadable { .. }));
     }
 
     #[test]
