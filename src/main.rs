@@ -65,6 +65,10 @@ struct RunArgs {
     /// the caches and writes nothing.
     #[arg(long = "resync-period", env = "CE_RESYNC_PERIOD", default_value = "1h", value_parser = go_duration)]
     resync: std::time::Duration,
+    /// How the watches read the objects that exist when they start: `stream` (as watch
+    /// events; Kubernetes 1.32+) or `list` (one LIST per kind, for older API servers).
+    #[arg(long = "initial-list", env = "CE_INITIAL_LIST", value_enum, default_value_t)]
+    initial_list: ce_operator::cache::InitialList,
     /// Log format. The level comes from RUST_LOG (default: info).
     #[arg(long, env = "CE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -200,6 +204,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let options = ce_operator::runtime::Options {
         namespace: args.namespace,
+        initial_list: args.initial_list,
         controllers: ce_operator::controller::Options {
             concurrency: args.concurrency,
             resync: (!args.resync.is_zero()).then_some(args.resync),

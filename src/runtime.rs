@@ -18,7 +18,7 @@ use tracing::{error, info};
 
 use crate::{
     authz,
-    cache::{Cache, Hooks},
+    cache::{Cache, Hooks, InitialList},
     controller::{self, Controllers},
     metrics::{KindLabels, Metrics, ObjectLabels},
     model::names::MANAGER,
@@ -63,6 +63,8 @@ pub struct Webhook {
 pub struct Options {
     /// Watch only this namespace (all namespaces when None).
     pub namespace: Option<String>,
+    /// How the watches read what exists when they start.
+    pub initial_list: InitialList,
     pub controllers: controller::Options,
     pub http_addr: SocketAddr,
     pub leader_election: Option<LeaderElection>,
@@ -145,7 +147,7 @@ pub async fn run(
     let (cache, writers) = Cache::new(options.namespace.clone());
     let mut hooks = Hooks::default();
     let controllers = Controllers::wire(&mut hooks);
-    let watches = Cache::start(&cache, &client, writers, hooks);
+    let watches = Cache::start(&cache, &client, options.initial_list, writers, hooks);
 
     let listener = listen(options.http_addr).await?;
     let bound = listener.local_addr().map_err(|source| Error::Listen {

@@ -635,11 +635,14 @@ async fn a_malformed_object_is_reported_and_does_not_wedge_the_operator() {
     let malformed = |kind: &str| format!("ce_operator_malformed_objects{{kind=\"{kind}\"}}");
     let users: Api<CEUser> = ns.api();
 
-    // Seen by a running operator's watch, then by a fresh operator's initial list: both
-    // times the others keep converging, and the bad ones are counted and named in the log.
-    for (round, phase) in ["watch", "list"].into_iter().enumerate() {
-        if phase == "list" {
-            operator.restart();
+    // Seen by a running operator's watch, then by a fresh operator's initial list, streamed
+    // and then listed: each time the others keep converging, and the bad ones are counted and
+    // named in the log.
+    for (round, phase) in ["watch", "streamed list", "list"].into_iter().enumerate() {
+        match phase {
+            "streamed list" => operator.restart(),
+            "list" => operator.restart_with(&["--initial-list", "list"]),
+            _ => {}
         }
         let users_now = 2 + round;
         apply(&ns.name, &tenant(users_now));

@@ -27,7 +27,7 @@ use serde::{
 };
 use tracing::warn;
 
-use super::{Cache, Cached, Change, Hook, Hooks, SecretEntry};
+use super::{Cache, Cached, Change, Hook, Hooks, InitialList, SecretEntry};
 use crate::{
     api::{Account, CEUser, ElementSafelist, Organization, RoleBinding},
     model::names::{LABEL_MANAGED_BY, MANAGER},
@@ -405,12 +405,16 @@ where
 pub fn spawn_all(
     cache: &Arc<Cache>,
     client: &Client,
+    initial: InitialList,
     writers: Writers,
     mut hooks: Hooks,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let scope = cache.scope.clone();
     let scope = scope.as_deref();
-    let config = || watcher::Config::default().any_semantic();
+    let config = || match initial {
+        InitialList::Stream => watcher::Config::default().streaming_lists(),
+        InitialList::List => watcher::Config::default().any_semantic(),
+    };
     let secrets = config().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let namespaces = match scope {
         Some(ns) => config().fields(&format!("metadata.name={ns}")),

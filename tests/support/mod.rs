@@ -450,6 +450,12 @@ impl Operator {
         self.kill();
         self.spawn();
     }
+
+    /// Restarts it with more command-line arguments (later ones win).
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args.extend(extra_args.iter().map(|a| a.to_string()));
+        self.restart();
+    }
 }
 
 impl Drop for Operator {
