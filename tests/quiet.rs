@@ -215,10 +215,10 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     );
     assert!(
         operator
-            .metric(r#"ce_operator_api_requests_total{verb="LIST",resource="ceusers""#)
+            .metric(r#"ce_operator_api_requests_total{verb="WATCH",resource="ceusers""#)
             .await
             >= 1.0,
-        "the restarted operator's requests are counted (its watches list first)"
+        "the restarted operator's requests are counted (its watches stream the existing objects)"
     );
     drop(ns);
 }
