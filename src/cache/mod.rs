@@ -518,18 +518,37 @@ impl Cache {
         false
     }
 
-    /// The status hash this process wrote to `obj` after the version the cache holds, if
-    /// that write's echo has not arrived yet: a reconcile in between must not write it again.
-    pub fn unseen_status_write<K: Resource>(&self, obj: &K) -> Option<u64> {
-        let uid = obj.meta().uid.as_deref()?;
-        let cached = version(obj.meta().resource_version.as_deref())?;
-        let mut writes = self.own_writes.lock().expect("own writes lock");
-        let written = writes.get(uid)?;
-        if version(Some(&written.resource_version)).is_some_and(|w| w > cached) {
-            Some(written.status)
-        } else {
-            writes.remove(uid);
-            None
+    /// What a reconcile of `obj` compares its desired status with: the hash of this
+    /// process's latest write to it if the cache has not shown that write yet, else the
+    /// object as the cache holds it now (None if gone), whose status is then current.
+    ///
+    /// `obj` is the reconcile's snapshot, taken when it started: the echo of the previous
+    /// write may have been applied since, and its record dropped (`is_own_echo`). Comparing
+    /// with the snapshot's older status would then take a status the API server no longer
+    /// holds for the current one (a revoked role kept). So the record is read first, then
+    /// the store: whichever moment the echo lands, one of the two shows the write.
+    pub fn status_now<K: Cached>(&self, obj: &K) -> (Option<u64>, Option<Arc<K>>) {
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        let written = {
+            let writes = self.own_writes.lock().expect("own writes lock");
+            writes.get(&uid).map(|w| (version(Some(&w.resource_version)), w.status))
+        };
+        let now = K::slot(self).store.get(&ObjectRef::from_obj(obj));
+        let cached = version(now.as_deref().unwrap_or(obj).meta().resource_version.as_deref());
+        match written {
+            Some((Some(written), status)) if cached.is_none_or(|cached| written > cached) => (Some(status), now),
+            Some((written, _)) => {
+                // The cache shows the write: forget it (unless a newer one replaced it).
+                let mut writes = self.own_writes.lock().expect("own writes lock");
+                if writes
+                    .get(&uid)
+                    .is_some_and(|w| version(Some(&w.resource_version)) == written)
+                {
+                    writes.remove(&uid);
+                }
+                (None, now)
+            }
+            None => (None, now),
         }
     }
 
@@ -806,6 +825,41 @@ mod tests {
             ..Default::default()
         };
         assert_ne!(canonical_status(&held), canonical_status(&empty));
+    }
+
+    /// The lost revoke: a reconcile started on a snapshot older than this process's last
+    /// write, whose echo then arrived (dropping the record) before the reconcile compared.
+    #[test]
+    fn a_status_is_compared_with_the_write_whatever_moment_its_echo_lands() {
+        use crate::api::{CEUser, Role};
+        let user = |rv: &str, roles: Vec<Role>| -> CEUser {
+            let mut user: CEUser = serde_json::from_value(serde_json::json!({
+                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser",
+                "metadata": {"name": "john", "namespace": "t", "uid": "u1", "resourceVersion": rv},
+                "spec": {"accountRef": {"name": "hq"}, "email": "john@acme.example"},
+            }))
+            .unwrap();
+            user.status = Some(CEUserStatus {
+                roles,
+                ..Default::default()
+            });
+            user
+        };
+        let revoked = user("2", vec![Role::DefaultUser]);
+        let bound = user("3", vec![Role::Admin, Role::DefaultUser]);
+        let mut snapshot = Snapshot::new(None);
+        snapshot.apply([revoked.clone()]);
+        let cache = snapshot.cache.clone();
+        // The bind's write (rv 3), its echo not applied yet: compared with the write.
+        cache.note_own_write("u1", "3", status_hash(&bound.status));
+        assert_eq!(cache.status_now(&revoked).0, Some(status_hash(&bound.status)));
+        // The echo applied and its record dropped, while the next reconcile still holds the
+        // snapshot at rv 2: compared with the cache now, which holds the bound status.
+        snapshot.apply([bound.clone()]);
+        assert!(cache.is_own_echo(&bound));
+        let (unseen, now) = cache.status_now(&revoked);
+        assert_eq!(unseen, None);
+        assert_eq!(now.and_then(|u| u.status.clone()), bound.status);
     }
 }
 

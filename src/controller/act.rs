@@ -285,7 +285,8 @@ async fn patch_finalizers<K: Reconciler>(ctx: &Context, obj: &K, finalizers: Vec
 /// writes. Its echo is recorded, so that it does not wake the object again.
 async fn write_status<K: Reconciler>(ctx: &Context, obj: &K, status: &K::Status) -> Result<()> {
     let hash = status_hash(status);
-    if !status_changed(obj.status(), ctx.cache.unseen_status_write(obj), status) {
+    let (unseen, now) = ctx.cache.status_now(obj);
+    if !status_changed(now.as_deref().unwrap_or(obj).status(), unseen, status) {
         return Ok(());
     }
     let ns = obj.meta().namespace.clone().unwrap_or_default();
