@@ -668,6 +668,13 @@ async fn a_malformed_object_is_reported_and_does_not_wedge_the_operator() {
             operator.metric(&malformed("CEUser")).await == 1.0 && operator.metric(&malformed("Account")).await == 1.0
         })
         .await;
+        // The fresh operator read the existing users the way the phase says (its own count).
+        if phase != "watch" {
+            let lists = operator
+                .metric(r#"ce_operator_api_requests_total{verb="LIST",resource="ceusers""#)
+                .await;
+            assert_eq!(lists > 0.0, phase == "list", "{phase}: {lists} LISTs of ceusers");
+        }
         let log = operator.log_text();
         let this_start = log.rsplit("serving /metrics").next().unwrap_or_default();
         for name in ["name=bad", "name=broken"] {

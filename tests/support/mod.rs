@@ -451,7 +451,7 @@ impl Operator {
         self.spawn();
     }
 
-    /// Restarts it with more command-line arguments (later ones win).
+    /// Restarts it with these command-line arguments added (each flag given once in all).
     pub fn restart_with(&mut self, extra_args: &[&str]) {
         self.extra_args.extend(extra_args.iter().map(|a| a.to_string()));
         self.restart();
