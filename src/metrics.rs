@@ -158,7 +158,11 @@ impl Default for Metrics {
             secrets_issued.clone(),
         );
         registry.register("secrets_rotated", "Secrets rotated on request", secrets_rotated.clone());
-        registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
+        registry.register(
+            "leader",
+            "Whether this instance holds the leader lease (1) or not (0)",
+            leader.clone(),
+        );
         registry.register(
             "admission_reviews",
             "Admission reviews answered, by kind, operation and result",
@@ -286,7 +290,7 @@ mod tests {
             !text.contains("reason=\"Other\""),
             "a label set no longer reported stays: {text}"
         );
-        assert!(text.contains("ce_operator_leader 1"), "{text}");
+        assert!(text.lines().any(|l| l == "ce_operator_leader 1"), "{text}");
         assert!(text.contains("ce_operator_reconcile_duration_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

@@ -255,6 +255,14 @@ impl Leader {
     }
 }
 
+/// The field manager a replica takes the Lease with. It must be its own: a replica takes a free
+/// Lease by a server-side apply without force, and only another manager's ownership of
+/// `holderIdentity` makes the API server refuse the second of two replicas that both saw it free.
+/// With one manager shared by all replicas, both got the Lease and both led until the next renewal.
+pub fn lease_field_manager(identity: &str) -> String {
+    format!("{MANAGER}/{identity}")
+}
+
 /// Waits for the lease, leads while holding it, and releases it on shutdown.
 async fn run_as_leader(
     client: Client,
@@ -272,7 +280,7 @@ async fn run_as_leader(
         // Renew at half-life: a renewal delayed by a busy API server still lands before expiry
         // (a third, 1 s of a 4 s lease, was seen to lapse under a loaded test run).
         .with_grace((duration / 2).max(1))
-        .with_field_manager(MANAGER)
+        .with_field_manager(lease_field_manager(&election.identity))
         .build()
         .await?;
     let (mut leader, lease_task) = manager.watch().await;

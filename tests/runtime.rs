@@ -67,10 +67,13 @@ async fn metrics_health_and_readiness_are_served() {
         "ce_operator_objects{kind=\"Organization\",ready=\"True\",reason=\"Ready\"} 1",
         "ce_operator_secrets_issued_total{owner=\"user\"} 1",
         "ce_operator_secrets_issued_total{owner=\"organization\"} 1",
-        "ce_operator_leader 1",
     ] {
         assert!(text.contains(expected), "/metrics lacks {expected}:\n{text}");
     }
+    assert!(
+        is_leader(&addr),
+        "a single replica without leader election does not report leading"
+    );
     ns.delete().await;
 }
 
@@ -131,6 +134,51 @@ async fn a_standby_takes_over_when_the_leader_dies_and_the_lease_is_released_on_
         holder(l).is_empty()
     })
     .await;
+    ns.delete().await;
+}
+
+/// Two replicas that both read the Lease as free both try to take it, by a server-side apply
+/// without force (what kube-lease-manager does). The API server refuses the second only if the
+/// first's field manager owns `holderIdentity`, so each replica must apply as its own manager.
+/// Against the real API server, with the managers the operator uses: the second gets 409 and the
+/// first keeps the Lease. (With one manager shared by all replicas both applies succeeded and
+/// two replicas led at once; a race too narrow to reproduce reliably with two processes.)
+#[tokio::test]
+async fn of_two_replicas_that_find_the_lease_free_only_the_first_takes_it() {
+    use kube::api::{Patch, PatchParams};
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "lease-race").await;
+    let leases: kube::Api<Lease> = ns.api();
+    let take = |identity: &str| {
+        let leases = leases.clone();
+        let params = PatchParams::apply(&ce_operator::runtime::lease_field_manager(identity));
+        let lease = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "spec": {
+                "holderIdentity": identity,
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now()),
+                "leaseDurationSeconds": 15,
+            },
+        });
+        async move { leases.patch("ce-operator", &params, &Patch::Apply(lease)).await }
+    };
+    // A free Lease, as a replica creates it before taking it.
+    let free = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some("ce-operator".into()),
+            ..Default::default()
+        },
+        spec: Default::default(),
+    };
+    leases.create(&Default::default(), &free).await.unwrap();
+    take("replica-a").await.expect("the first replica takes the free lease");
+    match take("replica-b").await {
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        other => panic!("the second replica was not refused: {other:?}"),
+    }
+    let lease = leases.get("ce-operator").await.unwrap();
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("replica-a"));
     ns.delete().await;
 }
 

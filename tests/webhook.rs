@@ -436,11 +436,8 @@ async fn a_standby_replica_answers_admission_reviews() {
         &webhook_config_name(&ns.name),
     ];
     let leader = Operator::start_with(&ns.name, &format!("{}-leader", ns.name), &shared);
-    let leader_addr = leader.http_addr().await;
     wait_until("the first replica to lead", TIMEOUT, || async {
-        support::http_get(&leader_addr, "/metrics")
-            .1
-            .contains("ce_operator_leader 1")
+        leader.metric("ce_operator_leader").await == 1.0
     })
     .await;
     let standby = Operator::start_with(&ns.name, &format!("{}-standby", ns.name), &shared);
@@ -466,7 +463,7 @@ async fn a_standby_replica_answers_admission_reviews() {
         0.0,
         "the standby reconciled"
     );
-    assert_eq!(standby.metric("ce_operator_leader ").await, 0.0);
+    assert_eq!(standby.metric("ce_operator_leader").await, 0.0);
 }
 
 /// The SHA-256 of the certificate served at `addr`.
