@@ -13,7 +13,7 @@ mod watch;
 
 use std::{
     any::{Any, TypeId},
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Debug,
     sync::{Arc, Mutex, RwLock},
     time::Duration,
@@ -141,6 +141,10 @@ pub struct Kind<K: Resource<DynamicType = ()> + 'static> {
     /// Objects of this kind the API server holds but the Rust types cannot read (kept out
     /// of the store; see `watch::Malformed`).
     malformed: std::sync::atomic::AtomicUsize,
+    /// The stored objects by their Ready condition (kinds with conditions), kept as changes
+    /// arrive: a scrape reads a few counts instead of scanning every object (at 100,000
+    /// users, polled every 200 ms, the scan was most of the operator's CPU).
+    ready: Mutex<BTreeMap<ReadyKey, usize>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
@@ -149,6 +153,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
             store,
             expected: RwLock::default(),
             malformed: Default::default(),
+            ready: Mutex::default(),
         }
     }
 
@@ -185,6 +190,47 @@ pub trait Cached: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'st
     fn index(_cache: &Cache, _change: &Change<Self>) {}
 }
 
+/// A Ready condition's status ("True", "False", "Unknown" when absent) and reason (empty when
+/// absent; "Other" for a reason the operator does not know, so the label set stays bounded).
+type ReadyKey = (&'static str, &'static str);
+
+fn ready_key(obj: &impl crate::api::HasConditions) -> ReadyKey {
+    let ready = obj.condition("Ready");
+    let status = match ready.map(|c| c.status.as_str()) {
+        Some("True") => "True",
+        Some("False") => "False",
+        _ => "Unknown",
+    };
+    let reason = match ready {
+        None => "",
+        Some(c) => crate::model::conditions::Reason::parse(&c.reason).map_or("Other", |r| r.as_str()),
+    };
+    (status, reason)
+}
+
+/// Moves the object of `change` between the Ready tallies of its kind.
+fn tally<K>(kind: &Kind<K>, change: &Change<K>)
+where
+    K: Resource<DynamicType = ()> + crate::api::HasConditions + 'static,
+{
+    let (old, new) = change.before_after(ready_key);
+    if old == new {
+        return;
+    }
+    let mut ready = kind.ready.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = old
+        && let std::collections::btree_map::Entry::Occupied(mut count) = ready.entry(old)
+    {
+        *count.get_mut() -= 1;
+        if *count.get() == 0 {
+            count.remove();
+        }
+    }
+    if let Some(new) = new {
+        *ready.entry(new).or_default() += 1;
+    }
+}
+
 /// Moves the object of `change` between index keys computed by `key_of`.
 fn reindex<K: Resource>(index: &Index, change: &Change<K>, key_of: impl Fn(&K) -> Option<Key>) {
     let object = key(&change.namespace(), &change.name());
@@ -200,6 +246,7 @@ impl Cached for Organization {
     }
 
     fn index(cache: &Cache, change: &Change<Self>) {
+        tally(&cache.organizations, change);
         reindex(&cache.members_by_super, change, |o| {
             o.spec
                 .super_organization_ref
@@ -217,6 +264,7 @@ impl Cached for Account {
     }
 
     fn index(cache: &Cache, change: &Change<Self>) {
+        tally(&cache.accounts, change);
         let ns = change.namespace();
         reindex(&cache.accounts_by_org, change, |a| {
             Some(key(&ns, &a.spec.organization_ref.name))
@@ -235,6 +283,7 @@ impl Cached for CEUser {
     }
 
     fn index(cache: &Cache, change: &Change<Self>) {
+        tally(&cache.users, change);
         let ns = change.namespace();
         reindex(&cache.users_by_account, change, |u| {
             Some(key(&ns, &u.spec.account_ref.name))
@@ -253,6 +302,7 @@ impl Cached for RoleBinding {
     }
 
     fn index(cache: &Cache, change: &Change<Self>) {
+        tally(&cache.role_bindings, change);
         let ns = change.namespace();
         reindex(&cache.bindings_by_user, change, |b| {
             Some(key(&ns, &b.spec.user_ref.name))
@@ -271,6 +321,7 @@ impl Cached for ElementSafelist {
     }
 
     fn index(cache: &Cache, change: &Change<Self>) {
+        tally(&cache.safelists, change);
         let ns = change.namespace();
         reindex(&cache.safelists_by_org, change, |s| {
             Some(key(&ns, &s.spec.organization_ref.name))
@@ -740,41 +791,28 @@ impl Cache {
             .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
     }
 
-    /// Objects per kind by their Ready condition's status and reason (a reason the operator
-    /// does not know is counted as "Other", so the label set stays bounded).
+    /// Objects per kind by their Ready condition's status and reason (`ready_key`).
     pub fn ready_counts(&self) -> Vec<ReadyCount> {
-        fn count<K>(kind: &'static str, store: &Store<K>, out: &mut Vec<ReadyCount>)
-        where
-            K: Resource<DynamicType = ()> + crate::api::HasConditions + Clone + 'static,
-        {
-            let mut counts = std::collections::BTreeMap::<(&'static str, &'static str), usize>::new();
-            for obj in store.state() {
-                let ready = obj.condition("Ready");
-                let status = match ready.map(|c| c.status.as_str()) {
-                    Some("True") => "True",
-                    Some("False") => "False",
-                    _ => "Unknown",
-                };
-                let reason = match ready {
-                    None => "",
-                    Some(c) => crate::model::conditions::Reason::parse(&c.reason).map_or("Other", |r| r.as_str()),
-                };
-                *counts.entry((status, reason)).or_default() += 1;
-            }
-            out.extend(counts.into_iter().map(|((ready, reason), count)| ReadyCount {
-                kind,
-                ready,
-                reason,
-                count,
-            }));
+        fn counts<K: Resource<DynamicType = ()>>(kind: &'static str, slot: &Kind<K>) -> Vec<ReadyCount> {
+            let ready = slot.ready.lock().unwrap_or_else(|e| e.into_inner());
+            ready
+                .iter()
+                .map(|(&(ready, reason), &count)| ReadyCount {
+                    kind,
+                    ready,
+                    reason,
+                    count,
+                })
+                .collect()
         }
-        let mut out = Vec::new();
-        count("Organization", &self.organizations.store, &mut out);
-        count("Account", &self.accounts.store, &mut out);
-        count("CEUser", &self.users.store, &mut out);
-        count("RoleBinding", &self.role_bindings.store, &mut out);
-        count("ElementSafelist", &self.safelists.store, &mut out);
-        out
+        [
+            counts("Organization", &self.organizations),
+            counts("Account", &self.accounts),
+            counts("CEUser", &self.users),
+            counts("RoleBinding", &self.role_bindings),
+            counts("ElementSafelist", &self.safelists),
+        ]
+        .concat()
     }
 
     /// Objects per kind that the API server holds and the operator cannot read.

@@ -551,4 +551,58 @@ mod tests {
         receive(Event::Delete(bad("5")));
         assert_eq!(state(&cache), (false, 0));
     }
+
+    /// The Ready counts the metrics report are kept per change, not recounted per scrape:
+    /// they must follow every way an object enters, changes and leaves the store.
+    #[test]
+    fn the_ready_counts_follow_every_change_of_the_store() {
+        let (cache, mut writers) = Cache::new(None);
+        let mut pipeline = Pipeline::<CEUser>::new(Vec::new());
+        let mut receive = |event| pipeline.receive(&cache, &mut writers.users, event, parse::<CEUser>);
+        let with = |name: &str, rv: &str, ready: Option<(&str, &str)>| {
+            let mut json = user_json(rv, format!("{name}@acme.example").into());
+            json["metadata"]["name"] = name.into();
+            if let Some((status, reason)) = ready {
+                json["status"] = serde_json::json!({"conditions": [{
+                    "type": "Ready", "status": status, "reason": reason, "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }]});
+            }
+            serde_json::from_value::<Lenient<CEUser>>(json).unwrap()
+        };
+        let counts = |cache: &Cache| -> Vec<(&str, &str, usize)> {
+            cache
+                .ready_counts()
+                .into_iter()
+                .filter(|c| c.kind == "CEUser")
+                .map(|c| (c.ready, c.reason, c.count))
+                .collect()
+        };
+
+        receive(Event::Init);
+        receive(Event::InitApply(with("jane", "1", None)));
+        receive(Event::InitApply(with("john", "1", Some(("True", "Ready")))));
+        receive(Event::InitDone);
+        assert_eq!(counts(&cache), [("True", "Ready", 1), ("Unknown", "", 1)]);
+        receive(Event::Apply(with("jane", "2", Some(("False", "DuplicateEmail")))));
+        receive(Event::Apply(with("ann", "3", Some(("False", "NoSuchReason")))));
+        assert_eq!(
+            counts(&cache),
+            [
+                ("False", "DuplicateEmail", 1),
+                ("False", "Other", 1),
+                ("True", "Ready", 1)
+            ]
+        );
+        // Unreadable: out of the store, out of the counts.
+        receive(Event::Apply(user("4", 42.into())));
+        assert_eq!(counts(&cache), [("False", "Other", 1), ("True", "Ready", 1)]);
+        // A re-list after john changed and ann went while the watch was down.
+        receive(Event::Init);
+        receive(Event::InitApply(with("john", "5", Some(("False", "DuplicateEmail")))));
+        receive(Event::InitDone);
+        assert_eq!(counts(&cache), [("False", "DuplicateEmail", 1)]);
+        receive(Event::Delete(with("john", "6", Some(("False", "DuplicateEmail")))));
+        assert_eq!(counts(&cache), []);
+    }
 }
