@@ -29,7 +29,9 @@ dev: cluster-up ## Local cluster + CRDs + the operator running + examples applie
 test: ## The whole test suite (what CI runs)
 	@hack/test.sh
 
-bench: cluster-up ## Scale benchmark against the local cluster (ARGS="--quick" for a small run)
+# The scale benchmark starts from a fresh cluster: on one that had served a 100k run (API
+# server RSS 9 GiB), a 10k run converged in 84 s against 53 s on a fresh one.
+bench: cluster-down cluster-up ## Scale benchmark on a fresh local cluster (replaces it; ARGS="--quick" for a small run)
 	cargo build --release --bin ce-operator
 	cargo bench --bench scale -- $(ARGS)
 
