@@ -23,8 +23,8 @@ use ce_operator::api::{
     Account, AccountSpec, CEUser, CEUserSpec, HasConditions, LocalRef, Organization, Role, RoleBinding, RoleBindingSpec,
 };
 use common::{
-    CLIENT_CONCURRENCY, Operator, admin_binding, arg, client, cluster_pid, cpu_seconds, create_all, free_port,
-    grant_or_revoke, install_crds, kubeconfig, label_value, meta, percentile, root, run_all,
+    CLIENT_CONCURRENCY, Operator, admin_binding, apiserver_metrics, arg, client, cluster_pid, cpu_seconds, create_all,
+    free_port, grant_or_revoke, install_crds, kubeconfig, label_value, meta, percentile, root, run_all,
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::{
@@ -210,11 +210,9 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String), u64> 
 /// How many cache consistency checks of the resources holding the load (ceusers, secrets)
 /// the API server has run (`apiserver_storage_consistency_checks_total`).
 async fn cache_checks(client: &Client) -> u64 {
-    let text = client
-        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+    apiserver_metrics(client)
         .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("apiserver_storage_consistency_checks_total{"))
         .filter(|l| matches!(label_value(l, "resource").as_str(), "ceusers" | "secrets"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -582,10 +580,7 @@ async fn admission(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let metrics = || async {
-        let apiserver = client
-            .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
-            .await
-            .unwrap();
+        let apiserver = apiserver_metrics(client).await;
         (
             histogram(
                 &apiserver,

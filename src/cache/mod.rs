@@ -642,7 +642,8 @@ impl Cache {
         K::slot(self).get(&ObjectRef::new(name).within(ns))
     }
 
-    /// Every object of a kind (for the metrics and for a leader's first pass).
+    /// Every object of a kind: a scan, for a leader's first pass, the resync and rare changes
+    /// (a namespace being deleted, an account appearing or going).
     pub fn all<K: Cached>(&self) -> Vec<Arc<K>> {
         K::slot(self).store.state()
     }

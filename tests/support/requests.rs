@@ -17,10 +17,7 @@ pub struct ApiRequests {
 /// The API server's own request counters, summed over response codes: how tests judge what
 /// was written, from the server rather than from the operator's word.
 pub async fn apiserver_requests(client: &Client) -> BTreeMap<ApiRequests, u64> {
-    let text = client
-        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
-        .await
-        .unwrap();
+    let text = apiserver_metrics(client).await;
     let mut counts = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
         let label = |key: &str| label_value(line, key);
@@ -34,6 +31,14 @@ pub async fn apiserver_requests(client: &Client) -> BTreeMap<ApiRequests, u64> {
         *counts.entry(key).or_insert(0) += value as u64;
     }
     counts
+}
+
+/// The API server's own metrics, as Prometheus text.
+pub async fn apiserver_metrics(client: &Client) -> String {
+    client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap()
 }
 
 /// The value of label `key` in one line of Prometheus text ("" if it has none).
