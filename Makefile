@@ -31,9 +31,9 @@ test: ## The whole test suite (what CI runs)
 
 # The scale benchmark starts from a fresh cluster: on one that had served a 100k run (API
 # server RSS 9 GiB), a 10k run converged in 84 s against 53 s on a fresh one.
-bench: cluster-down cluster-up ## Scale benchmark on a fresh local cluster (replaces it; ARGS="--quick" for a small run)
+bench: cluster-down tools ## Scale benchmark on a fresh local cluster (replaces it; ARGS="--quick" for a small run, RUNS=3 for the median of three)
 	cargo build --release --bin ce-operator
-	cargo bench --bench scale -- $(ARGS)
+	@RUNS="$(RUNS)" ARGS="$(ARGS)" hack/bench.sh
 
 bench-authz: cluster-up ## Authorization endpoint vs OPA on the same data (wrk; builds OPA once)
 	@hack/ensure-bench-deps.sh
