@@ -240,8 +240,7 @@ async fn etcd_requests(client: &Client) -> BTreeMap<(String, String), u64> {
         .lines()
         .filter(|l| l.starts_with("etcd_requests_total{"))
         .filter_map(|l| {
-            let resource = label_value(l, "resource");
-            let load = [
+            const LOAD: [&str; 6] = [
                 "organizations",
                 "accounts",
                 "ceusers",
@@ -249,8 +248,9 @@ async fn etcd_requests(client: &Client) -> BTreeMap<(String, String), u64> {
                 "secrets",
                 "events",
             ];
+            let resource = label_value(l, "resource");
             let n = l.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
-            load.contains(&resource.as_str())
+            LOAD.contains(&resource.as_str())
                 .then(|| ((resource, label_value(l, "operation")), n))
         })
         .fold(BTreeMap::new(), |mut counts, (key, n)| {
@@ -1188,7 +1188,7 @@ async fn main() {
         eprintln!("bench: --keep: the load stays in namespace {ns}");
         return;
     }
-    // Clean up while the operator runs, so that its finalizers let the namespaces go.
+    // Clean up while the operator runs, so that its finalizers let the namespace go.
     let _ = namespaces.delete(&ns, &Default::default()).await;
     let cleanup = Instant::now();
     while cleanup.elapsed() < Duration::from_secs(300) && namespaces.get_opt(&ns).await.ok().flatten().is_some() {
