@@ -218,10 +218,10 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String), u64> 
 }
 
 /// How many cache consistency checks of the resources holding the load (ceusers, secrets,
-/// events) the API server has run (`apiserver_storage_consistency_checks_total`).
-async fn cache_checks(client: &Client) -> u64 {
-    apiserver_metrics(client)
-        .await
+/// events) the API server has run (`apiserver_storage_consistency_checks_total`), from its
+/// metrics text.
+fn cache_checks(metrics: &str) -> u64 {
+    metrics
         .lines()
         .filter(|l| l.starts_with("apiserver_storage_consistency_checks_total{"))
         .filter(|l| matches!(label_value(l, "resource").as_str(), "ceusers" | "secrets" | "events"))
@@ -230,13 +230,12 @@ async fn cache_checks(client: &Client) -> u64 {
         .sum()
 }
 
-/// The API server's requests to etcd for the load's resources (`etcd_requests_total`):
-/// (resource, operation) -> count. Where converging and the floor make the same API requests,
-/// a difference here is the API server's own extra work (an update retried on a stale cached
-/// object, a consistent read).
-async fn etcd_requests(client: &Client) -> BTreeMap<(String, String), u64> {
-    apiserver_metrics(client)
-        .await
+/// The API server's requests to etcd for the load's resources (`etcd_requests_total`), from
+/// its metrics text: (resource, operation) -> count. Where converging and the floor make the
+/// same API requests, a difference here is the API server's own extra work (an update retried
+/// on a stale cached object, a consistent read).
+fn etcd_requests(metrics: &str) -> BTreeMap<(String, String), u64> {
+    metrics
         .lines()
         .filter(|l| l.starts_with("etcd_requests_total{"))
         .filter_map(|l| {
@@ -739,8 +738,8 @@ async fn main() {
     let requests_before = apiserver_requests(&client).await;
     let operator_before = operator_requests(&operator);
     let cpu_before = CpuSeconds::now(Some(operator.child.id()));
-    let checks_before = cache_checks(&client).await;
-    let etcd_before = etcd_requests(&client).await;
+    let metrics = apiserver_metrics(&client).await;
+    let (checks_before, etcd_before) = (cache_checks(&metrics), etcd_requests(&metrics));
     let started = Instant::now();
     let (org_api, account_api, user_api, binding_api): (
         Api<Organization>,
@@ -785,11 +784,12 @@ async fn main() {
     }
     report.convergence_secs = started.elapsed().as_secs_f64();
     report.cpu_converging = CpuSeconds::now(Some(operator.child.id())).since(cpu_before);
-    report.cache_checks[0] = cache_checks(&client).await - checks_before;
+    let metrics = apiserver_metrics(&client).await;
+    report.cache_checks[0] = cache_checks(&metrics) - checks_before;
+    let etcd_converging = diff(&etcd_before, &etcd_requests(&metrics));
     report.reconcile_p99_ms = user_reconcile_ms(&operator, 0.99);
     let requests_after = apiserver_requests(&client).await;
     let operator_after = operator_requests(&operator);
-    let etcd_converging = diff(&etcd_before, &etcd_requests(&client).await);
     // The load generator's own requests: one POST per object, four LISTs per confirmation.
     let own = objects as u64 + polls;
     report.per_verb = per_verb(&operator_before, &operator_after, &scale);
@@ -842,8 +842,8 @@ async fn main() {
         .collect();
     // The floor client writes into an unwatched namespace; no operator runs there.
     let cpu_before = CpuSeconds::now(None);
-    let checks_before = cache_checks(&client).await;
-    let etcd_before = etcd_requests(&client).await;
+    let metrics = apiserver_metrics(&client).await;
+    let (checks_before, etcd_before) = (cache_checks(&metrics), etcd_requests(&metrics));
     let floor_started = Instant::now();
     create_all(&f_orgs, orgs.clone()).await;
     create_all(&f_accounts, accounts.clone()).await;
@@ -943,16 +943,16 @@ async fn main() {
     run_all(jobs).await;
     report.floor_secs = floor_started.elapsed().as_secs_f64();
     report.cpu_floor = CpuSeconds::now(None).since(cpu_before);
-    report.cache_checks[1] = cache_checks(&client).await - checks_before;
-    let etcd_floor = diff(&etcd_before, &etcd_requests(&client).await);
-    let keys: std::collections::BTreeSet<_> = etcd_converging.keys().chain(etcd_floor.keys()).collect();
-    report.etcd_requests = keys
+    let metrics = apiserver_metrics(&client).await;
+    report.cache_checks[1] = cache_checks(&metrics) - checks_before;
+    // The floor's snapshot holds every counter the converging one did (counters only grow).
+    report.etcd_requests = diff(&etcd_before, &etcd_requests(&metrics))
         .into_iter()
-        .map(|k| {
-            let n = |m: &BTreeMap<(String, String), u64>| m.get(k).copied().unwrap_or(0);
-            (k.0.clone(), k.1.clone(), n(&etcd_converging), n(&etcd_floor))
+        .map(|((resource, operation), floor)| {
+            let converging = etcd_converging.get(&(resource.clone(), operation.clone())).copied();
+            (resource, operation, converging.unwrap_or(0), floor)
         })
-        .filter(|(_, _, c, f)| c + f > 0)
+        .filter(|(_, _, converging, floor)| converging + floor > 0)
         .collect();
     report.ratio = report.convergence_secs / report.floor_secs;
     eprintln!("bench: floor {:.1} s", report.floor_secs);
@@ -983,7 +983,7 @@ async fn main() {
     report.bytes_per_object = steady as f64 / objects as f64;
 
     // 4. Latency of a change under load: bind and revoke admin one at a time.
-    let checks_before = cache_checks(&client).await;
+    let checks_before = cache_checks(&apiserver_metrics(&client).await);
     let mut samples = Vec::new();
     for i in 0..scale.samples {
         let user = &users[scale.bindings + (i % (users.len() - scale.bindings).max(1))];
@@ -1016,7 +1016,7 @@ async fn main() {
     report.latency_p50_ms = percentile(&samples, 50.0);
     report.latency_p95_ms = percentile(&samples, 95.0);
     report.latency_p99_ms = percentile(&samples, 99.0);
-    report.cache_checks[3] = cache_checks(&client).await - checks_before;
+    report.cache_checks[3] = cache_checks(&apiserver_metrics(&client).await) - checks_before;
 
     // 5. Admission: the webhook's cost on a write, from the client, the API server and the
     // operator.
@@ -1036,7 +1036,7 @@ async fn main() {
     operator.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = apiserver_requests(&client).await;
-    let checks_before = cache_checks(&client).await;
+    let checks_before = cache_checks(&apiserver_metrics(&client).await);
     let restarted = Instant::now();
     let cpu_before = CpuSeconds::now(None);
     let mut operator = start_operator(
@@ -1051,7 +1051,7 @@ async fn main() {
     report.restart_ready_secs = restarted.elapsed().as_secs_f64();
     report.cpu_restart = CpuSeconds::now(Some(operator.child.id())).since(cpu_before);
     report.cpu_restart.load_client = 0.0;
-    report.cache_checks[2] = cache_checks(&client).await - checks_before;
+    report.cache_checks[2] = cache_checks(&apiserver_metrics(&client).await) - checks_before;
     while operator.reconciles() < objects as u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if restarted.elapsed() > Duration::from_secs(900) {
