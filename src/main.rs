@@ -96,6 +96,33 @@ struct RunArgs {
     /// Address of the authorization endpoint (/authz/check, /v1/decisions; HTTP/1.1 and h2c).
     #[arg(long = "authz-addr", env = "CE_AUTHZ_ADDR", default_value = "0.0.0.0:8082")]
     authz_addr: std::net::SocketAddr,
+    /// Also serve Envoy's gRPC ext_authz (envoy.service.auth.v3.Authorization/Check) on this
+    /// address (not served unless set).
+    #[arg(long = "authz-grpc-addr", env = "CE_AUTHZ_GRPC_ADDR")]
+    authz_grpc_addr: Option<std::net::SocketAddr>,
+    /// Serve the authorization endpoints over TLS with this certificate (PEM; read again
+    /// when it changes).
+    #[arg(
+        long = "authz-tls-cert-file",
+        env = "CE_AUTHZ_TLS_CERT_FILE",
+        requires = "authz_tls_key"
+    )]
+    authz_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --authz-tls-cert-file (PEM).
+    #[arg(
+        long = "authz-tls-key-file",
+        env = "CE_AUTHZ_TLS_KEY_FILE",
+        requires = "authz_tls_cert"
+    )]
+    authz_tls_key: Option<std::path::PathBuf>,
+    /// Require clients (the gateway) to present a certificate signed by one of these CAs
+    /// (PEM): mutual TLS.
+    #[arg(
+        long = "authz-tls-client-ca-file",
+        env = "CE_AUTHZ_TLS_CLIENT_CA_FILE",
+        requires = "authz_tls_cert"
+    )]
+    authz_tls_client_ca: Option<std::path::PathBuf>,
 }
 
 /// The validating admission webhook.
@@ -222,7 +249,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 managed: matches!(args.webhook.certs, CertManagement::Operator),
             },
         }),
-        authz_addr: args.authz.then_some(args.authz_addr),
+        authz: args.authz.then(|| ce_operator::authz::Options {
+            addr: args.authz_addr,
+            grpc_addr: args.authz_grpc_addr,
+            tls: args
+                .authz_tls_cert
+                .zip(args.authz_tls_key)
+                .map(|(cert, key)| ce_operator::authz::tls::Files {
+                    cert,
+                    key,
+                    client_ca: args.authz_tls_client_ca,
+                }),
+        }),
         leader_election: args.leader_election.then(|| ce_operator::runtime::LeaderElection {
             namespace: args.lease_namespace,
             lease_name: args.lease_name,

@@ -70,8 +70,8 @@ pub struct Options {
     pub leader_election: Option<LeaderElection>,
     /// The admission webhook (None: not served).
     pub webhook: Option<Webhook>,
-    /// Where the authorization endpoint listens (None: not served).
-    pub authz_addr: Option<SocketAddr>,
+    /// The authorization endpoints (None: not served).
+    pub authz: Option<authz::Options>,
 }
 
 type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
@@ -184,14 +184,8 @@ pub async fn run(
         }));
     }
     // The authorization endpoint, on every replica, from the same caches.
-    if let Some(addr) = options.authz_addr {
-        let listener = authz::bind(addr).await?;
-        let served = authz::serve(listener, cache.clone(), metrics.clone(), shutdown.clone());
-        background.push(tokio::spawn(async move {
-            if let Err(e) = served.await {
-                error!(error = %e, "the authorization endpoint stopped");
-            }
-        }));
+    if let Some(endpoints) = &options.authz {
+        background.extend(authz::start(endpoints, cache.clone(), metrics.clone(), shutdown.clone()).await?);
     }
     let leader = Leader {
         client: client.clone(),

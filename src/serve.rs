@@ -1,6 +1,7 @@
 //! The plumbing the operator's own servers share (the admission webhook over TLS, the
-//! authorization endpoint in plain text): accept until shutdown, and serve each connection
-//! as HTTP/1.1 or HTTP/2 (ALPN, or h2c with prior knowledge), whichever the peer speaks.
+//! authorization endpoints in plain text or over TLS): accept until shutdown, and serve each
+//! connection as HTTP/1.1 or HTTP/2 (ALPN, or h2c with prior knowledge), whichever the peer
+//! speaks.
 
 use std::{future::Future, net::SocketAddr};
 
@@ -14,6 +15,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
 };
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 /// Accepts connections until `shutdown`, handing each to `handle` (which spawns its task).
@@ -37,6 +39,30 @@ pub async fn accept_until(
             },
         }
     }
+}
+
+/// Serves `app` on every connection `listener` accepts until `shutdown`, over TLS when
+/// `tls` is given. `what` names the server in the logs.
+pub async fn routes(
+    listener: TcpListener,
+    what: &'static str,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    accept_until(listener, what, shutdown, |tcp, peer| {
+        let (app, tls) = (app.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => connection(tcp, app, peer, what).await,
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => connection(stream, app, peer, what).await,
+                    Err(e) => debug!(%peer, error = %e, server = what, "TLS handshake failed"),
+                },
+            }
+        });
+    })
+    .await;
 }
 
 /// Serves `app` on one connection until the peer closes it.

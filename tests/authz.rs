@@ -6,12 +6,20 @@
 mod support;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use ce_operator::api::{CEUser, ElementSafelist, HasConditions, Organization, RoleBinding};
+use envoy_types::pb::envoy::{
+    config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction},
+    service::auth::v3::{
+        AttributeContext, CheckRequest, attribute_context, authorization_client::AuthorizationClient,
+        check_response::HttpResponse,
+    },
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
@@ -21,6 +29,7 @@ use support::{
     Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root, wait_condition,
     wait_for, wait_ready, wait_until,
 };
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// Two organizations in one namespace. acme (member of big, which denies box; safelists
 /// salesforce, box and hubspot): default account hq with sam (org-admin) and kim (org),
@@ -310,14 +319,183 @@ fn envoy_check(authz: &str, method: &str, path: &str, authorization: Option<&str
     curl(method, &format!("http://{authz}/authz/check{path}"), &headers, None).0
 }
 
+/// The route of a path of the NGINX gateway's configuration above, as the checks a gRPC
+/// gateway would set for it.
+fn route_of(path: &str) -> Vec<(&'static str, String)> {
+    let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+    match parts.as_slice() {
+        ["formulas"] => vec![("X-CE-Privilege", "createFormulaTemplates".into())],
+        ["elements", element] => vec![("X-CE-Element", (*element).into())],
+        ["instances", owner, action] => vec![
+            ("X-CE-Instance-Owner", (*owner).into()),
+            ("X-CE-Instance-Action", (*action).into()),
+        ],
+        _ => vec![],
+    }
+}
+
+/// The gRPC address the operator logged, once it serves.
+async fn grpc_addr(operator: &Operator) -> String {
+    let marker = "serving the gRPC authorization endpoint";
+    let find = || {
+        let log = operator.log_text();
+        let line = log.lines().rev().find(|l| l.contains(marker))?;
+        line.split("addr=").nth(1)?.split_whitespace().next().map(str::to_owned)
+    };
+    wait_until("the operator to serve gRPC", TIMEOUT, || {
+        let found = find().is_some();
+        async move { found }
+    })
+    .await;
+    find().unwrap()
+}
+
+/// A channel to the gRPC endpoint, over TLS when `tls` is given.
+async fn grpc_channel(url: &str, tls: Option<ClientTlsConfig>) -> Channel {
+    let mut endpoint = Channel::from_shared(url.to_owned()).unwrap();
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).unwrap();
+    }
+    endpoint
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e:?}"))
+}
+
+/// Where a gRPC gateway puts a route's checks: Envoy's per-route context extensions, or the
+/// forwarded headers (a map, or with `encode_raw_headers` a list of raw values).
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Extensions,
+    Headers,
+    RawHeaders,
+}
+
+/// The gRPC status code Envoy reads for an HTTP status.
+fn grpc_code(http: u16) -> i32 {
+    match http {
+        200 => 0,
+        400 => 3,
+        403 => 7,
+        401 => 16,
+        other => panic!("no gRPC code for {other}"),
+    }
+}
+
+fn check_request(
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    route: &[(&str, impl AsRef<str>)],
+    via: Via,
+) -> CheckRequest {
+    let mut headers: HashMap<String, String> = HashMap::new();
+    let mut extensions = HashMap::new();
+    if let Some(a) = authorization {
+        headers.insert("authorization".into(), a.into());
+    }
+    for (name, value) in route {
+        let (name, value) = (name.to_ascii_lowercase(), value.as_ref().to_owned());
+        match via {
+            Via::Extensions => extensions.insert(name, value),
+            Via::Headers | Via::RawHeaders => headers.insert(name, value),
+        };
+    }
+    let header_map = matches!(via, Via::RawHeaders).then(|| HeaderMap {
+        headers: std::mem::take(&mut headers)
+            .into_iter()
+            .map(|(key, value)| HeaderValue {
+                key,
+                value: String::new(),
+                raw_value: value.into_bytes(),
+            })
+            .collect(),
+    });
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: method.into(),
+                    path: path.into(),
+                    headers,
+                    header_map,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: extensions,
+            ..Default::default()
+        }),
+    }
+}
+
+/// What Envoy makes of a check's response.
+struct GrpcAnswer {
+    code: i32,
+    http: u16,
+    headers: HashMap<String, String>,
+    /// Whether every header for the upstream replaces the client's.
+    overwrites: bool,
+    body: String,
+}
+
+async fn send(channel: &Channel, request: CheckRequest) -> GrpcAnswer {
+    let response = AuthorizationClient::new(channel.clone())
+        .check(request)
+        .await
+        .expect("a gRPC check")
+        .into_inner();
+    let code = response.status.map(|s| s.code).unwrap_or(-1);
+    let headers_of = |headers: &[HeaderValueOption]| {
+        headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect::<HashMap<_, _>>()
+    };
+    match response.http_response {
+        Some(HttpResponse::OkResponse(ok)) => GrpcAnswer {
+            code,
+            http: 200,
+            overwrites: ok
+                .headers
+                .iter()
+                .all(|h| h.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32),
+            headers: headers_of(&ok.headers),
+            body: String::new(),
+        },
+        Some(HttpResponse::DeniedResponse(denied)) => GrpcAnswer {
+            code,
+            http: denied.status.map(|s| s.code as u16).unwrap_or(403),
+            overwrites: false,
+            headers: headers_of(&denied.headers),
+            body: denied.body,
+        },
+        other => panic!("a check answered without an HTTP response: {other:?}"),
+    }
+}
+
+/// Envoy's gRPC ext_authz check of a request with the route's checks.
+async fn grpc_check(
+    channel: &Channel,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    route: &[(&str, impl AsRef<str>)],
+    via: Via,
+) -> GrpcAnswer {
+    send(channel, check_request(method, path, authorization, route, via)).await
+}
+
 #[tokio::test]
 async fn a_gateway_lets_through_exactly_what_the_model_allows() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "authz-gw").await;
-    let operator = Operator::start(&ns.name);
+    let operator = Operator::start_with(&ns.name, &ns.name, &["--authz-grpc-addr", "127.0.0.1:0"]);
     converge(&ns).await;
     let authz = operator.authz_addr().await;
+    let grpc = grpc_channel(&format!("http://{}", grpc_addr(&operator).await), None).await;
     let gateway = Gateway::start(&authz, &ns.name);
     let jane = credentials(&ns, "jane", "acme").await;
     let joe = credentials(&ns, "joe", "acme").await;
@@ -462,7 +640,55 @@ async fn a_gateway_lets_through_exactly_what_the_model_allows() {
     for (method, path, authorization, route, expected) in &envoy {
         let code = envoy_check(&authz, method, path, *authorization, route);
         assert_eq!(code, *expected, "ext_authz {method} {path} {route:?}");
+        // The same over gRPC, with the route's checks as context extensions and as headers.
+        for via in [Via::Extensions, Via::Headers, Via::RawHeaders] {
+            let answer = grpc_check(&grpc, method, path, *authorization, route, via).await;
+            assert_eq!(
+                (answer.http, answer.code),
+                (*expected, grpc_code(*expected)),
+                "gRPC ext_authz {method} {path} {route:?} {via:?}: {:?}",
+                answer.body
+            );
+        }
     }
+    // The whole NGINX matrix over gRPC too: each case's route as its checks.
+    for (what, path, authorization, expected) in &cases {
+        let route = route_of(path);
+        let answer = grpc_check(&grpc, "GET", path, *authorization, &route, Via::Extensions).await;
+        assert_eq!(answer.http, *expected, "gRPC {what}: {path}: {:?}", answer.body);
+        assert!(
+            !answer.body.contains("not-a-secret"),
+            "a secret echoed: {}",
+            answer.body
+        );
+    }
+    // Allowed: the identity for the upstream, replacing what the client sent.
+    let forged = [("X-CE-User", "mallory")];
+    let answer = grpc_check(&grpc, "GET", "/", Some(&jane), &forged, Via::Headers).await;
+    assert_eq!(answer.http, 200);
+    assert_eq!(answer.headers.get("x-ce-user").map(String::as_str), Some("jane"));
+    assert_eq!(
+        answer.headers.get("x-ce-roles").map(String::as_str),
+        Some("admin,default-user")
+    );
+    assert!(answer.overwrites, "identity headers must overwrite the client's");
+    // A route's context extension wins over a header the client sent.
+    let route = [("X-CE-Privilege", "createFormulaTemplates")];
+    let mut asked = check_request("POST", "/v1/formulas", Some(&joe), &route, Via::Extensions);
+    if let Some(http) = asked
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers.insert("x-ce-privilege".into(), "".into());
+    }
+    let refused = send(&grpc, asked).await;
+    assert_eq!(refused.http, 403, "{}", refused.body);
+    // Unauthenticated: the challenge, as the HTTP endpoint sends it.
+    let answer = grpc_check(&grpc, "GET", "/", None, &[] as &[(&str, &str)], Via::Headers).await;
+    assert_eq!(answer.http, 401);
+    assert!(answer.headers.contains_key("www-authenticate"), "{:?}", answer.headers);
     let (code, head) = curl("GET", &format!("http://{authz}/authz/check"), &[], None);
     assert_eq!(code, 401);
     assert!(head.to_lowercase().contains("www-authenticate:"), "{head}");
@@ -647,4 +873,173 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
     users.delete("joe", &DeleteParams::default()).await.unwrap();
     let deleted = until_status(&authz, &joe, &[], 401).await;
     eprintln!("a deleted user stopped authenticating after {deleted:?}");
+}
+
+/// A CA, and certificates it signs.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A certificate and key for `names` (a server's) or, without names, a client's.
+    fn sign(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        params.extended_key_usages = vec![if names.is_empty() {
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        params.distinguished_name.push(rcgen::DnType::CommonName, "gateway");
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
+}
+
+/// `curl` over TLS trusting `ca`, with the client certificate of `client` if given: the HTTP
+/// status, or None when the connection is refused.
+fn tls_status(url: &str, ca: &Path, client: Option<(&Path, &Path)>, authorization: &str) -> Option<u16> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(ca)
+        .args(["-H", &format!("Authorization: {authorization}"), url]);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd.output().expect("run curl");
+    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    (out.status.success() && code != 0).then_some(code)
+}
+
+#[tokio::test]
+async fn both_endpoints_serve_mutual_tls_and_a_renewed_certificate_without_a_restart() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "authz-tls").await;
+    let dir = repo_root().join("target/test-logs").join(&ns.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, content: &str| {
+        let path = dir.join(name);
+        // Written whole, then renamed into place: as the kubelet swaps a Secret volume.
+        let staged = dir.join(format!(".{name}"));
+        std::fs::write(&staged, content).unwrap();
+        std::fs::rename(&staged, &path).unwrap();
+        path
+    };
+    let (server_ca, gateway_ca) = (TestCa::new("server CA"), TestCa::new("gateway CA"));
+    let (cert, key) = server_ca.sign(&["localhost", "127.0.0.1"]);
+    let (cert_file, key_file) = (file("tls.crt", &cert), file("tls.key", &key));
+    let server_ca_file = file("server-ca.crt", &server_ca.pem);
+    let gateway_ca_file = file("gateway-ca.crt", &gateway_ca.pem);
+    let (gw_cert, gw_key) = gateway_ca.sign(&[]);
+    let gw = (file("gw.crt", &gw_cert), file("gw.key", &gw_key));
+    let path = |p: &Path| p.display().to_string();
+    let operator = Operator::start_with(
+        &ns.name,
+        &ns.name,
+        &[
+            "--authz-grpc-addr",
+            "127.0.0.1:0",
+            "--authz-tls-cert-file",
+            &path(&cert_file),
+            "--authz-tls-key-file",
+            &path(&key_file),
+            "--authz-tls-client-ca-file",
+            &path(&gateway_ca_file),
+        ],
+    );
+    converge(&ns).await;
+    let jane = credentials(&ns, "jane", "acme").await;
+    let check = format!("https://{}/authz/check", operator.authz_addr().await);
+
+    // HTTP: the gateway's certificate is required.
+    let gw_pair = Some((gw.0.as_path(), gw.1.as_path()));
+    assert_eq!(tls_status(&check, &server_ca_file, gw_pair, &jane), Some(200));
+    assert_eq!(
+        tls_status(&check, &server_ca_file, gw_pair, "User x, Organization y"),
+        Some(401)
+    );
+    assert_eq!(
+        tls_status(&check, &server_ca_file, None, &jane),
+        None,
+        "a client without a certificate must be refused"
+    );
+    let (other_cert, other_key) = TestCa::new("another CA").sign(&[]);
+    let other = (file("other.crt", &other_cert), file("other.key", &other_key));
+    assert_eq!(
+        tls_status(&check, &server_ca_file, Some((&other.0, &other.1)), &jane),
+        None,
+        "a client certificate of another CA must be refused"
+    );
+
+    // gRPC over the same TLS.
+    let grpc_url = format!("https://{}", grpc_addr(&operator).await);
+    let tls = |ca: &str| {
+        ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .identity(tonic::transport::Identity::from_pem(&gw_cert, &gw_key))
+            .domain_name("localhost")
+    };
+    let grpc = grpc_channel(&grpc_url, Some(tls(&server_ca.pem))).await;
+    let answer = grpc_check(
+        &grpc,
+        "GET",
+        "/",
+        Some(&jane),
+        &[("X-CE-Privilege", "createElements")],
+        Via::Extensions,
+    )
+    .await;
+    assert_eq!((answer.http, answer.code), (200, 0), "{}", answer.body);
+
+    // Renewed (by another CA, so that which one is served shows): served from the next
+    // handshakes on, without a restart.
+    let renewing_ca = TestCa::new("renewed server CA");
+    let renewed_ca_file = file("renewed-ca.crt", &renewing_ca.pem);
+    let (cert, key) = renewing_ca.sign(&["localhost", "127.0.0.1"]);
+    let renewed = Instant::now();
+    file("tls.key", &key);
+    file("tls.crt", &cert);
+    wait_until("the renewed certificate served", TIMEOUT, || async {
+        tls_status(&check, &renewed_ca_file, gw_pair, &jane) == Some(200)
+    })
+    .await;
+    eprintln!(
+        "the renewed certificate was served {:?} after it was written",
+        renewed.elapsed()
+    );
+    assert_eq!(
+        tls_status(&check, &server_ca_file, gw_pair, &jane),
+        None,
+        "the previous certificate is no longer served"
+    );
+    let grpc = grpc_channel(&grpc_url, Some(tls(&renewing_ca.pem))).await;
+    let answer = grpc_check(&grpc, "GET", "/", Some(&jane), &[] as &[(&str, &str)], Via::Headers).await;
+    assert_eq!(answer.http, 200, "{}", answer.body);
+
+    // A broken pair written over it: the renewed one stays.
+    file("tls.key", &TestCa::new("x").sign(&["localhost"]).1);
+    wait_until("the operator to warn of the broken pair", TIMEOUT, || {
+        let warned = operator.log_text().contains("still serving the previous certificate");
+        tls_status(&check, &renewed_ca_file, gw_pair, &jane);
+        async move { warned }
+    })
+    .await;
+    assert_eq!(tls_status(&check, &renewed_ca_file, gw_pair, &jane), Some(200));
+    for secret_value in [&key, &gw_key] {
+        assert!(!operator.log_text().contains(secret_value.lines().nth(1).unwrap()));
+    }
 }

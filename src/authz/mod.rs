@@ -1,10 +1,13 @@
 //! The authorization endpoint an API gateway asks on every request (NGINX `auth_request`,
-//! Envoy HTTP `ext_authz`), and the same decision as JSON for other programs. Every replica
+//! Envoy `ext_authz` over HTTP or gRPC), and the same decision as JSON for other programs. Every replica
 //! answers from its caches, with the model's rules (`model::authz`, `model::user`,
 //! `model::safelist`), and never calls the API server on the request path.
 //!
 //! The presented secrets are digested at once and looked up by digest; no value is kept,
 //! logged, counted or echoed.
+
+mod grpc;
+pub mod tls;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
 
@@ -39,6 +42,12 @@ use crate::{
 pub enum Error {
     #[error("cannot serve the authorization endpoint on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot read the authorization endpoint's TLS {what} {path}: {reason}")]
+    Tls {
+        what: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// An authenticated (or, for `can-i`, named) caller.
@@ -242,46 +251,76 @@ struct AuthzState {
     metrics: Arc<Metrics>,
 }
 
-/// Binds the endpoint's address (so that a taken port fails the start, not a request).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+/// Where and how the authorization endpoints are served.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The HTTP endpoint (`/authz/check`, `/v1/decisions`).
+    pub addr: SocketAddr,
+    /// Envoy's gRPC ext_authz, on its own address (None: not served).
+    pub grpc_addr: Option<SocketAddr>,
+    /// TLS for both (None: plain text).
+    pub tls: Option<tls::Files>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Listen { addr, source })
 }
 
+/// Binds the endpoints and loads their certificate (so that a taken port or an unreadable
+/// certificate fails the start, not a request), then serves them until `shutdown`, from the
+/// same caches and the same memo of what they derive.
+pub async fn start<S>(
+    options: &Options,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+    shutdown: S,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, Error>
+where
+    S: std::future::Future<Output = ()> + Clone + Send + 'static,
+{
+    let acceptor = options.tls.as_ref().map(tls::acceptor).transpose()?;
+    let scheme = if acceptor.is_some() { "TLS" } else { "plain text" };
+    let state = AuthzState {
+        cache,
+        derived: Arc::default(),
+        metrics,
+    };
+    let mut served = Vec::new();
+    let listener = bind(options.addr).await?;
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(addr = %bound, scheme, "serving the authorization endpoint on /authz/check and /v1/decisions");
+    }
+    let http = crate::serve::routes(
+        listener,
+        "authorization",
+        router(state.clone()),
+        acceptor.clone(),
+        shutdown.clone(),
+    );
+    served.push(tokio::spawn(http));
+    if let Some(addr) = options.grpc_addr {
+        let listener = bind(addr).await?;
+        if let Ok(bound) = listener.local_addr() {
+            tracing::info!(addr = %bound, scheme, "serving the gRPC authorization endpoint (envoy.service.auth.v3.Authorization)");
+        }
+        let grpc = crate::serve::routes(listener, "authorization-grpc", grpc::router(state), acceptor, shutdown);
+        served.push(tokio::spawn(grpc));
+    }
+    Ok(served)
+}
+
 /// The endpoint's routes: the gateway check under `/authz/check` (any method, any path
 /// below it, as Envoy's ext_authz forwards the original path under a prefix) and
 /// `POST /v1/decisions`.
-pub fn router(cache: Arc<Cache>, metrics: Arc<Metrics>) -> Router {
+fn router(state: AuthzState) -> Router {
     Router::new()
         .route("/authz/check", any(gateway_check))
         .route("/authz/check/", any(gateway_check))
         .route("/authz/check/{*path}", any(gateway_check))
         .route("/v1/decisions", post(decisions))
-        .with_state(AuthzState {
-            cache,
-            derived: Arc::default(),
-            metrics,
-        })
-}
-
-/// Serves plain HTTP/1.1 and h2c (prior knowledge) until `shutdown`: the endpoint sits
-/// behind the gateway, on the pod network.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    cache: Arc<Cache>,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), Error> {
-    if let Ok(bound) = listener.local_addr() {
-        tracing::info!(addr = %bound, "serving the authorization endpoint on /authz/check and /v1/decisions");
-    }
-    let app = router(cache, metrics);
-    crate::serve::accept_until(listener, "authorization", shutdown, |tcp, peer| {
-        tokio::spawn(crate::serve::connection(tcp, app.clone(), peer, "authorization"));
-    })
-    .await;
-    Ok(())
+        .with_state(state)
 }
 
 /// A gateway header that could not be read: the route is misconfigured (400), not the
@@ -290,18 +329,19 @@ fn bad_header(name: &str, value: &str) -> Decision {
     Decision::invalid(format!("header {name}: cannot read {value:?}"))
 }
 
-/// The request a gateway describes with the `X-CE-*` headers of a route.
-fn request_of(headers: &HeaderMap) -> Result<Request, Decision> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+/// The request a gateway describes with the `X-CE-*` headers of a route; `header` looks a
+/// header up by its lower-case name.
+fn request_of<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<Request, Decision> {
+    let text = |name: &str| header(name).map(str::trim).filter(|v| !v.is_empty());
     let mut request = Request::default();
-    if let Some(keys) = text("x-ce-privilege").filter(|k| !k.is_empty()) {
+    if let Some(keys) = text("x-ce-privilege") {
         for key in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
             let privilege: Privilege = authz::parse_privilege(key).ok_or_else(|| bad_header("X-CE-Privilege", key))?;
             request.privileges.push(privilege);
         }
     }
-    request.element = text("x-ce-element").filter(|e| !e.is_empty()).map(str::to_owned);
-    if let Some(owner) = text("x-ce-instance-owner").filter(|o| !o.is_empty()) {
+    request.element = text("x-ce-element").map(str::to_owned);
+    if let Some(owner) = text("x-ce-instance-owner") {
         let action = text("x-ce-instance-action").unwrap_or("");
         let action = authz::InstanceAction::parse(action).ok_or_else(|| bad_header("X-CE-Instance-Action", action))?;
         request.instance = Some(authz::Instance {
@@ -310,6 +350,33 @@ fn request_of(headers: &HeaderMap) -> Result<Request, Decision> {
         });
     }
     Ok(request)
+}
+
+/// What a gateway's check is answered: the caches are not synced yet, or the decision on
+/// the credentials and the route's checks (`header` as for `request_of`, plus
+/// `authorization`). Counted in the metrics either way.
+enum Answer {
+    Unavailable,
+    Decided(Decision, Option<Caller>),
+}
+
+fn gateway_answer<'a>(state: &AuthzState, header: impl Fn(&str) -> Option<&'a str>) -> Answer {
+    let started = Instant::now();
+    if !synced(state) {
+        return Answer::Unavailable;
+    }
+    let (decision, caller) = match request_of(&header) {
+        Ok(request) => check(
+            &state.cache,
+            &state.derived,
+            header("authorization"),
+            &request,
+            Timestamp::now(),
+        ),
+        Err(bad) => (bad, None),
+    };
+    record(&state.metrics, &decision, started);
+    Answer::Decided(decision, caller)
 }
 
 fn record(metrics: &Metrics, decision: &Decision, started: Instant) {
@@ -329,44 +396,50 @@ struct Refusal<'a> {
     reason: &'a str,
 }
 
-/// Before the caches are synced every secret would look unknown: answer 503 (the gateway
-/// fails the request) rather than a wrong 401. Counted as outcome "unavailable" (the 5xx the
-/// alerts watch).
-fn not_synced(state: &AuthzState) -> Option<Response> {
-    (!state.cache.is_synced()).then(|| {
+/// Before the caches are synced every secret would look unknown: the endpoints answer
+/// "unavailable" (503; the gateway fails the request) rather than a wrong 401. Counted as
+/// outcome "unavailable" (the 5xx the alerts watch).
+fn synced(state: &AuthzState) -> bool {
+    let synced = state.cache.is_synced();
+    if !synced {
         let labels = AuthzLabels {
             outcome: "unavailable",
             code: "caches_not_synced",
         };
         state.metrics.authz_decisions.get_or_create(&labels).inc();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Refusal {
-                allowed: false,
-                reason: "the operator's caches are not synced yet",
-            }),
-        )
-            .into_response()
-    })
+    }
+    synced
 }
 
-async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> Response {
-    let started = Instant::now();
-    if let Some(unavailable) = not_synced(&state) {
-        return unavailable;
-    }
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let (decision, caller) = match request_of(&headers) {
-        Ok(request) => check(&state.cache, &state.derived, authorization, &request, Timestamp::now()),
-        Err(bad) => (bad, None),
-    };
-    record(&state.metrics, &decision, started);
-    let status = match decision.outcome {
+const NOT_SYNCED: &str = "the operator's caches are not synced yet";
+
+fn unavailable() -> Response {
+    let body = Json(Refusal {
+        allowed: false,
+        reason: NOT_SYNCED,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+}
+
+/// The HTTP status a gateway answers the client with.
+fn http_status(outcome: Outcome) -> StatusCode {
+    match outcome {
         Outcome::Allowed => StatusCode::OK,
         Outcome::Unauthenticated => StatusCode::UNAUTHORIZED,
         Outcome::Forbidden => StatusCode::FORBIDDEN,
         Outcome::Invalid => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The challenge of a 401: the platform's two credentials.
+const CHALLENGE: &str = "User realm=\"ce\", Organization realm=\"ce\"";
+
+async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> Response {
+    let (decision, caller) = match gateway_answer(&state, |name| headers.get(name).and_then(|v| v.to_str().ok())) {
+        Answer::Unavailable => return unavailable(),
+        Answer::Decided(decision, caller) => (decision, caller),
     };
+    let status = http_status(decision.outcome);
     let body = Json(Refusal {
         allowed: decision.outcome == Outcome::Allowed,
         reason: &decision.reason,
@@ -374,10 +447,7 @@ async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> R
     let mut response = (status, body).into_response();
     let out = response.headers_mut();
     if status == StatusCode::UNAUTHORIZED {
-        out.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("User realm=\"ce\", Organization realm=\"ce\""),
-        );
+        out.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
     }
     if let Some(caller) = caller.filter(|_| status == StatusCode::OK) {
         for (name, value) in identity_headers(&caller) {
@@ -433,8 +503,8 @@ async fn decisions(
     body: Result<Json<DecisionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let started = Instant::now();
-    if let Some(unavailable) = not_synced(&state) {
-        return unavailable;
+    if !synced(&state) {
+        return unavailable();
     }
     let Ok(Json(asked)) = body else {
         let decision = Decision::invalid(

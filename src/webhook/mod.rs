@@ -17,7 +17,7 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::{
     api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding},
@@ -76,16 +76,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/validate", post(validate))
         .with_state(WebhookState { cache, metrics });
-    crate::serve::accept_until(listener, "webhook", shutdown, |tcp, peer| {
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            match acceptor.accept(tcp).await {
-                Ok(tls) => crate::serve::connection(tls, app, peer, "webhook").await,
-                Err(e) => debug!(%peer, error = %e, "webhook TLS handshake failed"),
-            }
-        });
-    })
-    .await;
+    crate::serve::routes(listener, "webhook", app, Some(acceptor), shutdown).await;
     Ok(())
 }
 

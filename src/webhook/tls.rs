@@ -339,8 +339,9 @@ pub struct ServingCert {
 }
 
 impl ServingCert {
-    /// Loads a PEM certificate and key; false if they do not parse.
-    fn load(&self, cert: &str, key: &str) -> bool {
+    /// Loads a PEM certificate and key; false if they do not parse or do not belong together
+    /// (the one served before stays).
+    pub(crate) fn load(&self, cert: &str, key: &str) -> bool {
         let certs: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_slice_iter(cert.as_bytes()).collect();
         let (Ok(certs), Ok(key)) = (certs, PrivateKeyDer::from_pem_slice(key.as_bytes())) else {
             return false;
@@ -351,18 +352,29 @@ impl ServingCert {
         let Ok(signing) = any_supported_type(&key) else {
             return false;
         };
-        *self.current.write().expect("serving cert lock") = Some(Arc::new(CertifiedKey::new(certs, signing)));
+        let certified = CertifiedKey::new(certs, signing);
+        if matches!(
+            certified.keys_match(),
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch))
+        ) {
+            return false;
+        }
+        *self.current.write().expect("serving cert lock") = Some(Arc::new(certified));
         true
     }
 
     pub fn is_loaded(&self) -> bool {
-        self.current.read().expect("serving cert lock").is_some()
+        self.current().is_some()
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().expect("serving cert lock").clone()
     }
 }
 
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.read().expect("serving cert lock").clone()
+        self.current()
     }
 }
 
