@@ -5,11 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use ce_operator::api::CEUser;
+use ce_operator::api::{CEUser, HasConditions};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
 use support::{
-    Operator, TIMEOUT, TestNamespace, apply, client, http_get, install_crds, leader_and_standby, wait_for, wait_ready,
-    wait_until,
+    Operator, TIMEOUT, TestNamespace, apply, client, http_get, install_crds, leader_and_standby, lease_holder,
+    wait_ready, wait_until,
 };
 
 const TREE: &str = "
@@ -129,11 +130,8 @@ async fn a_standby_takes_over_when_the_leader_dies_and_the_lease_is_released_on_
     wait_ready(&ns.api::<CEUser>(), "john").await;
 
     // SIGTERM: in-flight work finishes, the lease is released, the process exits cleanly.
-    assert!(second.terminate().await, "the operator did not exit cleanly on SIGTERM");
-    wait_for(&leases, "ce-operator", "the lease released", TIMEOUT, |l| {
-        holder(l).is_empty()
-    })
-    .await;
+    stop_leader(&client, &ns.name, "new leader", &mut second).await;
+    assert_eq!(lease_holder(&client, &ns.name, LEASE).await, "", "the lease released");
     ns.delete().await;
 }
 
@@ -182,26 +180,198 @@ async fn of_two_replicas_that_find_the_lease_free_only_the_first_takes_it() {
     ns.delete().await;
 }
 
-/// SIGTERM on a namespace with no tenancy objects at all (a fresh install), as leader and
-/// as standby: each replica exits cleanly (`terminate` gives up and fails after 30 s, a
-/// pod's grace period), and the leader releases its lease.
+/// How soon a replica must exit after SIGTERM (the issue's bound), measured from the signal.
+const EXIT: Duration = Duration::from_secs(2);
+
+/// The Lease the replicas of `leader_and_standby` elect on.
+const LEASE: &str = "ce-operator";
+
+/// SIGTERMs `replica`: it must exit cleanly within `EXIT`.
+async fn stop(what: &str, replica: &mut Operator) -> Duration {
+    let took = replica
+        .terminate(EXIT)
+        .await
+        .unwrap_or_else(|e| panic!("the {what}: {e}"));
+    eprintln!("the {what} exited {took:?} after SIGTERM");
+    took
+}
+
+/// SIGTERMs the leader: it exits within `EXIT` and, by the time it has, the API server no
+/// longer shows it holding the Lease (released: free, or already taken by a standby).
+async fn stop_leader(client: &kube::Client, ns: &str, what: &str, leader: &mut Operator) {
+    let identity = leader.lease_identity().await;
+    assert_eq!(
+        lease_holder(client, ns, LEASE).await,
+        identity,
+        "the {what} does not hold the lease before SIGTERM"
+    );
+    stop(what, leader).await;
+    let holder = lease_holder(client, ns, LEASE).await;
+    assert_ne!(holder, identity, "the {what} exited without releasing the lease");
+    eprintln!("the lease after the {what} exited: {holder:?}");
+}
+
+/// SIGTERMs the standby: it exits within `EXIT` and leaves the leader's Lease alone.
+async fn stop_standby(client: &kube::Client, ns: &str, standby: &mut Operator, leader: &Operator) {
+    let identity = leader.lease_identity().await;
+    stop("standby", standby).await;
+    assert_eq!(
+        lease_holder(client, ns, LEASE).await,
+        identity,
+        "the standby's exit changed the leader's lease"
+    );
+}
+
+/// Waits until a replica without leader election runs its controllers (SIGTERM must stop
+/// them, not an operator still starting).
+async fn wait_controllers(operator: &Operator) {
+    wait_until("the controllers to start", TIMEOUT, || async {
+        operator.log_text().contains("starting controllers")
+    })
+    .await;
+}
+
+/// SIGTERM in a namespace with no tenancy objects at all (a fresh install): without leader
+/// election, as standby and as leader (no standby left), each replica exits cleanly within 2 s
+/// of the signal, and the leader's lease is free when it has.
 #[tokio::test]
-async fn sigterm_exits_promptly_with_no_objects_as_leader_and_as_standby() {
+async fn sigterm_with_no_tenancy_objects_exits_within_2_s_and_releases_the_lease() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "empty-sigterm").await;
+    let mut single = Operator::start(&ns.name);
+    wait_controllers(&single).await;
+    stop("replica without leader election", &mut single).await;
+
     let (mut leader, mut standby) = leader_and_standby(&ns.name, "15").await;
-    for (what, replica) in [("standby", &mut standby), ("leader", &mut leader)] {
-        let started = std::time::Instant::now();
-        assert!(replica.terminate().await, "the {what} did not exit cleanly on SIGTERM");
-        let took = started.elapsed();
-        eprintln!("the {what} exited {took:?} after SIGTERM");
-    }
-    let leases: kube::Api<Lease> = ns.api();
-    wait_for(&leases, "ce-operator", "the lease released", TIMEOUT, |l| {
-        l.spec
-            .as_ref()
-            .is_none_or(|s| s.holder_identity.as_deref().unwrap_or("").is_empty())
+    stop_standby(&client, &ns.name, &mut standby, &leader).await;
+    stop_leader(&client, &ns.name, "leader", &mut leader).await;
+    assert_eq!(
+        lease_holder(&client, &ns.name, LEASE).await,
+        "",
+        "no standby left: the lease is free"
+    );
+}
+
+/// SIGTERM where only some kinds have objects (an Organization, and the default account and
+/// Secret the operator generates for it; no users, bindings or safelists): without leader
+/// election, and a leader handing over to its standby, which then stops too.
+#[tokio::test]
+async fn sigterm_with_only_some_kinds_present_exits_within_2_s_and_releases_the_lease() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "some-kinds-sigterm").await;
+    let org = TREE.split("---").next().unwrap();
+    let mut single = Operator::start(&ns.name);
+    apply(&ns.name, org);
+    wait_ready(&ns.api::<ce_operator::api::Organization>(), "acme").await;
+    stop("replica without leader election", &mut single).await;
+
+    let (mut leader, mut standby) = leader_and_standby(&ns.name, "15").await;
+    stop_leader(&client, &ns.name, "leader", &mut leader).await;
+    let identity = standby.lease_identity().await;
+    let released = std::time::Instant::now();
+    wait_until(
+        "the standby to take the released lease",
+        Duration::from_secs(15),
+        || async { lease_holder(&client, &ns.name, LEASE).await == identity },
+    )
+    .await;
+    eprintln!(
+        "the standby took the lease {:?} after the leader exited",
+        released.elapsed()
+    );
+    wait_until("the new leader to report leading", TIMEOUT, || async {
+        standby.metric("ce_operator_leader").await == 1.0
     })
     .await;
+    stop_leader(&client, &ns.name, "new leader", &mut standby).await;
+    assert_eq!(
+        lease_holder(&client, &ns.name, LEASE).await,
+        "",
+        "no standby left: the lease is free"
+    );
+}
+
+/// Users u0, u1, … of account eu (of `TREE`).
+fn users(n: usize) -> String {
+    (0..n).map(|u| format!("---\n{}", user(&format!("u{u}")))).collect()
+}
+
+/// Users of the load SIGTERM comes during.
+const LOAD: usize = 300;
+
+/// SIGTERM during a bulk create (kubectl creating `LOAD` users one after another while the
+/// operator issues their Secrets): without leader election, and a leader with a standby, which
+/// takes the released lease and converges the rest.
+#[tokio::test]
+async fn sigterm_mid_load_exits_within_2_s_and_releases_the_lease() {
+    let client = client().await;
+    install_crds(&client).await;
+    let user_secrets = |ns: &TestNamespace| {
+        let api = ns.api::<k8s_openapi::api::core::v1::Secret>();
+        async move {
+            api.list(&Default::default()).await.map_or(0, |l| {
+                l.items
+                    .iter()
+                    .filter(|s| s.name_any().ends_with("-user-secret"))
+                    .count()
+            })
+        }
+    };
+    let manifest = format!("{TREE}{}", users(LOAD));
+    for election in [false, true] {
+        let ns = TestNamespace::new(&client, "load-sigterm").await;
+        let (mut first, second) = if election {
+            let (leader, standby) = leader_and_standby(&ns.name, "15").await;
+            (leader, Some(standby))
+        } else {
+            (Operator::start(&ns.name), None)
+        };
+        let applying = {
+            let (name, manifest) = (ns.name.clone(), manifest.clone());
+            std::thread::spawn(move || apply(&name, &manifest))
+        };
+        wait_until("a tenth of the user Secrets issued", TIMEOUT, || async {
+            user_secrets(&ns).await >= LOAD / 10
+        })
+        .await;
+        let issued = user_secrets(&ns).await;
+        match &second {
+            None => {
+                stop("replica without leader election mid-load", &mut first).await;
+            }
+            Some(standby) => {
+                stop_leader(&client, &ns.name, "leader mid-load", &mut first).await;
+                let identity = standby.lease_identity().await;
+                let released = std::time::Instant::now();
+                wait_until(
+                    "the standby to take the released lease",
+                    Duration::from_secs(15),
+                    || async { lease_holder(&client, &ns.name, LEASE).await == identity },
+                )
+                .await;
+                eprintln!(
+                    "the standby took the lease {:?} after the leader exited",
+                    released.elapsed()
+                );
+            }
+        }
+        eprintln!("({issued} of {LOAD} user Secrets issued at SIGTERM)");
+        applying.join().unwrap();
+        if let Some(mut standby) = second {
+            // The standby finishes what the leader left.
+            let api = ns.api::<CEUser>();
+            wait_until(&format!("{LOAD} users Ready"), TIMEOUT * 2, || async {
+                api.list(&Default::default()).await.is_ok_and(|l| {
+                    l.items.len() == LOAD + 1
+                        && l.items
+                            .iter()
+                            .all(|u| u.condition("Ready").is_some_and(|c| c.status == "True"))
+                })
+            })
+            .await;
+            stop_leader(&client, &ns.name, "new leader", &mut standby).await;
+        }
+    }
 }

@@ -221,6 +221,8 @@ mod tests {
         // A key of another certificate: the previous pair stays.
         put(&key, &pair("three.example").1);
         assert_eq!(served(&resolver), der(&second.0));
+        let current = resolver.serving.current().unwrap();
+        assert!(current.keys_match().is_ok(), "the key served is the certificate's");
 
         // Unreadable at start: the start fails, naming the file.
         std::fs::write(&cert, "not a certificate").unwrap();

@@ -388,24 +388,63 @@ impl Operator {
         metric_sum(&http_get(&addr, "/metrics").1, prefix)
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns whether it exited cleanly.
-    pub async fn terminate(&mut self) -> bool {
+    /// Sends SIGTERM and waits at most `limit` for the process to exit: how long after the
+    /// signal it exited cleanly, or why not (still running at `limit`, then killed; or a failed
+    /// exit status). Polled every 10 ms, so the time is that precise.
+    pub async fn terminate(&mut self, limit: Duration) -> Result<Duration, String> {
         let Some(mut child) = self.child.take() else {
-            return false;
+            return Err("not running".into());
         };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let signalled = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {}", child.id());
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                return status.success();
+                let took = signalled.elapsed();
+                return if status.success() {
+                    Ok(took)
+                } else {
+                    Err(format!("exited with {status} {took:?} after SIGTERM"))
+                };
             }
-            if Instant::now() > deadline {
+            if signalled.elapsed() > limit {
                 let _ = child.kill();
                 let _ = child.wait();
-                return false;
+                return Err(format!("still running {limit:?} after SIGTERM (killed)"));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Its exit status if it has exited (then reaped), None while it runs: unlike a look at
+    /// /proc, a crashed operator does not pass for a live one while it lingers as a zombie.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().unwrap(),
+            None => panic!("the operator was not started"),
+        }
+    }
+
+    /// The identity it elects a leader with (logged when it starts waiting for the Lease).
+    pub async fn lease_identity(&self) -> String {
+        let marker = "waiting for the leader lease";
+        let find = || {
+            self.log_text()
+                .lines()
+                .rev()
+                .find(|l| l.contains(marker))
+                .and_then(|l| l.split("identity=").nth(1))
+                .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        wait_until(&format!("the operator to log {marker:?}"), TIMEOUT, || {
+            let found = find().is_some();
+            async move { found }
+        })
+        .await;
+        find().unwrap()
     }
 
     fn spawn(&mut self) {
@@ -610,6 +649,18 @@ where
         o.condition("Ready").is_some_and(|c| c.status == "True")
     })
     .await
+}
+
+/// The holder of Lease `name` in `namespace` as the API server holds it ("" when the Lease is
+/// free, absent or has no spec).
+pub async fn lease_holder(client: &Client, namespace: &str, name: &str) -> String {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), namespace);
+    leases
+        .get_opt(name)
+        .await
+        .unwrap_or_else(|e| panic!("get Lease {namespace}/{name}: {e}"))
+        .and_then(|l| l.spec?.holder_identity)
+        .unwrap_or_default()
 }
 
 /// Two replicas on `namespace` electing a leader on a Lease there (`lease_secs` long), logging
