@@ -32,7 +32,7 @@ nohup "$root/target/debug/ce-operator" run --log-format text \
   --kubeconfig "$root/.local/cluster/operator.kubeconfig" \
   --webhook-addr 127.0.0.1:9443 --webhook-dns-name 127.0.0.1 \
   --webhook-secret-namespace default --webhook-config-name ce-operator-dev \
-  --authz-addr 127.0.0.1:8082 \
+  --authz-addr 127.0.0.1:8082 --authz-grpc-addr 127.0.0.1:8083 \
   >"$state/operator.log" 2>&1 </dev/null &
 echo $! >"$state/operator.pid"
 

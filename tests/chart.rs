@@ -175,6 +175,47 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         "-f",
         path.to_str().unwrap(),
     ]);
+    // The authorization endpoints with gRPC and mutual TLS: accepted too, with flags the
+    // operator has and the Secret mounted where they point.
+    let rendered = ok(
+        helm(&[
+            "template",
+            &release,
+            &chart(),
+            "-n",
+            &system.name,
+            "--set",
+            "authz.grpc.enabled=true,authz.tls.secretName=gateway-tls,authz.tls.clientCAKey=ca.crt",
+        ]),
+        "helm template with gRPC and TLS",
+    );
+    std::fs::write(&path, &rendered).unwrap();
+    support::kubectl_ok(&[
+        "apply",
+        "--dry-run=server",
+        "-n",
+        &system.name,
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    let help = Command::new(env!("CARGO_BIN_EXE_ce-operator"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for arg in [
+        "--authz-grpc-addr=0.0.0.0:8083",
+        "--authz-tls-cert-file=/etc/ce-operator/authz-tls/tls.crt",
+        "--authz-tls-key-file=/etc/ce-operator/authz-tls/tls.key",
+        "--authz-tls-client-ca-file=/etc/ce-operator/authz-tls/ca.crt",
+    ] {
+        assert!(rendered.contains(arg), "{arg} not rendered");
+        let flag = arg.split('=').next().unwrap();
+        assert!(help.contains(flag), "the operator has no {flag}");
+    }
+    for expected in ["secretName: gateway-tls", "mountPath: /etc/ce-operator/authz-tls", "name: grpc-authz"] {
+        assert!(rendered.contains(expected), "{expected} not rendered");
+    }
     // A bad value is refused by values.schema.json.
     let bad = helm(&["template", &release, &chart(), "--set", "logging.format=xml"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logging/format"));
