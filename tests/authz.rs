@@ -867,6 +867,36 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
     until_status(&authz, &by_hand, &[], 200).await;
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&new), &[]), 401);
 
+    // A changed safelist: zendesk listed, then visible to acme's users.
+    let sam = credentials(&ns, "sam", "acme").await;
+    let zendesk = [("X-CE-Element", "zendesk")];
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&sam), &zendesk), 403);
+    ns.api::<ElementSafelist>()
+        .patch(
+            "acme-list",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"elements": ["salesforce", "box", "hubspot", "zendesk"]}})),
+        )
+        .await
+        .unwrap();
+    let listed = until_status(&authz, &sam, &zendesk, 200).await;
+    eprintln!("a changed safelist took effect in {listed:?}");
+
+    // A changed privilege matrix: acme's org-admins lose createElements.
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&sam), &create), 200);
+    ns.api::<Organization>()
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"roles": [{"role": "org-admin", "revoke": ["createElements"]}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let matrix = until_status(&authz, &sam, &create, 403).await;
+    eprintln!("a changed privilege matrix took effect in {matrix:?}");
+
     // A deleted user no longer authenticates.
     let joe = credentials(&ns, "joe", "acme").await;
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&joe), &[]), 200);

@@ -213,7 +213,11 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         let flag = arg.split('=').next().unwrap();
         assert!(help.contains(flag), "the operator has no {flag}");
     }
-    for expected in ["secretName: gateway-tls", "mountPath: /etc/ce-operator/authz-tls", "name: grpc-authz"] {
+    for expected in [
+        "secretName: gateway-tls",
+        "mountPath: /etc/ce-operator/authz-tls",
+        "name: grpc-authz",
+    ] {
         assert!(rendered.contains(expected), "{expected} not rendered");
     }
     // A bad value is refused by values.schema.json.

@@ -270,12 +270,27 @@ where
     }
 }
 
-/// Sets the finalizers, guarded by the resourceVersion so that a concurrent change is not lost.
+/// Sets the finalizers, guarded by the finalizers the object had (a JSON patch `test`), so that
+/// a concurrent change of them is not lost. Not by the resourceVersion: any other change in
+/// between (the namespace controller deleting a whole namespace, a label) would make it fail
+/// with a conflict and be retried, where nothing it guards had changed.
 async fn patch_finalizers<K: Reconciler>(ctx: &Context, obj: &K, finalizers: Vec<String>) -> Result<(), kube::Error> {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
+    let ops = match obj.meta().finalizers.as_deref() {
+        // No list to test (a missing path fails a `test`): guarded by the resourceVersion, as
+        // `add` would replace a list someone else created meanwhile.
+        None | Some([]) => json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": obj.resource_version()},
+            {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+        ]),
+        Some(had) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": had},
+            {"op": "replace", "path": "/metadata/finalizers", "value": finalizers},
+        ]),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a well-formed JSON patch");
     api_in::<K>(ctx, &ns)
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
         .map(drop)
 }
