@@ -51,8 +51,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Kubeconfig to use; in a pod the in-cluster configuration is used when absent.
-    #[arg(long, env = "KUBECONFIG")]
+    /// Kubeconfig to use. When absent: the files of $KUBECONFIG (merged as kubectl merges
+    /// them), ~/.kube/config, or in a pod the in-cluster configuration.
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "CE_NAMESPACE")]

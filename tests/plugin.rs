@@ -216,13 +216,87 @@ async fn describe_secret_and_rotate_show_fingerprints_never_values() {
     let status = ns.api::<Organization>().get("acme").await.unwrap().status.unwrap();
     assert_eq!(org["fingerprint"], status.secret_fingerprint.unwrap().as_str());
 
-    let missing = kubectl_ce(&["describe-secret", "ceuser", "nobody", "-n", &ns.name]);
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(
-        stderr(&missing).contains(&format!("ceuser \"nobody\" not found in namespace \"{}\"", ns.name)),
-        "{}",
-        stderr(&missing)
+    for verb in ["describe-secret", "rotate"] {
+        let missing = kubectl_ce(&[verb, "ceuser", "nobody", "-n", &ns.name]);
+        assert_eq!(missing.status.code(), Some(2), "{verb}");
+        assert!(
+            stderr(&missing).contains(&format!("ceuser \"nobody\" not found in namespace \"{}\"", ns.name)),
+            "{verb}: {}",
+            stderr(&missing)
+        );
+    }
+}
+
+/// `kubectl ce` with no `--kubeconfig`, as kubectl users run it: `$KUBECONFIG` may list several
+/// files, merged as kubectl merges them (the first file's current context wins), and
+/// `--context` picks another of their contexts.
+#[tokio::test]
+async fn kubeconfig_files_are_merged_and_context_picks_one_of_them() {
+    use kube::config::{Cluster, Context, Kubeconfig, NamedCluster, NamedContext};
+    let (ns, _operator) = converged_tenant().await;
+    let admin = Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    let mut test = admin.clone();
+    test.contexts = vec![NamedContext {
+        name: "test".into(),
+        context: Some(Context {
+            namespace: Some(ns.name.clone()),
+            ..admin.contexts[0].context.clone().unwrap()
+        }),
+        other: Default::default(),
+    }];
+    test.current_context = Some("test".into());
+    // First in the list: a context of a cluster that is not there, current.
+    let unreachable = Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: "gone".into(),
+            cluster: Some(Cluster {
+                server: Some("https://127.0.0.1:1".into()),
+                insecure_skip_tls_verify: Some(true),
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }],
+        contexts: vec![NamedContext {
+            name: "gone".into(),
+            context: Some(Context {
+                cluster: "gone".into(),
+                user: admin.contexts[0].context.as_ref().unwrap().user.clone(),
+                ..Default::default()
+            }),
+            other: Default::default(),
+        }],
+        current_context: Some("gone".into()),
+        ..Default::default()
+    };
+    let dir = std::env::temp_dir().join(format!("{}-kubeconfigs", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (dir.join("gone.json"), dir.join("test.json"));
+    std::fs::write(&first, serde_json::to_string(&unreachable).unwrap()).unwrap();
+    std::fs::write(&second, serde_json::to_string(&test).unwrap()).unwrap();
+    let merged = std::env::join_paths([&first, &second]).unwrap();
+    let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap();
+    let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |args: &[&str]| {
+        std::process::Command::new(tool("kubectl"))
+            .arg("ce")
+            .args(args)
+            .env("PATH", &path)
+            .env("KUBECONFIG", &merged)
+            .output()
+            .expect("run kubectl ce")
+    };
+
+    // --context test: the second file's cluster and its namespace.
+    let text = succeeded(
+        &run(&["--context", "test", "describe-secret", "ceuser", "jane"]),
+        "--context",
     );
+    assert!(text.contains(&format!("{}/jane-user-secret", ns.name)), "{text}");
+    // The current context is the first file's: its cluster is not there, and that is said.
+    let refused = run(&["describe-secret", "ceuser", "jane", "-n", &ns.name]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
+    assert!(stderr(&refused).contains("error:"), "{}", stderr(&refused));
+    assert!(!stderr(&refused).contains("panicked"), "{}", stderr(&refused));
 }
 
 #[tokio::test]

@@ -73,8 +73,9 @@ where
 /// The usual kubectl connection flags (kubectl passes them on to a plugin as given).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct KubeFlags {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG", global = true)]
+    /// Path to the kubeconfig file (default: the files of $KUBECONFIG, merged as kubectl
+    /// merges them, then ~/.kube/config).
+    #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use.
     #[arg(long, global = true)]
