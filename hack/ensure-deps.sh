@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for building and testing: Debian packages (openssl,
-# curl, procps for pgrep, python3 for free ports, nginx-light for the gateway test), a Go
+# curl, procps for pgrep, python3 for free ports, nginx-light for the gateway test, bsdutils
+# for script(1), a terminal for the plugin's colour test), a Go
 # toolchain check, rustfmt and clippy.
 set -euo pipefail
 
 need=()
-for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make nginx:nginx-light; do
+for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make nginx:nginx-light script:bsdutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

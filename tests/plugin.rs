@@ -96,6 +96,29 @@ async fn tree_shows_the_organization_its_accounts_users_roles_and_problems() {
     }
     assert!(text.contains("org-admin"), "sam's org-admin role:\n{text}");
     assert!(!text.contains('\x1b'), "colour codes in piped output:\n{text}");
+    // On a terminal (script(1) gives it one), problems are coloured; NO_COLOR turns it off.
+    let on_terminal = |no_color: bool| {
+        let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap();
+        let command = format!(
+            "{} ce --kubeconfig {} tree -n {}",
+            tool("kubectl").display(),
+            kubeconfig_path().display(),
+            ns.name
+        );
+        let mut script = std::process::Command::new("script");
+        script.args(["-qec", &command, "/dev/null"]).env(
+            "PATH",
+            format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default()),
+        );
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        succeeded(&script.output().expect("run script"), "tree on a terminal")
+    };
+    let coloured = on_terminal(false);
+    let joe = coloured.lines().find(|l| l.contains("joe <")).unwrap_or_default();
+    assert!(joe.contains("\x1b["), "the DuplicateEmail user is not highlighted:\n{coloured}");
+    assert!(!on_terminal(true).contains('\x1b'), "NO_COLOR is not honoured");
 
     // As data: the same tree, for scripts.
     let json = succeeded(
