@@ -152,52 +152,29 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     let release = format!("ce-{}", &system.name[system.name.len() - 6..]);
 
     ok(helm(&["lint", &chart()]), "helm lint");
-    // Everything the chart renders is accepted by the API server (server-side dry run).
-    let rendered = ok(
-        helm(&[
-            "template",
-            &release,
-            &chart(),
+    // Everything the chart renders is accepted by the API server (server-side dry run): as
+    // installed by default, and with the authorization endpoints' gRPC and mutual TLS.
+    let render_and_dry_run = |values: &str| {
+        let rendered = ok(
+            helm(&["template", &release, &chart(), "-n", &system.name, "--set", values]),
+            &format!("helm template --set {values}"),
+        );
+        let path = std::env::temp_dir().join(format!("{release}.yaml"));
+        std::fs::write(&path, &rendered).unwrap();
+        support::kubectl_ok(&[
+            "apply",
+            "--dry-run=server",
             "-n",
             &system.name,
-            "--set",
-            "serviceMonitor.enabled=false",
-        ]),
-        "helm template",
-    );
-    let path = std::env::temp_dir().join(format!("{release}.yaml"));
-    std::fs::write(&path, rendered).unwrap();
-    support::kubectl_ok(&[
-        "apply",
-        "--dry-run=server",
-        "-n",
-        &system.name,
-        "-f",
-        path.to_str().unwrap(),
-    ]);
-    // The authorization endpoints with gRPC and mutual TLS: accepted too, with flags the
-    // operator has and the Secret mounted where they point.
-    let rendered = ok(
-        helm(&[
-            "template",
-            &release,
-            &chart(),
-            "-n",
-            &system.name,
-            "--set",
-            "authz.grpc.enabled=true,authz.tls.secretName=gateway-tls,authz.tls.clientCAKey=ca.crt",
-        ]),
-        "helm template with gRPC and TLS",
-    );
-    std::fs::write(&path, &rendered).unwrap();
-    support::kubectl_ok(&[
-        "apply",
-        "--dry-run=server",
-        "-n",
-        &system.name,
-        "-f",
-        path.to_str().unwrap(),
-    ]);
+            "-f",
+            path.to_str().unwrap(),
+        ]);
+        rendered
+    };
+    render_and_dry_run("serviceMonitor.enabled=false");
+    let rendered =
+        render_and_dry_run("authz.grpc.enabled=true,authz.tls.secretName=gateway-tls,authz.tls.clientCAKey=ca.crt");
+    // ... with flags the operator has, and the Secret mounted where they point.
     let help = Command::new(env!("CARGO_BIN_EXE_ce-operator"))
         .args(["run", "--help"])
         .output()

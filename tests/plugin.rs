@@ -26,13 +26,17 @@ fn kubectl_ce(args: &[&str]) -> Output {
     kubectl_ce_as(&kubeconfig_path().to_string_lossy(), args)
 }
 
-fn kubectl_ce_as(kubeconfig: &str, args: &[&str]) -> Output {
+/// $PATH with the plugin binary's directory first, where kubectl finds `kubectl-ce`.
+fn plugin_path() -> String {
     let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap();
-    let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+fn kubectl_ce_as(kubeconfig: &str, args: &[&str]) -> Output {
     std::process::Command::new(tool("kubectl"))
         .args(["ce", "--kubeconfig", kubeconfig])
         .args(args)
-        .env("PATH", path)
+        .env("PATH", plugin_path())
         .env_remove("KUBECONFIG")
         .output()
         .expect("run kubectl ce")
@@ -98,7 +102,6 @@ async fn tree_shows_the_organization_its_accounts_users_roles_and_problems() {
     assert!(!text.contains('\x1b'), "colour codes in piped output:\n{text}");
     // On a terminal (script(1) gives it one), problems are coloured; NO_COLOR turns it off.
     let on_terminal = |no_color: bool| {
-        let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap();
         let command = format!(
             "{} ce --kubeconfig {} tree -n {}",
             tool("kubectl").display(),
@@ -106,10 +109,7 @@ async fn tree_shows_the_organization_its_accounts_users_roles_and_problems() {
             ns.name
         );
         let mut script = std::process::Command::new("script");
-        script.args(["-qec", &command, "/dev/null"]).env(
-            "PATH",
-            format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default()),
-        );
+        script.args(["-qec", &command, "/dev/null"]).env("PATH", plugin_path());
         if no_color {
             script.env("NO_COLOR", "1");
         }
@@ -117,7 +117,10 @@ async fn tree_shows_the_organization_its_accounts_users_roles_and_problems() {
     };
     let coloured = on_terminal(false);
     let joe = coloured.lines().find(|l| l.contains("joe <")).unwrap_or_default();
-    assert!(joe.contains("\x1b["), "the DuplicateEmail user is not highlighted:\n{coloured}");
+    assert!(
+        joe.contains("\x1b["),
+        "the DuplicateEmail user is not highlighted:\n{coloured}"
+    );
     assert!(!on_terminal(true).contains('\x1b'), "NO_COLOR is not honoured");
 
     // As data: the same tree, for scripts.
@@ -297,13 +300,11 @@ async fn kubeconfig_files_are_merged_and_context_picks_one_of_them() {
     std::fs::write(&first, serde_json::to_string(&unreachable).unwrap()).unwrap();
     std::fs::write(&second, serde_json::to_string(&test).unwrap()).unwrap();
     let merged = std::env::join_paths([&first, &second]).unwrap();
-    let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap();
-    let path = format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let run = |args: &[&str]| {
         std::process::Command::new(tool("kubectl"))
             .arg("ce")
             .args(args)
-            .env("PATH", &path)
+            .env("PATH", plugin_path())
             .env("KUBECONFIG", &merged)
             .output()
             .expect("run kubectl ce")
