@@ -5,7 +5,7 @@
 //! `check_settings.context_extensions`, which a client cannot set), else from the forwarded
 //! headers, as a gateway that sets them per route sends them.
 
-use axum::Router;
+use axum::{Router, http::StatusCode};
 use envoy_types::{
     ext_authz::v3::{
         CheckRequestExt, CheckResponseExt, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
@@ -15,7 +15,7 @@ use envoy_types::{
 };
 use tonic::{Code, Status};
 
-use super::{Answer, AuthzState, CHALLENGE, NOT_SYNCED, Refusal, gateway_answer, identity_headers};
+use super::{Answer, AuthzState, CHALLENGE, NOT_SYNCED, Refusal, gateway_answer, http_status, identity_headers};
 use crate::model::authz::Outcome;
 
 /// The gRPC service's routes, to be served like the HTTP endpoint's.
@@ -61,11 +61,17 @@ fn lookup<'a>(asked: &'a CheckRequest, name: &str) -> Option<&'a str> {
 /// client sent), or denied with the status and body the HTTP endpoint would answer.
 fn response(answer: Answer) -> CheckResponse {
     let (decision, caller) = match answer {
-        Answer::Unavailable => return denied(Code::Unavailable, HttpStatusCode::ServiceUnavailable, NOT_SYNCED),
+        Answer::Unavailable => return denied(Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE, NOT_SYNCED),
         Answer::Decided(decision, caller) => (decision, caller),
     };
-    match (decision.outcome, caller) {
-        (Outcome::Allowed, Some(caller)) => {
+    let code = match decision.outcome {
+        Outcome::Allowed => Code::Ok,
+        Outcome::Unauthenticated => Code::Unauthenticated,
+        Outcome::Forbidden => Code::PermissionDenied,
+        Outcome::Invalid => Code::InvalidArgument,
+    };
+    match caller.filter(|_| code == Code::Ok) {
+        Some(caller) => {
             let mut ok = OkHttpResponseBuilder::new();
             for (name, value) in identity_headers(&caller) {
                 ok.add_header(name, value, Some(HeaderAppendAction::OverwriteIfExistsOrAdd), false);
@@ -74,24 +80,20 @@ fn response(answer: Answer) -> CheckResponse {
             response.set_http_response(ok.build());
             response
         }
-        (Outcome::Unauthenticated, _) => denied(Code::Unauthenticated, HttpStatusCode::Unauthorized, &decision.reason),
-        (Outcome::Invalid, _) => denied(Code::InvalidArgument, HttpStatusCode::BadRequest, &decision.reason),
-        (Outcome::Forbidden | Outcome::Allowed, _) => {
-            denied(Code::PermissionDenied, HttpStatusCode::Forbidden, &decision.reason)
-        }
+        None => denied(code, http_status(decision.outcome), &decision.reason),
     }
 }
 
 /// A denial: the gRPC status Envoy reads, and the HTTP response it sends the client (with
 /// the challenge on a 401).
-fn denied(code: Code, http: HttpStatusCode, reason: &str) -> CheckResponse {
+fn denied(code: Code, http: StatusCode, reason: &str) -> CheckResponse {
     let body = serde_json::to_string(&Refusal { allowed: false, reason }).unwrap_or_default();
     let mut refusal = DeniedHttpResponseBuilder::new();
     refusal
-        .set_http_status(http)
+        .set_http_status(HttpStatusCode::try_from(i32::from(http.as_u16())).unwrap_or(HttpStatusCode::Forbidden))
         .add_header("content-type", "application/json", None, false)
         .set_body(body);
-    if http == HttpStatusCode::Unauthorized {
+    if http == StatusCode::UNAUTHORIZED {
         refusal.add_header("www-authenticate", CHALLENGE, None, false);
     }
     let mut response = CheckResponse::with_status(Status::new(code, reason));
