@@ -605,49 +605,150 @@ async fn writes_refused_for_ten_seconds_are_retried_with_backoff_not_in_a_hot_lo
     );
 }
 
+/// The labels the operator gives user u0's Secret (of account hq of acme).
+fn u0_secret_labels() -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/managed-by", "ce-operator"),
+        ("ce.tenancy.io/organization", "acme"),
+        ("ce.tenancy.io/account", "hq"),
+        ("ce.tenancy.io/user", "u0"),
+        ("ce.tenancy.io/secret-of", "user"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Writes to one resource (and subresource) by the API server's own count, summed over codes:
+/// the difference between two snapshots of `apiserver_request_total`. Creates, updates and
+/// patches (server-side applies are `APPLY`); not deletes, which the operator never makes of
+/// these, and which the namespace controller keeps making in earlier tests' namespaces (held
+/// by the operator's finalizers once their operator is gone).
+fn writes_between(
+    before: &BTreeMap<support::ApiRequests, u64>,
+    after: &BTreeMap<support::ApiRequests, u64>,
+    resource: &str,
+    subresource: &str,
+) -> u64 {
+    after
+        .iter()
+        .filter(|(k, _)| {
+            ["POST", "PUT", "PATCH", "APPLY"].contains(&k.verb.as_str())
+                && k.resource == resource
+                && k.subresource == subresource
+        })
+        .map(|(k, n)| n - before.get(k).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Corrections the operator makes to one object fought over, at most: at once, then spaced
+/// out 1 s doubling (0, 1, 3, 7, 15, 31 s into the fight: see `controller::corrections`),
+/// whatever the other writer's pace. For the 30 s fight below that is 5 during it and 1 after.
+const CORRECTIONS_PER_FIGHT: u64 = 6;
+
+/// Fault 5: two other writers, for 30 s, every 200 ms: one rewrites user u0's status (its
+/// fingerprint), the other the labels of u0's Secret (a wrong account, and `managed-by`
+/// removed, which takes it out of the operator's watch). The operator's writes to each object,
+/// counted by the API server (its writes there less the test's own), stay within
+/// `CORRECTIONS_PER_FIGHT` however many foreign writes there were; both objects are right
+/// again once the writers stop.
 #[tokio::test]
-async fn a_conflicting_writer_on_a_status_does_not_start_a_write_loop() {
+async fn conflicting_writers_on_a_status_and_on_a_secrets_labels_do_not_start_a_write_loop() {
+    use kube::api::{Patch, PatchParams};
     let _serial = SERIAL.lock().await;
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "fault-conflict").await;
-    let operator = Operator::start(&ns.name);
+    // Without the webhook, whose certificate Secret would live in this namespace too.
+    let operator = Operator::start_with(&ns.name, &ns.name, &["--webhook=false"]);
     apply(&ns.name, &tenant(1));
     converged_and_consistent(&ns, 1).await;
     let users: Api<CEUser> = ns.api();
-    let status_writes = "ce_operator_status_writes_total{controller=\"CEUser\"}";
-    let before = operator.metric(status_writes).await;
+    let secrets_api: Api<Secret> = ns.api();
+    let secret = "u0-user-secret";
+    assert_eq!(
+        secrets_api.get(secret).await.unwrap().metadata.labels.unwrap(),
+        u0_secret_labels(),
+        "the operator's labels before the fight"
+    );
+    let fingerprint_before = fingerprint(&secrets_api.get(secret).await.unwrap());
+    let before = support::apiserver_requests(&client).await;
+    let operator_status_writes = "ce_operator_status_writes_total{controller=\"CEUser\"}";
+    let own_count_before = operator.metric(operator_status_writes).await;
 
-    // Another client rewrites u0's fingerprint for 30 s, every 200 ms.
     let window = std::time::Duration::from_secs(30);
     let started = std::time::Instant::now();
-    let mut foreign = 0u32;
+    let (mut status_writes, mut label_writes) = (0u64, 0u64);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200)); // the writers' pace
     while started.elapsed() < window {
-        let wrong = serde_json::json!({"status": {"secretFingerprint": format!("{foreign:016x}")}});
+        tick.tick().await;
+        let n = status_writes;
+        let wrong = serde_json::json!({"status": {"secretFingerprint": format!("{n:016x}")}});
+        status_writes += 1;
         users
-            .patch_status(
-                "u0",
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&wrong),
-            )
+            .patch_status("u0", &PatchParams::default(), &Patch::Merge(&wrong))
             .await
             .unwrap();
-        foreign += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // the writer's pace
+        let relabelled = serde_json::json!({"metadata": {"labels": {
+            "ce.tenancy.io/account": format!("intruder-{n}"),
+            "app.kubernetes.io/managed-by": null,
+        }}});
+        label_writes += 1;
+        secrets_api
+            .patch(secret, &PatchParams::default(), &Patch::Merge(&relabelled))
+            .await
+            .unwrap();
     }
-    // Once it stops, the operator puts the status right.
+    let stopped = std::time::Instant::now();
+    // Once they stop, the operator puts both right (its next correction is due at most a
+    // minute later): the status names the Secret's value again (which no one changed), and
+    // the Secret carries the operator's labels.
+    wait_until(
+        "the operator to correct u0's status and its Secret's labels",
+        TIMEOUT,
+        || async {
+            let status = users.get("u0").await.ok().and_then(|u| u.status?.secret_fingerprint);
+            status.as_deref() == Some(fingerprint_before.as_str())
+                && secrets_api
+                    .get(secret)
+                    .await
+                    .is_ok_and(|s| s.metadata.labels == Some(u0_secret_labels()))
+        },
+    )
+    .await;
+    let settled = stopped.elapsed();
     converged_and_consistent(&ns, 1).await;
-    let writes = operator.metric(status_writes).await - before;
+    assert_eq!(
+        fingerprint(&secrets_api.get(secret).await.unwrap()),
+        fingerprint_before,
+        "the Secret's value changed"
+    );
+    let after = support::apiserver_requests(&client).await;
+    let status = writes_between(&before, &after, "ceusers", "status") - status_writes;
+    let labels = writes_between(&before, &after, "secrets", "") - label_writes;
+    let others = writes_between(&before, &after, "ceusers", "");
+    let own_count = operator.metric(operator_status_writes).await - own_count_before;
+    let fight = window + settled;
+    let per_minute = |n: u64| n as f64 * 60.0 / fight.as_secs_f64();
     eprintln!(
-        "foreign status writes: {foreign} in {window:?}; the operator's: {writes} ({:.0} per minute)",
-        writes * 60.0 / window.as_secs_f64()
+        "in {fight:?} ({window:?} of fighting, right again {settled:?} after): \
+         foreign writes {status_writes} to u0's status and {label_writes} to its Secret; \
+         the operator's, by the API server: {status} to the status ({:.1} per minute; {own_count} by its own count), \
+         {labels} to the Secret ({:.1} per minute)",
+        per_minute(status),
+        per_minute(labels),
     );
-    // At most one correction per foreign write: no loop of its own.
+    assert!(status >= 1, "the operator never corrected the status");
+    assert!(labels >= 1, "the operator never put the labels back");
     assert!(
-        writes <= f64::from(foreign) + 1.0,
-        "{writes} operator status writes for {foreign} foreign ones"
+        status <= CORRECTIONS_PER_FIGHT,
+        "{status} operator writes to u0's status against {status_writes} foreign ones: more than {CORRECTIONS_PER_FIGHT}, a write loop"
     );
-    assert!(writes >= 1.0, "the operator never corrected the status");
+    assert!(
+        labels <= CORRECTIONS_PER_FIGHT,
+        "{labels} operator writes to u0's Secret against {label_writes} foreign ones: more than {CORRECTIONS_PER_FIGHT}, a write loop"
+    );
+    assert_eq!(others, 0, "writes to CEUsers other than their status");
 }
 
 /// Stores `object` straight into etcd under the key the API server uses for it, as an object

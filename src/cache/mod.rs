@@ -13,7 +13,7 @@ mod watch;
 
 use std::{
     any::{Any, TypeId},
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt::Debug,
     sync::{Arc, Mutex, RwLock},
     time::Duration,
@@ -432,6 +432,10 @@ pub struct Cache {
     /// This process's latest writes, by uid: the watch event that carries one's
     /// resourceVersion is its echo.
     own_writes: Mutex<HashMap<String, OwnWrite>>,
+    /// The objects, by uid, whose status someone else changed since this process last wrote
+    /// it: its next write there corrects theirs (`controller::corrections`). Kept only while
+    /// the controllers run (None on a standby, to which every write is someone else's).
+    foreign_statuses: Mutex<Option<HashSet<String>>>,
     readiness: Readiness,
     ready: tokio::sync::watch::Receiver<bool>,
     /// Bumped after every change has been applied to the stores and indexes: what was
@@ -471,6 +475,7 @@ impl Cache {
             members_by_super: Index::default(),
             digests: Digests::default(),
             own_writes: Mutex::default(),
+            foreign_statuses: Mutex::default(),
             readiness: Readiness {
                 synced: Mutex::default(),
                 gate,
@@ -555,6 +560,40 @@ impl Cache {
                 status,
             },
         );
+    }
+
+    /// Starts keeping the objects whose status someone else changed (the controllers start).
+    pub fn note_foreign_statuses(&self) {
+        self.foreign_statuses
+            .lock()
+            .expect("foreign statuses lock")
+            .get_or_insert_with(HashSet::new);
+    }
+
+    /// Someone else changed the status of `obj` (a watched change that is not an echo).
+    pub fn foreign_status<K: Resource>(&self, obj: &K) {
+        if let (Some(noted), Some(uid)) = (
+            self.foreign_statuses.lock().expect("foreign statuses lock").as_mut(),
+            obj.meta().uid.as_deref(),
+        ) {
+            noted.insert(uid.to_owned());
+        }
+    }
+
+    /// Whether someone else changed the status of `uid` since this process last wrote it.
+    pub fn status_is_foreign(&self, uid: &str) -> bool {
+        self.foreign_statuses
+            .lock()
+            .expect("foreign statuses lock")
+            .as_ref()
+            .is_some_and(|noted| noted.contains(uid))
+    }
+
+    /// This process wrote the status of `uid`: whatever someone else wrote before is gone.
+    pub fn status_written(&self, uid: &str) {
+        if let Some(noted) = self.foreign_statuses.lock().expect("foreign statuses lock").as_mut() {
+            noted.remove(uid);
+        }
     }
 
     /// Whether a watched object is the echo of this process's latest write to it.

@@ -90,10 +90,13 @@ pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision
         }
         return Ok(Outcome::Done(Requeue::await_change()));
     }
+    // A correction held back (`corrections`): look again when it may be made.
+    let mut held: Option<std::time::Duration> = None;
     for action in decision.actions {
         let result = execute(ctx, obj, &object, action).await;
         match result {
             Ok(Step::Next) => {}
+            Ok(Step::Held(wait)) => held = sooner(held, wait),
             Ok(Step::SecretExists(facts)) => return Ok(Outcome::SecretExists(facts)),
             Err(e) if e.api_error().is_some_and(namespace_terminating) => {
                 // The namespace controller removes everything: nothing to create, nothing to retry.
@@ -113,17 +116,27 @@ pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision
     for event in decision.events {
         ctx.events.publish(obj.object_ref(&()), event);
     }
-    write_status(ctx, obj, &decision.status).await?;
+    if let Some(wait) = write_status(ctx, obj, &decision.status).await? {
+        held = sooner(held, wait);
+    }
     Ok(Outcome::Done(
-        decision
-            .requeue_after
+        [decision.requeue_after, held]
+            .into_iter()
+            .flatten()
+            .min()
             .map_or_else(Requeue::await_change, Requeue::requeue),
     ))
+}
+
+fn sooner(a: Option<std::time::Duration>, b: std::time::Duration) -> Option<std::time::Duration> {
+    Some(a.map_or(b, |a| a.min(b)))
 }
 
 enum Step {
     Next,
     SecretExists(SecretFacts),
+    /// A correction held back for this long.
+    Held(std::time::Duration),
 }
 
 async fn execute<K: Reconciler>(ctx: &Context, obj: &K, object: &ObjectName, action: Action) -> Result<Step> {
@@ -227,8 +240,10 @@ async fn execute<K: Reconciler>(ctx: &Context, obj: &K, object: &ObjectName, act
             })?;
         }
         Action::Secret { name, labels, plan } => {
-            if let SecretDone::Exists(facts) = secret::carry_out(ctx, obj, object, &name, labels, plan).await? {
-                return Ok(Step::SecretExists(facts));
+            match secret::carry_out(ctx, obj, object, &name, labels, plan).await? {
+                SecretDone::Done => {}
+                SecretDone::Exists(facts) => return Ok(Step::SecretExists(facts)),
+                SecretDone::Held(wait) => return Ok(Step::Held(wait)),
             }
         }
     }
@@ -298,13 +313,28 @@ async fn patch_finalizers<K: Reconciler>(ctx: &Context, obj: &K, finalizers: Vec
 /// Writes `status` with server-side apply, but only if it differs from what the object
 /// reports (and from what this process wrote a moment ago): at rest the operator makes no
 /// writes. Its echo is recorded, so that it does not wake the object again.
-async fn write_status<K: Reconciler>(ctx: &Context, obj: &K, status: &K::Status) -> Result<()> {
+///
+/// A write over a status someone else changed is a correction: the same correction again
+/// and again is spaced out (`corrections`). Returns how long one is held back, if it is.
+async fn write_status<K: Reconciler>(
+    ctx: &Context,
+    obj: &K,
+    status: &K::Status,
+) -> Result<Option<std::time::Duration>> {
     let hash = status_hash(status);
     let (unseen, now) = ctx.cache.status_now(obj);
     if !status_changed(now.as_deref().unwrap_or(obj).status(), unseen, status) {
-        return Ok(());
+        return Ok(None);
     }
     let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let key = format!("{ns}/{}", obj.name_any());
+    // Held while the same correction was made a moment ago, whether or not the watch has
+    // shown the other writer's change yet.
+    if let Some(wait) = ctx.corrections.wait(kind_of::<K>(), &key, hash) {
+        return Ok(Some(wait));
+    }
+    let correction = ctx.cache.status_is_foreign(&uid);
     let patch = json!({
         "apiVersion": <K as Resource>::api_version(&()),
         "kind": <K as Resource>::kind(&()),
@@ -327,13 +357,19 @@ async fn write_status<K: Reconciler>(ctx: &Context, obj: &K, status: &K::Status)
     ) {
         ctx.cache.note_own_write(uid, rv, hash);
     }
+    ctx.cache.status_written(&uid);
+    if let Some(next) = ctx.corrections.made(kind_of::<K>(), &key, hash, correction)
+        && next > std::time::Duration::from_secs(1)
+    {
+        info!(object = %key, kind = kind_of::<K>(), next_in_s = next.as_secs(), "another writer keeps changing this status; corrections are spaced out");
+    }
     ctx.metrics
         .status_writes
         .get_or_create(&crate::metrics::ControllerLabels {
             controller: kind_of::<K>(),
         })
         .inc();
-    Ok(())
+    Ok(None)
 }
 
 /// Whether `desired` differs from what the object holds now: this process's own latest write

@@ -70,6 +70,12 @@ pub enum Error {
         secret: String,
         source: kube::Error,
     },
+    #[error("{object}: putting the labels of Secret {secret} back failed: {source}")]
+    RelabelSecret {
+        object: ObjectName,
+        secret: String,
+        source: kube::Error,
+    },
     #[error("{object}: writing status failed: {source}")]
     WriteStatus { object: ObjectName, source: kube::Error },
     #[error("{object}: the OS random generator failed: {source}")]
@@ -93,6 +99,7 @@ impl Error {
             Error::IssueSecret { .. } => "issue_secret",
             Error::RotateSecret { .. } => "rotate_secret",
             Error::DropPreviousSecret { .. } => "drop_previous_secret",
+            Error::RelabelSecret { .. } => "relabel_secret",
             Error::WriteStatus { .. } => "write_status",
             Error::Random { .. } => "random",
         }
@@ -111,6 +118,7 @@ impl Error {
             | Error::IssueSecret { source, .. }
             | Error::RotateSecret { source, .. }
             | Error::DropPreviousSecret { source, .. }
+            | Error::RelabelSecret { source, .. }
             | Error::WriteStatus { source, .. } => Some(source),
             Error::Random { .. } => None,
         }

@@ -6,6 +6,7 @@
 mod account;
 pub mod act;
 mod backoff;
+mod corrections;
 pub mod error;
 mod events;
 mod organization;
@@ -52,6 +53,8 @@ pub struct Context {
     pub events: events::Events,
     pub metrics: Arc<Metrics>,
     backoff: backoff::Backoff,
+    /// Corrections of what someone else wrote, spaced out when they repeat.
+    corrections: corrections::Corrections,
     /// Namespaces being deleted that were already logged (one line per namespace).
     terminating_namespaces: Mutex<HashSet<String>>,
 }
@@ -127,8 +130,10 @@ impl Controllers {
             events: events::Events::new(client, MANAGER, options.instance.as_deref()),
             metrics,
             backoff: backoff::Backoff::default(),
+            corrections: corrections::Corrections::default(),
             terminating_namespaces: Mutex::default(),
         });
+        ctx.cache.note_foreign_statuses();
         info!(namespace = ctx.cache.scope().unwrap_or("<all>"), "starting controllers");
         let config = ControllerConfig::default().concurrency(options.concurrency);
         // Each controller on its own task, so that one never waits on the poll of another.

@@ -220,8 +220,10 @@ impl Reconciler for Organization {
         )?;
         let mut resolved = resolve(&ctx.cache, &org);
         if resolved.secret.is_none() {
+            let issued = org.status.as_ref().is_some_and(|s| s.secret_fingerprint.is_some());
             let name = names::organization_secret(&org.name_any());
-            resolved.secret = secret::read_if_reported(&ctx, org.as_ref(), &object_name(org.as_ref()), &name).await?;
+            resolved.secret =
+                secret::read_if_reported(&ctx, org.as_ref(), issued, &object_name(org.as_ref()), &name).await?;
         }
         loop {
             let decision = organization::decide(&resolved.inputs(&org, &fresh));

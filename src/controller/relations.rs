@@ -245,7 +245,11 @@ pub fn own_change<K: Cached + HasStatus>(cache: &Cache, change: &Change<K>) -> V
                 .and_then(|a| a.get(ROTATE_ANNOTATION).cloned()),
         )
     };
-    let wake = meta(old) != meta(new) || (!echo && old.status() != new.status());
+    let foreign = !echo && old.status() != new.status();
+    if foreign {
+        cache.foreign_status(new.as_ref());
+    }
+    let wake = meta(old) != meta(new) || foreign;
     if wake {
         vec![ObjectRef::from_obj(new.as_ref())]
     } else {

@@ -24,10 +24,9 @@ use crate::{
     metrics::SecretLabels,
     model::{
         conditions::ConditionType,
-        names::{LABEL_MANAGED_BY, MANAGER},
         secrets::{
             ANNOTATION_PREVIOUS_EXPIRES, ANNOTATION_ROTATED_AT, ANNOTATION_ROTATION_REQUEST, KEY_CURRENT, KEY_PREVIOUS,
-            SecretFacts, SecretPlan,
+            OWN_LABELS, SecretFacts, SecretPlan, generated_labels, labels_digest,
         },
     },
 };
@@ -37,25 +36,30 @@ pub enum SecretDone {
     Done,
     /// A Secret of that name exists that the caches did not show: decide again with it.
     Exists(SecretFacts),
+    /// A correction held back this long (`corrections`).
+    Held(std::time::Duration),
 }
 
 fn api(ctx: &Context, object: &ObjectName) -> Api<Secret> {
     Api::namespaced(ctx.client.clone(), &object.namespace)
 }
 
-/// What is known of an object's Secret that the cache does not hold: when the object
+/// What is known of an object's Secret that the cache does not hold, read when the object
 /// reports its secret not ready (someone else's Secret, which the label-selected watch does
-/// not see), a read. A Secret never issued is not read: it is created directly.
+/// not see) or `issued` (its status names a fingerprint): then the Secret was deleted, or its
+/// labels were changed so that the watch no longer selects it, and creating it would only be
+/// refused. A Secret never issued is not read: it is created directly.
 pub async fn read_if_reported<K: HasConditions>(
     ctx: &Context,
     owner: &K,
+    issued: bool,
     object: &ObjectName,
     name: &str,
 ) -> Result<Option<SecretFacts>> {
     let reported_not_ready = owner
         .condition(ConditionType::SecretReady.as_str())
         .is_some_and(|c| c.status != "True");
-    if !reported_not_ready {
+    if !reported_not_ready && !issued {
         return Ok(None);
     }
     read(ctx, object, name).await
@@ -95,16 +99,15 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
     let secrets = api(ctx, object);
     let (step, patch): (fn(ObjectName, String, kube::Error) -> Error, Value) = match plan {
         SecretPlan::Unchanged => return Ok(SecretDone::Done),
+        SecretPlan::Relabel => return relabel(ctx, object, name, &labels).await,
         SecretPlan::Issue {
             value,
             rotation_request,
         } => {
-            let mut labels = labels;
-            labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(name.to_owned()),
-                    labels: Some(labels),
+                    labels: Some(generated_labels(&labels)),
                     annotations: Some(BTreeMap::from([(
                         ANNOTATION_ROTATION_REQUEST.to_owned(),
                         rotation_request,
@@ -191,6 +194,50 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
         ctx.metrics.secrets_rotated.get_or_create(&secret_labels::<K>()).inc();
     }
     ctx.cache.expect(entry);
+    Ok(SecretDone::Done)
+}
+
+/// Puts the operator's labels back on Secret `name`: a merge patch of those keys only (other
+/// labels are someone else's), the values those of `labels` and `managed-by`, any other of
+/// the operator's keys removed. Always a correction of someone else's write, so spaced out
+/// when it repeats (`corrections`).
+async fn relabel(
+    ctx: &Context,
+    object: &ObjectName,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<SecretDone> {
+    let wanted = generated_labels(labels);
+    let digest = labels_digest(wanted.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let key = format!("{}/{name}", object.namespace);
+    if let Some(wait) = ctx.corrections.wait("Secret", &key, digest) {
+        return Ok(SecretDone::Held(wait));
+    }
+    let mut patch = serde_json::Map::new();
+    for own in OWN_LABELS {
+        patch.insert(
+            own.to_owned(),
+            wanted.get(own).map_or(Value::Null, |v| Value::from(v.as_str())),
+        );
+    }
+    let patched = api(ctx, object)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": patch}})),
+        )
+        .await
+        .map_err(|source| Error::RelabelSecret {
+            object: object.clone(),
+            secret: name.to_owned(),
+            source,
+        })?;
+    ctx.cache.expect(SecretEntry::of(patched));
+    if let Some(next) = ctx.corrections.made("Secret", &key, digest, true)
+        && next > std::time::Duration::from_secs(1)
+    {
+        tracing::info!(secret = %key, next_in_s = next.as_secs(), "another writer keeps changing this Secret's labels; corrections are spaced out");
+    }
     Ok(SecretDone::Done)
 }
 

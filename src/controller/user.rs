@@ -97,8 +97,10 @@ impl Reconciler for CEUser {
             source,
         })?;
         if resolved.secret.is_none() {
+            let issued = user.status.as_ref().is_some_and(|s| s.secret_fingerprint.is_some());
             let name = names::user_secret(&user.name_any());
-            resolved.secret = secret::read_if_reported(&ctx, user.as_ref(), &object_name(user.as_ref()), &name).await?;
+            resolved.secret =
+                secret::read_if_reported(&ctx, user.as_ref(), issued, &object_name(user.as_ref()), &name).await?;
         }
         loop {
             let decision = user::decide(&Inputs {

@@ -360,6 +360,10 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
         .and_then(|account| owner(inputs, account, &mut actions, &mut events));
 
     let secret_name = names::organization_secret(&name);
+    let labels = BTreeMap::from([
+        (LABEL_ORGANIZATION.into(), name.clone()),
+        (LABEL_SECRET_OF.into(), "organization".into()),
+    ]);
     let secret = secrets::plan(&SecretInputs {
         name: &secret_name,
         owner_kind: "Organization",
@@ -368,6 +372,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
         requested_rotation: org.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
         had_secret: previous.secret_fingerprint.is_some(),
         fresh: inputs.fresh_secret,
+        labels: &labels,
         grace: secrets::grace_period(&org.spec.security.rotation_grace_period),
         now: inputs.now,
     });
@@ -458,10 +463,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
     };
     actions.push(Action::Secret {
         name: secret_name,
-        labels: BTreeMap::from([
-            (LABEL_ORGANIZATION.into(), name.clone()),
-            (LABEL_SECRET_OF.into(), "organization".into()),
-        ]),
+        labels,
         plan: secret.plan,
     });
     let mut all_events = conditions::warnings(&previous.conditions, &desired);
@@ -548,10 +550,15 @@ mod tests {
     }
 
     fn owned_secret(org: &Organization) -> SecretFacts {
+        let labels = secrets::generated_labels(&BTreeMap::from([
+            (LABEL_ORGANIZATION.into(), org.name_any()),
+            (LABEL_SECRET_OF.into(), "organization".into()),
+        ]));
         SecretFacts {
             controller_uid: org.meta().uid.clone(),
             current: Some(secrets::digest(b"org-secret")),
             rotation_request: Some(String::new()),
+            labels: secrets::labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             ..Default::default()
         }
     }

@@ -16,7 +16,10 @@ use k8s_openapi::{
 use rand::{TryRngCore, rngs::OsRng};
 use sha2::{Digest as _, Sha256};
 
-use super::conditions::{ConditionType, Desired, Event, Reason};
+use super::{
+    conditions::{ConditionType, Desired, Event, Reason},
+    names::{LABEL_ACCOUNT, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_SECRET_OF, LABEL_USER, MANAGER},
+};
 
 /// Data key of the current secret.
 pub const KEY_CURRENT: &str = "secret";
@@ -106,6 +109,42 @@ pub struct SecretFacts {
     pub rotated_at: Option<Timestamp>,
     /// Whether the Secret has annotations at all (a patch adds to the map, or creates it).
     pub annotated: bool,
+    /// The operator's labels on it, as `labels_digest` (0: none of them).
+    pub labels: u64,
+}
+
+/// The label keys the operator sets on the Secrets it generates (and puts back when they are
+/// changed); other labels are someone else's and left alone.
+pub const OWN_LABELS: [&str; 5] = [
+    LABEL_MANAGED_BY,
+    LABEL_ORGANIZATION,
+    LABEL_ACCOUNT,
+    LABEL_USER,
+    LABEL_SECRET_OF,
+];
+
+/// A digest of the operator's labels among `labels` (`OWN_LABELS`; others are ignored), so
+/// that the caches keep eight bytes per Secret rather than its labels. 0 when there are none.
+pub fn labels_digest<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut own: Vec<(&str, &str)> = labels.into_iter().filter(|(k, _)| OWN_LABELS.contains(k)).collect();
+    if own.is_empty() {
+        return 0;
+    }
+    own.sort_unstable();
+    // Fixed keys: the digest is the same in every process and on every run.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    own.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The labels a generated Secret carries: the owner's `labels` and `managed-by`.
+pub fn generated_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut all = labels.clone();
+    all.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    all
 }
 
 impl SecretFacts {
@@ -127,6 +166,14 @@ impl SecretFacts {
             rotation_request: annotation(ANNOTATION_ROTATION_REQUEST),
             rotated_at: annotation(ANNOTATION_ROTATED_AT).and_then(|t| t.parse().ok()),
             annotated: secret.metadata.annotations.as_ref().is_some_and(|a| !a.is_empty()),
+            labels: labels_digest(
+                secret
+                    .metadata
+                    .labels
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
         }
     }
 
@@ -157,6 +204,8 @@ pub enum SecretPlan {
     },
     /// Remove the previous value, its grace period over.
     DropPrevious { resource_version: Option<String> },
+    /// Put the operator's labels back (someone else changed them); the data is not touched.
+    Relabel,
     /// Nothing to do (including: someone else's Secret, or one without a value, left untouched).
     Unchanged,
 }
@@ -177,6 +226,8 @@ pub struct SecretInputs<'a> {
     pub had_secret: bool,
     /// A fresh value, drawn by the caller, used if one is issued.
     pub fresh: &'a SecretValue,
+    /// The labels the Secret carries besides `managed-by` (`generated_labels`).
+    pub labels: &'a std::collections::BTreeMap<String, String>,
     pub grace: Duration,
     pub now: Timestamp,
 }
@@ -315,6 +366,12 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
             outcome.requeue_after = Some(left.unsigned_abs() + Duration::from_secs(1));
         }
     }
+    let labels = generated_labels(inputs.labels);
+    if outcome.plan == SecretPlan::Unchanged
+        && facts.labels != labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        outcome.plan = SecretPlan::Relabel;
+    }
     outcome
 }
 
@@ -353,9 +410,31 @@ mod tests {
             requested_rotation: None,
             had_secret: false,
             fresh,
+            labels: jane_labels(),
             grace: Duration::from_secs(60),
             now: at(1000),
         }
+    }
+
+    /// The labels of jane's Secret, besides `managed-by`.
+    fn jane_labels() -> &'static std::collections::BTreeMap<String, String> {
+        static LABELS: std::sync::LazyLock<std::collections::BTreeMap<String, String>> =
+            std::sync::LazyLock::new(|| {
+                [
+                    (LABEL_USER, "jane"),
+                    (LABEL_ACCOUNT, "eu"),
+                    (LABEL_ORGANIZATION, "acme"),
+                    (LABEL_SECRET_OF, "user"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+            });
+        &LABELS
+    }
+
+    fn digest_of(labels: &std::collections::BTreeMap<String, String>) -> u64 {
+        labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     fn owned(current: &str) -> SecretFacts {
@@ -364,8 +443,49 @@ mod tests {
             resource_version: Some("7".into()),
             current: Some(digest(current.as_bytes())),
             rotation_request: Some(String::new()),
+            labels: digest_of(&generated_labels(jane_labels())),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn changed_labels_are_put_back_on_an_owned_secret_only() {
+        let fresh = SecretValue::from_static("new");
+        assert_eq!(plan(&inputs(Some(&owned("v")), &fresh)).plan, SecretPlan::Unchanged);
+        // Another value, a label missing (managed-by: the Secret left the operator's watch),
+        // all of them gone: put back.
+        let mut wrong = generated_labels(jane_labels());
+        wrong.insert(LABEL_ACCOUNT.into(), "intruder".into());
+        let mut unmanaged = generated_labels(jane_labels());
+        unmanaged.remove(LABEL_MANAGED_BY);
+        for labels in [digest_of(&wrong), digest_of(&unmanaged), 0] {
+            let facts = SecretFacts { labels, ..owned("v") };
+            let outcome = plan(&inputs(Some(&facts), &fresh));
+            assert_eq!(outcome.plan, SecretPlan::Relabel);
+            assert_eq!(outcome.fingerprint, Some(fingerprint(b"v")), "the value is kept");
+            assert!(outcome.events.is_empty());
+        }
+        // Labels that are not the operator's do not count.
+        let mut extra = generated_labels(jane_labels());
+        extra.insert("backup".into(), "daily".into());
+        let facts = SecretFacts {
+            labels: digest_of(&extra),
+            ..owned("v")
+        };
+        assert_eq!(plan(&inputs(Some(&facts), &fresh)).plan, SecretPlan::Unchanged);
+        // Someone else's Secret, or one without a value, is left untouched, labels and all.
+        let foreign = SecretFacts {
+            controller_uid: Some("uid-other".into()),
+            labels: 0,
+            ..owned("v")
+        };
+        assert_eq!(plan(&inputs(Some(&foreign), &fresh)).plan, SecretPlan::Unchanged);
+        let invalid = SecretFacts {
+            current: None,
+            labels: 0,
+            ..owned("v")
+        };
+        assert_eq!(plan(&inputs(Some(&invalid), &fresh)).plan, SecretPlan::Unchanged);
     }
 
     #[test]

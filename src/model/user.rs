@@ -202,6 +202,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
                 None => {
                     let org = inputs.identity.organization.expect("an identity has an organization");
                     let secret_name = names::user_secret(&name);
+                    let labels = user_secret_labels(&identity.organization, &identity.account, &name);
                     let outcome = secrets::plan(&SecretInputs {
                         name: &secret_name,
                         owner_kind: "CEUser",
@@ -210,6 +211,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
                         requested_rotation: user.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
                         had_secret: previous.secret_fingerprint.is_some(),
                         fresh: inputs.fresh_secret,
+                        labels: &labels,
                         grace: secrets::grace_period(&org.spec.security.rotation_grace_period),
                         now: inputs.now,
                     });
@@ -235,12 +237,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
                     events.extend(outcome.events);
                     decision_actions.push(Action::Secret {
                         name: secret_name,
-                        labels: BTreeMap::from([
-                            (LABEL_ORGANIZATION.into(), identity.organization.clone()),
-                            (LABEL_ACCOUNT.into(), identity.account.clone()),
-                            (LABEL_USER.into(), name.clone()),
-                            (LABEL_SECRET_OF.into(), "user".into()),
-                        ]),
+                        labels,
                         plan: outcome.plan,
                     });
                     vec![ready, outcome.condition]
@@ -259,11 +256,27 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
     }
 }
 
+/// The labels of a user's Secret (besides `managed-by`).
+pub fn user_secret_labels(organization: &str, account: &str, user: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_ORGANIZATION.into(), organization.to_owned()),
+        (LABEL_ACCOUNT.into(), account.to_owned()),
+        (LABEL_USER.into(), user.to_owned()),
+        (LABEL_SECRET_OF.into(), "user".into()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{SecretPlan, fixtures::*};
     use Privilege::*;
+
+    /// The digest of the labels of jane's Secret (account eu of acme).
+    fn jane_labels() -> u64 {
+        let labels = secrets::generated_labels(&user_secret_labels("acme", "eu", "jane"));
+        secrets::labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
 
     struct World {
         org: Organization,
@@ -453,6 +466,7 @@ mod tests {
                     SecretPlan::Issue { .. } => "issue",
                     SecretPlan::Rotate { .. } => "rotate",
                     SecretPlan::DropPrevious { .. } => "drop",
+                    SecretPlan::Relabel => "relabel",
                     SecretPlan::Unchanged => "unchanged",
                 }),
                 _ => None,
@@ -469,6 +483,7 @@ mod tests {
             controller_uid: Some("uid-jane".into()),
             current: Some(secrets::digest(b"value")),
             rotation_request: Some(String::new()),
+            labels: jane_labels(),
             ..Default::default()
         };
         let older = arcs(&[aged(user("first", "hq", "jane@acme.example"), 0), jane.clone()]);
@@ -565,6 +580,7 @@ mod tests {
             controller_uid: Some("uid-jane".into()),
             current: Some(secrets::digest(b"value")),
             rotation_request: Some(String::new()),
+            labels: jane_labels(),
             ..Default::default()
         };
         let first = decide_for(&w, &jane, Some(eu), Some(&w.org), Some(&owned), &[]);
