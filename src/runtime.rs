@@ -11,10 +11,14 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use futures::{FutureExt, future::Shared};
-use kube::Client;
+use futures::{FutureExt, StreamExt, future::Shared};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Client,
+    runtime::{WatchStreamExt, watcher},
+};
 use kube_lease_manager::LeaseManagerBuilder;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     authz,
@@ -257,6 +261,78 @@ pub fn lease_field_manager(identity: &str) -> String {
     format!("{MANAGER}/{identity}")
 }
 
+/// A manager of the leader Lease for this replica.
+async fn lease_manager(client: &Client, election: &LeaderElection) -> Result<kube_lease_manager::LeaseManager, Error> {
+    let duration = election.lease_duration.as_secs().max(2);
+    Ok(LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(duration)
+        // Renew at half-life: a renewal delayed by a busy API server still lands before expiry
+        // (a third, 1 s of a 4 s lease, was seen to lapse under a loaded test run).
+        .with_grace((duration / 2).max(1))
+        .with_field_manager(lease_field_manager(&election.identity))
+        .build()
+        .await?)
+}
+
+type LeaseEvents = std::pin::Pin<Box<dyn futures::Stream<Item = Result<watcher::Event<Lease>, watcher::Error>> + Send>>;
+
+/// The leader Lease as a watch of it shows it: whether someone holds it.
+struct LeaseWatch {
+    events: LeaseEvents,
+    held: bool,
+}
+
+fn held(lease: &Lease) -> bool {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.holder_identity.as_deref())
+        .is_some_and(|holder| !holder.is_empty())
+}
+
+impl LeaseWatch {
+    /// Starts watching the Lease and reads its present state (given up after 5 s, e.g.
+    /// without RBAC to watch Leases: then only the lease manager's own reads take it).
+    async fn start(client: &Client, election: &LeaderElection) -> Self {
+        let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &election.namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", election.lease_name));
+        let mut watch = Self {
+            events: Box::pin(watcher(leases, config).default_backoff()),
+            held: false,
+        };
+        let initial = async {
+            while let Some(event) = watch.events.next().await {
+                match event {
+                    Ok(watcher::Event::InitApply(lease)) => watch.held = held(&lease),
+                    Ok(watcher::Event::InitDone) => return,
+                    _ => {}
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), initial).await.is_err() {
+            warn!(lease = %election.lease_name, "cannot watch the leader Lease: a released lease is taken once it would have expired");
+        }
+        watch
+    }
+
+    /// Resolves when the Lease, held when last seen, has no holder (released, or deleted).
+    async fn released(&mut self) {
+        while let Some(event) = self.events.next().await {
+            let now = match event {
+                Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => held(&lease),
+                Ok(watcher::Event::Delete(_)) => false,
+                _ => continue,
+            };
+            if std::mem::replace(&mut self.held, now) && !now {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
 /// Waits for the lease, leads while holding it, and releases it on shutdown.
 async fn run_as_leader(
     client: Client,
@@ -266,23 +342,36 @@ async fn run_as_leader(
     standby: Arc<AtomicBool>,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let duration = election.lease_duration.as_secs().max(2);
-    let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
-        .with_namespace(&election.namespace)
-        .with_identity(&election.identity)
-        .with_duration(duration)
-        // Renew at half-life: a renewal delayed by a busy API server still lands before expiry
-        // (a third, 1 s of a 4 s lease, was seen to lapse under a loaded test run).
-        .with_grace((duration / 2).max(1))
-        .with_field_manager(lease_field_manager(&election.identity))
-        .build()
-        .await?;
-    let (mut leader, lease_task) = manager.watch().await;
     standby.store(true, Ordering::Relaxed);
     info!(lease = %election.lease_name, identity = %election.identity, "waiting for the leader lease");
-    let acquired = tokio::select! {
-        _ = shutdown.clone() => false,
-        acquired = leader.wait_for(|is_leader| *is_leader) => acquired.is_ok(),
+    // A standby's lease manager reads the Lease again only when the lease it last saw would
+    // expire. A leader that exits releases the Lease, so the standby also watches it, and when
+    // it is free starts a new manager, which takes it at once: a rollout's handover takes
+    // about a second, not the lease duration.
+    let (leader, lease_task, acquired) = loop {
+        // The watch first: a release after it has read the Lease is seen; one before, the new
+        // manager finds.
+        let watching = tokio::select! {
+            _ = shutdown.clone() => None,
+            watch = LeaseWatch::start(&client, election) => Some(watch),
+        };
+        let Some(mut watch) = watching else {
+            standby.store(false, Ordering::Relaxed);
+            return Ok(());
+        };
+        let (mut leader, lease_task) = lease_manager(&client, election).await?.watch().await;
+        // Some(acquired) ends the wait; None: released, take it with a new manager.
+        let ended = tokio::select! {
+            _ = shutdown.clone() => Some(false),
+            acquired = leader.wait_for(|is_leader| *is_leader) => Some(acquired.is_ok()),
+            _ = watch.released() => None,
+        };
+        if let Some(acquired) = ended {
+            break (leader, lease_task, acquired);
+        }
+        drop(leader);
+        let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+        info!(lease = %election.lease_name, "the leader released the lease; taking it");
     };
     standby.store(false, Ordering::Relaxed);
     let mut lost = false;
@@ -297,7 +386,7 @@ async fn run_as_leader(
         leader_tasks.lead(controllers, stop).await;
         lost = lease_lost.now_or_never().is_some() && shutdown.clone().now_or_never().is_none();
     }
-    // Closing the channel makes the lease task release the lease, so a standby takes over at once.
+    // Closing the channel makes the lease task release the lease; a standby sees it free.
     drop(leader);
     match tokio::time::timeout(Duration::from_secs(5), lease_task).await {
         Ok(Ok(Ok(_))) => info!("released the leader lease"),
