@@ -334,22 +334,6 @@ fn route_of(path: &str) -> Vec<(&'static str, String)> {
     }
 }
 
-/// The gRPC address the operator logged, once it serves.
-async fn grpc_addr(operator: &Operator) -> String {
-    let marker = "serving the gRPC authorization endpoint";
-    let find = || {
-        let log = operator.log_text();
-        let line = log.lines().rev().find(|l| l.contains(marker))?;
-        line.split("addr=").nth(1)?.split_whitespace().next().map(str::to_owned)
-    };
-    wait_until("the operator to serve gRPC", TIMEOUT, || {
-        let found = find().is_some();
-        async move { found }
-    })
-    .await;
-    find().unwrap()
-}
-
 /// A channel to the gRPC endpoint, over TLS when `tls` is given.
 async fn grpc_channel(url: &str, tls: Option<ClientTlsConfig>) -> Channel {
     let mut endpoint = Channel::from_shared(url.to_owned()).unwrap();
@@ -495,7 +479,7 @@ async fn a_gateway_lets_through_exactly_what_the_model_allows() {
     let operator = Operator::start_with(&ns.name, &ns.name, &["--authz-grpc-addr", "127.0.0.1:0"]);
     converge(&ns).await;
     let authz = operator.authz_addr().await;
-    let grpc = grpc_channel(&format!("http://{}", grpc_addr(&operator).await), None).await;
+    let grpc = grpc_channel(&format!("http://{}", operator.authz_grpc_addr().await), None).await;
     let gateway = Gateway::start(&authz, &ns.name);
     let jane = credentials(&ns, "jane", "acme").await;
     let joe = credentials(&ns, "joe", "acme").await;
@@ -1016,7 +1000,7 @@ async fn both_endpoints_serve_mutual_tls_and_a_renewed_certificate_without_a_res
     );
 
     // gRPC over the same TLS.
-    let grpc_url = format!("https://{}", grpc_addr(&operator).await);
+    let grpc_url = format!("https://{}", operator.authz_grpc_addr().await);
     let tls = |ca: &str| {
         ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(ca))

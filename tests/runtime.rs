@@ -227,6 +227,20 @@ async fn stop_standby(client: &kube::Client, ns: &str, standby: &mut Operator, l
 /// that waited for the lease to expire instead fails).
 const TAKEOVER: Duration = Duration::from_secs(5);
 
+/// Waits until `standby` holds the lease its leader just released, within `TAKEOVER`.
+async fn standby_takes_the_released_lease(client: &kube::Client, ns: &str, standby: &Operator) {
+    let identity = standby.lease_identity().await;
+    let released = std::time::Instant::now();
+    wait_until("the standby to take the released lease", TAKEOVER, || async {
+        lease_holder(client, ns, LEASE).await == identity
+    })
+    .await;
+    eprintln!(
+        "the standby took the lease {:?} after the leader exited",
+        released.elapsed()
+    );
+}
+
 /// Waits until a replica without leader election runs its controllers (SIGTERM must stop
 /// them, not an operator still starting).
 async fn wait_controllers(operator: &Operator) {
@@ -274,16 +288,7 @@ async fn sigterm_with_only_some_kinds_present_exits_within_2_s_and_releases_the_
 
     let (mut leader, mut standby) = leader_and_standby(&ns.name, "15").await;
     stop_leader(&client, &ns.name, "leader", &mut leader).await;
-    let identity = standby.lease_identity().await;
-    let released = std::time::Instant::now();
-    wait_until("the standby to take the released lease", TAKEOVER, || async {
-        lease_holder(&client, &ns.name, LEASE).await == identity
-    })
-    .await;
-    eprintln!(
-        "the standby took the lease {:?} after the leader exited",
-        released.elapsed()
-    );
+    standby_takes_the_released_lease(&client, &ns.name, &standby).await;
     wait_until("the new leader to report leading", TIMEOUT, || async {
         standby.metric("ce_operator_leader").await == 1.0
     })
@@ -346,16 +351,7 @@ async fn sigterm_mid_load_exits_within_2_s_and_releases_the_lease() {
             }
             Some(standby) => {
                 stop_leader(&client, &ns.name, "leader mid-load", &mut first).await;
-                let identity = standby.lease_identity().await;
-                let released = std::time::Instant::now();
-                wait_until("the standby to take the released lease", TAKEOVER, || async {
-                    lease_holder(&client, &ns.name, LEASE).await == identity
-                })
-                .await;
-                eprintln!(
-                    "the standby took the lease {:?} after the leader exited",
-                    released.elapsed()
-                );
+                standby_takes_the_released_lease(&client, &ns.name, standby).await;
             }
         }
         eprintln!("({issued} of {LOAD} user Secrets issued at SIGTERM)");

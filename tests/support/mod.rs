@@ -330,14 +330,15 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The address the latest start logged on a line containing `marker`, once it has.
-    async fn logged_addr(&self, marker: &str) -> String {
+    /// The value of `field` the latest start logged on a line containing `marker`, once it
+    /// has (text logs: `field=value`).
+    async fn logged(&self, marker: &str, field: &str) -> String {
         let find = || {
             self.log_text()
                 .lines()
                 .rev()
                 .find(|l| l.contains(marker))
-                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|l| l.split(&format!("{field}=")).nth(1))
                 .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
         };
         wait_until(&format!("the operator to log {marker:?}"), TIMEOUT, || {
@@ -346,6 +347,10 @@ impl Operator {
         })
         .await;
         find().unwrap()
+    }
+
+    async fn logged_addr(&self, marker: &str) -> String {
+        self.logged(marker, "addr").await
     }
 
     /// The address of the HTTP endpoint of the latest start, once it serves.
@@ -361,6 +366,11 @@ impl Operator {
     /// The address of the authorization endpoint of the latest start, once it serves.
     pub async fn authz_addr(&self) -> String {
         self.logged_addr("serving the authorization endpoint").await
+    }
+
+    /// The address of its gRPC authorization endpoint (`--authz-grpc-addr`), once it serves.
+    pub async fn authz_grpc_addr(&self) -> String {
+        self.logged_addr("serving the gRPC authorization endpoint").await
     }
 
     /// How many reconciles of `controller` (a kind: "CEUser") the operator has run.
@@ -430,21 +440,7 @@ impl Operator {
 
     /// The identity it elects a leader with (logged when it starts waiting for the Lease).
     pub async fn lease_identity(&self) -> String {
-        let marker = "waiting for the leader lease";
-        let find = || {
-            self.log_text()
-                .lines()
-                .rev()
-                .find(|l| l.contains(marker))
-                .and_then(|l| l.split("identity=").nth(1))
-                .map(|a| a.split_whitespace().next().unwrap_or("").to_owned())
-        };
-        wait_until(&format!("the operator to log {marker:?}"), TIMEOUT, || {
-            let found = find().is_some();
-            async move { found }
-        })
-        .await;
-        find().unwrap()
+        self.logged("waiting for the leader lease", "identity").await
     }
 
     fn spawn(&mut self) {
