@@ -26,7 +26,7 @@ use crate::{
         conditions::ConditionType,
         secrets::{
             ANNOTATION_PREVIOUS_EXPIRES, ANNOTATION_ROTATED_AT, ANNOTATION_ROTATION_REQUEST, KEY_CURRENT, KEY_PREVIOUS,
-            OWN_LABELS, SecretFacts, SecretPlan, generated_labels, labels_digest,
+            OWN_LABELS, SecretFacts, SecretPlan, generated_labels, generated_labels_digest,
         },
     },
 };
@@ -208,7 +208,7 @@ async fn relabel(
     labels: &BTreeMap<String, String>,
 ) -> Result<SecretDone> {
     let wanted = generated_labels(labels);
-    let digest = labels_digest(wanted.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let digest = generated_labels_digest(labels);
     let key = format!("{}/{name}", object.namespace);
     if let Some(wait) = ctx.corrections.wait("Secret", &key, digest) {
         return Ok(SecretDone::Held(wait));

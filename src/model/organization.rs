@@ -360,10 +360,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
         .and_then(|account| owner(inputs, account, &mut actions, &mut events));
 
     let secret_name = names::organization_secret(&name);
-    let labels = BTreeMap::from([
-        (LABEL_ORGANIZATION.into(), name.clone()),
-        (LABEL_SECRET_OF.into(), "organization".into()),
-    ]);
+    let labels = organization_secret_labels(&name);
     let secret = secrets::plan(&SecretInputs {
         name: &secret_name,
         owner_kind: "Organization",
@@ -504,6 +501,14 @@ fn finalize(inputs: &Inputs<'_>, previous: OrganizationStatus) -> Decision<Organ
     decision
 }
 
+/// The labels of an organization's Secret (besides `managed-by`).
+pub fn organization_secret_labels(organization: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_ORGANIZATION.into(), organization.to_owned()),
+        (LABEL_SECRET_OF.into(), "organization".into()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,15 +555,11 @@ mod tests {
     }
 
     fn owned_secret(org: &Organization) -> SecretFacts {
-        let labels = secrets::generated_labels(&BTreeMap::from([
-            (LABEL_ORGANIZATION.into(), org.name_any()),
-            (LABEL_SECRET_OF.into(), "organization".into()),
-        ]));
         SecretFacts {
             controller_uid: org.meta().uid.clone(),
             current: Some(secrets::digest(b"org-secret")),
             rotation_request: Some(String::new()),
-            labels: secrets::labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            labels: secrets::generated_labels_digest(&organization_secret_labels(&org.name_any())),
             ..Default::default()
         }
     }

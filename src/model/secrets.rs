@@ -138,6 +138,18 @@ pub fn labels_digest<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -
     hasher.finish()
 }
 
+/// The digest of the labels a generated Secret carries (`generated_labels(labels)`), without
+/// building them: every reconcile compares it with the Secret's.
+pub fn generated_labels_digest(labels: &std::collections::BTreeMap<String, String>) -> u64 {
+    labels_digest(
+        labels
+            .iter()
+            .filter(|(k, _)| *k != LABEL_MANAGED_BY)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([(LABEL_MANAGED_BY, MANAGER)]),
+    )
+}
+
 /// The labels a generated Secret carries: the owner's `labels` and `managed-by`.
 pub fn generated_labels(
     labels: &std::collections::BTreeMap<String, String>,
@@ -366,10 +378,7 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
             outcome.requeue_after = Some(left.unsigned_abs() + Duration::from_secs(1));
         }
     }
-    let labels = generated_labels(inputs.labels);
-    if outcome.plan == SecretPlan::Unchanged
-        && facts.labels != labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    {
+    if outcome.plan == SecretPlan::Unchanged && facts.labels != generated_labels_digest(inputs.labels) {
         outcome.plan = SecretPlan::Relabel;
     }
     outcome
@@ -443,13 +452,18 @@ mod tests {
             resource_version: Some("7".into()),
             current: Some(digest(current.as_bytes())),
             rotation_request: Some(String::new()),
-            labels: digest_of(&generated_labels(jane_labels())),
+            labels: generated_labels_digest(jane_labels()),
             ..Default::default()
         }
     }
 
     #[test]
     fn changed_labels_are_put_back_on_an_owned_secret_only() {
+        assert_eq!(
+            generated_labels_digest(jane_labels()),
+            digest_of(&generated_labels(jane_labels())),
+            "the digest of the generated labels, computed without building them"
+        );
         let fresh = SecretValue::from_static("new");
         assert_eq!(plan(&inputs(Some(&owned("v")), &fresh)).plan, SecretPlan::Unchanged);
         // Another value, a label missing (managed-by: the Secret left the operator's watch),

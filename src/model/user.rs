@@ -274,8 +274,7 @@ mod tests {
 
     /// The digest of the labels of jane's Secret (account eu of acme).
     fn jane_labels() -> u64 {
-        let labels = secrets::generated_labels(&user_secret_labels("acme", "eu", "jane"));
-        secrets::labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        secrets::generated_labels_digest(&user_secret_labels("acme", "eu", "jane"))
     }
 
     struct World {
