@@ -23,8 +23,9 @@ use ce_operator::api::{
     Account, AccountSpec, CEUser, CEUserSpec, HasConditions, LocalRef, Organization, Role, RoleBinding, RoleBindingSpec,
 };
 use common::{
-    CLIENT_CONCURRENCY, Operator, admin_binding, apiserver_metrics, arg, client, cluster_pid, cpu_seconds, create_all,
-    free_port, grant_or_revoke, install_crds, kubeconfig, label_value, meta, percentile, root, run_all,
+    CLIENT_CONCURRENCY, Operator, admin_binding, apiserver_metrics, arg, between, client, cluster_pid, cpu_seconds,
+    create_all, free_port, grant_or_revoke, install_crds, is_write, kubeconfig, label_value, meta, percentile, root,
+    run_all,
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::{
@@ -258,17 +259,6 @@ fn etcd_requests(metrics: &str) -> BTreeMap<(String, String), u64> {
         })
 }
 
-/// `after - before` per key (counters; a key absent before counts from 0).
-fn diff(
-    before: &BTreeMap<(String, String), u64>,
-    after: &BTreeMap<(String, String), u64>,
-) -> BTreeMap<(String, String), u64> {
-    after
-        .iter()
-        .map(|(k, n)| (k.clone(), n.saturating_sub(before.get(k).copied().unwrap_or(0))))
-        .collect()
-}
-
 /// The operator's own count of its requests (`ce_operator_api_requests_total`), by verb and
 /// resource.
 fn operator_requests(operator: &Operator) -> BTreeMap<(String, String), u64> {
@@ -299,7 +289,7 @@ fn per_verb(
     let bindings = scale.orgs * scale.bindings.min(scale.users);
     let created = [orgs, accounts, users, bindings].map(|n| n as u64);
     let mut rows = Vec::new();
-    for ((verb, resource), delta) in diff(before, after) {
+    for ((verb, resource), delta) in between(before, after) {
         let necessary = match (verb.as_str(), resource.as_str()) {
             ("POST", "secrets" | "events") => Some((orgs + users) as u64),
             ("PATCH", "organizations") => Some(orgs as u64),
@@ -330,13 +320,6 @@ struct VerbRow {
     necessary: Option<u64>,
 }
 
-/// Creates and updates. Deletes are left out: at rest and on restart the operator deletes
-/// nothing, and the namespace controller's deletes of namespaces being torn down (by other
-/// runs) would otherwise be counted against it.
-fn is_write(verb: &str) -> bool {
-    matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY")
-}
-
 /// Writes to what the operator manages (the five kinds, Secrets, Events) between two
 /// samples; the ones found are printed by verb and resource.
 fn operator_writes(
@@ -354,7 +337,7 @@ fn operator_writes(
         "events",
     ];
     let mut sum = 0;
-    for ((verb, resource), delta) in diff(before, after) {
+    for ((verb, resource), delta) in between(before, after) {
         let kind = resource.split('/').next().unwrap_or_default();
         if delta > 0 && is_write(&verb) && RESOURCES.contains(&kind) {
             eprintln!("bench: {what}: {delta} x {verb} {resource}");
@@ -786,7 +769,7 @@ async fn main() {
     report.cpu_converging = CpuSeconds::now(Some(operator.child.id())).since(cpu_before);
     let metrics = apiserver_metrics(&client).await;
     report.cache_checks[0] = cache_checks(&metrics) - checks_before;
-    let etcd_converging = diff(&etcd_before, &etcd_requests(&metrics));
+    let etcd_converging = between(&etcd_before, &etcd_requests(&metrics));
     report.reconcile_p99_ms = user_reconcile_ms(&operator, 0.99);
     let requests_after = apiserver_requests(&client).await;
     let operator_after = operator_requests(&operator);
@@ -946,7 +929,7 @@ async fn main() {
     let metrics = apiserver_metrics(&client).await;
     report.cache_checks[1] = cache_checks(&metrics) - checks_before;
     // The floor's snapshot holds every counter the converging one did (counters only grow).
-    report.etcd_requests = diff(&etcd_before, &etcd_requests(&metrics))
+    report.etcd_requests = between(&etcd_before, &etcd_requests(&metrics))
         .into_iter()
         .map(|((resource, operation), floor)| {
             let converging = etcd_converging.get(&(resource.clone(), operation.clone())).copied();

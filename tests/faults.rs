@@ -624,24 +624,17 @@ fn u0_secret_labels() -> BTreeMap<String, String> {
 }
 
 /// Writes to one resource (and subresource) by the API server's own count, summed over codes:
-/// the difference between two snapshots of `apiserver_request_total`. Creates, updates and
-/// patches (server-side applies are `APPLY`); not deletes, which the operator never makes of
-/// these, and which the namespace controller keeps making in earlier tests' namespaces (held
-/// by the operator's finalizers once their operator is gone).
+/// the difference between two snapshots of `apiserver_request_total` (`support::is_write`).
 fn writes_between(
     before: &BTreeMap<support::ApiRequests, u64>,
     after: &BTreeMap<support::ApiRequests, u64>,
     resource: &str,
     subresource: &str,
 ) -> u64 {
-    after
-        .iter()
-        .filter(|(k, _)| {
-            ["POST", "PUT", "PATCH", "APPLY"].contains(&k.verb.as_str())
-                && k.resource == resource
-                && k.subresource == subresource
-        })
-        .map(|(k, n)| n - before.get(k).copied().unwrap_or(0))
+    support::between(before, after)
+        .into_iter()
+        .filter(|(k, _)| support::is_write(&k.verb) && k.resource == resource && k.subresource == subresource)
+        .map(|(_, n)| n)
         .sum()
 }
 

@@ -59,19 +59,17 @@ async fn writes(client: &Client) -> BTreeMap<ApiRequests, u64> {
                 k.resource.as_str(),
                 "organizations" | "accounts" | "ceusers" | "rolebindings" | "elementsafelists" | "secrets" | "events"
             ) && (k.group == "ce.tenancy.io" || k.resource != "rolebindings");
-            managed && matches!(k.verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY")
+            managed && support::is_write(&k.verb)
         })
         .collect()
 }
 
 /// What was written between two samples.
 fn written(before: &BTreeMap<ApiRequests, u64>, after: &BTreeMap<ApiRequests, u64>) -> Vec<String> {
-    after
-        .iter()
-        .filter_map(|(key, n)| {
-            let d = n - before.get(key).copied().unwrap_or(0);
-            (d > 0).then(|| format!("{d} x {} {}/{}", key.verb, key.resource, key.subresource))
-        })
+    support::between(before, after)
+        .into_iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(key, d)| format!("{d} x {} {}/{}", key.verb, key.resource, key.subresource))
         .collect()
 }
 

@@ -5,7 +5,7 @@
 #[path = "../../tests/support/requests.rs"]
 mod requests;
 #[allow(unused_imports)] // as above: not every binary reads the counters
-pub use requests::{ApiRequests, apiserver_metrics, apiserver_requests, label_value};
+pub use requests::{ApiRequests, apiserver_metrics, apiserver_requests, between, is_write, label_value};
 
 use std::{
     path::{Path, PathBuf},

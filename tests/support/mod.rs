@@ -9,7 +9,7 @@
 
 mod requests;
 #[allow(unused_imports)] // as above: not every binary reads the counters
-pub use requests::{ApiRequests, apiserver_requests};
+pub use requests::{ApiRequests, apiserver_requests, between, is_write};
 
 use std::{
     fmt::Debug,

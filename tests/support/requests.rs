@@ -33,6 +33,22 @@ pub async fn apiserver_requests(client: &Client) -> BTreeMap<ApiRequests, u64> {
     counts
 }
 
+/// Whether a request verb, as `apiserver_request_total` names it, writes: creates, updates
+/// and patches (server-side applies are `APPLY`). Not deletes: the namespace controller keeps
+/// making them in namespaces other tests or runs are tearing down, and the operator's writes
+/// are judged without them.
+pub fn is_write(verb: &str) -> bool {
+    matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY")
+}
+
+/// `after - before` per key of two counter snapshots (a key absent before counts from 0).
+pub fn between<K: Ord + Clone>(before: &BTreeMap<K, u64>, after: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
+    after
+        .iter()
+        .map(|(k, n)| (k.clone(), n.saturating_sub(before.get(k).copied().unwrap_or(0))))
+        .collect()
+}
+
 /// The API server's own metrics, as Prometheus text.
 pub async fn apiserver_metrics(client: &Client) -> String {
     client
