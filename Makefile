@@ -3,17 +3,17 @@ SHELL := /bin/bash
 KUBECONFIG_LOCAL := $(CURDIR)/.local/cluster/kubeconfig
 KUBECTL := $(CURDIR)/.local/bin/kubectl
 
-.PHONY: help tools cluster-up cluster-down crds dev test bench bench-authz lint fmt
+.PHONY: help tools cluster-up cluster-down crds dev test e2e image bench bench-authz lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-tools: ## Build (once, cached) etcd, kube-apiserver, kube-controller-manager, kubectl and helm
+tools: ## Build (once, cached) etcd, the Kubernetes binaries, containerd, crane, helm and promtool
 	@hack/ensure-deps.sh
 	@hack/build-tools.sh
 
-cluster-up: tools ## Start the local cluster; admin kubeconfig at .local/cluster/kubeconfig
-	@hack/cluster.sh up
+cluster-up: tools ## Start the local cluster (NODE=1: with a real node that runs Pods); kubeconfig at .local/cluster/kubeconfig
+	@hack/cluster.sh up $(if $(NODE),--node)
 
 cluster-down: ## Stop the local cluster (and the operator `make dev` started)
 	@if [[ -f .local/dev/operator.pid ]]; then kill $$(cat .local/dev/operator.pid) 2>/dev/null || true; rm -f .local/dev/operator.pid; fi
@@ -26,8 +26,14 @@ crds: ## Regenerate crds/, the chart's copy and docs/api.md from the Rust types
 dev: cluster-up ## Local cluster + CRDs + the operator running + examples applied (from a fresh clone)
 	@hack/dev.sh
 
-test: ## The whole test suite (what CI runs)
+test: ## The whole test suite (what CI runs), the real-node e2e included
 	@hack/test.sh
+
+image: tools ## The operator's OCI image, without a Docker engine (.local/image/ce-operator.tar)
+	@hack/image.sh
+
+e2e: tools ## The chart as a user installs it, on a fresh cluster with a real node (part of make test)
+	@hack/e2e.sh
 
 # The scale benchmark starts from a fresh cluster: on one that had served a 100k run (API
 # server RSS 9 GiB), a 10k run converged in 84 s against 53 s on a fresh one.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds, from pinned Go modules, the binaries that tests and local runs need:
-#   kube-apiserver, kube-controller-manager, kubectl (k8s.io/kubernetes),
+#   kube-apiserver, kube-controller-manager, kubectl, and for the real node kube-scheduler,
+#   kubelet and kube-proxy (k8s.io/kubernetes),
 #   etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4) and promtool
 #   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts);
 #   and, for `make bench-authz` only (`hack/build-tools.sh opa`), Open Policy Agent
@@ -34,6 +35,11 @@ with_heartbeat() {
   wait "$pid"
 }
 
+all_present() {
+  local dir=$1; shift
+  for b in "$@"; do [[ -x "$dir/$b" ]] || return 1; done
+}
+
 link_bins() {
   local dir=$1; shift
   for b in "$@"; do ln -sfn "$dir/$b" "$bin_link_dir/$b"; done
@@ -41,9 +47,11 @@ link_bins() {
 
 build_kubernetes() {
   local v=$KUBERNETES_VERSION dir="$cache/kubernetes-$KUBERNETES_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kubectl)
-  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" "${bins[@]}"; return; fi
-  log "building kubernetes $v (kube-apiserver, kube-controller-manager, kubectl); a cold build takes 15-30 min on 2 cores"
+  local bins=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
+  # The cache holds what an earlier build made; a binary added to the list since rebuilds
+  # (the Go build cache keeps that to the new packages and the links).
+  if [[ -f "$dir/.done" ]] && all_present "$dir/bin" "${bins[@]}"; then link_bins "$dir/bin" "${bins[@]}"; return; fi
+  log "building kubernetes $v (kube-apiserver, kube-controller-manager, kubectl, kube-scheduler, kubelet, kube-proxy); a cold build takes 15-30 min on 2 cores"
   local mod="$dir/mod"
   rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
   # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with
@@ -71,6 +79,9 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
   log "resolving modules ($(grep -c '^replace' "$mod/go.mod") staging replaces at $staging_version)"
@@ -78,7 +89,8 @@ GO
   local minor=${v#v1.}; minor=${minor%%.*}
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$v"
   (cd "$mod" && with_heartbeat kubernetes go build -tags tools -ldflags "$ldflags" -o "$dir/bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
   touch "$dir/.done"
   link_bins "$dir/bin" "${bins[@]}"
   log "kubernetes $v built"
@@ -121,6 +133,56 @@ build_helm() {
   log "helm $v built"
 }
 
+# The real node's container runtime (`hack/cluster.sh up --node`): containerd 2.x, its CLI
+# (ctr, which imports the operator's image) and the runc shim. runc itself and the CNI
+# plugins come from Debian's packages (hack/ensure-deps.sh --node).
+build_containerd() {
+  local v=$CONTAINERD_VERSION dir="$cache/containerd-$CONTAINERD_VERSION"
+  local bins=(containerd ctr containerd-shim-runc-v2)
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" "${bins[@]}"; return; fi
+  log "building containerd $v"
+  local mod="$dir/mod"
+  rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
+  cat >"$mod/go.mod" <<GOMOD
+module ce-operator.local/containerd-tools
+
+go 1.24
+GOMOD
+  cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "github.com/containerd/containerd/v2/cmd/containerd"
+	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+	_ "github.com/containerd/containerd/v2/cmd/ctr"
+)
+GO
+  (cd "$mod" && go get "github.com/containerd/containerd/v2@$v" && go mod tidy)
+  # Static and without the btrfs snapshotter (cgo); the node uses overlayfs.
+  (cd "$mod" && with_heartbeat containerd env CGO_ENABLED=0 go build -tags "tools no_btrfs no_devmapper no_zfs" \
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$v" -o "$dir/bin/" \
+      github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+      github.com/containerd/containerd/v2/cmd/ctr)
+  touch "$dir/.done"
+  link_bins "$dir/bin" "${bins[@]}"
+  log "containerd $v built"
+}
+
+# go-containerregistry's crane: `make image` assembles the operator's OCI image with it.
+build_crane() {
+  local v=$CRANE_VERSION dir="$cache/crane-$CRANE_VERSION"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" crane; return; fi
+  log "building crane $v"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  with_heartbeat crane env GOBIN="$dir/bin" CGO_ENABLED=0 go install -ldflags "-s -w" \
+    "github.com/google/go-containerregistry/cmd/crane@$v"
+  touch "$dir/.done"
+  link_bins "$dir/bin" crane
+  log "crane $v built"
+}
+
 # Benchmark only (`make bench-authz`), never built by `make test`.
 build_opa() {
   local v=$OPA_VERSION dir="$cache/opa-$OPA_VERSION"
@@ -150,6 +212,6 @@ build_promtool() {
   log "promtool $v built"
 }
 
-want=${*:-etcd kubernetes helm promtool}
+want=${*:-etcd kubernetes containerd crane helm promtool}
 for t in $want; do "build_$t"; done
 log "tools ready in $bin_link_dir"

@@ -3,7 +3,11 @@
 # TLS with a generated CA, service-account signing keys) and kube-controller-manager
 # (garbage collector, namespace and service-account controllers).
 #
-#   hack/cluster.sh up   [--dir DIR] [--watch-pid PID]   start (no-op if already running)
+#   hack/cluster.sh up   [--dir DIR] [--watch-pid PID] [--node]
+#                                                        start (no-op if already running); with
+#                                                        --node, also kube-scheduler and a real
+#                                                        node (hack/node.sh: kubelet, containerd,
+#                                                        kube-proxy) that runs Pods
 #   hack/cluster.sh down [--dir DIR]                     stop and remove everything but logs
 #   hack/cluster.sh status [--dir DIR]
 #   hack/cluster.sh restart apiserver [--dir DIR]       stop and start the API server (fault tests)
@@ -23,11 +27,13 @@ cmd=${1:-}; shift || true
 dir="$root/.local/cluster"
 watch_pid=""
 component=""
+with_node=false
 while [[ $# -gt 0 ]]; do
   case $1 in
     apiserver) component=$1; shift ;;
     --dir) dir=$2; shift 2 ;;
     --watch-pid) watch_pid=$2; shift 2 ;;
+    --node) with_node=true; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -38,6 +44,8 @@ pki="$dir/pki"
 logs="$dir/logs"
 
 log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# The node's bridge address (hack/node.sh), in the API server's certificate either way.
+NODE_GATEWAY=10.244.0.1
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
@@ -70,7 +78,7 @@ gen_pki() {
     -keyout ca.key -out ca.crt 2>/dev/null
   # API server serving certificate for loopback and the in-cluster service names.
   cat >apiserver.ext <<EXT
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_GATEWAY,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 extendedKeyUsage=serverAuth
 EXT
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
@@ -83,6 +91,7 @@ EXT
   # admission webhook's matchConditions can exempt the operator and still see kubectl.
   client_cert operator "/O=system:masters/CN=ce-operator"
   client_cert controller-manager "/CN=system:kube-controller-manager"
+  client_cert scheduler "/CN=system:kube-scheduler"
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   cd - >/dev/null
@@ -97,14 +106,14 @@ client_cert() {
 }
 
 write_kubeconfig() {
-  local file=$1 user=$2 port=$3
+  local file=$1 user=$2 port=$3 host=$4
   cat >"$file" <<KC
 apiVersion: v1
 kind: Config
 clusters:
 - name: ce-local
   cluster:
-    server: https://127.0.0.1:$port
+    server: https://$host:$port
     certificate-authority: $pki/ca.crt
 users:
 - name: $user
@@ -131,19 +140,24 @@ wait_for() {
   done
 }
 
-# start_apiserver ETCD_PORT API_PORT
+# start_apiserver ETCD_PORT API_PORT API_HOST NODE
+# With a node, the API server listens on the node's bridge address instead of loopback:
+# Pods reach it there (the `kubernetes` Service's endpoint), and so does this machine.
+# The Node authorizer and NodeRestriction confine the kubelet to its own node and Pods.
 start_apiserver() {
-  log "starting kube-apiserver on 127.0.0.1:$2"
+  local authz=RBAC admission=OwnerReferencesPermissionEnforcement
+  [[ $4 == true ]] && authz=Node,RBAC admission=$admission,NodeRestriction
+  log "starting kube-apiserver on $3:$2"
   spawn kube-apiserver \
     --etcd-servers="http://127.0.0.1:$1" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$2" \
+    --bind-address="$3" --advertise-address="$3" --secure-port="$2" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
-    --authorization-mode=RBAC \
-    --enable-admission-plugins=OwnerReferencesPermissionEnforcement \
+    --authorization-mode="$authz" \
+    --enable-admission-plugins="$admission" \
     --service-cluster-ip-range=10.96.0.0/16 \
     --profiling="${CE_APISERVER_PROFILING:-false}" --enable-garbage-collector=true \
     --etcd-prefix="/registry" \
@@ -176,12 +190,16 @@ restart() {
   source "$dir/env"
   log "restarting kube-apiserver"
   stop kube-apiserver
-  start_apiserver "$ETCD_PORT" "$API_PORT"
+  start_apiserver "$ETCD_PORT" "$API_PORT" "$API_HOST" "$NODE"
   wait_for "kube-apiserver /readyz" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz
 }
 
 up() {
   if running; then
+    if $with_node && [[ ! -d "$dir/node" ]]; then
+      log "cluster in $dir runs without a node: stop it first (hack/cluster.sh down) to start one with --node"
+      exit 1
+    fi
     log "cluster already running ($dir/kubeconfig)"
     return
   fi
@@ -189,9 +207,18 @@ up() {
     [[ -x "$bin/$b" ]] || { log "$bin/$b is missing: run hack/build-tools.sh first"; exit 1; }
   done
   down_quiet
+  "$root/hack/node.sh" down --dir "$dir"
   rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig"
   mkdir -p "$logs" "$dir/etcd"
   gen_pki
+  local api_host=127.0.0.1
+  if $with_node; then
+    for b in kube-scheduler kubelet kube-proxy containerd; do
+      [[ -x "$bin/$b" ]] || { log "$bin/$b is missing: run hack/build-tools.sh kubernetes containerd crane first"; exit 1; }
+    done
+    "$root/hack/node.sh" network-up --dir "$dir"
+    api_host=$NODE_GATEWAY
+  fi
 
   local etcd_port etcd_peer api_port kcm_port
   etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
@@ -203,19 +230,25 @@ up() {
     --unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
   wait_for "etcd" 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-  start_apiserver "$etcd_port" "$api_port"
-  write_kubeconfig "$dir/kubeconfig" admin "$api_port"
-  write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager "$api_port"
-  write_kubeconfig "$dir/operator.kubeconfig" operator "$api_port"
+  start_apiserver "$etcd_port" "$api_port" "$api_host" "$with_node"
+  write_kubeconfig "$dir/kubeconfig" admin "$api_port" "$api_host"
+  write_kubeconfig "$dir/controller-manager.kubeconfig" controller-manager "$api_port" "$api_host"
+  write_kubeconfig "$dir/operator.kubeconfig" operator "$api_port" "$api_host"
   wait_for "kube-apiserver /readyz" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz
 
+  # With a node, also what runs workloads: Deployments, ReplicaSets, EndpointSlices for
+  # kube-proxy, PodDisruptionBudgets, the kube-root-ca.crt ConfigMap every projected
+  # ServiceAccount token needs, the garbage collection of orphaned Pods, and the node
+  # lifecycle (it lifts the not-ready taint a new node registers with).
+  local controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller
+  $with_node && controllers=$controllers,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller,node-lifecycle-controller
   log "starting kube-controller-manager"
   spawn kube-controller-manager \
     --kubeconfig="$dir/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$dir/controller-manager.kubeconfig" \
     --authorization-kubeconfig="$dir/controller-manager.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$kcm_port" \
-    --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller \
+    --controllers="$controllers" \
     --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
     --use-service-account-credentials=true --leader-elect=false \
     --concurrent-gc-syncs=10
@@ -226,8 +259,18 @@ up() {
   cat >"$dir/env" <<ENV
 ETCD_PORT=$etcd_port
 API_PORT=$api_port
+API_HOST=$api_host
+NODE=$with_node
 KCM_PORT=$kcm_port
 ENV
+  if $with_node; then
+    write_kubeconfig "$dir/scheduler.kubeconfig" scheduler "$api_port" "$api_host"
+    log "starting kube-scheduler"
+    spawn kube-scheduler --kubeconfig="$dir/scheduler.kubeconfig" \
+      --authentication-kubeconfig="$dir/scheduler.kubeconfig" --authorization-kubeconfig="$dir/scheduler.kubeconfig" \
+      --bind-address=127.0.0.1 --secure-port="$(free_port)" --leader-elect=false
+    "$root/hack/node.sh" up --dir "$dir"
+  fi
   if [[ -n "$watch_pid" ]]; then
     # Detached watchdog: tears the cluster down once the watched process is gone.
     setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" down --dir "$3"' \
@@ -241,7 +284,7 @@ ENV
 # while etcd is still there), each with TERM, then KILL after 10 s.
 down_quiet() {
   local name pids
-  for name in kube-controller-manager kube-apiserver etcd; do
+  for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop "$name"
   done
   # Anything else carrying the tag (should be nothing).
@@ -259,8 +302,12 @@ down() {
     [[ "$wd" != "$$" ]] && kill "$wd" 2>/dev/null || true
     rm -f "$dir/watchdog.pid"
   fi
+  # The node first: the kubelet stops its Pods, containerd its containers, and everything
+  # the node made on this machine goes (hack/node.sh down says what).
+  "$root/hack/node.sh" down --dir "$dir"
   down_quiet
-  rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig" "$dir/controller-manager.kubeconfig" "$dir/operator.kubeconfig" "$dir/env"
+  rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig" "$dir/controller-manager.kubeconfig" "$dir/operator.kubeconfig" \
+    "$dir/scheduler.kubeconfig" "$dir/env"
   if [[ -n "$(cluster_pids)" ]]; then
     log "processes of $dir still running: $(cluster_pids)"
     exit 1

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for building and testing: Debian packages (openssl,
 # curl, procps for pgrep, python3 for free ports, nginx-light for the gateway test, bsdutils
-# for script(1), a terminal for the plugin's colour test), a Go
+# for script(1), a terminal for the plugin's colour test; the real node's runtime pieces), a Go
 # toolchain check, rustfmt and clippy.
 set -euo pipefail
 
 need=()
-for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make nginx:nginx-light script:bsdutils; do
+for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make nginx:nginx-light script:bsdutils \
+  ip:iproute2 gcc:gcc; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+# The real node (hack/node.sh): runc (built with seccomp, which the restricted profile's
+# RuntimeDefault needs), the CNI plugins, nft for kube-proxy's nftables mode, and the CA
+# certificates `make image` puts into the image. By file, since not all are commands.
+for pair in /usr/sbin/runc:runc /usr/lib/cni/bridge:containernetworking-plugins /usr/sbin/nft:nftables \
+  /etc/ssl/certs/ca-certificates.crt:ca-certificates /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev; do
+  [[ -e "${pair%%:*}" ]] || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
   echo "[ensure-deps] installing ${need[*]}" >&2

@@ -8,7 +8,7 @@ cd "$root"
 log() { printf '[test %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 hack/ensure-deps.sh
-hack/build-tools.sh etcd kubernetes helm promtool
+hack/build-tools.sh etcd kubernetes containerd crane helm promtool
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# `make e2e` (part of `make test`): the chart as a user installs it, on a fresh local
+# cluster with a real node (kubelet, containerd, kube-proxy), with the image `make image`
+# builds. Every check counts; the run ends with "N passed, M failed" and the figures.
+#
+# E2E_KEEP=1 leaves the cluster running afterwards (.local/e2e-cluster/kubeconfig).
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bin="$root/.local/bin"
+dir="$root/.local/e2e-cluster"
+work="$dir/work"
+export KUBECONFIG="$dir/kubeconfig"
+export PATH="$bin:$root/target/debug:$PATH"
+ns=ce-system
+release=ce-operator
+version_a=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/ce-operator/Chart.yaml)
+version_b="$version_a-e2e.2"
+image_a="$work/ce-operator-a.tar"
+image_b="$work/ce-operator-b.tar"
+
+log() { printf '[e2e %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+passed=0 failed=0
+failures=()
+pass() { passed=$((passed + 1)); log "ok: $1"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); log "FAIL: $1"; }
+# check NAME COMMAND...: passes when the command succeeds.
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+# eventually NAME TIMEOUT COMMAND...: passes once the command succeeds within TIMEOUT s.
+eventually() {
+  local name=$1 timeout=$2 start=$SECONDS; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS - start > timeout)); then fail "$name (not within ${timeout}s)"; return 1; fi
+    sleep 0.2
+  done
+  pass "$name"
+}
+figures=()
+figure() { figures+=("$1: $2"); log "figure: $1: $2"; }
+now() { date +%s.%N; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
+
+cleanup() {
+  local pids
+  pids=$(jobs -p)
+  # shellcheck disable=SC2086
+  [[ -n $pids ]] && kill $pids 2>/dev/null
+  if [[ ${E2E_KEEP:-} != 1 ]]; then hack/cluster.sh down --dir "$dir" >/dev/null 2>&1 || log "cluster down failed"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- the image and the cluster -------------------------------------------------------
+mkdir -p "$work"
+log "building the image (make image), and a second one for the upgrade"
+hack/image.sh --out "$image_a" --also "ghcr.io/ce-tenancy/ce-operator:$version_b,$version_b,$image_b" || { fail "make image"; exit 1; }
+figure "image size (MiB)" "$(python3 -c "print(round($(stat -c %s "$image_a") / 1048576, 1))")"
+
+log "checking the image's config against the Dockerfile"
+check "the image's user, entrypoint, command, labels and ports are the Dockerfile's" \
+  python3 hack/dockerfile.py config --dockerfile Dockerfile --image "$image_a" --version "$version_a"
+
+hack/cluster.sh down --dir "$dir" >/dev/null 2>&1
+hack/cluster.sh up --dir "$dir" --node || { fail "cluster with a real node"; exit 1; }
+hack/node.sh import --dir "$dir" "$image_a"
+hack/node.sh import --dir "$dir" "$image_b"
+
+kubectl create namespace "$ns" >/dev/null
+# The API server itself enforces the restricted Pod Security profile on the release's namespace.
+kubectl label namespace "$ns" pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest >/dev/null
+
+# --- helm install, default values ------------------------------------------------------
+helm_install() {
+  helm install "$release" charts/ce-operator -n "$ns" --wait --timeout 180s "$@"
+}
+log "helm install (default values: the image reference is the chart's own)"
+t0=$(now)
+if helm_install >"$work/install.log" 2>&1; then pass "helm install --wait"; else fail "helm install --wait: $(tail -n 3 "$work/install.log")"; fi
+figure "helm install to all Pods Ready (s)" "$(since "$t0")"
+
+ready_replicas() { kubectl -n "$ns" get deploy "$release" -o jsonpath='{.status.readyReplicas}'; }
+check "both replicas Ready" test "$(ready_replicas)" = 2
+pods() { kubectl -n "$ns" get pods -l app.kubernetes.io/instance="$release" --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}'; }
+pod_ip() { kubectl -n "$ns" get pod "$1" -o jsonpath='{.status.podIP}'; }
+holder() { kubectl -n "$ns" get lease "$release" -o jsonpath='{.spec.holderIdentity}'; }
+# leaders: how many of the Running pods report ce_operator_leader 1 on their own /metrics.
+leaders() {
+  local n=0 p
+  for p in $(pods); do
+    curl -fsS --max-time 3 "http://$(pod_ip "$p"):8080/metrics" | grep -qx 'ce_operator_leader 1' && n=$((n + 1))
+  done
+  echo "$n"
+}
+exactly_one_leader() {
+  local h
+  h=$(holder)
+  [[ $(leaders) == 1 ]] && [[ " $(pods) " == *" $h "* ]]
+}
+eventually "exactly one replica holds the Lease (its holder is a Running pod, one leader gauge at 1)" 30 exactly_one_leader
+
+# The webhook: the operator's own CA in the caBundle, reached by the API server through its Service.
+ca_in_secret() { kubectl -n "$ns" get secret "$release-webhook-tls" -o jsonpath='{.data.ca\.crt}'; }
+ca_in_config() { kubectl get validatingwebhookconfiguration "$release" -o jsonpath='{.webhooks[0].clientConfig.caBundle}'; }
+ca_matches() { [[ -n $(ca_in_secret) && $(ca_in_secret) == "$(ca_in_config)" ]]; }
+eventually "the webhook's caBundle is the operator's own CA" 30 ca_matches
+check "the webhook configuration points at the Service, not a URL" \
+  test "$(kubectl get validatingwebhookconfiguration "$release" -o jsonpath='{.webhooks[0].clientConfig.service.name}')" = "$release-webhook"
+
+log "applying examples/"
+t0=$(now)
+kubectl apply -f examples/ >"$work/examples.log" 2>&1 || fail "kubectl apply -f examples/: $(tail -n 3 "$work/examples.log")"
+tenant_ready() {
+  local kind
+  for kind in organizations accounts ceusers rolebindings.ce.tenancy.io elementsafelists; do
+    kubectl wait --for condition=Ready "$kind" --all -n tenants --timeout=1s >/dev/null 2>&1 || return 1
+  done
+}
+eventually "the example tenant converges (every object Ready)" 120 tenant_ready
+figure "examples applied to tenant Ready (s)" "$(since "$t0")"
+
+violation='{"apiVersion":"ce.tenancy.io/v1alpha1","kind":"RoleBinding","metadata":{"name":"jane-org-admin","namespace":"tenants"},"spec":{"userRef":{"name":"jane"},"role":"org-admin"}}'
+refused() {
+  local out
+  out=$(kubectl apply -f - <<<"$violation" 2>&1) && return 1
+  [[ $out == *'denied the request'* && $out == *org-admin* ]]
+}
+check "a violation applied with kubectl is refused by the webhook, through its Service" refused
+
+# The authorization Service's ClusterIP, as a gateway in the cluster reaches it.
+secret_of() { kubectl -n tenants get secret "$1" -o jsonpath='{.data.secret}' | base64 -d; }
+authz_ip=$(kubectl -n "$ns" get svc "$release-authz" -o jsonpath='{.spec.clusterIP}')
+metrics_ip=$(kubectl -n "$ns" get svc "$release-metrics" -o jsonpath='{.spec.clusterIP}')
+jane=$(secret_of jane-user-secret)
+acme=$(secret_of acme-org-secret)
+authz_check() { # USER_SECRET ORG_SECRET -> status code; headers in $work/authz.headers
+  curl -sS --max-time 5 -o /dev/null -D "$work/authz.headers" -w '%{http_code}' \
+    -H "Authorization: User $1, Organization $2" "http://$authz_ip:8082/authz/check"
+}
+check "a gateway check through the authorization Service answers 200 for jane's secrets" test "$(authz_check "$jane" "$acme")" = 200
+check "... with jane's identity headers" grep -qi '^x-ce-user: jane' "$work/authz.headers"
+check "... and 401 for a wrong user secret" test "$(authz_check "not-$jane" "$acme")" = 401
+check "the metrics Service is scraped" bash -c "curl -fsS --max-time 5 http://$metrics_ip:8080/metrics | grep -q '^ce_operator_objects'"
+check "kubectl ce tree shows the tenant" bash -c "kubectl ce tree -n tenants 2>&1 | grep -q acme"
+for p in $(pods); do
+  figure "RSS of $p after install (MiB)" "$(curl -fsS --max-time 3 "http://$(pod_ip "$p"):8080/metrics" | awk '/^process_resident_memory_bytes /{printf "%.1f", $2/1048576}')"
+done
+
+# --- day two: upgrade under load ------------------------------------------------------
+# One client applies CE objects in a loop (every apply valid: none may be refused), another
+# asks the authorization Service in a loop (every answer must be 200).
+apply_loop() {
+  local i=0 ok=0 bad=0
+  while [[ ! -f "$work/stop" ]]; do
+    i=$((i + 1))
+    if kubectl apply -f - >/dev/null 2>"$work/apply.err" <<<"{\"apiVersion\":\"ce.tenancy.io/v1alpha1\",\"kind\":\"CEUser\",\"metadata\":{\"name\":\"loop-$((i % 5))\",\"namespace\":\"tenants\",\"labels\":{\"round\":\"r$i\"}},\"spec\":{\"email\":\"loop-$((i % 5))@acme.example\",\"accountRef\":{\"name\":\"acme-us\"}}}"; then
+      ok=$((ok + 1))
+    else
+      bad=$((bad + 1)); cat "$work/apply.err" >>"$work/apply.failures"
+    fi
+  done
+  echo "$ok $bad" >"$work/apply.result"
+}
+check_loop() {
+  local ok=0 bad=0 code
+  while [[ ! -f "$work/stop" ]]; do
+    code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H "Authorization: User $jane, Organization $acme" "http://$authz_ip:8082/authz/check" 2>>"$work/check.failures")
+    if [[ $code == 200 ]]; then ok=$((ok + 1)); else bad=$((bad + 1)); echo "status $code" >>"$work/check.failures"; fi
+  done
+  echo "$ok $bad" >"$work/check.result"
+}
+run_loops() { rm -f "$work/stop" "$work"/{apply,check}.{result,failures}; apply_loop & check_loop & }
+stop_loops() {
+  touch "$work/stop"; wait
+  read -r apply_ok apply_bad <"$work/apply.result"; read -r check_ok check_bad <"$work/check.result"
+}
+
+log "helm upgrade to $version_b under load"
+run_loops
+sleep 2 # the loops are in flight before the rollout starts
+t0=$(now)
+if helm upgrade "$release" charts/ce-operator -n "$ns" --wait --timeout 180s --set image.tag="$version_b" >"$work/upgrade.log" 2>&1; then
+  pass "helm upgrade --wait"
+else
+  fail "helm upgrade --wait: $(tail -n 3 "$work/upgrade.log")"
+fi
+figure "rollout (s)" "$(since "$t0")"
+sleep 2 # and after it ends
+stop_loops
+figure "applies during the rollout (ok/failed)" "$apply_ok/$apply_bad"
+figure "authorization checks during the rollout (ok/failed)" "$check_ok/$check_bad"
+check "no apply failed during the rollout ($apply_bad of $((apply_ok + apply_bad)); $(head -c 300 "$work/apply.failures" 2>/dev/null))" test "$apply_bad" = 0
+check "no authorization check failed during the rollout ($check_bad of $((check_ok + check_bad)); $(sort "$work/check.failures" 2>/dev/null | uniq -c | head -c 300))" test "$check_bad" = 0
+check "the loops ran during the rollout" test "$apply_ok" -gt 0 -a "$check_ok" -gt 0
+running_versions() {
+  local p
+  for p in $(pods); do
+    kubectl -n "$ns" get pod "$p" -o jsonpath='{.spec.containers[0].image}{"\n"}'
+  done | sort -u
+}
+check "every Running pod runs the second image" test "$(running_versions)" = "ghcr.io/ce-tenancy/ce-operator:$version_b"
+eventually "exactly one leader after the upgrade" 30 exactly_one_leader
+
+# --- day two: the leader lost ---------------------------------------------------------
+leader=$(holder)
+lease_secs=$(kubectl -n "$ns" get lease "$release" -o jsonpath='{.spec.leaseDurationSeconds}')
+log "deleting the leader $leader with --grace-period=0 --force (lease ${lease_secs}s)"
+webhook_answers=0 webhook_failures=0
+t0=$(now)
+kubectl -n "$ns" delete pod "$leader" --grace-period=0 --force >/dev/null 2>&1
+new_leader=""
+while (($(python3 -c "print(int(float('$(since "$t0")') < $lease_secs + 5))"))); do
+  h=$(holder)
+  if [[ -n $h && $h != "$leader" && " $(pods) " == *" $h "* ]]; then new_leader=$h; break; fi
+  # The webhook keeps answering: a dry-run violation is refused by it, not failed.
+  out=$(kubectl apply --dry-run=server -f - <<<"$violation" 2>&1)
+  if [[ $out == *'denied the request'* ]]; then webhook_answers=$((webhook_answers + 1)); else webhook_failures=$((webhook_failures + 1)); echo "$out" >>"$work/webhook.failures"; fi
+done
+takeover=$(since "$t0")
+figure "leader takeover after a forced delete (s)" "$takeover"
+check "another replica leads within the lease plus 5 s ($takeover s)" test -n "$new_leader"
+check "the webhook kept answering while the leader was gone ($webhook_answers answers, $webhook_failures failures)" test "$webhook_failures" = 0
+eventually "both replicas Ready again" 90 bash -c "[[ \$(kubectl -n $ns get deploy $release -o jsonpath='{.status.readyReplicas}') == 2 ]]"
+
+# --- helm uninstall and install again -------------------------------------------------
+digest() { printf '%s' "$1" | sha256sum | cut -c1-16; }
+jane_before=$(digest "$(secret_of jane-user-secret)")
+acme_before=$(digest "$(secret_of acme-org-secret)")
+fingerprint_before=$(kubectl -n tenants get ceuser jane -o jsonpath='{.status.secretFingerprint}')
+log "helm uninstall"
+helm uninstall "$release" -n "$ns" --wait --timeout 120s >"$work/uninstall.log" 2>&1 || fail "helm uninstall: $(tail -n 3 "$work/uninstall.log")"
+check "no webhook configuration is left" bash -c "! kubectl get validatingwebhookconfigurations -o name | grep -q ."
+check "a CE write is admitted with the operator gone" bash -c "kubectl -n tenants label ceuser jane e2e=after-uninstall --overwrite >/dev/null"
+check "the CRDs stay" kubectl get crd ceusers.ce.tenancy.io organizations.ce.tenancy.io
+check "the tenants' Secrets stay" kubectl -n tenants get secret jane-user-secret acme-org-secret
+log "helm install again"
+helm_install >"$work/reinstall.log" 2>&1 && pass "helm install again" || fail "helm install again: $(tail -n 3 "$work/reinstall.log")"
+eventually "the tenant is Ready again" 120 tenant_ready
+check "jane's secret was not re-issued" test "$(digest "$(secret_of jane-user-secret)")" = "$jane_before"
+check "acme's secret was not re-issued" test "$(digest "$(secret_of acme-org-secret)")" = "$acme_before"
+check "jane's fingerprint is unchanged" test "$(kubectl -n tenants get ceuser jane -o jsonpath='{.status.secretFingerprint}')" = "$fingerprint_before"
+authz_ip=$(kubectl -n "$ns" get svc "$release-authz" -o jsonpath='{.spec.clusterIP}')
+eventually "the same user secrets still authenticate" 30 bash -c "[[ \$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H 'Authorization: User $jane, Organization $acme' http://$authz_ip:8082/authz/check) == 200 ]]"
+for p in $(pods); do
+  figure "RSS of $p at the end (MiB)" "$(curl -fsS --max-time 3 "http://$(pod_ip "$p"):8080/metrics" | awk '/^process_resident_memory_bytes /{printf "%.1f", $2/1048576}')"
+done
+
+# --- an image that does not exist -----------------------------------------------------
+log "helm install of an image that does not exist"
+kubectl create namespace ce-bad >/dev/null
+kubectl label namespace ce-bad pod-security.kubernetes.io/enforce=restricted >/dev/null
+helm uninstall "$release" -n "$ns" --wait --timeout 120s >/dev/null 2>&1
+t0=$(now)
+if helm install bad charts/ce-operator -n ce-bad --wait --timeout 45s --set image.tag=does-not-exist >"$work/bad.log" 2>&1; then
+  fail "helm install --wait of a missing image must fail"
+else
+  pass "helm install --wait of a missing image fails ($(since "$t0") s)"
+fi
+check "the Pod's image pull error is visible" bash -c "kubectl -n ce-bad get pods -o jsonpath='{.items[*].status.containerStatuses[*].state.waiting.reason}' | grep -Eq 'ErrImagePull|ImagePullBackOff'"
+check "nothing left blocks CE writes" bash -c "kubectl -n tenants label ceuser jane e2e=after-bad-install --overwrite >/dev/null"
+
+# --- the end ---------------------------------------------------------------------------
+echo
+echo "e2e figures:"
+printf '  %s\n' "${figures[@]}"
+if ((failed)); then
+  echo "e2e failures:"
+  printf '  %s\n' "${failures[@]}"
+  for f in "$dir"/logs/*.log; do echo "--- last lines of $f"; tail -n 5 "$f"; done
+fi
+echo "e2e: $passed passed, $failed failed"
+((failed == 0))
