@@ -23,8 +23,9 @@ log "installing the CRDs from crds/"
 
 if [[ -f "$state/operator.pid" ]] && kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; then
   log "stopping the previous operator"
-  kill "$(cat "$state/operator.pid")" || true
-  sleep 1
+  old=$(cat "$state/operator.pid")
+  kill "$old" || true
+  for _ in $(seq 1 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
 fi
 log "starting the operator (log: .local/dev/operator.log)"
 # Its own identity (user ce-operator), so that the webhook exempts it and not you.
@@ -32,9 +33,29 @@ nohup "$root/target/debug/ce-operator" run --log-format text \
   --kubeconfig "$root/.local/cluster/operator.kubeconfig" \
   --webhook-addr 127.0.0.1:9443 --webhook-dns-name 127.0.0.1 \
   --webhook-secret-namespace default --webhook-config-name ce-operator-dev \
-  --authz-addr 127.0.0.1:8082 --authz-grpc-addr 127.0.0.1:8083 \
+  --http-addr 127.0.0.1:8080 --authz-addr 127.0.0.1:8082 --authz-grpc-addr 127.0.0.1:8083 \
   >"$state/operator.log" 2>&1 </dev/null &
-echo $! >"$state/operator.pid"
+pid=$!
+echo $pid >"$state/operator.pid"
+# Ready means this operator answers: a port held by another process (its "Address already in
+# use" exit) or any other failure at start stops `make dev` here, with the operator's words,
+# instead of a banner over a webhook that some other process serves.
+log "waiting for the operator's /readyz"
+for _ in $(seq 1 600); do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    log "the operator exited at start; its last log line:"
+    tail -n 1 "$state/operator.log" >&2
+    rm -f "$state/operator.pid"
+    exit 1
+  fi
+  curl -fsS --max-time 1 http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
+  sleep 0.2
+done
+if ! curl -fsS --max-time 1 http://127.0.0.1:8080/readyz >/dev/null 2>&1; then
+  log "the operator did not become ready within 120 s; its last log line:"
+  tail -n 1 "$state/operator.log" >&2
+  exit 1
+fi
 
 log "installing the chart's admission webhook configuration, pointed at the local operator"
 "$root/.local/bin/helm" template ce charts/ce-operator --namespace ce-system --show-only templates/webhook.yaml |

@@ -3,7 +3,9 @@
 # cluster with a real node (kubelet, containerd, kube-proxy), with the image `make image`
 # builds. Every check counts; the run ends with "N passed, M failed" and the figures.
 #
-# E2E_KEEP=1 leaves the cluster running afterwards (.local/e2e-cluster/kubeconfig).
+# E2E_KEEP=1 leaves the cluster running afterwards (.local/e2e-cluster/kubeconfig);
+# E2E_REUSE_IMAGES=1 takes the images of the previous run instead of building them (while
+# working on the e2e itself; CI always builds).
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,8 +55,13 @@ trap 'exit 130' INT TERM
 
 # --- the image and the cluster -------------------------------------------------------
 mkdir -p "$work"
+rm -f "$work"/*.log "$work"/*.failures "$work"/*.result
 log "building the image (make image), and a second one for the upgrade"
-hack/image.sh --out "$image_a" --also "ghcr.io/ce-tenancy/ce-operator:$version_b,$version_b,$image_b" || { fail "make image"; exit 1; }
+if [[ ${E2E_REUSE_IMAGES:-} == 1 && -f $image_a && -f $image_b ]]; then
+  log "reusing the images of the previous run"
+else
+  hack/image.sh --out "$image_a" --also "ghcr.io/ce-tenancy/ce-operator:$version_b,$version_b,$image_b" || { fail "make image"; exit 1; }
+fi
 figure "image size (MiB)" "$(python3 -c "print(round($(stat -c %s "$image_a") / 1048576, 1))")"
 
 log "checking the image's config against the Dockerfile"
@@ -72,7 +79,8 @@ kubectl label namespace "$ns" pod-security.kubernetes.io/enforce=restricted pod-
 
 # --- helm install, default values ------------------------------------------------------
 helm_install() {
-  helm install "$release" charts/ce-operator -n "$ns" --wait --timeout 180s "$@"
+  # As the README's install section says.
+  helm install "$release" charts/ce-operator -n "$ns" --wait --rollback-on-failure --timeout 180s "$@"
 }
 log "helm install (default values: the image reference is the chart's own)"
 t0=$(now)
@@ -251,12 +259,14 @@ kubectl create namespace ce-bad >/dev/null
 kubectl label namespace ce-bad pod-security.kubernetes.io/enforce=restricted >/dev/null
 helm uninstall "$release" -n "$ns" --wait --timeout 120s >/dev/null 2>&1
 t0=$(now)
-if helm install bad charts/ce-operator -n ce-bad --wait --timeout 45s --set image.tag=does-not-exist >"$work/bad.log" 2>&1; then
+pull_errors() { kubectl -n ce-bad get events --field-selector involvedObject.kind=Pod -o jsonpath='{.items[*].message}' | grep -oE 'Failed to pull image[^:]*|ErrImagePull|ImagePullBackOff|Back-off pulling image[^,]*' | head -n 1; }
+if helm install bad charts/ce-operator -n ce-bad --wait --rollback-on-failure --timeout 45s --set image.tag=does-not-exist >"$work/bad.log" 2>&1; then
   fail "helm install --wait of a missing image must fail"
 else
   pass "helm install --wait of a missing image fails ($(since "$t0") s)"
 fi
-check "the Pod's image pull error is visible" bash -c "kubectl -n ce-bad get pods -o jsonpath='{.items[*].status.containerStatuses[*].state.waiting.reason}' | grep -Eq 'ErrImagePull|ImagePullBackOff'"
+log "helm said: $(tail -n 2 "$work/bad.log" | tr '\n' ' ')"
+check "the Pods' image pull error is on record (events): $(pull_errors)" test -n "$(pull_errors)"
 check "nothing left blocks CE writes" bash -c "kubectl -n tenants label ceuser jane e2e=after-bad-install --overwrite >/dev/null"
 
 # --- the end ---------------------------------------------------------------------------

@@ -51,7 +51,9 @@ stage="$cache/image-build"
 log "running the Dockerfile's build stage in $stage"
 python3 hack/dockerfile.py stage --dockerfile Dockerfile --stage build --context "$root" --workdir "$stage"
 binary="$stage/out/ce-operator"
-if ldd "$binary" >/dev/null 2>&1; then
+# A dynamic executable names its loader (INTERP) and its libraries (NEEDED); distroless
+# static has neither.
+if readelf -ld "$binary" | grep -qE 'INTERP|\(NEEDED\)'; then
   log "$binary is dynamically linked: the image has no libc"; exit 1
 fi
 
@@ -92,7 +94,7 @@ emit() {
     --set-platform linux/amd64 \
     --user 65532:65532 \
     --entrypoint /ce-operator --cmd run \
-    --exposed-ports 8080,9443,8082,8083 \
+    --exposed-ports 8080/tcp,9443/tcp,8082/tcp,8083/tcp \
     -l org.opencontainers.image.title=ce-operator \
     -l "org.opencontainers.image.description=Kubernetes operator for the Cloud Elements tenancy model" \
     -l "org.opencontainers.image.version=$2" \

@@ -79,7 +79,8 @@ wait_for() {
   done
 }
 kubectl() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
-ctr() { "$bin/ctr" --address "$node/containerd/containerd.sock" --namespace k8s.io "$@"; }
+# ctr, without containerd's cgroup v1 deprecation warning on every call.
+ctr() { "$bin/ctr" --address "$node/containerd/containerd.sock" --namespace k8s.io "$@" 2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2); }
 
 claim() {
   if [[ -f $OWNER_FILE ]]; then

@@ -39,4 +39,15 @@ if [[ -n "$left" ]]; then
   echo "$left" >&2
   exit 1
 fi
-log "all tests passed; no cluster process left behind"
+log "cargo tests passed; no cluster process left behind"
+
+# The chart as a user installs it: the image built here, a fresh cluster with a real node.
+log "e2e (hack/e2e.sh)"
+hack/e2e.sh
+left=$( (pgrep -a -f "^ce-cluster:$root/.local/e2e-cluster" ; ip -o link show ce0 2>/dev/null) || true)
+if [[ -n "$left" ]]; then
+  log "left behind by the e2e's node:"
+  echo "$left" >&2
+  exit 1
+fi
+log "all tests passed; nothing left behind"

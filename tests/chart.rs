@@ -197,9 +197,19 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     ] {
         assert!(rendered.contains(expected), "{expected} not rendered");
     }
-    // A bad value is refused by values.schema.json.
-    let bad = helm(&["template", &release, &chart(), "--set", "logging.format=xml"]);
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("logging/format"));
+    // A bad value is refused by values.schema.json, naming the field.
+    for (value, field) in [
+        ("logging.format=xml", "logging/format"),
+        ("replicaCount=-1", "replicaCount"),
+        ("webhook.failurePolicy=Sometimes", "webhook/failurePolicy"),
+        ("image.repository=ghcr.io/Bad Name", "image/repository"),
+        ("image.tag=v1:latest", "image/tag"),
+        ("shutdownDelaySeconds=-5", "shutdownDelaySeconds"),
+    ] {
+        let bad = helm(&["template", &release, &chart(), "--set", value]);
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(!bad.status.success() && stderr.contains(field), "--set {value} must be refused naming {field}: {stderr}");
+    }
 
     let installed = install(&client, &release, &system.name, &[]).await;
     let (sa_name, sa_kubeconfig) = (installed.sa_name.clone(), installed.sa_kubeconfig.clone());
