@@ -145,8 +145,13 @@ wait_for() {
 # Pods reach it there (the `kubernetes` Service's endpoint), and so does this machine.
 # The Node authorizer and NodeRestriction confine the kubelet to its own node and Pods.
 start_apiserver() {
-  local authz=RBAC admission=OwnerReferencesPermissionEnforcement
-  [[ $4 == true ]] && authz=Node,RBAC admission=$admission,NodeRestriction
+  local authz=RBAC admission=OwnerReferencesPermissionEnforcement kubelet=()
+  if [[ $4 == true ]]; then
+    authz=Node,RBAC admission=$admission,NodeRestriction
+    # `kubectl logs` and the kubelet's stats through the API server, verified both ways.
+    kubelet=(--kubelet-client-certificate="$pki/admin.crt" --kubelet-client-key="$pki/admin.key"
+      --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP)
+  fi
   log "starting kube-apiserver on $3:$2"
   spawn kube-apiserver \
     --etcd-servers="http://127.0.0.1:$1" \
@@ -161,7 +166,7 @@ start_apiserver() {
     --service-cluster-ip-range=10.96.0.0/16 \
     --profiling="${CE_APISERVER_PROFILING:-false}" --enable-garbage-collector=true \
     --etcd-prefix="/registry" \
-    --cert-dir="$pki"
+    --cert-dir="$pki" "${kubelet[@]}"
 }
 
 # stop NAME: TERM, then KILL after 10 s.

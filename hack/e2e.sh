@@ -89,9 +89,18 @@ figure "helm install to all Pods Ready (s)" "$(since "$t0")"
 
 ready_replicas() { kubectl -n "$ns" get deploy "$release" -o jsonpath='{.status.readyReplicas}'; }
 check "both replicas Ready" test "$(ready_replicas)" = 2
-pods() { kubectl -n "$ns" get pods -l app.kubernetes.io/instance="$release" --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}'; }
+# The release's Running pods that are not terminating.
+pods() {
+  kubectl -n "$ns" get pods -l app.kubernetes.io/instance="$release" --field-selector=status.phase=Running \
+    -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{.metadata.name}} {{end}}{{end}}'
+}
 pod_ip() { kubectl -n "$ns" get pod "$1" -o jsonpath='{.status.podIP}'; }
 holder() { kubectl -n "$ns" get lease "$release" -o jsonpath='{.spec.holderIdentity}'; }
+# pod_of IDENTITY: the pod a lease identity (the pod's name and a suffix of its own) names.
+pod_of() {
+  local p
+  for p in $(pods); do [[ $1 == "$p"-* ]] && { echo "$p"; return; }; done
+}
 # leaders: how many of the Running pods report ce_operator_leader 1 on their own /metrics.
 leaders() {
   local n=0 p
@@ -101,9 +110,7 @@ leaders() {
   echo "$n"
 }
 exactly_one_leader() {
-  local h
-  h=$(holder)
-  [[ $(leaders) == 1 ]] && [[ " $(pods) " == *" $h "* ]]
+  [[ $(leaders) == 1 && -n $(pod_of "$(holder)") ]]
 }
 eventually "exactly one replica holds the Lease (its holder is a Running pod, one leader gauge at 1)" 30 exactly_one_leader
 
@@ -150,9 +157,21 @@ check "... with jane's identity headers" grep -qi '^x-ce-user: jane' "$work/auth
 check "... and 401 for a wrong user secret" test "$(authz_check "not-$jane" "$acme")" = 401
 check "the metrics Service is scraped" bash -c "curl -fsS --max-time 5 http://$metrics_ip:8080/metrics | grep -q '^ce_operator_objects'"
 check "kubectl ce tree shows the tenant" bash -c "kubectl ce tree -n tenants 2>&1 | grep -q acme"
-for p in $(pods); do
-  figure "RSS of $p after install (MiB)" "$(curl -fsS --max-time 3 "http://$(pod_ip "$p"):8080/metrics" | awk '/^process_resident_memory_bytes /{printf "%.1f", $2/1048576}')"
-done
+# memory LABEL: each running operator Pod's memory as the kubelet measures it (its stats
+# summary): anonymous resident memory (rss) and the working set (rss and the active page
+# cache, the binary's pages among them).
+memory() {
+  local line
+  while read -r line; do figure "memory of ${line%%:*} $1" "${line#*: }"; done < <(
+    kubectl get --raw /api/v1/nodes/ce-node/proxy/stats/summary | python3 -c '
+import json, sys
+for pod in json.load(sys.stdin)["pods"]:
+    if pod["podRef"]["name"] in sys.argv[1].split():
+        for c in pod.get("containers", []):
+            m = c["memory"]
+            print(f"{pod[\"podRef\"][\"name\"]}: rss {m[\"rssBytes\"] / 1048576:.1f} MiB, working set {m[\"workingSetBytes\"] / 1048576:.1f} MiB")' "$(pods)")
+}
+memory "after install"
 
 # --- day two: upgrade under load ------------------------------------------------------
 # One client applies CE objects in a loop (every apply valid: none may be refused), another
@@ -193,7 +212,13 @@ else
   fail "helm upgrade --wait: $(tail -n 3 "$work/upgrade.log")"
 fi
 figure "rollout (s)" "$(since "$t0")"
-sleep 2 # and after it ends
+# The loops go on until the old Pods are gone: their preStop delay, then their shutdown.
+only_new_pods() {
+  [[ $(kubectl -n "$ns" get pods -l app.kubernetes.io/instance="$release" -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort | uniq -c | awk '{print $1, $2}') == "2 ghcr.io/ce-tenancy/ce-operator:$version_b" ]]
+}
+eventually "the old Pods are gone" 90 only_new_pods
+figure "rollout until the old Pods are gone (s)" "$(since "$t0")"
+sleep 1
 stop_loops
 figure "applies during the rollout (ok/failed)" "$apply_ok/$apply_bad"
 figure "authorization checks during the rollout (ok/failed)" "$check_ok/$check_bad"
@@ -210,7 +235,7 @@ check "every Running pod runs the second image" test "$(running_versions)" = "gh
 eventually "exactly one leader after the upgrade" 30 exactly_one_leader
 
 # --- day two: the leader lost ---------------------------------------------------------
-leader=$(holder)
+leader=$(pod_of "$(holder)")
 lease_secs=$(kubectl -n "$ns" get lease "$release" -o jsonpath='{.spec.leaseDurationSeconds}')
 log "deleting the leader $leader with --grace-period=0 --force (lease ${lease_secs}s)"
 webhook_answers=0 webhook_failures=0
@@ -219,7 +244,7 @@ kubectl -n "$ns" delete pod "$leader" --grace-period=0 --force >/dev/null 2>&1
 new_leader=""
 while (($(python3 -c "print(int(float('$(since "$t0")') < $lease_secs + 5))"))); do
   h=$(holder)
-  if [[ -n $h && $h != "$leader" && " $(pods) " == *" $h "* ]]; then new_leader=$h; break; fi
+  if [[ -n $h && $h != "$leader" && -n $(pod_of "$h") ]]; then new_leader=$h; break; fi
   # The webhook keeps answering: a dry-run violation is refused by it, not failed.
   out=$(kubectl apply --dry-run=server -f - <<<"$violation" 2>&1)
   if [[ $out == *'denied the request'* ]]; then webhook_answers=$((webhook_answers + 1)); else webhook_failures=$((webhook_failures + 1)); echo "$out" >>"$work/webhook.failures"; fi
@@ -249,9 +274,7 @@ check "acme's secret was not re-issued" test "$(digest "$(secret_of acme-org-sec
 check "jane's fingerprint is unchanged" test "$(kubectl -n tenants get ceuser jane -o jsonpath='{.status.secretFingerprint}')" = "$fingerprint_before"
 authz_ip=$(kubectl -n "$ns" get svc "$release-authz" -o jsonpath='{.spec.clusterIP}')
 eventually "the same user secrets still authenticate" 30 bash -c "[[ \$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H 'Authorization: User $jane, Organization $acme' http://$authz_ip:8082/authz/check) == 200 ]]"
-for p in $(pods); do
-  figure "RSS of $p at the end (MiB)" "$(curl -fsS --max-time 3 "http://$(pod_ip "$p"):8080/metrics" | awk '/^process_resident_memory_bytes /{printf "%.1f", $2/1048576}')"
-done
+memory "at the end"
 
 # --- an image that does not exist -----------------------------------------------------
 log "helm install of an image that does not exist"
