@@ -157,19 +157,19 @@ check "... with jane's identity headers" grep -qi '^x-ce-user: jane' "$work/auth
 check "... and 401 for a wrong user secret" test "$(authz_check "not-$jane" "$acme")" = 401
 check "the metrics Service is scraped" bash -c "curl -fsS --max-time 5 http://$metrics_ip:8080/metrics | grep -q '^ce_operator_objects'"
 check "kubectl ce tree shows the tenant" bash -c "kubectl ce tree -n tenants 2>&1 | grep -q acme"
-# memory LABEL: each running operator Pod's memory as the kubelet measures it (its stats
-# summary): anonymous resident memory (rss) and the working set (rss and the active page
-# cache, the binary's pages among them).
+# memory LABEL: each running operator Pod's resident set (VmRSS of its operator process,
+# found on this node by the pod's cgroup) and its cgroup's working set, as the kubelet reports.
 memory() {
-  local line
-  while read -r line; do figure "memory of ${line%%:*} $1" "${line#*: }"; done < <(
-    kubectl get --raw /api/v1/nodes/ce-node/proxy/stats/summary | python3 -c '
-import json, sys
-for pod in json.load(sys.stdin)["pods"]:
-    if pod["podRef"]["name"] in sys.argv[1].split():
-        for c in pod.get("containers", []):
-            m = c["memory"]
-            print(f"{pod[\"podRef\"][\"name\"]}: rss {m[\"rssBytes\"] / 1048576:.1f} MiB, working set {m[\"workingSetBytes\"] / 1048576:.1f} MiB")' "$(pods)")
+  local p uid pid rss ws
+  for p in $(pods); do
+    uid=$(kubectl -n "$ns" get pod "$p" -o jsonpath='{.metadata.uid}' | tr - _)
+    pid=$(grep -l -E "pod(${uid}|${uid//_/-})" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 |
+      while read -r q; do [[ $(cat "/proc/$q/comm" 2>/dev/null) == ce-operator ]] && echo "$q"; done | head -n 1)
+    rss=$(awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status" 2>/dev/null)
+    ws=$(kubectl get --raw /api/v1/nodes/ce-node/proxy/stats/summary |
+      python3 -c 'import json,sys; print(next(round(c["memory"]["workingSetBytes"] / 1048576, 1) for q in json.load(sys.stdin)["pods"] if q["podRef"]["name"] == sys.argv[1] for c in q["containers"]))' "$p")
+    figure "memory of $p $1" "RSS ${rss:-?} MiB, cgroup working set ${ws:-?} MiB"
+  done
 }
 memory "after install"
 
