@@ -43,8 +43,8 @@ echo $pid >"$state/operator.pid"
 log "waiting for the operator's /readyz"
 for _ in $(seq 1 600); do
   if ! kill -0 "$pid" 2>/dev/null; then
-    log "the operator exited at start; its last log line:"
-    tail -n 1 "$state/operator.log" >&2
+    log "the operator exited at start:"
+    grep -m 1 '^Error:' "$state/operator.log" >&2 || tail -n 1 "$state/operator.log" >&2
     rm -f "$state/operator.pid"
     exit 1
   fi

@@ -208,7 +208,10 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     ] {
         let bad = helm(&["template", &release, &chart(), "--set", value]);
         let stderr = String::from_utf8_lossy(&bad.stderr);
-        assert!(!bad.status.success() && stderr.contains(field), "--set {value} must be refused naming {field}: {stderr}");
+        assert!(
+            !bad.status.success() && stderr.contains(field),
+            "--set {value} must be refused naming {field}: {stderr}"
+        );
     }
 
     let installed = install(&client, &release, &system.name, &[]).await;
