@@ -48,6 +48,10 @@ crane="$root/.local/bin/crane"
 
 # 1. The build stage, as the Dockerfile writes it.
 stage="$cache/image-build"
+# One build at a time in the shared staging directory (two checkouts on one machine).
+mkdir -p "$stage"
+exec 9>"$stage.lock"
+flock 9
 log "running the Dockerfile's build stage in $stage"
 python3 hack/dockerfile.py stage --dockerfile Dockerfile --stage build --context "$root" --workdir "$stage"
 binary="$stage/out/ce-operator"
@@ -84,7 +88,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 registry_pid=$!
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
 staging_ref="127.0.0.1:$port/ce-operator:build"
-"$crane" append --insecure --oci-empty-base -f "$work/layer.tar" -t "$staging_ref" >/dev/null
+"$crane" append --insecure --oci-empty-base -f "$work/layer.tar" -t "$staging_ref" >/dev/null 2>"$work/crane.log" ||
+  { cat "$work/crane.log" >&2; exit 1; }
 
 # emit REF VERSION FILE: the image's config is the Dockerfile's final stage (tests/e2e
 # compares the two).

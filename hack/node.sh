@@ -142,7 +142,8 @@ pause_image() {
     "$bin/crane" registry serve --address "127.0.0.1:$port" >/dev/null 2>&1 &
     pid=$!
     wait_for "crane registry" 10 curl -fsS "http://127.0.0.1:$port/v2/"
-    "$bin/crane" append --insecure --oci-empty-base -f "$work/layer.tar" -t "127.0.0.1:$port/pause:b" >/dev/null
+    "$bin/crane" append --insecure --oci-empty-base -f "$work/layer.tar" -t "127.0.0.1:$port/pause:b" >/dev/null 2>"$work/crane.log" ||
+      { cat "$work/crane.log" >&2; exit 1; }
     "$bin/crane" mutate --insecure "127.0.0.1:$port/pause:b" --set-platform linux/amd64 --user 65535:65535 \
       --entrypoint /pause -t "$PAUSE_IMAGE" -o "$out.tmp" >/dev/null
     kill "$pid" 2>/dev/null || true

@@ -731,6 +731,140 @@ async fn a_gateway_lets_through_exactly_what_the_model_allows() {
     }
 }
 
+/// A route header that cannot be read, is sent twice, names an element or owner no object
+/// could have, or an instance action without its owner: each is refused (400 over HTTP,
+/// InvalidArgument with 400 over gRPC, outcome invalid with 400 from `/v1/decisions`),
+/// never taken as an absent check. Before, each of these was let through (200): the check
+/// was skipped, or `Salesforce` was looked up as it was spelled.
+#[tokio::test]
+async fn ill_formed_route_headers_are_refused_never_skipped() {
+    use std::{ffi::OsString, os::unix::ffi::OsStringExt};
+
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "authz-ill").await;
+    let operator = Operator::start_with(&ns.name, &ns.name, &["--authz-grpc-addr", "127.0.0.1:0"]);
+    converge(&ns).await;
+    let authz = operator.authz_addr().await;
+    let grpc = grpc_channel(&format!("http://{}", operator.authz_grpc_addr().await), None).await;
+    let jane = credentials(&ns, "jane", "acme").await;
+    let url = format!("http://{authz}/authz/check");
+    // Each case: headers as raw bytes, so that a byte no header may hold goes out as it is.
+    let http = |headers: &[(&str, &[u8])]| -> u16 {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url, "-H"]);
+        cmd.arg(format!("Authorization: {jane}"));
+        for (name, value) in headers {
+            let mut header = format!("{name}: ").into_bytes();
+            header.extend_from_slice(value);
+            cmd.arg("-H").arg(OsString::from_vec(header));
+        }
+        let out = cmd.output().expect("run curl");
+        String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    };
+    assert_eq!(http(&[("X-CE-Element", b"salesforce")]), 200, "the well-formed check");
+    let cases: [(&str, Vec<(&str, &[u8])>); 6] = [
+        ("an element key in capitals", vec![("X-CE-Element", b"Salesforce")]),
+        (
+            "a byte that is not visible ASCII",
+            vec![("X-CE-Element", b"sales\xffforce")],
+        ),
+        (
+            "a repeated element header",
+            vec![("X-CE-Element", b"salesforce"), ("X-CE-Element", b"box")],
+        ),
+        (
+            "a repeated privilege header",
+            vec![
+                ("X-CE-Privilege", b"createElements"),
+                ("X-CE-Privilege", b"createElements"),
+            ],
+        ),
+        (
+            "an instance action without its owner",
+            vec![("X-CE-Instance-Action", b"delete")],
+        ),
+        (
+            "an owner that is no user name",
+            vec![("X-CE-Instance-Owner", b"Joe"), ("X-CE-Instance-Action", b"view")],
+        ),
+    ];
+    for (what, headers) in &cases {
+        assert_eq!(http(headers), 400, "HTTP, {what}");
+    }
+
+    // gRPC: the same through the header map (a repeat is joined by Envoy), the raw header
+    // list (a repeat is two entries) and the context extensions.
+    let raw = |entries: &[(&str, &[u8])]| {
+        let mut request = check_request("GET", "/api/x", Some(&jane), &[] as &[(&str, String)], Via::Headers);
+        let http = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        let mut headers: Vec<HeaderValue> = entries
+            .iter()
+            .map(|(key, value)| HeaderValue {
+                key: key.to_ascii_lowercase(),
+                value: String::new(),
+                raw_value: value.to_vec(),
+            })
+            .collect();
+        headers.extend(
+            std::mem::take(&mut http.headers)
+                .into_iter()
+                .map(|(key, value)| HeaderValue {
+                    key,
+                    value: String::new(),
+                    raw_value: value.into_bytes(),
+                }),
+        );
+        http.header_map = Some(HeaderMap { headers });
+        request
+    };
+    for (what, headers) in &cases {
+        let answer = send(&grpc, raw(headers)).await;
+        assert_eq!(
+            (answer.http, answer.code),
+            (400, 3),
+            "gRPC raw headers, {what}: {}",
+            answer.body
+        );
+    }
+    for (what, route) in [
+        (
+            "an element key in capitals",
+            vec![("X-CE-Element", "Salesforce".to_owned())],
+        ),
+        ("a joined repeat", vec![("X-CE-Element", "salesforce,box".to_owned())]),
+        (
+            "an instance action without its owner",
+            vec![("X-CE-Instance-Action", "delete".to_owned())],
+        ),
+    ] {
+        for via in [Via::Headers, Via::Extensions] {
+            let answer = grpc_check(&grpc, "GET", "/api/x", Some(&jane), &route, via).await;
+            assert_eq!((answer.http, answer.code), (400, 3), "gRPC, {what}: {}", answer.body);
+        }
+    }
+
+    // /v1/decisions.
+    for body in [
+        serde_json::json!({"authorization": jane, "element": "Salesforce"}),
+        serde_json::json!({"authorization": jane, "instance": {"owner": "Joe", "action": "view"}}),
+    ] {
+        let (code, text) = curl(
+            "POST",
+            &format!("http://{authz}/v1/decisions"),
+            &[],
+            Some(&body.to_string()),
+        );
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains("\"outcome\":\"invalid\""), "{text}");
+    }
+}
+
 /// Polls a request through the NGINX gateway until it answers `expected`; how long that took.
 async fn until_gateway(gateway: &Gateway, path: &str, authorization: &str, expected: u16) -> Duration {
     let started = Instant::now();

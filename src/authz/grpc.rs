@@ -15,7 +15,9 @@ use envoy_types::{
 };
 use tonic::{Code, Status};
 
-use super::{Answer, AuthzState, CHALLENGE, NOT_SYNCED, Refusal, gateway_answer, http_status, identity_headers};
+use super::{
+    Answer, AuthzState, CHALLENGE, Header, NOT_SYNCED, Refusal, gateway_answer, http_status, identity_headers,
+};
 use crate::model::authz::Outcome;
 
 /// The gRPC service's routes, to be served like the HTTP endpoint's.
@@ -35,26 +37,35 @@ impl Authorization for ExtAuthz {
 }
 
 /// A header or check of the request, by lower-case name. Envoy sends the headers as a map
-/// with lower-case keys, or (with `encode_raw_headers`) as a list of raw ones.
-fn lookup<'a>(asked: &'a CheckRequest, name: &str) -> Option<&'a str> {
+/// with lower-case keys (a repeated header joined with `,`, which no check's value passes),
+/// or (with `encode_raw_headers`) as a list of raw ones, where a repeat is seen as one.
+fn lookup<'a>(asked: &'a CheckRequest, name: &str) -> Header<'a> {
     let attributes = asked.attributes.as_ref();
     let extension = |a: &'a AttributeContext| a.context_extensions.get(name).map(String::as_str);
     if name != "authorization"
         && let Some(value) = attributes.and_then(extension)
     {
-        return Some(value);
+        return Header::of_text(value);
     }
     if let Some(value) = asked.get_client_headers().and_then(|h| h.get(name)) {
-        return Some(value);
+        return Header::of_text(value);
     }
-    let raw = attributes?.request.as_ref()?.http.as_ref()?.header_map.as_ref()?;
-    raw.headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(name))
-        .and_then(|h| match h.value.as_str() {
-            "" => std::str::from_utf8(&h.raw_value).ok(),
-            value => Some(value),
-        })
+    let Some(raw) = attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .and_then(|h| h.header_map.as_ref())
+    else {
+        return Header::Absent;
+    };
+    Header::of_values(
+        raw.headers
+            .iter()
+            .filter(|h| h.key.eq_ignore_ascii_case(name))
+            .map(|h| match h.value.as_str() {
+                "" => std::str::from_utf8(&h.raw_value).ok(),
+                value => Some(value),
+            }),
+    )
 }
 
 /// The check's response: OK with the identity headers for the upstream (replacing any the

@@ -238,6 +238,10 @@ pub fn check(
     request: &Request,
     now: Timestamp,
 ) -> (Decision, Option<Caller>) {
+    // A check that no object could pass is the route's mistake: refused, never skipped.
+    if let Some(why) = request.malformed() {
+        return (Decision::invalid(why), None);
+    }
     match authenticate(cache, derived, authorization, now) {
         Err(decision) => (decision, None),
         Ok(caller) => (authorize(cache, derived, &caller, request), Some(caller)),
@@ -323,31 +327,79 @@ fn router(state: AuthzState) -> Router {
         .with_state(state)
 }
 
+/// A header of the request as the gateway forwarded it. Only `Value` is read; a check whose
+/// header is there but cannot be read is refused (400), never taken as absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Header<'a> {
+    Absent,
+    Value(&'a str),
+    /// Bytes that are not visible ASCII (or not UTF-8).
+    Unreadable,
+    /// Sent more than once: which one the route meant cannot be told.
+    Repeated,
+}
+
+impl<'a> Header<'a> {
+    /// A received value: readable only when it is visible ASCII (tabs and spaces allowed).
+    pub(super) fn of_text(value: &'a str) -> Self {
+        if value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            Header::Value(value)
+        } else {
+            Header::Unreadable
+        }
+    }
+
+    /// The header among all of a request's (`values` of one name, in order).
+    pub(super) fn of_values<I: Iterator<Item = Option<&'a str>>>(mut values: I) -> Self {
+        match (values.next(), values.next()) {
+            (None, _) => Header::Absent,
+            (Some(_), Some(_)) => Header::Repeated,
+            (Some(None), None) => Header::Unreadable,
+            (Some(Some(value)), None) => Header::of_text(value),
+        }
+    }
+}
+
 /// A gateway header that could not be read: the route is misconfigured (400), not the
 /// caller refused.
-fn bad_header(name: &str, value: &str) -> Decision {
-    Decision::invalid(format!("header {name}: cannot read {value:?}"))
+fn bad_header(name: &str, why: &str) -> Decision {
+    Decision::invalid(format!("header {name}: {why}"))
 }
 
 /// The request a gateway describes with the `X-CE-*` headers of a route; `header` looks a
 /// header up by its lower-case name.
-fn request_of<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<Request, Decision> {
-    let text = |name: &str| header(name).map(str::trim).filter(|v| !v.is_empty());
+fn request_of<'a>(header: impl Fn(&str) -> Header<'a>) -> Result<Request, Decision> {
+    let text = |name: &str, shown: &str| match header(name) {
+        Header::Absent => Ok(None),
+        Header::Value(value) => Ok(Some(value.trim()).filter(|v| !v.is_empty())),
+        Header::Unreadable => Err(bad_header(
+            shown,
+            "not visible ASCII; a route must set it to a readable value",
+        )),
+        Header::Repeated => Err(bad_header(shown, "sent more than once; a route must set (replace) it")),
+    };
     let mut request = Request::default();
-    if let Some(keys) = text("x-ce-privilege") {
+    if let Some(keys) = text("x-ce-privilege", "X-CE-Privilege")? {
         for key in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-            let privilege: Privilege = authz::parse_privilege(key).ok_or_else(|| bad_header("X-CE-Privilege", key))?;
+            let privilege: Privilege = authz::parse_privilege(key)
+                .ok_or_else(|| bad_header("X-CE-Privilege", &format!("cannot read {key:?}")))?;
             request.privileges.push(privilege);
         }
     }
-    request.element = text("x-ce-element").map(str::to_owned);
-    if let Some(owner) = text("x-ce-instance-owner") {
-        let action = text("x-ce-instance-action").unwrap_or("");
-        let action = authz::InstanceAction::parse(action).ok_or_else(|| bad_header("X-CE-Instance-Action", action))?;
-        request.instance = Some(authz::Instance {
-            owner: owner.to_owned(),
-            action,
-        });
+    request.element = text("x-ce-element", "X-CE-Element")?.map(str::to_owned);
+    let action = text("x-ce-instance-action", "X-CE-Instance-Action")?;
+    match (text("x-ce-instance-owner", "X-CE-Instance-Owner")?, action) {
+        (Some(owner), action) => {
+            let action = action.unwrap_or("");
+            let action = authz::InstanceAction::parse(action)
+                .ok_or_else(|| bad_header("X-CE-Instance-Action", &format!("cannot read {action:?}")))?;
+            request.instance = Some(authz::Instance {
+                owner: owner.to_owned(),
+                action,
+            });
+        }
+        (None, Some(_)) => return Err(bad_header("X-CE-Instance-Action", "set without X-CE-Instance-Owner")),
+        (None, None) => {}
     }
     Ok(request)
 }
@@ -360,20 +412,27 @@ enum Answer {
     Decided(Decision, Option<Caller>),
 }
 
-fn gateway_answer<'a>(state: &AuthzState, header: impl Fn(&str) -> Option<&'a str>) -> Answer {
+fn gateway_answer<'a>(state: &AuthzState, header: impl Fn(&str) -> Header<'a>) -> Answer {
     let started = Instant::now();
     if !synced(state) {
         return Answer::Unavailable;
     }
-    let (decision, caller) = match request_of(&header) {
-        Ok(request) => check(
-            &state.cache,
-            &state.derived,
-            header("authorization"),
-            &request,
-            Timestamp::now(),
+    let (decision, caller) = match (request_of(&header), header("authorization")) {
+        (Err(bad), _) => (bad, None),
+        (Ok(_), Header::Unreadable | Header::Repeated) => (
+            Decision::unauthenticated(
+                "malformed_credentials",
+                "malformed Authorization: one header of visible ASCII expected",
+            ),
+            None,
         ),
-        Err(bad) => (bad, None),
+        (Ok(request), authorization) => {
+            let authorization = match authorization {
+                Header::Value(value) => Some(value),
+                _ => None,
+            };
+            check(&state.cache, &state.derived, authorization, &request, Timestamp::now())
+        }
     };
     record(&state.metrics, &decision, started);
     Answer::Decided(decision, caller)
@@ -435,7 +494,8 @@ fn http_status(outcome: Outcome) -> StatusCode {
 const CHALLENGE: &str = "User realm=\"ce\", Organization realm=\"ce\"";
 
 async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> Response {
-    let (decision, caller) = match gateway_answer(&state, |name| headers.get(name).and_then(|v| v.to_str().ok())) {
+    let header = |name: &str| Header::of_values(headers.get_all(name).iter().map(|v| v.to_str().ok()));
+    let (decision, caller) = match gateway_answer(&state, header) {
         Answer::Unavailable => return unavailable(),
         Answer::Decided(decision, caller) => (decision, caller),
     };
@@ -525,7 +585,13 @@ async fn decisions(
         Timestamp::now(),
     );
     record(&state.metrics, &decision, started);
-    Json(DecisionResponse {
+    // A decision is the answer (200), whatever it decides; a request that cannot be judged
+    // is not (400), as for the gateway check.
+    let status = match decision.outcome {
+        Outcome::Invalid => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let body = Json(DecisionResponse {
         allowed: decision.outcome == Outcome::Allowed,
         outcome: decision.outcome,
         reason: decision.reason,
@@ -537,8 +603,8 @@ async fn decisions(
             namespace: c.namespace,
             user: c.user,
         }),
-    })
-    .into_response()
+    });
+    (status, body).into_response()
 }
 
 #[cfg(test)]
@@ -549,6 +615,49 @@ mod tests {
         cache::testing::TestCache,
         model::fixtures::{account, binding, in_namespace, org, safelist, user},
     };
+
+    #[test]
+    fn a_route_header_that_cannot_be_read_is_refused_not_skipped() {
+        let of = |headers: &[(&str, Header<'static>)]| {
+            let headers = headers.to_vec();
+            request_of(move |name| {
+                headers
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(Header::Absent, |(_, h)| *h)
+            })
+        };
+        let invalid = |result: Result<Request, Decision>| result.err().map(|d| d.outcome);
+        assert_eq!(of(&[]), Ok(Request::default()));
+        assert_eq!(
+            of(&[("x-ce-element", Header::Value(" slack "))]).map(|r| r.element),
+            Ok(Some("slack".to_owned()))
+        );
+        for headers in [
+            vec![("x-ce-element", Header::Unreadable)],
+            vec![("x-ce-element", Header::Repeated)],
+            vec![("x-ce-privilege", Header::Repeated)],
+            vec![
+                ("x-ce-instance-owner", Header::Unreadable),
+                ("x-ce-instance-action", Header::Value("view")),
+            ],
+            vec![("x-ce-instance-action", Header::Value("view"))],
+            vec![
+                ("x-ce-instance-owner", Header::Value("joe")),
+                ("x-ce-instance-action", Header::Repeated),
+            ],
+        ] {
+            assert_eq!(invalid(of(&headers)), Some(Outcome::Invalid), "{headers:?}");
+        }
+        // How a header is told from its values.
+        assert_eq!(Header::of_values(std::iter::empty()), Header::Absent);
+        assert_eq!(Header::of_values([Some("a")].into_iter()), Header::Value("a"));
+        assert_eq!(Header::of_values([None].into_iter()), Header::Unreadable);
+        assert_eq!(Header::of_values([Some("a"), Some("a")].into_iter()), Header::Repeated);
+        assert_eq!(Header::of_text("sl\u{7f}ack"), Header::Unreadable);
+        assert_eq!(Header::of_text("slack\u{e9}"), Header::Unreadable);
+        assert_eq!(Header::of_text("a b\tc"), Header::Value("a b\tc"));
+    }
 
     #[test]
     fn a_remembered_identity_is_decided_again_once_the_caches_change() {

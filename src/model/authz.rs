@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::{
+    names,
     secrets::{Digest, SecretFacts, SecretValue},
     user::Identity,
 };
@@ -110,6 +111,23 @@ pub struct Request {
     /// An element instance the request acts on.
     #[serde(default)]
     pub instance: Option<Instance>,
+}
+
+impl Request {
+    /// Why a gateway's description of a request cannot be judged, if it cannot: an element
+    /// key or an instance owner that no object could have. Such a check is refused (400),
+    /// never skipped and never compared loosely (`Slack` is not `slack`).
+    pub fn malformed(&self) -> Option<String> {
+        if let Some(element) = self.element.as_deref().filter(|e| !names::is_dns_label(e)) {
+            return Some(format!(
+                "element {element:?} is not an element key (lower-case letters, digits and -)"
+            ));
+        }
+        if let Some(instance) = self.instance.as_ref().filter(|i| !names::is_dns_subdomain(&i.owner)) {
+            return Some(format!("instance owner {:?} is not a user name", instance.owner));
+        }
+        None
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +352,44 @@ mod tests {
         model::secrets::digest,
     };
     use Privilege::*;
+
+    #[test]
+    fn a_check_no_object_could_match_is_malformed_not_skipped() {
+        let element = |e: &str| Request {
+            element: Some(e.into()),
+            ..Request::default()
+        };
+        let owner = |o: &str| Request {
+            instance: Some(Instance {
+                owner: o.into(),
+                action: InstanceAction::View,
+            }),
+            ..Request::default()
+        };
+        for bad in [
+            element("Slack"),
+            element(""),
+            element("slack "),
+            element("a,b"),
+            element("-x"),
+            owner("Jane"),
+            owner("jane,bob"),
+            owner(""),
+        ] {
+            assert!(bad.malformed().is_some(), "{bad:?} must be refused");
+        }
+        for good in [
+            Request::default(),
+            element("slack"),
+            element("x-1"),
+            owner("jane"),
+            owner("jane.bots"),
+        ] {
+            assert_eq!(good.malformed(), None, "{good:?}");
+        }
+        assert!(!names::is_dns_label(&"a".repeat(64)));
+        assert!(names::is_dns_label(&"a".repeat(63)));
+    }
 
     fn identity(roles: &[Role], organization: &[Privilege], account: &[Privilege]) -> Identity {
         Identity {

@@ -66,3 +66,19 @@ mod tests {
         assert_ne!(organization_secret("acme"), user_secret("acme"));
     }
 }
+
+/// A DNS label (RFC 1123), the shape of an element key and of most object names: 1 to 63
+/// lower-case letters, digits and `-`, starting and ending with a letter or digit. The CRD
+/// schema's `DNS_LABEL_PATTERN` and `ELEMENT_KEY_PATTERN` say the same.
+pub fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (1..=63).contains(&bytes.len()) && bytes.iter().all(inner) && edge(bytes.first()) && edge(bytes.last())
+}
+
+/// A DNS subdomain (RFC 1123), the shape of an object's name: DNS labels joined by `.`, at
+/// most 253 characters.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
