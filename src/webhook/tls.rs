@@ -80,10 +80,20 @@ impl Options {
 }
 
 /// A certificate and its private key, PEM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Keyed {
     cert: String,
     key: String,
+}
+
+/// The certificate only: a private key never reaches a log line or a panic message.
+impl std::fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyed")
+            .field("cert", &self.cert)
+            .field("key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The webhook's certificates, as the Secret holds them.
@@ -536,6 +546,24 @@ async fn write_bundle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_a_private_key() {
+        let keyed = Keyed {
+            cert: "-----BEGIN CERTIFICATE-----".into(),
+            key: "-----BEGIN PRIVATE KEY-----secret".into(),
+        };
+        let material = Material {
+            ca: Some(keyed.clone()),
+            serving: Some(keyed),
+            ..Material::default()
+        };
+        let shown = format!("{material:?}");
+        assert!(
+            shown.contains("BEGIN CERTIFICATE") && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
+    }
 
     fn options(validity: u64) -> Options {
         Options {
