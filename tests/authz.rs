@@ -865,6 +865,106 @@ async fn ill_formed_route_headers_are_refused_never_skipped() {
     }
 }
 
+/// A refusal tells the caller that it failed, not who exists: an unknown user secret, a user
+/// secret with another organization's secret, an instance owner of another organization and
+/// one that does not exist are answered alike over HTTP and gRPC, while the metrics keep the
+/// precise reason. Before, each named what it found (another organization, the owner).
+#[tokio::test]
+async fn a_refusal_tells_the_caller_nothing_about_who_exists() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "authz-tell").await;
+    let operator = Operator::start_with(&ns.name, &ns.name, &["--authz-grpc-addr", "127.0.0.1:0"]);
+    converge(&ns).await;
+    let authz = operator.authz_addr().await;
+    let grpc = grpc_channel(&format!("http://{}", operator.authz_grpc_addr().await), None).await;
+    let jane = credentials(&ns, "jane", "acme").await;
+    let jane_globex = credentials(&ns, "jane", "globex").await;
+    let unknown = format!(
+        "User not-a-secret, Organization {}",
+        secret(&ns, "acme-org-secret", "secret").await
+    );
+    let url = format!("http://{authz}/authz/check");
+    let body_of = |(code, text): (u16, String)| (code, text.split("\r\n\r\n").last().unwrap_or("").to_owned());
+
+    let unknown_user = body_of(curl("GET", &url, &[("Authorization", &unknown)], None));
+    let mismatch = body_of(curl("GET", &url, &[("Authorization", &jane_globex)], None));
+    assert_eq!(unknown_user.0, 401);
+    assert_eq!(
+        unknown_user, mismatch,
+        "an unknown user and a wrong organization are told alike"
+    );
+    let owner = |owner: &str| {
+        body_of(curl(
+            "GET",
+            &url,
+            &[
+                ("Authorization", &jane),
+                ("X-CE-Instance-Owner", owner),
+                ("X-CE-Instance-Action", "view"),
+            ],
+            None,
+        ))
+    };
+    let (other_org, nobody) = (owner("gus"), owner("nobody"));
+    assert_eq!(other_org.0, 403);
+    assert_eq!(
+        other_org, nobody,
+        "a user of another organization and no user are told alike"
+    );
+    for (_, body) in [&unknown_user, &other_org] {
+        assert!(
+            !body.contains("globex") && !body.contains("gus") && !body.contains("jane"),
+            "{body}"
+        );
+    }
+    let instance = |owner: &str| {
+        vec![
+            ("X-CE-Instance-Owner", owner.to_owned()),
+            ("X-CE-Instance-Action", "view".to_owned()),
+        ]
+    };
+    let mut bodies = Vec::new();
+    for (authorization, route) in [
+        (&unknown, vec![]),
+        (&jane_globex, vec![]),
+        (&jane, instance("gus")),
+        (&jane, instance("nobody")),
+    ] {
+        bodies.push(
+            grpc_check(&grpc, "GET", "/api/x", Some(authorization), &route, Via::Extensions)
+                .await
+                .body,
+        );
+    }
+    assert_eq!(
+        bodies[0], bodies[1],
+        "gRPC: an unknown user and a wrong organization are told alike"
+    );
+    assert_eq!(
+        bodies[2], bodies[3],
+        "gRPC: a user of another organization and no user are told alike"
+    );
+
+    // The metrics keep the precise reasons apart.
+    for (outcome, code) in [
+        ("unauthenticated", "unknown_user_secret"),
+        ("unauthenticated", "secrets_mismatch"),
+        ("forbidden", "other_organization"),
+        ("forbidden", "unknown_instance_owner"),
+    ] {
+        let counted = operator
+            .metric(&format!(
+                "ce_operator_authz_decisions_total{{outcome=\"{outcome}\",code=\"{code}\"}}"
+            ))
+            .await;
+        assert!(
+            counted >= 2.0,
+            "{code} counted {counted} times, not apart (HTTP and gRPC)"
+        );
+    }
+}
+
 /// Polls a request through the NGINX gateway until it answers `expected`; how long that took.
 async fn until_gateway(gateway: &Gateway, path: &str, authorization: &str, expected: u16) -> Duration {
     let started = Instant::now();

@@ -91,7 +91,7 @@ fn response(answer: Answer) -> CheckResponse {
             response.set_http_response(ok.build());
             response
         }
-        None => denied(code, http_status(decision.outcome), &decision.reason),
+        None => denied(code, http_status(decision.outcome), decision.told_to_caller()),
     }
 }
 

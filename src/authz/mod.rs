@@ -447,6 +447,10 @@ fn record(metrics: &Metrics, decision: &Decision, started: Instant) {
         })
         .inc();
     metrics.authz_duration.observe(started.elapsed().as_secs_f64());
+    if decision.outcome != Outcome::Allowed {
+        // The precise reason, which the caller may not be told (`Decision::told_to_caller`).
+        tracing::debug!(outcome = decision.outcome.label(), code = decision.code, reason = %decision.reason, "authorization refused");
+    }
 }
 
 #[derive(Serialize)]
@@ -502,7 +506,7 @@ async fn gateway_check(State(state): State<AuthzState>, headers: HeaderMap) -> R
     let status = http_status(decision.outcome);
     let body = Json(Refusal {
         allowed: decision.outcome == Outcome::Allowed,
-        reason: &decision.reason,
+        reason: decision.told_to_caller(),
     });
     let mut response = (status, body).into_response();
     let out = response.headers_mut();
@@ -573,7 +577,7 @@ async fn decisions(
         record(&state.metrics, &decision, started);
         let body = Json(Refusal {
             allowed: false,
-            reason: &decision.reason,
+            reason: decision.told_to_caller(),
         });
         return (StatusCode::BAD_REQUEST, body).into_response();
     };
@@ -594,7 +598,7 @@ async fn decisions(
     let body = Json(DecisionResponse {
         allowed: decision.outcome == Outcome::Allowed,
         outcome: decision.outcome,
-        reason: decision.reason,
+        reason: decision.told_to_caller().to_owned(),
         privileges: caller.as_ref().map(|c| c.identity.scopes.clone()),
         identity: caller.map(|c| DecisionIdentity {
             organization: c.identity.organization.clone(),

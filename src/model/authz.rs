@@ -213,6 +213,23 @@ impl Decision {
             reason: reason.into(),
         }
     }
+
+    /// The reason a caller is told. Where the precise one would say who exists (a user
+    /// secret known but not its organization's, a user of another organization) the caller
+    /// learns only that it failed; the precise reason stays in the metrics (`code`) and the
+    /// log. What a caller sent itself (missing or malformed credentials, a missing
+    /// privilege, an element not visible) is told as it is.
+    pub fn told_to_caller(&self) -> &str {
+        match self.code {
+            "unknown_user_secret" | "unknown_organization_secret" | "secrets_mismatch" | "user_not_ready" => {
+                "the credentials are not valid: both secrets must be ones in effect, of one user and its organization"
+            }
+            "unknown_instance_owner" | "other_organization" => {
+                "the instance owner is not a user of the caller's organization"
+            }
+            _ => &self.reason,
+        }
+    }
 }
 
 /// The organization secret's holder must be the user's own organization: a valid pair of
@@ -352,6 +369,46 @@ mod tests {
         model::secrets::digest,
     };
     use Privilege::*;
+
+    #[test]
+    fn a_caller_is_not_told_who_exists() {
+        let told = |d: Decision| d.told_to_caller().to_owned();
+        let unknown_user = told(Decision::unauthenticated("unknown_user_secret", "no jane"));
+        let other_org = told(Decision::unauthenticated("unknown_organization_secret", "not acme's"));
+        let mismatch = told(Decision::unauthenticated("secrets_mismatch", "jane is of globex"));
+        assert!(
+            unknown_user == other_org && other_org == mismatch,
+            "{unknown_user} / {other_org} / {mismatch}"
+        );
+        assert_eq!(
+            told(Decision::forbidden("unknown_instance_owner", "no user bob in acme")),
+            told(Decision::forbidden(
+                "other_organization",
+                "bob's instance belongs to globex"
+            ))
+        );
+        for told in [
+            unknown_user,
+            told(Decision::forbidden("other_organization", "bob of globex")),
+        ] {
+            assert!(
+                !told.contains("jane") && !told.contains("bob") && !told.contains("globex"),
+                "{told}"
+            );
+        }
+        // What the caller sent itself is told as it is.
+        assert_eq!(
+            told(Decision::forbidden("missing_privilege", "takes createElements")),
+            "takes createElements"
+        );
+        assert_eq!(
+            told(Decision::unauthenticated(
+                "missing_credentials",
+                "no Authorization header"
+            )),
+            "no Authorization header"
+        );
+    }
 
     #[test]
     fn a_check_no_object_could_match_is_malformed_not_skipped() {
