@@ -734,8 +734,8 @@ async fn a_gateway_lets_through_exactly_what_the_model_allows() {
 /// A route header that cannot be read, is sent twice, names an element or owner no object
 /// could have, or an instance action without its owner: each is refused (400 over HTTP,
 /// InvalidArgument with 400 over gRPC, outcome invalid with 400 from `/v1/decisions`),
-/// never taken as an absent check. Before, each of these was let through (200): the check
-/// was skipped, or `Salesforce` was looked up as it was spelled.
+/// never taken as an absent check. Before, such a header was skipped as absent, or judged
+/// on its first value, or the key looked up as spelled (`Salesforce`: 403 where 400 is due).
 #[tokio::test]
 async fn ill_formed_route_headers_are_refused_never_skipped() {
     use std::{ffi::OsString, os::unix::ffi::OsStringExt};
