@@ -965,6 +965,92 @@ async fn a_refusal_tells_the_caller_nothing_about_who_exists() {
     }
 }
 
+/// Any pod can open connections to the endpoints. 1,000 that say nothing or stop halfway
+/// through a header neither starve a real check nor stay open past the server's header
+/// timeout (10 s), plain text and over TLS alike; a body over the limit is refused (413).
+/// Before, such connections stayed open for ever (hyper had no timer).
+#[tokio::test]
+async fn idle_connections_neither_starve_a_check_nor_stay_open() {
+    use std::{
+        io::{ErrorKind, Read, Write},
+        net::TcpStream,
+    };
+
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "authz-idle").await;
+    let operator = Operator::start_with(&ns.name, &ns.name, &["--authz-grpc-addr", "127.0.0.1:0"]);
+    converge(&ns).await;
+    let authz = operator.authz_addr().await;
+    let webhook = operator.webhook_addr().await;
+    let jane = credentials(&ns, "jane", "acme").await;
+
+    let opened = Instant::now();
+    let mut held: Vec<TcpStream> = Vec::new();
+    for i in 0..1000 {
+        let addr = if i % 4 == 3 { &webhook } else { &authz };
+        let mut tcp = TcpStream::connect(addr).expect("connect");
+        match i % 4 {
+            // Half a header, then silence.
+            1 => tcp
+                .write_all(b"GET /authz/check HTTP/1.1\r\nHost: x\r\nX-CE-El")
+                .unwrap(),
+            // The first bytes of the h2c preface, then silence.
+            2 => tcp.write_all(b"PRI * HT").unwrap(),
+            // Nothing at all (and no TLS handshake, to the webhook).
+            _ => {}
+        }
+        tcp.set_nonblocking(true).unwrap();
+        held.push(tcp);
+    }
+    let (code, body) = curl(
+        "GET",
+        &format!("http://{authz}/authz/check"),
+        &[("Authorization", &jane)],
+        None,
+    );
+    assert_eq!(code, 200, "a real check while 1,000 connections are held: {body}");
+    let (code, _) = curl(
+        "POST",
+        &format!("http://{authz}/v1/decisions"),
+        &[],
+        Some(&format!("{{\"authorization\": \"{}\"}}", "x".repeat(100 * 1024))),
+    );
+    assert_eq!(code, 413, "a decision request over 64 KiB");
+
+    // Every held connection is closed by the server (EOF or reset) once the timeout passes.
+    let open = |held: &mut Vec<TcpStream>| {
+        held.retain_mut(|tcp| {
+            let mut byte = [0u8; 1];
+            matches!(tcp.read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        });
+        held.len()
+    };
+    let held = std::sync::Mutex::new(held);
+    wait_until(
+        "the server to close the idle connections",
+        Duration::from_secs(25),
+        || {
+            let left = open(&mut held.lock().unwrap());
+            async move { left == 0 }
+        },
+    )
+    .await;
+    let closed_after = opened.elapsed();
+    eprintln!("1,000 idle connections closed by the server {closed_after:?} after they were opened");
+    assert!(
+        closed_after >= Duration::from_secs(9),
+        "closed before the header timeout: {closed_after:?}"
+    );
+    let (code, _) = curl(
+        "GET",
+        &format!("http://{authz}/authz/check"),
+        &[("Authorization", &jane)],
+        None,
+    );
+    assert_eq!(code, 200, "and the endpoint still answers");
+}
+
 /// Polls a request through the NGINX gateway until it answers `expected`; how long that took.
 async fn until_gateway(gateway: &Gateway, path: &str, authorization: &str, expected: u16) -> Duration {
     let started = Instant::now();

@@ -22,7 +22,8 @@ use crate::model::authz::Outcome;
 
 /// The gRPC service's routes, to be served like the HTTP endpoint's.
 pub(super) fn router(state: AuthzState) -> Router {
-    tonic::service::Routes::new(AuthorizationServer::new(ExtAuthz(state))).into_axum_router()
+    let server = AuthorizationServer::new(ExtAuthz(state)).max_decoding_message_size(super::MAX_BODY);
+    tonic::service::Routes::new(server).into_axum_router()
 }
 
 struct ExtAuthz(AuthzState);

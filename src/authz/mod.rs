@@ -315,6 +315,9 @@ where
     Ok(served)
 }
 
+/// The largest request body either endpoint reads (HTTP and gRPC).
+const MAX_BODY: usize = 64 * 1024;
+
 /// The endpoint's routes: the gateway check under `/authz/check` (any method, any path
 /// below it, as Envoy's ext_authz forwards the original path under a prefix) and
 /// `POST /v1/decisions`.
@@ -324,6 +327,8 @@ fn router(state: AuthzState) -> Router {
         .route("/authz/check/", any(gateway_check))
         .route("/authz/check/{*path}", any(gateway_check))
         .route("/v1/decisions", post(decisions))
+        // A check carries headers only and a decision request a few hundred bytes.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -570,16 +575,9 @@ async fn decisions(
     if !synced(&state) {
         return unavailable();
     }
-    let Ok(Json(asked)) = body else {
-        let decision = Decision::invalid(
-            "expected {\"authorization\": \"User …, Organization …\", \"privileges\": […], \"element\": …, \"instance\": {\"owner\": …, \"action\": …}}",
-        );
-        record(&state.metrics, &decision, started);
-        let body = Json(Refusal {
-            allowed: false,
-            reason: decision.told_to_caller(),
-        });
-        return (StatusCode::BAD_REQUEST, body).into_response();
+    let asked = match body {
+        Ok(Json(asked)) => asked,
+        Err(rejection) => return refuse_body(&state, &rejection, started),
     };
     let (decision, caller) = check(
         &state.cache,
@@ -608,6 +606,28 @@ async fn decisions(
             user: c.user,
         }),
     });
+    (status, body).into_response()
+}
+
+/// A decision request that could not be read: over the size limit (413), or not the JSON
+/// expected (400). Counted as an invalid request either way.
+fn refuse_body(state: &AuthzState, rejection: &axum::extract::rejection::JsonRejection, started: Instant) -> Response {
+    let too_large = rejection.status() == StatusCode::PAYLOAD_TOO_LARGE;
+    let decision = Decision::invalid(if too_large {
+        format!("the request body is over {} KiB", MAX_BODY / 1024)
+    } else {
+        "expected {\"authorization\": \"User …, Organization …\", \"privileges\": […], \"element\": …, \"instance\": {\"owner\": …, \"action\": …}}".to_owned()
+    });
+    record(&state.metrics, &decision, started);
+    let body = Json(Refusal {
+        allowed: false,
+        reason: decision.told_to_caller(),
+    });
+    let status = if too_large {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     (status, body).into_response()
 }
 

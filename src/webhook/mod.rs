@@ -75,6 +75,8 @@ pub async fn serve(
     }
     let app = Router::new()
         .route("/validate", post(validate))
+        // A review holds the object and its old version, each at most etcd's 1.5 MiB.
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
         .with_state(WebhookState { cache, metrics });
     crate::serve::routes(listener, "webhook", app, Some(acceptor), shutdown).await;
     Ok(())
