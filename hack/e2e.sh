@@ -283,7 +283,7 @@ kubectl label namespace ce-bad pod-security.kubernetes.io/enforce=restricted >/d
 helm uninstall "$release" -n "$ns" --wait --timeout 120s >/dev/null 2>&1
 t0=$(now)
 pull_errors() { kubectl -n ce-bad get events --field-selector involvedObject.kind=Pod -o jsonpath='{.items[*].message}' | grep -oE 'Failed to pull image[^:]*|ErrImagePull|ImagePullBackOff|Back-off pulling image[^,]*' | head -n 1; }
-if helm install bad charts/ce-operator -n ce-bad --wait --rollback-on-failure --timeout 45s --set image.tag=does-not-exist >"$work/bad.log" 2>&1; then
+if helm install bad charts/ce-operator -n ce-bad --wait --rollback-on-failure --timeout 20s --set image.tag=does-not-exist >"$work/bad.log" 2>&1; then
   fail "helm install --wait of a missing image must fail"
 else
   pass "helm install --wait of a missing image fails ($(since "$t0") s)"
