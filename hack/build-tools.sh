@@ -122,20 +122,24 @@ GO
   log "etcd $v built"
 }
 
-build_helm() {
-  local v=$HELM_VERSION dir="$cache/helm-$HELM_VERSION"
-  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" helm; return; fi
-  log "building helm $v"
+# go_install_tool NAME VERSION PACKAGE: `go install PACKAGE@VERSION` (stripped) into the
+# cache, once per version; the binary is NAME.
+go_install_tool() {
+  local name=$1 v=$2 pkg=$3 dir="$cache/$1-$2"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" "$name"; return; fi
+  log "building $name $v"
   rm -rf "$dir"; mkdir -p "$dir/bin"
-  with_heartbeat helm env GOBIN="$dir/bin" go install -ldflags "-s -w" "helm.sh/helm/v4/cmd/helm@$v"
+  with_heartbeat "$name" env GOBIN="$dir/bin" go install -ldflags "-s -w" "$pkg@$v"
   touch "$dir/.done"
-  link_bins "$dir/bin" helm
-  log "helm $v built"
+  link_bins "$dir/bin" "$name"
+  log "$name $v built"
 }
+
+build_helm() { go_install_tool helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm; }
 
 # The real node's container runtime (`hack/cluster.sh up --node`): containerd 2.x, its CLI
 # (ctr, which imports the operator's image) and the runc shim. runc itself and the CNI
-# plugins come from Debian's packages (hack/ensure-deps.sh --node).
+# plugins come from Debian's packages (hack/ensure-deps.sh).
 build_containerd() {
   local v=$CONTAINERD_VERSION dir="$cache/containerd-$CONTAINERD_VERSION"
   local bins=(containerd ctr containerd-shim-runc-v2)
@@ -171,29 +175,10 @@ GO
 }
 
 # go-containerregistry's crane: `make image` assembles the operator's OCI image with it.
-build_crane() {
-  local v=$CRANE_VERSION dir="$cache/crane-$CRANE_VERSION"
-  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" crane; return; fi
-  log "building crane $v"
-  rm -rf "$dir"; mkdir -p "$dir/bin"
-  with_heartbeat crane env GOBIN="$dir/bin" CGO_ENABLED=0 go install -ldflags "-s -w" \
-    "github.com/google/go-containerregistry/cmd/crane@$v"
-  touch "$dir/.done"
-  link_bins "$dir/bin" crane
-  log "crane $v built"
-}
+build_crane() { go_install_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane; }
 
 # Benchmark only (`make bench-authz`), never built by `make test`.
-build_opa() {
-  local v=$OPA_VERSION dir="$cache/opa-$OPA_VERSION"
-  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" opa; return; fi
-  log "building opa $v (benchmark only)"
-  rm -rf "$dir"; mkdir -p "$dir/bin"
-  with_heartbeat opa env GOBIN="$dir/bin" go install -ldflags "-s -w" "github.com/open-policy-agent/opa@$v"
-  touch "$dir/.done"
-  link_bins "$dir/bin" opa
-  log "opa $v built"
-}
+build_opa() { go_install_tool opa "$OPA_VERSION" github.com/open-policy-agent/opa; }
 
 # Checks and unit-tests the chart's alert rules (tests/observability.rs). Prometheus 3.x is
 # published as Go module v0.3xx.y: v0.316.0 is Prometheus 3.16.0, which `--version` reports.

@@ -47,24 +47,9 @@ log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 # The node's bridge address (hack/node.sh), in the API server's certificate either way.
 NODE_GATEWAY=10.244.0.1
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Every process of this cluster runs under the argv[0] "ce-cluster:DIR:NAME", which is how
-# `down` and the leak checks find them, whatever state the directory is in.
-tag="ce-cluster:$dir:"
-# pids_of [NAME]: the processes of this cluster (of one component, if NAME is given).
-pids_of() {
-  pgrep -f -- "^$(printf '%s' "$tag${1:-}" | sed 's/[.[\*^$]/\\&/g')" 2>/dev/null || true
-}
+# shellcheck source=cluster-lib.sh
+source "$root/hack/cluster-lib.sh"
 cluster_pids() { pids_of; }
-
-# spawn NAME ARGS...: starts .local/bin/NAME detached, logging to logs/NAME.log.
-spawn() {
-  local name=$1; shift
-  setsid bash -c 'exec -a "$0" "$@"' "$tag$name" "$bin/$name" "$@" >"$logs/$name.log" 2>&1 </dev/null &
-}
 
 running() {
   [[ -f "$dir/kubeconfig" ]] && [[ -n "$(cluster_pids)" ]] &&
@@ -127,19 +112,6 @@ current-context: ce-local
 KC
 }
 
-wait_for() {
-  local what=$1 timeout=$2; shift 2
-  local start=$SECONDS
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS - start > timeout)); then
-      log "timed out after ${timeout}s waiting for $what; last log lines:"
-      tail -n 20 "$logs"/*.log >&2 || true
-      return 1
-    fi
-    sleep 0.5
-  done
-}
-
 # start_apiserver ETCD_PORT API_PORT API_HOST NODE
 # With a node, the API server listens on the node's bridge address instead of loopback:
 # Pods reach it there (the `kubernetes` Service's endpoint), and so does this machine.
@@ -167,23 +139,6 @@ start_apiserver() {
     --profiling="${CE_APISERVER_PROFILING:-false}" --enable-garbage-collector=true \
     --etcd-prefix="/registry" \
     --cert-dir="$pki" "${kubelet[@]}"
-}
-
-# stop NAME: TERM, then KILL after 10 s.
-stop() {
-  local name=$1 pids
-  pids=$(pids_of "$name")
-  [[ -z "$pids" ]] && return 0
-  # shellcheck disable=SC2086
-  kill -TERM $pids 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    [[ -z "$(pids_of "$name")" ]] && return 0
-    sleep 0.2
-  done
-  pids=$(pids_of "$name")
-  # shellcheck disable=SC2086
-  [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
-  return 0
 }
 
 # restart apiserver: stops the API server and starts it again on the same port and etcd,

@@ -57,27 +57,8 @@ source "$root/hack/versions.env"
 
 log() { printf '[node %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-tag="ce-cluster:$dir:"
-pids_of() { pgrep -f -- "^$(printf '%s' "$tag${1:-}" | sed 's/[.[\*^$]/\\&/g')" 2>/dev/null || true; }
-spawn() {
-  local name=$1; shift
-  setsid bash -c 'exec -a "$0" "$@"' "$tag$name" "$bin/$name" "$@" >"$logs/$name.log" 2>&1 </dev/null &
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-wait_for() {
-  local what=$1 timeout=$2; shift 2
-  local start=$SECONDS
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS - start > timeout)); then
-      log "timed out after ${timeout}s waiting for $what; last log lines:"
-      tail -n 15 "$logs"/containerd.log "$logs"/kubelet.log "$logs"/kube-proxy.log >&2 2>/dev/null || true
-      return 1
-    fi
-    sleep 0.5
-  done
-}
+# shellcheck source=cluster-lib.sh
+source "$root/hack/cluster-lib.sh"
 kubectl() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
 # ctr, without containerd's cgroup v1 deprecation warning on every call.
 ctr() { "$bin/ctr" --address "$node/containerd/containerd.sock" --namespace k8s.io "$@" 2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2); }
@@ -322,19 +303,6 @@ import() {
   ctr images import --no-unpack "$file" >/dev/null
 }
 
-stop_name() {
-  local name=$1 pids
-  pids=$(pids_of "$name")
-  [[ -z "$pids" ]] && return 0
-  # shellcheck disable=SC2086
-  kill -TERM $pids 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    [[ -z "$(pids_of "$name")" ]] && return 0
-    sleep 0.2
-  done
-  # shellcheck disable=SC2086
-  kill -KILL $(pids_of "$name") 2>/dev/null || true
-}
 
 # Every process whose cgroup is under /ce-node (containers, shims) or whose command line
 # names the node's directory: the node's, and nothing else.
@@ -373,14 +341,14 @@ firewall_down() {
 down() {
   # Only a directory that made a node has anything to remove.
   [[ -d "$node" ]] || return 0
-  stop_name kubelet
-  stop_name kube-proxy
+  stop kubelet
+  stop kube-proxy
   # Containers first (the shims and their tasks), while containerd still answers.
   if [[ -S "$node/containerd/containerd.sock" ]] && [[ -n "$(pids_of containerd)" ]]; then
     local c
     for c in $(ctr tasks ls -q 2>/dev/null); do ctr tasks kill -s KILL "$c" >/dev/null 2>&1 || true; done
   fi
-  stop_name containerd
+  stop containerd
   local pids
   for _ in 1 2 3; do
     pids=$(node_processes)

@@ -1,0 +1,52 @@
+# Process helpers shared by hack/cluster.sh and hack/node.sh (sourced, not run). The caller
+# sets `dir` (the cluster's directory), `bin` (.local/bin), `logs` and `log()`.
+#
+# Every process of a cluster runs under the argv[0] "ce-cluster:DIR:NAME", which is how
+# `down` and the leak checks find them, whatever state the directory is in.
+tag="ce-cluster:$dir:"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# pids_of [NAME]: the processes of this cluster (of one component, if NAME is given).
+pids_of() {
+  pgrep -f -- "^$(printf '%s' "$tag${1:-}" | sed 's/[.[\*^$]/\\&/g')" 2>/dev/null || true
+}
+
+# spawn NAME ARGS...: starts .local/bin/NAME detached, logging to logs/NAME.log.
+spawn() {
+  local name=$1; shift
+  setsid bash -c 'exec -a "$0" "$@"' "$tag$name" "$bin/$name" "$@" >"$logs/$name.log" 2>&1 </dev/null &
+}
+
+# stop NAME: TERM, then KILL after 10 s.
+stop() {
+  local name=$1 pids
+  pids=$(pids_of "$name")
+  [[ -z "$pids" ]] && return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    [[ -z "$(pids_of "$name")" ]] && return 0
+    sleep 0.2
+  done
+  pids=$(pids_of "$name")
+  # shellcheck disable=SC2086
+  [[ -n "$pids" ]] && kill -KILL $pids 2>/dev/null || true
+  return 0
+}
+
+# wait_for WHAT TIMEOUT COMMAND...: until the command succeeds; on time-out, the logs' last lines.
+wait_for() {
+  local what=$1 timeout=$2; shift 2
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS - start > timeout)); then
+      log "timed out after ${timeout}s waiting for $what; last log lines:"
+      tail -n 20 "$logs"/*.log >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
