@@ -4,8 +4,8 @@
 # builds. Every check counts; the run ends with "N passed, M failed" and the figures.
 #
 # E2E_KEEP=1 leaves the cluster running afterwards (.local/e2e-cluster/kubeconfig);
-# E2E_REUSE_IMAGES=1 takes the images of the previous run instead of building them (while
-# working on the e2e itself; CI always builds).
+# E2E_REUSE_IMAGES=1 takes the images in .local/e2e-cluster/work instead of building them
+# (hack/test.sh builds them beside the test build; or while working on the e2e itself).
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +14,7 @@ bin="$root/.local/bin"
 dir="$root/.local/e2e-cluster"
 work="$dir/work"
 export KUBECONFIG="$dir/kubeconfig"
-export PATH="$bin:$root/target/debug:$PATH"
+export PATH="$bin:${CARGO_TARGET_DIR:-$root/target}/debug:$PATH"  # kubectl, helm, kubectl-ce
 ns=ce-system
 release=ce-operator
 version_a=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/ce-operator/Chart.yaml)

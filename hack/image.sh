@@ -46,7 +46,9 @@ crane="$root/.local/bin/crane"
 [[ -x $crane ]] || { log "crane is missing: run hack/build-tools.sh crane"; exit 1; }
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] || { log "Debian's ca-certificates is missing (hack/ensure-deps.sh)"; exit 1; }
 
-# 1. The build stage, as the Dockerfile writes it.
+# 1. The build stage, as the Dockerfile writes it: in its own target/ (Docker knows no other),
+# whatever target directory the caller's cargo uses.
+unset CARGO_TARGET_DIR
 stage="$cache/image-build"
 # One build at a time in the shared staging directory (two checkouts on one machine).
 mkdir -p "$stage"
