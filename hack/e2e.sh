@@ -56,10 +56,10 @@ trap 'exit 130' INT TERM
 # --- the image and the cluster -------------------------------------------------------
 mkdir -p "$work"
 rm -f "$work"/*.log "$work"/*.failures "$work"/*.result
-log "building the image (make image), and a second one for the upgrade"
 if [[ ${E2E_REUSE_IMAGES:-} == 1 && -f $image_a && -f $image_b ]]; then
-  log "reusing the images of the previous run"
+  log "taking the images in $work"
 else
+  log "building the image (make image), and a second one for the upgrade"
   hack/image.sh --out "$image_a" --also "ghcr.io/ce-tenancy/ce-operator:$version_b,$version_b,$image_b" || { fail "make image"; exit 1; }
 fi
 figure "image size (MiB)" "$(python3 -c "print(round($(stat -c %s "$image_a") / 1048576, 1))")"
