@@ -739,6 +739,8 @@ async fn a_gateway_lets_through_exactly_what_the_model_allows() {
 #[tokio::test]
 async fn ill_formed_route_headers_are_refused_never_skipped() {
     use std::{ffi::OsString, os::unix::ffi::OsStringExt};
+    /// Headers as raw bytes, in order.
+    type Headers<'a> = Vec<(&'a str, &'a [u8])>;
 
     let client = client().await;
     install_crds(&client).await;
@@ -763,7 +765,7 @@ async fn ill_formed_route_headers_are_refused_never_skipped() {
         String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
     };
     assert_eq!(http(&[("X-CE-Element", b"salesforce")]), 200, "the well-formed check");
-    let cases: [(&str, Vec<(&str, &[u8])>); 6] = [
+    let cases: [(&str, Headers); 6] = [
         ("an element key in capitals", vec![("X-CE-Element", b"Salesforce")]),
         (
             "a byte that is not visible ASCII",

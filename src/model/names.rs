@@ -38,6 +38,22 @@ pub fn owner_binding(org: &str) -> String {
     format!("{org}-owner-org-admin")
 }
 
+/// A DNS label (RFC 1123), the shape of an element key and of most object names: 1 to 63
+/// lower-case letters, digits and `-`, starting and ending with a letter or digit. The CRD
+/// schema's `DNS_LABEL_PATTERN` and `ELEMENT_KEY_PATTERN` say the same.
+pub fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (1..=63).contains(&bytes.len()) && bytes.iter().all(inner) && edge(bytes.first()) && edge(bytes.last())
+}
+
+/// A DNS subdomain (RFC 1123), the shape of an object's name: DNS labels joined by `.`, at
+/// most 253 characters.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,20 +81,4 @@ mod tests {
     fn organization_and_user_secrets_of_the_same_name_do_not_collide() {
         assert_ne!(organization_secret("acme"), user_secret("acme"));
     }
-}
-
-/// A DNS label (RFC 1123), the shape of an element key and of most object names: 1 to 63
-/// lower-case letters, digits and `-`, starting and ending with a letter or digit. The CRD
-/// schema's `DNS_LABEL_PATTERN` and `ELEMENT_KEY_PATTERN` say the same.
-pub fn is_dns_label(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
-    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (1..=63).contains(&bytes.len()) && bytes.iter().all(inner) && edge(bytes.first()) && edge(bytes.last())
-}
-
-/// A DNS subdomain (RFC 1123), the shape of an object's name: DNS labels joined by `.`, at
-/// most 253 characters.
-pub fn is_dns_subdomain(text: &str) -> bool {
-    text.len() <= 253 && text.split('.').all(is_dns_label)
 }
