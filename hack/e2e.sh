@@ -3,9 +3,12 @@
 # cluster with a real node (kubelet, containerd, kube-proxy), with the image `make image`
 # builds. Every check counts; the run ends with "N passed, M failed" and the figures.
 #
+#   hack/e2e.sh          the whole run
+#   hack/e2e.sh images   only the two images it installs (hack/test.sh builds them beside the
+#                        test build, then runs the e2e with E2E_REUSE_IMAGES=1)
+#
 # E2E_KEEP=1 leaves the cluster running afterwards (.local/e2e-cluster/kubeconfig);
-# E2E_REUSE_IMAGES=1 takes the images in .local/e2e-cluster/work instead of building them
-# (hack/test.sh builds them beside the test build; or while working on the e2e itself).
+# E2E_REUSE_IMAGES=1 takes the images in .local/e2e-cluster/work instead of building them.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,6 +46,17 @@ figure() { figures+=("$1: $2"); log "figure: $1: $2"; }
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
 
+# The chart's default image, and the upgrade's: the same layer, another version label.
+build_images() {
+  mkdir -p "$work"
+  rm -f "$image_a" "$image_b"
+  hack/image.sh --out "$image_a" --also "ghcr.io/ce-tenancy/ce-operator:$version_b,$version_b,$image_b"
+}
+if [[ ${1:-} == images ]]; then
+  build_images
+  exit
+fi
+
 cleanup() {
   local pids
   pids=$(jobs -p)
@@ -60,7 +74,7 @@ if [[ ${E2E_REUSE_IMAGES:-} == 1 && -f $image_a && -f $image_b ]]; then
   log "taking the images in $work"
 else
   log "building the image (make image), and a second one for the upgrade"
-  hack/image.sh --out "$image_a" --also "ghcr.io/ce-tenancy/ce-operator:$version_b,$version_b,$image_b" || { fail "make image"; exit 1; }
+  build_images || { fail "make image"; exit 1; }
 fi
 figure "image size (MiB)" "$(python3 -c "print(round($(stat -c %s "$image_a") / 1048576, 1))")"
 

@@ -18,14 +18,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
 # machine with it.
 images="$root/.local/e2e-cluster/work"
 mkdir -p "$images"
-rm -f "$images"/ce-operator-{a,b}.tar
-version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/ce-operator/Chart.yaml)
 log "make image (in the background, log: .local/e2e-cluster/work/image.log)"
-hack/image.sh --out "$images/ce-operator-a.tar" \
-  --also "ghcr.io/ce-tenancy/ce-operator:$version-e2e.2,$version-e2e.2,$images/ce-operator-b.tar" \
-  >"$images/image.log" 2>&1 &
+# In a session of its own, so that an early exit stops the whole build with it.
+setsid hack/e2e.sh images >"$images/image.log" 2>&1 &
 image_pid=$!
-trap 'kill $image_pid 2>/dev/null || true' EXIT INT TERM
+trap 'kill -- -$image_pid 2>/dev/null || true' EXIT INT TERM
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
