@@ -87,7 +87,11 @@ network_up() {
   fi
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
+    touch "$node/bridge.ours"
     ip addr add "$GATEWAY/24" dev "$BRIDGE"
+  elif [[ ! -f "$node/bridge.ours" ]]; then
+    log "an interface $BRIDGE exists that this node did not make: it is left alone, and no node starts"
+    exit 1
   fi
   ip link set "$BRIDGE" up
 }
@@ -371,7 +375,7 @@ down() {
     rm -f "$m"
   done
   firewall_down
-  ip link del "$BRIDGE" 2>/dev/null || true
+  [[ -f "$node/bridge.ours" ]] && { ip link del "$BRIDGE" 2>/dev/null || true; }
   # Veths left by a pod whose namespace is gone were removed with it; any still attached
   # to the bridge went with the bridge.
   local h
