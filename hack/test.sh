@@ -32,23 +32,35 @@ log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test --no-run"
 cargo test --locked --all-targets --no-run
-if ! wait "$image_pid"; then
-  tail -n 30 "$images/image.log" >&2
-  log "make image failed"
-  exit 1
-fi
-grep -E '^\[image|^image size' "$images/image.log" >&2
 
 cluster_dir="$root/.local/test-cluster"
 cleanup() {
+  [[ -n $image_pid ]] && { kill -- -"$image_pid" 2>/dev/null || true; }
   hack/cluster.sh down --dir "$cluster_dir" || true
 }
 trap cleanup EXIT INT TERM
 hack/cluster.sh up --dir "$cluster_dir"
 export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
 
-log "cargo test"
-cargo test --locked --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+# The tests that time nothing run while the image builds; every other test binary (each
+# file of tests/ not named here, and the benches in test mode) runs after it, alone.
+beside_the_build=(crd_drift crds observability plugin chart)
+first=() after_the_build=()
+for file in tests/*.rs; do
+  name=$(basename "$file" .rs)
+  if [[ " ${beside_the_build[*]} " == *" $name "* ]]; then first+=(--test "$name"); else after_the_build+=(--test "$name"); fi
+done
+log "cargo test: the unit tests and ${beside_the_build[*]} (beside the image build)"
+cargo test --locked --lib --bins "${first[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+if ! wait "$image_pid"; then
+  tail -n 30 "$images/image.log" >&2
+  log "make image failed"
+  exit 1
+fi
+image_pid=""
+grep -E '^\[image|^image size' "$images/image.log" >&2
+log "cargo test: the other test binaries and the benches"
+cargo test --locked --benches "${after_the_build[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 
 trap - EXIT INT TERM
 cleanup
