@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # ce-operator image: one static, non-root binary on distroless/static. `make image` builds
 # the same image without a Docker engine (hack/image.sh: same binary build, same config);
-# tests/e2e checks that the two configs agree.
+# hack/e2e.sh checks that the two configs agree (hack/dockerfile.py config).
 
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build

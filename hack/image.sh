@@ -93,7 +93,7 @@ staging_ref="127.0.0.1:$port/ce-operator:build"
 "$crane" append --insecure --oci-empty-base -f "$work/layer.tar" -t "$staging_ref" >/dev/null 2>"$work/crane.log" ||
   { cat "$work/crane.log" >&2; exit 1; }
 
-# emit REF VERSION FILE: the image's config is the Dockerfile's final stage (tests/e2e
+# emit REF VERSION FILE: the image's config is the Dockerfile's final stage (hack/e2e.sh
 # compares the two).
 emit() {
   mkdir -p "$(dirname "$3")"
