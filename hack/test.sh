@@ -43,13 +43,14 @@ hack/cluster.sh up --dir "$cluster_dir"
 export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
 
 # The tests that time nothing run while the image builds; every other test binary (each
-# file of tests/ not named here, and the benches in test mode) runs after it, alone.
+# file of tests/ not named here, and each bench in test mode) runs after it, alone.
 beside_the_build=(crd_drift crds observability plugin chart)
 first=() after_the_build=()
 for file in tests/*.rs; do
   name=$(basename "$file" .rs)
   if [[ " ${beside_the_build[*]} " == *" $name "* ]]; then first+=(--test "$name"); else after_the_build+=(--test "$name"); fi
 done
+for file in benches/*.rs; do after_the_build+=(--bench "$(basename "$file" .rs)"); done
 log "cargo test: the unit tests and ${beside_the_build[*]} (beside the image build)"
 cargo test --locked --lib --bins "${first[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 if ! wait "$image_pid"; then
@@ -60,7 +61,7 @@ fi
 image_pid=""
 grep -E '^\[image|^image size' "$images/image.log" >&2
 log "cargo test: the other test binaries and the benches"
-cargo test --locked --benches "${after_the_build[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked "${after_the_build[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 
 trap - EXIT INT TERM
 cleanup
