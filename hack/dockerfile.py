@@ -2,18 +2,18 @@
 """The Dockerfile, read without a Docker engine.
 
   dockerfile.py stage --dockerfile F --stage NAME --context DIR --workdir DIR
-      runs one build stage on this machine. hack/image.sh uses it so that `make image` builds the binary with the Dockerfile's own
-steps (the dependency stub, then the sources) instead of a copy of them that could drift.
-It understands what a build stage of this repository uses: ARG (defaults), ENV, WORKDIR
-(mapped to --workdir), COPY of context paths, RUN (bash, in the workdir). Anything else in
-the stage is an error, so a new instruction cannot be silently skipped.
+      runs one build stage on this machine. hack/image.sh uses it so that `make image`
+      builds the binary with the Dockerfile's own steps (the dependency stub, then the
+      sources) instead of a copy of them that could drift. It understands what a build stage
+      of this repository uses: ENV, WORKDIR (mapped to --workdir), COPY of context paths,
+      RUN (bash, in the workdir). Anything else in the stage is an error, so a new
+      instruction cannot be silently skipped. Only target/ is kept between runs (cargo's
+      cache, in the role of Docker's layer cache); everything else is removed first, so
+      every run starts as Docker's stage does.
 
   dockerfile.py config --dockerfile F --image IMAGE.tar --version V
       compares the final stage's USER, ENTRYPOINT, CMD, LABEL and EXPOSE with the config of an
       image tarball (`make image`'s): the e2e's check that the two cannot drift.
-
-Only target/ is kept between runs (cargo's cache, in the role of Docker's layer cache);
-everything else is removed first, so every run starts as Docker's stage does.
 """
 import argparse
 import json
