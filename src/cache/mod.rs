@@ -820,11 +820,6 @@ impl Cache {
         })
     }
 
-    /// How many secret digests the authorization index holds.
-    pub fn digest_count(&self) -> usize {
-        self.digests.len()
-    }
-
     /// Whether namespace `ns` is being deleted.
     pub fn namespace_terminating(&self, ns: &str) -> bool {
         self.namespaces

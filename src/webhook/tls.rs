@@ -373,10 +373,6 @@ impl ServingCert {
         true
     }
 
-    pub fn is_loaded(&self) -> bool {
-        self.current().is_some()
-    }
-
     pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current.read().expect("serving cert lock").clone()
     }
