@@ -96,26 +96,27 @@ GO
   log "kubernetes $v built"
 }
 
+# wrapper_module DIR NAME MODULE@VERSION PACKAGE...: a module in DIR that requires MODULE at
+# VERSION and imports the PACKAGEs, resolved (`go install pkg@version` refuses modules with
+# replace directives, so the tools are built inside such a wrapper).
+wrapper_module() {
+  local mod=$1 name=$2 required=$3; shift 3
+  printf 'module ce-operator.local/%s-tools\n\ngo 1.24\n' "$name" >"$mod/go.mod"
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "%s"\n' "$@"
+    printf ')\n'
+  } >"$mod/tools.go"
+  (cd "$mod" && go get "$required" && go mod tidy)
+}
+
 build_etcd() {
   local v=$ETCD_VERSION dir="$cache/etcd-$ETCD_VERSION"
   if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" etcd; return; fi
   log "building etcd $v"
   local mod="$dir/mod"
   rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
-  # `go install pkg@version` refuses modules with replace directives, so build in a wrapper module.
-  cat >"$mod/go.mod" <<GOMOD
-module ce-operator.local/etcd-tools
-
-go 1.24
-GOMOD
-  cat >"$mod/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import _ "go.etcd.io/etcd/server/v3"
-GO
-  (cd "$mod" && go get "go.etcd.io/etcd/server/v3@$v" && go mod tidy)
+  wrapper_module "$mod" etcd "go.etcd.io/etcd/server/v3@$v" go.etcd.io/etcd/server/v3
   (cd "$mod" && with_heartbeat etcd go build -tags tools -ldflags "-s -w" -o "$dir/bin/etcd" go.etcd.io/etcd/server/v3)
   touch "$dir/.done"
   link_bins "$dir/bin" etcd
@@ -147,28 +148,12 @@ build_containerd() {
   log "building containerd $v"
   local mod="$dir/mod"
   rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
-  cat >"$mod/go.mod" <<GOMOD
-module ce-operator.local/containerd-tools
-
-go 1.24
-GOMOD
-  cat >"$mod/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "github.com/containerd/containerd/v2/cmd/containerd"
-	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
-	_ "github.com/containerd/containerd/v2/cmd/ctr"
-)
-GO
-  (cd "$mod" && go get "github.com/containerd/containerd/v2@$v" && go mod tidy)
+  local cmds=(github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+    github.com/containerd/containerd/v2/cmd/ctr)
+  wrapper_module "$mod" containerd "github.com/containerd/containerd/v2@$v" "${cmds[@]}"
   # Static and without the btrfs snapshotter (cgo); the node uses overlayfs.
   (cd "$mod" && with_heartbeat containerd env CGO_ENABLED=0 go build -tags "tools no_btrfs no_devmapper no_zfs" \
-      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$v" -o "$dir/bin/" \
-      github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
-      github.com/containerd/containerd/v2/cmd/ctr)
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$v" -o "$dir/bin/" "${cmds[@]}")
   touch "$dir/.done"
   link_bins "$dir/bin" "${bins[@]}"
   log "containerd $v built"
