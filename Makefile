@@ -8,7 +8,7 @@ KUBECTL := $(CURDIR)/.local/bin/kubectl
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-tools: ## Build (once, cached) etcd, the Kubernetes binaries, containerd, crane, helm and promtool
+tools: ## Build (once, cached) etcd, the Kubernetes binaries, containerd, crane, helm, promtool and kstatus
 	@hack/ensure-deps.sh
 	@hack/build-tools.sh
 

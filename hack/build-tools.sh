@@ -3,7 +3,8 @@
 #   kube-apiserver, kube-controller-manager, kubectl, and for the real node kube-scheduler,
 #   kubelet and kube-proxy (k8s.io/kubernetes),
 #   etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4) and promtool
-#   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts);
+#   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts),
+#   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude);
 #   and, for `make bench-authz` only (`hack/build-tools.sh opa`), Open Policy Agent
 #   (github.com/open-policy-agent/opa).
 # Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
@@ -182,6 +183,23 @@ build_promtool() {
   log "promtool $v built"
 }
 
-want=${*:-etcd kubernetes containerd crane helm promtool}
+# kstatus as GitOps tools compute it (tests/gitops.rs): hack/kstatus/main.go built against
+# sigs.k8s.io/cli-utils, in a wrapper module made here (the repository holds no go.mod).
+build_kstatus() {
+  local v=$CLI_UTILS_VERSION src="$root/hack/kstatus/main.go"
+  local dir="$cache/kstatus-$v-$(sha256sum "$src" | cut -c1-12)"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" kstatus; return; fi
+  log "building kstatus (cli-utils $v)"
+  rm -rf "$dir"; mkdir -p "$dir/mod" "$dir/bin"
+  cp "$src" "$dir/mod/main.go"
+  printf 'module ce-operator.local/kstatus\n\ngo 1.24\n' >"$dir/mod/go.mod"
+  (cd "$dir/mod" && go get "sigs.k8s.io/cli-utils@$v" && go mod tidy &&
+    with_heartbeat kstatus go build -ldflags "-s -w" -o "$dir/bin/kstatus" .)
+  touch "$dir/.done"
+  link_bins "$dir/bin" kstatus
+  log "kstatus built"
+}
+
+want=${*:-etcd kubernetes containerd crane helm promtool kstatus}
 for t in $want; do "build_$t"; done
 log "tools ready in $bin_link_dir"

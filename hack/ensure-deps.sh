@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for building and testing: Debian packages (openssl,
 # curl, procps for pgrep, python3 for free ports, nginx-light for the gateway test, bsdutils
-# for script(1), a terminal for the plugin's colour test; the real node's runtime pieces), a Go
-# toolchain check, rustfmt and clippy.
+# for script(1), a terminal for the plugin's colour test, Lua 5.1 (Argo CD's dialect) for the
+# chart's Argo CD health check; the real node's runtime pieces), a Go toolchain check, rustfmt
+# and clippy.
 set -euo pipefail
 
 need=()
 for pair in openssl:openssl curl:curl pgrep:procps python3:python3 make:make nginx:nginx-light script:bsdutils \
-  ip:iproute2 gcc:gcc; do
+  ip:iproute2 gcc:gcc lua5.1:lua5.1; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # The real node (hack/node.sh): runc (built with seccomp, which the restricted profile's

@@ -89,6 +89,17 @@ struct RunArgs {
     /// Seconds a lease lasts without renewal: a standby takes over within about this.
     #[arg(long, env = "CE_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
+    /// Secret holding the issuance key, which tells the secrets this operator issued from
+    /// planted or changed ones; made at first start. Back it up with the tenants' Secrets.
+    #[arg(
+        long = "issuance-key-secret",
+        env = "CE_ISSUANCE_KEY_SECRET",
+        default_value = "ce-operator-issuance-key"
+    )]
+    issuance_key_secret: String,
+    /// Namespace of that Secret (in a pod: its own namespace).
+    #[arg(long = "issuance-key-namespace", env = "POD_NAMESPACE", default_value = "default")]
+    issuance_key_namespace: String,
     #[command(flatten)]
     webhook: WebhookArgs,
     /// Serve the authorization endpoint (on every replica).
@@ -262,6 +273,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     client_ca: args.authz_tls_client_ca,
                 }),
         }),
+        issuance_key: ce_operator::runtime::IssuanceKeySecret {
+            namespace: args.issuance_key_namespace,
+            name: args.issuance_key_secret,
+        },
         leader_election: args.leader_election.then(|| ce_operator::runtime::LeaderElection {
             namespace: args.lease_namespace,
             lease_name: args.lease_name,

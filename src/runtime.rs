@@ -2,6 +2,7 @@
 //! the controllers (on the leader), with graceful shutdown.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{
         Arc,
@@ -12,12 +13,17 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use futures::{FutureExt, StreamExt, future::Shared};
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::{
+    ByteString,
+    api::{coordination::v1::Lease, core::v1::Secret},
+};
 use kube::{
-    Client,
+    Api, Client,
+    api::{ObjectMeta, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
 use kube_lease_manager::LeaseManagerBuilder;
+use rand::TryRngCore;
 use tracing::{error, info, warn};
 
 use crate::{
@@ -25,7 +31,10 @@ use crate::{
     cache::{Cache, Hooks, InitialList},
     controller::{self, Controllers},
     metrics::{KindLabels, Metrics, ObjectLabels},
-    model::names::MANAGER,
+    model::{
+        issuance::{self, IssuanceKey},
+        names::{LABEL_COMPONENT, MANAGER},
+    },
     webhook::{self, tls},
 };
 
@@ -44,7 +53,31 @@ pub enum Error {
     Webhook(#[from] webhook::Error),
     #[error(transparent)]
     Authz(#[from] authz::Error),
+    #[error("cannot read or create the issuance key Secret {namespace}/{name}: {source}")]
+    IssuanceKey {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error(
+        "the issuance key Secret {namespace}/{name} is not usable ({why}); restore it from a backup, or delete it to have a new key made (every issued secret then stops authenticating until re-issued)"
+    )]
+    BadIssuanceKey {
+        namespace: String,
+        name: String,
+        why: String,
+    },
 }
+
+/// Where the issuance key lives (`model::issuance`): a Secret of the operator's namespace.
+#[derive(Clone, Debug)]
+pub struct IssuanceKeySecret {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Data key of the issuance key in its Secret.
+const ISSUANCE_KEY: &str = "key";
 
 /// Leader election on a coordination.k8s.io Lease.
 #[derive(Clone, Debug)]
@@ -76,6 +109,7 @@ pub struct Options {
     pub webhook: Option<Webhook>,
     /// The authorization endpoints (None: not served).
     pub authz: Option<authz::Options>,
+    pub issuance_key: IssuanceKeySecret,
 }
 
 type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
@@ -148,7 +182,8 @@ pub async fn run(
 
     // The caches run on every replica: the webhook and the authorization endpoint answer
     // from them, and a standby that takes over starts from warm caches.
-    let (cache, writers) = Cache::new(options.namespace.clone());
+    let key = issuance_key(&client, &options.issuance_key).await?;
+    let (cache, writers) = Cache::new(options.namespace.clone(), key);
     let mut hooks = Hooks::default();
     let controllers = Controllers::wire(&mut hooks);
     let watches = Cache::start(&cache, &client, options.initial_list, writers, hooks);
@@ -213,6 +248,64 @@ pub async fn run(
     }
     let _ = server.await;
     result
+}
+
+/// The issuance key, read from its Secret, which is created with 32 random bytes when it does
+/// not exist yet. Every replica does this at start; of two that create it at once, the second
+/// is refused and reads the first one's. The key is never replaced: a new key would stop
+/// every issued secret from authenticating.
+async fn issuance_key(client: &Client, at: &IssuanceKeySecret) -> Result<IssuanceKey, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &at.namespace);
+    let failed = |source| Error::IssuanceKey {
+        namespace: at.namespace.clone(),
+        name: at.name.clone(),
+        source,
+    };
+    let secret = match secrets.get_opt(&at.name).await.map_err(failed)? {
+        Some(secret) => secret,
+        None => {
+            let mut bytes = vec![0u8; issuance::KEY_BYTES];
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut bytes)
+                .map_err(|e| Error::BadIssuanceKey {
+                    namespace: at.namespace.clone(),
+                    name: at.name.clone(),
+                    why: format!("no random bytes from the operating system: {e}"),
+                })?;
+            let fresh = Secret {
+                metadata: ObjectMeta {
+                    name: Some(at.name.clone()),
+                    labels: Some(BTreeMap::from([(
+                        LABEL_COMPONENT.to_owned(),
+                        "issuance-key".to_owned(),
+                    )])),
+                    ..Default::default()
+                },
+                type_: Some("Opaque".into()),
+                data: Some(BTreeMap::from([(ISSUANCE_KEY.to_owned(), ByteString(bytes))])),
+                ..Default::default()
+            };
+            match secrets.create(&PostParams::default(), &fresh).await {
+                Ok(created) => {
+                    info!(secret = %format!("{}/{}", at.namespace, at.name), "created the issuance key; back it up with the tenants' Secrets");
+                    created
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => secrets.get(&at.name).await.map_err(failed)?,
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(ISSUANCE_KEY))
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
+    IssuanceKey::from_bytes(bytes).map_err(|e| Error::BadIssuanceKey {
+        namespace: at.namespace.clone(),
+        name: at.name.clone(),
+        why: format!("key `{ISSUANCE_KEY}`: {e}"),
+    })
 }
 
 /// Waits until the caches are synced; false if shutdown comes first.

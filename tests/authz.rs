@@ -1156,21 +1156,23 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&new), &[]), 200);
     assert_eq!(gateway.get("/api/whoami", Some(&new)).0, 200);
 
-    // A Secret edited by hand is honoured at once: its new value authenticates, the old not.
+    // A value changed by hand authenticates nobody (`a_planted_or_changed_secret_...`);
+    // deleting the Secret has a new one issued, which works at once.
     let secrets: Api<Secret> = ns.api();
+    let before = users.get("jane").await.unwrap().status.unwrap().secret_fingerprint;
     secrets
-        .patch(
-            "jane-user-secret",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"stringData": {"secret": "set-by-hand-0123456789abcdefghijklmnop"}})),
-        )
+        .delete("jane-user-secret", &DeleteParams::default())
         .await
         .unwrap();
-    let by_hand = format!(
-        "User set-by-hand-0123456789abcdefghijklmnop, Organization {}",
-        secret(&ns, "acme-org-secret", "secret").await
-    );
-    until_status(&authz, &by_hand, &[], 200).await;
+    wait_for(&users, "jane", "a new secret after the deletion", TIMEOUT, |u| {
+        u.status
+            .as_ref()
+            .and_then(|s| s.secret_fingerprint.clone())
+            .is_some_and(|f| Some(f) != before)
+    })
+    .await;
+    let reissued = credentials(&ns, "jane", "acme").await;
+    until_status(&authz, &reissued, &[], 200).await;
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&new), &[]), 401);
 
     // A changed safelist: zendesk listed, then visible to acme's users.
@@ -1209,6 +1211,166 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
     users.delete("joe", &DeleteParams::default()).await.unwrap();
     let deleted = until_status(&authz, &joe, &[], 401).await;
     eprintln!("a deleted user stopped authenticating after {deleted:?}");
+}
+
+/// A Secret as someone with Secret rights in the namespace writes it: the operator's
+/// labels, a controller reference to `owner` (apiVersion, kind, name, uid) and `data`.
+fn planted(name: &str, owner: (&str, &str, &str, &str), data: &[(&str, &str)], annotations: &[(&str, &str)]) -> Secret {
+    let (api_version, kind, owner_name, uid) = owner;
+    serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "ce-operator", "ce.tenancy.io/secret-of": "user"},
+            "annotations": annotations.iter().copied().collect::<HashMap<_, _>>(),
+            "ownerReferences": [{
+                "apiVersion": api_version, "kind": kind, "name": owner_name, "uid": uid, "controller": true,
+            }],
+        },
+        "stringData": data.iter().copied().collect::<HashMap<_, _>>(),
+    }))
+    .unwrap()
+}
+
+/// Issue 26 (High): only the Secret the operator issued authenticates. Before seals, a
+/// Secret of any name with the operator's label and a controller reference to sam
+/// authenticated as sam (org-admin), so did one holding only `previous`; a copy of sam's
+/// value under a name sorting first locked sam out; a value squatted at a user's generated
+/// name before it was issued was adopted; and a value changed by hand was honoured.
+#[tokio::test]
+async fn a_planted_or_changed_secret_authenticates_nobody() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "authz-plant").await;
+    let operator = Operator::start(&ns.name);
+    converge(&ns).await;
+    let authz = operator.authz_addr().await;
+    let users: Api<CEUser> = ns.api();
+    let secrets: Api<Secret> = ns.api();
+    let org_secret = secret(&ns, "acme-org-secret", "secret").await;
+    let with_org = |user_value: &str| format!("User {user_value}, Organization {org_secret}");
+    let sam_uid = users.get("sam").await.unwrap().metadata.uid.unwrap();
+    let sam = ("ce.tenancy.io/v1alpha1", "CEUser", "sam", sam_uid.as_str());
+    let sam_real = credentials(&ns, "sam", "acme").await;
+    let jane_real = credentials(&ns, "jane", "acme").await;
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&sam_real), &[]), 200);
+
+    let chosen = "chosen-by-the-attacker-0123456789abcdefghij";
+    let old = "an-old-value-0123456789abcdefghijklmnopqrstu";
+    let in_an_hour =
+        (k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1)).to_string();
+    let sam_value = secret(&ns, "sam-user-secret", "secret").await;
+    let plants = [
+        planted("any-name", sam, &[("secret", chosen)], &[]),
+        planted(
+            "only-previous",
+            sam,
+            &[("previous", old)],
+            &[("ce.tenancy.io/previous-expires-at", &in_an_hour)],
+        ),
+        // sam's own value, under a name that sorts before sam's Secret, controlled by
+        // someone else: a lock-out, if the first Secret holding a digest decided.
+        planted(
+            "0-copy",
+            ("ce.tenancy.io/v1alpha1", "CEUser", "nobody", "0000"),
+            &[("secret", &sam_value)],
+            &[],
+        ),
+        // The same namespace, name and uid in another API group.
+        planted(
+            "sam-user-secret-evil",
+            ("evil.example.com/v1", "CEUser", "sam", &sam_uid),
+            &[("secret", chosen)],
+            &[],
+        ),
+    ];
+    for plant in &plants {
+        secrets.create(&Default::default(), plant).await.unwrap();
+    }
+    // A value squatted at a user's generated name before the operator issued one: lee's
+    // account does not exist yet, so lee has no secret; then it does.
+    apply(
+        &ns.name,
+        "{apiVersion: ce.tenancy.io/v1alpha1, kind: CEUser, metadata: {name: lee}, spec: {accountRef: {name: later}, email: lee@acme.example}}",
+    );
+    let lee_uid = users.get("lee").await.unwrap().metadata.uid.unwrap();
+    let squat = planted(
+        "lee-user-secret",
+        ("ce.tenancy.io/v1alpha1", "CEUser", "lee", &lee_uid),
+        &[("secret", chosen)],
+        &[],
+    );
+    secrets.create(&Default::default(), &squat).await.unwrap();
+    apply(
+        &ns.name,
+        "{apiVersion: ce.tenancy.io/v1alpha1, kind: Account, metadata: {name: later}, spec: {organizationRef: {name: acme}}}",
+    );
+    let lee = wait_for(&users, "lee", "lee's secret judged", TIMEOUT, |u| {
+        u.condition("SecretReady")
+            .is_some_and(|c| ["SecretIssued", "SecretUnverified"].contains(&c.reason.as_str()))
+    })
+    .await;
+    let lee_secret = lee.condition("SecretReady").unwrap();
+    assert_eq!(
+        (lee_secret.status.as_str(), lee_secret.reason.as_str()),
+        ("False", "SecretUnverified"),
+        "a squatted value is not adopted: {}",
+        lee_secret.message
+    );
+
+    // A value changed by hand: jane's. The operator reports it, which also shows its caches
+    // have seen every Secret written before (one watch, in order).
+    secrets
+        .patch(
+            "jane-user-secret",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"secret": chosen}})),
+        )
+        .await
+        .unwrap();
+    let jane = wait_condition(&users, "jane", "SecretReady", "False", "SecretUnverified").await;
+    assert!(
+        jane.condition("SecretReady").unwrap().message.contains("Delete it"),
+        "the message says what to do"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
+    let warned = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("SecretUnverified")
+                && e.type_.as_deref() == Some("Warning")
+                && e.involved_object.name.as_deref() == Some("jane")
+        });
+    assert!(warned, "a Warning event on jane");
+
+    for (what, value) in [
+        ("a planted Secret of any name", chosen),
+        ("a planted previous value", old),
+        ("a squatted value", chosen),
+        ("a value changed by hand", chosen),
+    ] {
+        assert_eq!(
+            envoy_check(&authz, "GET", "/", Some(&with_org(value)), &[]),
+            401,
+            "{what} must not authenticate"
+        );
+    }
+    assert_eq!(
+        envoy_check(&authz, "GET", "/", Some(&jane_real), &[]),
+        401,
+        "the value replaced by hand is not jane's any more either"
+    );
+    assert_eq!(
+        envoy_check(&authz, "GET", "/", Some(&sam_real), &[]),
+        200,
+        "a copy of sam's value elsewhere locks nobody out"
+    );
+    // Nothing was overwritten: the Secrets hold what was written into them.
+    assert_eq!(secret(&ns, "jane-user-secret", "secret").await, chosen);
+    assert_eq!(secret(&ns, "lee-user-secret", "secret").await, chosen);
 }
 
 /// A CA, and certificates it signs.

@@ -114,10 +114,27 @@ async fn a_verb_missing_from_the_chart_rbac_fails_visibly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let tenants = TestNamespace::new(&client, "norbac-tenants").await;
+    // Its issuance key made beforehand: without `create` the operator could not make it, and
+    // would stop at start (visibly too, but before the path this test is about).
+    support::kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "ce-operator-issuance-key",
+        "-n",
+        &system.name,
+        "--from-literal=key=0123456789abcdef0123456789abcdef",
+    ]);
     let operator = Operator::start_all_namespaces_as(
         &format!("{release}-operator"),
         sa_kubeconfig,
-        &["--namespace", &tenants.name, "--webhook=false"],
+        &[
+            "--namespace",
+            &tenants.name,
+            "--webhook=false",
+            "--issuance-key-namespace",
+            &system.name,
+        ],
     );
     apply(
         &tenants.name,
@@ -368,4 +385,128 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
     drop(installed);
     tenants.delete().await;
     system.delete().await;
+}
+
+/// A Secret as `kubectl create` writes it, with `labels` and a controller reference to
+/// `owner` (apiVersion, kind) when given.
+fn secret_manifest(name: &str, labels: &str, owner: Option<(&str, &str)>) -> String {
+    let owner = owner.map_or_else(String::new, |(api_version, kind)| {
+        format!(
+            "  ownerReferences: [{{apiVersion: {api_version}, kind: {kind}, name: sam, uid: 0f0f0f0f-0000-0000-0000-000000000000, controller: true}}]\n"
+        )
+    });
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n{owner}stringData: {{secret: chosen-by-the-writer}}\n"
+    )
+}
+
+/// Issue 26 (High): the chart's ValidatingAdmissionPolicy refuses a Secret that poses as
+/// one the operator issued (its label, or a controller reference to a ce.tenancy.io
+/// object), written or changed by anyone but the operator's ServiceAccount and the restore
+/// identity the values name; a tenant may still delete one, and write any other Secret.
+/// Without the policy (before this chart version) every refused write below went through.
+#[tokio::test]
+async fn the_secret_guard_lets_only_the_operator_and_the_restore_identity_write_issued_secrets() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let system = TestNamespace::new(&client, "ce-guard").await;
+    let release = format!("ce-{}", &system.name[system.name.len() - 6..]);
+    let installed = install(
+        &client,
+        &release,
+        &system.name,
+        &["webhook.enabled=false", "secretGuard.restoreUsers={backup-restorer}"],
+    )
+    .await;
+    let tenants = TestNamespace::new(&client, "guard-tenants").await;
+    // A tenant, and the backup tool's identity, with every verb on Secrets in the namespace.
+    let tenant = "tenant-admin@example.com";
+    for args in [
+        ["create", "role", "secrets", "--verb=*", "--resource=secrets"].as_slice(),
+        &[
+            "create",
+            "rolebinding",
+            "secrets",
+            "--role=secrets",
+            &format!("--user={tenant}"),
+            "--user=backup-restorer",
+        ],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["-n", &tenants.name]);
+        support::kubectl_ok(&args);
+    }
+    let operator = format!("system:serviceaccount:{}:{}", system.name, installed.sa_name);
+    let write = |who: &str, verb: &str, manifest: &str| {
+        support::kubectl_with_input(
+            &[verb, "-n", &tenants.name, &format!("--as={who}"), "-f", "-"],
+            manifest,
+        )
+    };
+    // Refused by the guard, not by anything else (RBAC, a malformed manifest).
+    let guarded = |out: std::process::Output| {
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ValidatingAdmissionPolicy")
+    };
+    let labelled = secret_manifest("planted", "app.kubernetes.io/managed-by: ce-operator", None);
+    // The API server loads a new policy within a second or so: wait until it bites (a dry
+    // run, so that nothing is written before it does).
+    support::wait_until("the secret guard to be in force", TIMEOUT, || async {
+        let dry_run = ["create", "--dry-run=server", "-n", &tenants.name, &format!("--as={tenant}"), "-f", "-"];
+        guarded(support::kubectl_with_input(&dry_run, &labelled))
+    })
+    .await;
+    let refused = write(tenant, "create", &labelled);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("only the operator") && stderr.contains("Delete it"),
+        "the refusal says why and what to do: {stderr}"
+    );
+    let owned = secret_manifest("owned", "", Some(("ce.tenancy.io/v1alpha1", "CEUser")));
+    assert!(
+        guarded(write(tenant, "create", &owned)),
+        "a controller reference alone is guarded"
+    );
+    let plain = secret_manifest("plain", "app: mine", Some(("v1", "ConfigMap")));
+    let out = write(tenant, "create", &plain);
+    assert!(
+        out.status.success(),
+        "any other Secret: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The operator's ServiceAccount and the restore identity write them.
+    let out = write(&operator, "create", &labelled);
+    assert!(
+        out.status.success(),
+        "the operator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = secret_manifest("restored", "app.kubernetes.io/managed-by: ce-operator", None);
+    let out = write("backup-restorer", "create", &restored);
+    assert!(
+        out.status.success(),
+        "the restore identity: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Changing one (its value, or taking its label away) is refused to the tenant; deleting
+    // it is not (the operator issues a new secret).
+    let changed = labelled.replace("chosen-by-the-writer", "changed-by-the-tenant");
+    assert!(guarded(write(tenant, "apply", &changed)), "a changed value");
+    let unlabelled = secret_manifest("planted", "", None);
+    assert!(guarded(write(tenant, "apply", &unlabelled)), "a label taken away");
+    let out = support::kubectl(&[
+        "delete",
+        "secret",
+        "planted",
+        "-n",
+        &tenants.name,
+        &format!("--as={tenant}"),
+    ]);
+    assert!(
+        out.status.success(),
+        "deleting: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -172,12 +172,13 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
 
     settled(&operator).await;
     // The operator's own count of its requests: one Secret created per user and organization
-    // (three users, acme), and one for its webhook's serving certificate.
+    // (three users, acme), one for its webhook's serving certificate and one for its issuance
+    // key (`model::issuance`).
     assert_eq!(
         operator
             .metric(r#"ce_operator_api_requests_total{verb="POST",resource="secrets",code="201"}"#)
             .await,
-        5.0
+        6.0
     );
 
     // A window at rest: the API server sees no write, nor does the operator count one.

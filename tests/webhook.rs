@@ -552,3 +552,54 @@ async fn certificates_rotate_with_an_overlap_and_no_request_fails() {
             > 0.0
     );
 }
+
+/// Issue 26 (High): an Organization with an owner and no declared default account gets
+/// `acme-default` and its owner there, bound org-admin. A declared default account applied
+/// afterwards took the default over: the owner became `default-user`, its binding stopped
+/// granting and the organization had no org-admin. Now the webhook refuses it, naming the
+/// reason, and without the webhook the reconciler keeps the generated default (the declared
+/// one reports DuplicateDefaultAccount) and the owner keeps org-admin.
+#[tokio::test]
+async fn a_declared_default_account_never_takes_the_default_from_the_owner() {
+    let (ns, _operator, webhook) = setup("supersede").await;
+    apply(
+        &ns.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {name: acme}\nspec: {displayName: Acme, owner: {email: owner@acme.example}}\n",
+    );
+    let orgs = ns.api::<Organization>();
+    wait_condition(&orgs, "acme", "AdminPresent", "True", "OrgAdminPresent").await;
+    let hq2 = "apiVersion: ce.tenancy.io/v1alpha1\nkind: Account\nmetadata: {name: hq2}\nspec: {organizationRef: {name: acme}, default: true}\n";
+    let args = ["apply".to_owned(), "-f".to_owned(), "-".to_owned()];
+    for dry_run in [true, false] {
+        let out = run(&ns.name, &args, hq2, dry_run);
+        assert!(!out.status.success(), "admitted (dry run: {dry_run})");
+        let said = stderr(&out);
+        assert!(
+            said.contains("denied the request") && said.contains("acme-default") && said.contains("holds users"),
+            "{said}"
+        );
+    }
+
+    drop(webhook);
+    let out = run(&ns.name, &args, hq2, false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let accounts = ns.api::<Account>();
+    wait_condition(&accounts, "hq2", "Ready", "False", "DuplicateDefaultAccount").await;
+    let generated = accounts.get("acme-default").await.unwrap();
+    assert_eq!(
+        generated.status.and_then(|s| s.default),
+        Some(true),
+        "acme-default stays the default"
+    );
+    let owner = ns.api::<CEUser>().get("acme-owner").await.unwrap();
+    let roles = owner.status.unwrap();
+    assert_eq!(roles.system_role, Some(ce_operator::api::Role::Org));
+    assert!(
+        roles.roles.contains(&ce_operator::api::Role::OrgAdmin),
+        "{:?}",
+        roles.roles
+    );
+    wait_ready(&ns.api::<RoleBinding>(), "acme-owner-org-admin").await;
+    let acme = orgs.get("acme").await.unwrap();
+    assert!(acme.has_condition("AdminPresent", "True", "OrgAdminPresent"));
+}

@@ -25,13 +25,36 @@ use kube::CustomResourceExt;
 
 /// The CRDs of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         Organization::crd(),
         Account::crd(),
         CEUser::crd(),
         RoleBinding::crd(),
         ElementSafelist::crd(),
     ]
+    .into_iter()
+    .map(unreconciled_reads_in_progress)
+    .collect()
+}
+
+/// `status` defaults to `{observedGeneration: 0}`, which the API server fills in whenever an
+/// object has no status: an object the operator has not reconciled yet then reads
+/// `observedGeneration` 0 against `generation` 1 or more, which kstatus (Flux, Helm `--wait`,
+/// kpt) reads as InProgress, even while the operator is down, rather than Current.
+fn unreconciled_reads_in_progress(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
+    crd
 }
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -31,6 +31,7 @@ use crate::{
     metrics::{AuthzLabels, Metrics},
     model::{
         authz::{self, Decision, Outcome, Owner, Request},
+        issuance::{self, HolderKind},
         safelist,
         secrets::Digest,
         user::{self, Identity},
@@ -104,22 +105,32 @@ impl<V: Clone> Memo<V> {
     }
 }
 
-/// The object of `kind` whose own Secret holds this digest as its current value or its
-/// still valid previous one: its namespace, name and uid (the Secret's controller).
+/// The object of a kind whose own Secret, as the operator issued it, holds this digest as
+/// its current value or its still valid previous one (`issuance::vouches`): its namespace,
+/// name and uid (the Secret's controller).
 struct Holder {
     namespace: String,
     name: String,
     uid: String,
 }
 
-fn holder(cache: &Cache, digest: &Digest, kind: &str, now: Timestamp) -> Option<Holder> {
+/// Every Secret holding the digest is tried, so that a Secret someone else planted with the
+/// same value (it vouches for nobody) never hides the one the operator issued.
+fn holder(cache: &Cache, digest: &Digest, kind: HolderKind, now: Timestamp) -> Option<Holder> {
     cache.secrets_with_digest(digest).into_iter().find_map(|entry| {
-        let (owner_kind, owner) = entry.owner()?;
-        authz::matched(&entry.facts, digest, now)?;
-        (owner_kind == kind).then(|| Holder {
-            namespace: entry.namespace().unwrap_or_default(),
-            name: owner.to_owned(),
-            uid: entry.facts.controller_uid.clone().unwrap_or_default(),
+        let namespace = entry.namespace().unwrap_or_default();
+        let vouched = issuance::vouches(
+            cache.issuance_key(),
+            &namespace,
+            &entry.name_any(),
+            &entry.facts,
+            digest,
+            now,
+        )?;
+        (vouched.kind == kind).then_some(Holder {
+            namespace,
+            name: vouched.name,
+            uid: vouched.uid,
         })
     })
 }
@@ -141,7 +152,7 @@ pub fn authenticate(
     let (user_digest, org_digest) = (credentials.user.digest(), credentials.organization.digest());
     drop(credentials);
     let unknown_user = || Decision::unauthenticated("unknown_user_secret", "the user secret is not one in effect");
-    let found = holder(cache, &user_digest, "CEUser", now).ok_or_else(unknown_user)?;
+    let found = holder(cache, &user_digest, HolderKind::CEUser, now).ok_or_else(unknown_user)?;
     let user = cache
         .user(&found.namespace, &found.name)
         .filter(|u| u.uid().as_deref() == Some(found.uid.as_str()))
@@ -158,7 +169,7 @@ pub fn authenticate(
             "the organization secret is not one in effect",
         )
     };
-    let org = holder(cache, &org_digest, "Organization", now).ok_or_else(unknown_org)?;
+    let org = holder(cache, &org_digest, HolderKind::Organization, now).ok_or_else(unknown_org)?;
     cache
         .organization(&org.namespace, &org.name)
         .filter(|o| o.uid().as_deref() == Some(org.uid.as_str()))

@@ -26,7 +26,10 @@ use kube::{
     runtime::reflector::{self, ObjectRef, Store},
 };
 
-use crate::api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding};
+use crate::{
+    api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding},
+    model::issuance::IssuanceKey,
+};
 use index::{Index, Key, key};
 use secrets::Digests;
 pub use secrets::SecretEntry;
@@ -429,6 +432,8 @@ pub struct Cache {
     members_by_super: Index,
     /// Generated Secrets by the digests of their values.
     digests: Digests,
+    /// The key that tells the values the operator issued (`model::issuance`).
+    issuance_key: IssuanceKey,
     /// This process's latest writes, by uid: the watch event that carries one's
     /// resourceVersion is its echo.
     own_writes: Mutex<HashMap<String, OwnWrite>>,
@@ -447,7 +452,7 @@ pub struct Cache {
 
 impl Cache {
     /// The caches, empty, and the writers that the watches fill them through.
-    pub fn new(scope: Option<String>) -> (Arc<Cache>, Writers) {
+    pub fn new(scope: Option<String>, issuance_key: IssuanceKey) -> (Arc<Cache>, Writers) {
         let (organizations, organization_writer) = reflector::store();
         let (accounts, account_writer) = reflector::store();
         let (users, user_writer) = reflector::store();
@@ -474,6 +479,7 @@ impl Cache {
             safelists_by_org: Index::default(),
             members_by_super: Index::default(),
             digests: Digests::default(),
+            issuance_key,
             own_writes: Mutex::default(),
             foreign_statuses: Mutex::default(),
             readiness: Readiness {
@@ -516,6 +522,11 @@ impl Cache {
 
     fn advance_epoch(&self) {
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The key that tells the values the operator issued.
+    pub fn issuance_key(&self) -> &IssuanceKey {
+        &self.issuance_key
     }
 
     pub fn scope(&self) -> Option<&str> {
@@ -945,8 +956,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot under `IssuanceKey::for_tests` in tests; with a key of its own otherwise
+    /// (`can-i` names its caller, it authenticates nobody).
     pub fn new(scope: Option<&str>) -> Self {
-        let (cache, writers) = Cache::new(scope.map(str::to_owned));
+        #[cfg(test)]
+        let key = IssuanceKey::for_tests();
+        #[cfg(not(test))]
+        let key = {
+            use rand::TryRngCore;
+            let mut bytes = [0u8; crate::model::issuance::KEY_BYTES];
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut bytes)
+                .expect("the operating system's random source");
+            IssuanceKey::from_bytes(&bytes).expect("a full-length key")
+        };
+        let (cache, writers) = Cache::new(scope.map(str::to_owned), key);
         Self { cache, writers }
     }
 

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use super::Cache;
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    model::{organization::Member, safelist::SuperOrganization, user::IdentityInputs},
+    model::{organization::Member, safelist::SuperOrganization, tenancy::DefaultCandidates, user::IdentityInputs},
 };
 
 /// The super-organization an organization names, as found.
@@ -56,11 +56,27 @@ pub fn members(cache: &Cache, ns: &str, name: &str) -> Vec<Member> {
         .collect()
 }
 
+/// `accounts` (of namespace `ns`) as candidates for an organization's default account, with
+/// which of those declaring `default: true` hold users.
+pub fn candidates(cache: &Cache, ns: &str, accounts: Vec<Arc<Account>>) -> DefaultCandidates {
+    let with_users = accounts
+        .iter()
+        .filter(|a| a.spec.default && cache.user_count(ns, &a.name_any()) > 0)
+        .map(|a| a.name_any())
+        .collect();
+    DefaultCandidates { accounts, with_users }
+}
+
+/// The candidates for the default account of organization `org`.
+pub fn default_candidates(cache: &Cache, ns: &str, org: &str) -> DefaultCandidates {
+    candidates(cache, ns, cache.default_account_candidates(ns, org))
+}
+
 /// What a user's identity reads, from the caches.
 pub struct ResolvedIdentity {
     pub account: Option<Arc<Account>>,
     pub organization: Option<Arc<Organization>>,
-    pub org_accounts: Vec<Arc<Account>>,
+    pub default_candidates: DefaultCandidates,
     pub bindings: Vec<Arc<RoleBinding>>,
     pub same_email: Vec<Arc<CEUser>>,
 }
@@ -71,9 +87,9 @@ impl ResolvedIdentity {
         let account = cache.account(&ns, &user.spec.account_ref.name);
         let org_name = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
         let organization = org_name.as_deref().and_then(|org| cache.organization(&ns, org));
-        let org_accounts = org_name
+        let default_candidates = org_name
             .as_deref()
-            .map(|org| cache.default_account_candidates(&ns, org))
+            .map(|org| default_candidates(cache, &ns, org))
             .unwrap_or_default();
         // Users of the same organization with the same e-mail, this one included.
         let same_email = cache
@@ -87,7 +103,7 @@ impl ResolvedIdentity {
             bindings: cache.bindings_of_user(&ns, &user.name_any()),
             account,
             organization,
-            org_accounts,
+            default_candidates,
             same_email,
         }
     }
@@ -97,7 +113,7 @@ impl ResolvedIdentity {
             user,
             account: self.account.as_deref(),
             organization: self.organization.as_deref(),
-            org_accounts: &self.org_accounts,
+            default_candidates: &self.default_candidates,
             bindings: &self.bindings,
             same_email: &self.same_email,
         }

@@ -522,7 +522,7 @@ mod tests {
 
     #[test]
     fn a_malformed_object_leaves_the_cache_and_is_counted_until_fixed_or_gone() {
-        let (cache, mut writers) = Cache::new(None);
+        let (cache, mut writers) = Cache::new(None, crate::model::issuance::IssuanceKey::for_tests());
         let mut pipeline = Pipeline::<CEUser>::new(Vec::new());
         let mut receive = |event| pipeline.receive(&cache, &mut writers.users, event, parse::<CEUser>);
         let good = || user("1", "jane@acme.example".into());
@@ -556,7 +556,7 @@ mod tests {
     /// they must follow every way an object enters, changes and leaves the store.
     #[test]
     fn the_ready_counts_follow_every_change_of_the_store() {
-        let (cache, mut writers) = Cache::new(None);
+        let (cache, mut writers) = Cache::new(None, crate::model::issuance::IssuanceKey::for_tests());
         let mut pipeline = Pipeline::<CEUser>::new(Vec::new());
         let mut receive = |event| pipeline.receive(&cache, &mut writers.users, event, parse::<CEUser>);
         let with = |name: &str, rv: &str, ready: Option<(&str, &str)>| {

@@ -12,13 +12,16 @@ use super::{
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    cache::{Cache, Change},
-    model::account::{self, Inputs},
+    cache::{Cache, Change, resolve},
+    model::{
+        account::{self, Inputs},
+        tenancy::DefaultCandidates,
+    },
 };
 
 pub(super) struct Resolved {
     organization: Option<Arc<Organization>>,
-    siblings: Vec<Arc<Account>>,
+    default_candidates: DefaultCandidates,
     users: Vec<Arc<CEUser>>,
     bindings: Vec<Arc<RoleBinding>>,
     namespace_terminating: bool,
@@ -39,7 +42,7 @@ pub(super) fn resolve(cache: &Cache, account: &Account) -> Resolved {
     };
     Resolved {
         organization: cache.organization(&ns, org),
-        siblings: cache.accounts_of(&ns, org),
+        default_candidates: resolve::default_candidates(cache, &ns, org),
         users,
         bindings,
         namespace_terminating: cache.namespace_terminating(&ns),
@@ -87,13 +90,23 @@ impl Reconciler for Account {
                 Vec::new()
             }
         });
-        // Users: the count, and a deletion waiting for them.
-        wiring.on_count::<CEUser>(|_, change| {
-            if change.old.is_none() || change.new.is_none() {
-                vec![named(&change.namespace(), &change.object().spec.account_ref.name)]
-            } else {
-                Vec::new()
+        // Users: the count, and a deletion waiting for them. A default account's first user
+        // or last one changes which default account ranks first (`DefaultCandidates`).
+        wiring.on_count::<CEUser>(|cache, change| {
+            if change.old.is_some() && change.new.is_some() {
+                return Vec::new();
             }
+            let ns = change.namespace();
+            let account = &change.object().spec.account_ref.name;
+            let mut wake = vec![named(&ns, account)];
+            if let Some(account) = cache.account(&ns, account).filter(|a| a.spec.default) {
+                wake.extend(
+                    refs(cache.default_account_candidates(&ns, &account.spec.organization_ref.name))
+                        .into_iter()
+                        .filter(|r| r.name != account.name_any()),
+                );
+            }
+            wake
         });
         // Bindings: a cascading deletion deletes them first.
         wiring.on::<RoleBinding>(|cache, change| {
@@ -124,7 +137,7 @@ impl Reconciler for Account {
         let decision = account::decide(&Inputs {
             account: &account,
             organization: resolved.organization.as_deref(),
-            siblings: &resolved.siblings,
+            default_candidates: &resolved.default_candidates,
             users: &resolved.users,
             bindings: &resolved.bindings,
             namespace_terminating: resolved.namespace_terminating,

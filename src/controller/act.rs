@@ -33,7 +33,7 @@ pub enum Outcome {
     Done(Requeue),
     /// A Secret of the generated name exists that the caches do not show (someone else's):
     /// decide again, knowing it.
-    SecretExists(SecretFacts),
+    SecretExists(Box<SecretFacts>),
 }
 
 /// The name of an object for errors and logs.
@@ -134,7 +134,7 @@ fn sooner(a: Option<std::time::Duration>, b: std::time::Duration) -> Option<std:
 
 enum Step {
     Next,
-    SecretExists(SecretFacts),
+    SecretExists(Box<SecretFacts>),
     /// A correction held back for this long.
     Held(std::time::Duration),
 }

@@ -70,6 +70,12 @@ pub enum Error {
         secret: String,
         source: kube::Error,
     },
+    #[error("{object}: adopting the restored Secret {secret} failed: {source}")]
+    AdoptSecret {
+        object: ObjectName,
+        secret: String,
+        source: kube::Error,
+    },
     #[error("{object}: putting the labels of Secret {secret} back failed: {source}")]
     RelabelSecret {
         object: ObjectName,
@@ -99,6 +105,7 @@ impl Error {
             Error::IssueSecret { .. } => "issue_secret",
             Error::RotateSecret { .. } => "rotate_secret",
             Error::DropPreviousSecret { .. } => "drop_previous_secret",
+            Error::AdoptSecret { .. } => "adopt_secret",
             Error::RelabelSecret { .. } => "relabel_secret",
             Error::WriteStatus { .. } => "write_status",
             Error::Random { .. } => "random",
@@ -118,6 +125,7 @@ impl Error {
             | Error::IssueSecret { source, .. }
             | Error::RotateSecret { source, .. }
             | Error::DropPreviousSecret { source, .. }
+            | Error::AdoptSecret { source, .. }
             | Error::RelabelSecret { source, .. }
             | Error::WriteStatus { source, .. } => Some(source),
             Error::Random { .. } => None,

@@ -17,6 +17,7 @@ use crate::{
         resolve::{Parent, members},
     },
     model::{
+        issuance::IssuanceKey,
         names,
         organization::{self, Inputs, Member},
         secrets::{SecretFacts, SecretValue},
@@ -94,7 +95,7 @@ pub(super) fn resolve(cache: &Cache, org: &Organization) -> Resolved {
 }
 
 impl Resolved {
-    fn inputs<'a>(&'a self, org: &'a Organization, fresh: &'a SecretValue) -> Inputs<'a> {
+    fn inputs<'a>(&'a self, org: &'a Organization, fresh: &'a SecretValue, key: &'a IssuanceKey) -> Inputs<'a> {
         Inputs {
             org,
             now: super::now(),
@@ -110,6 +111,7 @@ impl Resolved {
             members: &self.members,
             secret: self.secret.as_ref(),
             fresh_secret: fresh,
+            issuance_key: key,
             users: &self.users,
             bindings: &self.bindings,
         }
@@ -226,11 +228,11 @@ impl Reconciler for Organization {
                 secret::read_if_reported(&ctx, org.as_ref(), issued, &object_name(org.as_ref()), &name).await?;
         }
         loop {
-            let decision = organization::decide(&resolved.inputs(&org, &fresh));
+            let decision = organization::decide(&resolved.inputs(&org, &fresh, ctx.cache.issuance_key()));
             match act::carry_out(&ctx, org.as_ref(), decision).await? {
                 Outcome::Done(requeue) => return Ok(requeue),
                 // Someone else's Secret of that name: decide again, knowing it (once).
-                Outcome::SecretExists(facts) if resolved.secret.is_none() => resolved.secret = Some(facts),
+                Outcome::SecretExists(facts) if resolved.secret.is_none() => resolved.secret = Some(*facts),
                 Outcome::SecretExists(_) => return Ok(Requeue::await_change()),
             }
         }

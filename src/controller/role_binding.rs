@@ -12,15 +12,18 @@ use super::{
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    cache::Cache,
-    model::role_binding::{self, Inputs},
+    cache::{Cache, resolve},
+    model::{
+        role_binding::{self, Inputs},
+        tenancy::DefaultCandidates,
+    },
 };
 
 pub(super) struct Resolved {
     user: Option<Arc<CEUser>>,
     account: Option<Arc<Account>>,
     organization: Option<Arc<Organization>>,
-    org_accounts: Vec<Arc<Account>>,
+    default_candidates: DefaultCandidates,
 }
 
 pub(super) fn resolve(cache: &Cache, binding: &RoleBinding) -> Resolved {
@@ -30,9 +33,9 @@ pub(super) fn resolve(cache: &Cache, binding: &RoleBinding) -> Resolved {
     let org = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
     Resolved {
         organization: org.as_deref().and_then(|org| cache.organization(&ns, org)),
-        org_accounts: org
+        default_candidates: org
             .as_deref()
-            .map(|org| cache.default_account_candidates(&ns, org))
+            .map(|org| resolve::default_candidates(cache, &ns, org))
             .unwrap_or_default(),
         user,
         account,
@@ -97,7 +100,7 @@ impl Reconciler for RoleBinding {
             user: resolved.user.as_deref(),
             account: resolved.account.as_deref(),
             organization: resolved.organization.as_deref(),
-            org_accounts: &resolved.org_accounts,
+            default_candidates: &resolved.default_candidates,
             now: super::now(),
         });
         match act::carry_out(&ctx, binding.as_ref(), decision).await? {

@@ -24,6 +24,7 @@ use crate::{
     metrics::SecretLabels,
     model::{
         conditions::ConditionType,
+        issuance::{ANNOTATION_PREVIOUS_SEAL, ANNOTATION_SEAL},
         secrets::{
             ANNOTATION_PREVIOUS_EXPIRES, ANNOTATION_ROTATED_AT, ANNOTATION_ROTATION_REQUEST, KEY_CURRENT, KEY_PREVIOUS,
             OWN_LABELS, SecretFacts, SecretPlan, generated_labels, generated_labels_digest,
@@ -35,7 +36,7 @@ use crate::{
 pub enum SecretDone {
     Done,
     /// A Secret of that name exists that the caches did not show: decide again with it.
-    Exists(SecretFacts),
+    Exists(Box<SecretFacts>),
     /// A correction held back this long (`corrections`).
     Held(std::time::Duration),
 }
@@ -102,16 +103,17 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
         SecretPlan::Relabel => return relabel(ctx, object, name, &labels).await,
         SecretPlan::Issue {
             value,
+            seal,
             rotation_request,
         } => {
             let secret = Secret {
                 metadata: ObjectMeta {
                     name: Some(name.to_owned()),
                     labels: Some(generated_labels(&labels)),
-                    annotations: Some(BTreeMap::from([(
-                        ANNOTATION_ROTATION_REQUEST.to_owned(),
-                        rotation_request,
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        (ANNOTATION_ROTATION_REQUEST.to_owned(), rotation_request),
+                        (ANNOTATION_SEAL.to_owned(), seal),
+                    ])),
                     owner_references: controller_owner(owner).map(|r| vec![r]),
                     ..Default::default()
                 },
@@ -129,7 +131,7 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
                     Ok(SecretDone::Done)
                 }
                 Err(e) if already_exists(&e) => match read(ctx, object, name).await? {
-                    Some(facts) => Ok(SecretDone::Exists(facts)),
+                    Some(facts) => Ok(SecretDone::Exists(Box::new(facts))),
                     None => Err(Error::IssueSecret {
                         object: object.clone(),
                         secret: name.to_owned(),
@@ -145,6 +147,7 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
         }
         SecretPlan::Rotate {
             value,
+            seal,
             request,
             rotated_at,
             expires,
@@ -155,13 +158,17 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
                 (ANNOTATION_ROTATION_REQUEST, request),
                 (ANNOTATION_ROTATED_AT, rotated_at.to_string()),
                 (ANNOTATION_PREVIOUS_EXPIRES, expires.to_string()),
+                (ANNOTATION_SEAL, seal),
             ];
             let mut ops = vec![
                 json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}),
                 json!({"op": "copy", "from": pointer("data", KEY_CURRENT), "path": pointer("data", KEY_PREVIOUS)}),
                 json!({"op": "replace", "path": pointer("data", KEY_CURRENT), "value": STANDARD.encode(value.expose())}),
             ];
+            // The plan rotates only a sealed value, so the annotations exist and the current
+            // seal moves with its value (before the new seal replaces it).
             if annotated {
+                ops.push(json!({"op": "copy", "from": pointer("metadata/annotations", ANNOTATION_SEAL), "path": pointer("metadata/annotations", ANNOTATION_PREVIOUS_SEAL)}));
                 ops.extend(
                     annotations
                         .map(|(k, v)| json!({"op": "add", "path": pointer("metadata/annotations", k), "value": v})),
@@ -175,12 +182,28 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
                 Value::Array(ops),
             )
         }
-        SecretPlan::DropPrevious { resource_version } => (
-            |object, secret, source| Error::DropPreviousSecret { object, secret, source },
+        SecretPlan::DropPrevious {
+            resource_version,
+            sealed,
+        } => {
+            let mut ops = vec![
+                json!({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}),
+                json!({"op": "remove", "path": pointer("data", KEY_PREVIOUS)}),
+                json!({"op": "remove", "path": pointer("metadata/annotations", ANNOTATION_PREVIOUS_EXPIRES)}),
+            ];
+            if sealed {
+                ops.push(json!({"op": "remove", "path": pointer("metadata/annotations", ANNOTATION_PREVIOUS_SEAL)}));
+            }
+            (
+                |object, secret, source| Error::DropPreviousSecret { object, secret, source },
+                Value::Array(ops),
+            )
+        }
+        SecretPlan::Adopt { resource_version } => (
+            |object, secret, source| Error::AdoptSecret { object, secret, source },
             json!([
                 {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-                {"op": "remove", "path": pointer("data", KEY_PREVIOUS)},
-                {"op": "remove", "path": pointer("metadata/annotations", ANNOTATION_PREVIOUS_EXPIRES)},
+                {"op": "add", "path": "/metadata/ownerReferences", "value": controller_owner(owner).into_iter().collect::<Vec<_>>()},
             ]),
         ),
     };

@@ -107,13 +107,14 @@ impl Reconciler for CEUser {
                 identity: resolved.identity.inputs(&user),
                 secret: resolved.secret.as_ref(),
                 fresh_secret: &fresh,
+                issuance_key: ctx.cache.issuance_key(),
                 namespace_terminating: resolved.namespace_terminating,
                 now: super::now(),
             });
             match act::carry_out(&ctx, user.as_ref(), decision).await? {
                 Outcome::Done(requeue) => return Ok(requeue),
                 // Someone else's Secret of that name: decide again, knowing it (once).
-                Outcome::SecretExists(facts) if resolved.secret.is_none() => resolved.secret = Some(facts),
+                Outcome::SecretExists(facts) if resolved.secret.is_none() => resolved.secret = Some(*facts),
                 Outcome::SecretExists(_) => return Ok(Requeue::await_change()),
             }
         }

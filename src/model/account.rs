@@ -9,7 +9,8 @@ use kube::{Resource, ResourceExt};
 use super::{
     Action, Child, Decision,
     conditions::{self, ConditionType, Desired, Reason},
-    has_finalizer, name_list, tenancy,
+    has_finalizer, name_list,
+    tenancy::{self, DefaultCandidates},
 };
 use crate::api::{Account, AccountStatus, CEUser, Organization, RoleBinding};
 
@@ -17,8 +18,8 @@ use crate::api::{Account, AccountStatus, CEUser, Organization, RoleBinding};
 pub struct Inputs<'a> {
     pub account: &'a Account,
     pub organization: Option<&'a Organization>,
-    /// The accounts naming the same organization, this one included.
-    pub siblings: &'a [Arc<Account>],
+    /// The organization's candidates for its default account, this one included.
+    pub default_candidates: &'a DefaultCandidates,
     /// The users of this account.
     pub users: &'a [Arc<CEUser>],
     /// The RoleBindings of those users (resolved only while the account is being deleted).
@@ -57,6 +58,14 @@ pub fn deletion_blocked(account: &Account, users: &[Arc<CEUser>]) -> Option<Desi
     })
 }
 
+/// Whether candidate `name` is the default account the operator created.
+fn default_candidate_is_generated(candidates: &DefaultCandidates, name: &str, org_uid: Option<&str>) -> bool {
+    candidates
+        .accounts
+        .iter()
+        .any(|a| a.name_any() == name && tenancy::is_controlled_by(a.as_ref(), org_uid))
+}
+
 /// The account's Ready condition, and whether it is its organization's default account
 /// (None while the organization is missing).
 pub fn ready(inputs: &Inputs<'_>) -> (Desired, Option<bool>) {
@@ -75,14 +84,21 @@ pub fn ready(inputs: &Inputs<'_>) -> (Desired, Option<bool>) {
             None,
         );
     };
-    let default = tenancy::default_account(inputs.siblings, org.meta().uid.as_deref()).map(|a| a.name_any());
-    let is_default = default.as_deref() == Some(account.name_any().as_str());
+    let org_uid = org.meta().uid.as_deref();
+    let default = inputs.default_candidates.default_account(org_uid);
+    let is_default = default.is_some_and(|d| d.name_any() == account.name_any());
     let ready = if account.spec.default && !is_default {
-        Desired::new(
-            ConditionType::Ready,
-            Reason::DuplicateDefaultAccount,
-            duplicate_default_message(org_name, &default.unwrap_or_default()),
-        )
+        let default = default.map(ResourceExt::name_any).unwrap_or_default();
+        let message = if inputs.default_candidates.with_users.contains(&default)
+            && default_candidate_is_generated(inputs.default_candidates, &default, org_uid)
+        {
+            format!(
+                "organization {org_name}'s default account {default}, which the operator created, holds users; a declared default account supersedes it only while it is empty (else its users, the owner among them, would lose their role). Set default: false, or empty {default} first"
+            )
+        } else {
+            duplicate_default_message(org_name, &default)
+        };
+        Desired::new(ConditionType::Ready, Reason::DuplicateDefaultAccount, message)
     } else {
         Desired::new(
             ConditionType::Ready,
@@ -175,7 +191,7 @@ mod tests {
         decide(&Inputs {
             account,
             organization: org,
-            siblings: &w.accounts,
+            default_candidates: &DefaultCandidates::empty(w.accounts.clone()),
             users,
             bindings: &w.bindings,
             namespace_terminating: false,
@@ -269,7 +285,7 @@ mod tests {
         let decision = decide(&Inputs {
             account: &eu,
             organization: None,
-            siblings: &w.accounts,
+            default_candidates: &DefaultCandidates::empty(w.accounts.clone()),
             users: &w.users,
             bindings: &w.bindings,
             namespace_terminating: true,

@@ -18,7 +18,7 @@ use super::{
     organization::{self, Member},
     privileges::Matrix,
     role_binding, safelist,
-    tenancy::{self, Verdict},
+    tenancy::{self, DefaultCandidates, Verdict},
     user,
 };
 use crate::api::{Account, CEUser, ElementSafelist, Organization, RoleBinding};
@@ -227,17 +227,17 @@ pub fn binding_deletion(
     binding: &RoleBinding,
     org: &str,
     bindings: &[(Arc<RoleBinding>, Option<Arc<CEUser>>)],
-    accounts: &[Arc<Account>],
+    accounts: &DefaultCandidates,
     org_uid: Option<&str>,
 ) -> Option<Finding> {
-    let default = tenancy::default_account(accounts, org_uid).map(|a| a.name_any());
+    let default = accounts.default_account(org_uid).map(|a| a.name_any());
     let admins = |skip: Option<&str>| {
         tenancy::org_admins(
             bindings
                 .iter()
                 .filter(|(b, _)| Some(b.name_any().as_str()) != skip)
                 .map(|(b, u)| (b.as_ref(), u.as_deref())),
-            accounts,
+            &accounts.accounts,
             default.as_deref(),
         )
     };
@@ -310,7 +310,7 @@ mod tests {
             user: Some(&jane),
             account: Some(&accounts[1]),
             organization: Some(&acme),
-            org_accounts: &accounts,
+            default_candidates: &DefaultCandidates::empty(accounts.clone()),
             now: now(),
         };
         let findings = binding_findings(&inputs);
@@ -349,7 +349,7 @@ mod tests {
             user: Some(&jane),
             account: Some(&accounts[0]),
             organization: Some(&acme),
-            org_accounts: &accounts,
+            default_candidates: &DefaultCandidates::empty(accounts.clone()),
             now: now(),
         });
         let review = review("RoleBinding", NS, "b", &[], &findings);
@@ -362,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn a_second_default_account_is_refused_but_a_declared_one_supersedes_a_generated_one() {
+    fn a_second_default_account_is_refused_but_a_declared_one_supersedes_an_empty_generated_one() {
         let acme = org("acme");
         let declared = aged(account("hq", "acme", true), 10);
         let candidate = aged(account("second", "acme", true), 200);
@@ -370,7 +370,7 @@ mod tests {
         let inputs = account::Inputs {
             account: &candidate,
             organization: Some(&acme),
-            siblings: &siblings,
+            default_candidates: &DefaultCandidates::empty(siblings.clone()),
             users: &[],
             bindings: &[],
             namespace_terminating: false,
@@ -379,11 +379,26 @@ mod tests {
         assert_eq!(account_findings(&inputs)[0].reason, Reason::DuplicateDefaultAccount);
         let generated = owned_by(aged(account("acme-default", "acme", true), 10), &acme);
         let siblings = arcs(&[generated, candidate.clone()]);
-        let inputs = account::Inputs {
-            siblings: &siblings,
+        let empty = DefaultCandidates::empty(siblings.clone());
+        let supersedes = account::Inputs {
+            default_candidates: &empty,
             ..inputs
         };
-        assert!(account_findings(&inputs).is_empty());
+        assert!(account_findings(&supersedes).is_empty());
+        // Not once the generated one holds users (the owner): they would lose their role.
+        let in_use = DefaultCandidates {
+            accounts: siblings,
+            with_users: BTreeSet::from(["acme-default".to_owned()]),
+        };
+        let takes_away = account::Inputs {
+            default_candidates: &in_use,
+            ..supersedes
+        };
+        let findings = account_findings(&takes_away);
+        assert_eq!(findings[0].reason, Reason::DuplicateDefaultAccount);
+        assert!(findings[0].message.contains("holds users"), "{}", findings[0].message);
+        let refused = review("Account", NS, "second", &[], &findings).denial.unwrap();
+        assert!(refused.contains("acme-default"), "{refused}");
     }
 
     #[test]
@@ -460,12 +475,25 @@ mod tests {
         let sam_oa = Arc::new(binding("sam-oa", "sam", Role::OrgAdmin, false));
         let kim_oa = Arc::new(binding("kim-oa", "kim", Role::OrgAdmin, false));
         let one = vec![(sam_oa.clone(), Some(sam.clone()))];
-        let last = binding_deletion(&sam_oa, "acme", &one, &accounts, acme.uid().as_deref()).unwrap();
+        let last = binding_deletion(
+            &sam_oa,
+            "acme",
+            &one,
+            &DefaultCandidates::empty(accounts.clone()),
+            acme.uid().as_deref(),
+        )
+        .unwrap();
         assert_eq!(last.reason, Reason::NoOrgAdmin);
         assert!(last.message.contains("last org-admin binding of organization acme"));
         let two = vec![(sam_oa.clone(), Some(sam)), (kim_oa, Some(kim))];
         assert_eq!(
-            binding_deletion(&sam_oa, "acme", &two, &accounts, acme.uid().as_deref()),
+            binding_deletion(
+                &sam_oa,
+                "acme",
+                &two,
+                &DefaultCandidates::empty(accounts.clone()),
+                acme.uid().as_deref()
+            ),
             None
         );
 

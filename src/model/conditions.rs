@@ -22,6 +22,11 @@ pub enum ConditionType {
     DenylistConflict,
     /// Organization, Account: whether children hold a deletion (True is the problem).
     DeletionBlocked,
+    /// Every kind, only while True: the object waits for something that comes by itself (an
+    /// object it names, a grace period). kstatus (Flux, Helm `--wait`, kpt) reads InProgress.
+    Reconciling,
+    /// Every kind, only while True: only a change by a person helps. kstatus reads Failed.
+    Stalled,
 }
 
 impl ConditionType {
@@ -33,12 +38,20 @@ impl ConditionType {
             ConditionType::RolesApplied => "RolesApplied",
             ConditionType::DenylistConflict => "DenylistConflict",
             ConditionType::DeletionBlocked => "DeletionBlocked",
+            ConditionType::Reconciling => "Reconciling",
+            ConditionType::Stalled => "Stalled",
         }
     }
 
     /// Whether status True reports a problem ("negative polarity"), as for DeletionBlocked.
     pub const fn true_is_problem(self) -> bool {
-        matches!(self, ConditionType::DenylistConflict | ConditionType::DeletionBlocked)
+        matches!(
+            self,
+            ConditionType::DenylistConflict
+                | ConditionType::DeletionBlocked
+                | ConditionType::Reconciling
+                | ConditionType::Stalled
+        )
     }
 }
 
@@ -55,9 +68,13 @@ pub enum Severity {
     Healthy,
     /// Accepted, but discouraged: announced once with a Warning event.
     Discouraged,
-    /// A problem a person must act on: announced once with a Warning event.
+    /// A problem a person must act on: announced once with a Warning event. The object is
+    /// Stalled.
     Problem,
-    /// A problem that resolves by itself within seconds: no event.
+    /// A problem that ends when an object it names appears (GitOps tools apply a folder in
+    /// any order): announced once with a Warning event. The object is Reconciling.
+    Waiting,
+    /// A problem that resolves by itself within seconds: no event. The object is Reconciling.
     Transient,
     /// Not a condition: the reason of an activity event (Normal).
     Activity,
@@ -99,11 +116,11 @@ reasons! {
     SystemRoleOverridden: Discouraged,
     /// The referenced organization is missing: `model::account::decide`, `model::user::identity`,
     /// `model::safelist::decide`.
-    OrganizationNotFound: Problem,
+    OrganizationNotFound: Waiting,
     /// The referenced account is missing: `model::user::identity`, `model::tenancy::judge_binding`.
-    AccountNotFound: Problem,
+    AccountNotFound: Waiting,
     /// The referenced user is missing: `model::tenancy::judge_binding`.
-    UserNotFound: Problem,
+    UserNotFound: Waiting,
     /// No default account yet, within the grace period: `model::organization::default_account`.
     DefaultAccountPending: Transient,
     /// The default account's name is taken: `model::organization::default_account`.
@@ -120,6 +137,9 @@ reasons! {
     SecretConflict: Problem,
     /// The owned Secret lacks the `secret` key: `model::secrets::plan`.
     SecretInvalid: Problem,
+    /// The owned Secret holds a value the operator did not issue (no valid seal):
+    /// `model::secrets::plan`.
+    SecretUnverified: Problem,
     /// org-admin bound outside the default account: `model::tenancy::judge_binding`.
     OrgAdminRequiresDefaultAccount: Problem,
     /// org/default-user bound by hand without overrideSystemRole: `model::tenancy::judge_binding`.
@@ -127,7 +147,7 @@ reasons! {
     /// AdminPresent=True: `model::organization::admin_present`.
     OrgAdminPresent: Healthy,
     /// AdminPresent=False: `model::organization::admin_present`.
-    NoOrgAdmin: Problem,
+    NoOrgAdmin: Waiting,
     /// RolesApplied=True: `model::organization::roles_applied`.
     RolesApplied: Healthy,
     /// org-admin would lose a protected privilege: `model::organization::roles_applied`.
@@ -141,7 +161,7 @@ reasons! {
     /// DenylistConflict=True: `model::organization::denylist_conflicts`.
     SafelistedDeniedElements: Problem,
     /// The super-organization does not exist: `model::safelist::judge_link`.
-    SuperOrganizationNotFound: Problem,
+    SuperOrganizationNotFound: Waiting,
     /// The super-organization refuses the link: `model::safelist::judge_link`.
     SuperOrganizationRejected: Problem,
     /// The super-organization is in a namespace this operator does not watch:
@@ -163,12 +183,27 @@ reasons! {
     SecretRecreated: Discouraged,
     /// Activity: the previous secret's grace period ended.
     PreviousSecretRemoved: Activity,
+    /// Activity: a restored Secret holding a value issued for the object was adopted.
+    SecretAdopted: Activity,
 }
 
 impl Reason {
     /// Whether this reason reports a problem (the condition is then not in its good state).
     pub const fn is_problem(self) -> bool {
-        matches!(self.severity(), Severity::Problem | Severity::Transient)
+        matches!(
+            self.severity(),
+            Severity::Problem | Severity::Waiting | Severity::Transient
+        )
+    }
+
+    /// The kstatus condition this reason raises, if any: Reconciling for what comes by
+    /// itself, Stalled for what only a person can fix.
+    pub const fn progress(self) -> Option<ConditionType> {
+        match self.severity() {
+            Severity::Waiting | Severity::Transient => Some(ConditionType::Reconciling),
+            Severity::Problem => Some(ConditionType::Stalled),
+            Severity::Healthy | Severity::Discouraged | Severity::Activity => None,
+        }
     }
 
     /// Parses a reason as the API spells it.
@@ -220,37 +255,69 @@ fn status_str(status: bool) -> &'static str {
     if status { "True" } else { "False" }
 }
 
-/// The conditions to report: `desired`, in order, each keeping its previous
-/// `lastTransitionTime` unless its status changed. Conditions not desired are dropped.
+/// The conditions to report: `desired`, in order, then the kstatus conditions they raise
+/// (`progress`), each keeping its previous `lastTransitionTime` unless its status changed.
+/// Conditions not desired are dropped.
 pub fn merge(previous: &[Condition], desired: &[Desired], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+    let raised = progress(desired.iter().map(|d| (d.reason, d.message.as_str())));
     desired
         .iter()
-        .map(|d| {
-            let status = status_str(d.status());
-            let since = previous
-                .iter()
-                .find(|c| c.type_ == d.type_.as_str() && c.status == status)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or(Time(now));
-            Condition {
-                type_: d.type_.as_str().to_owned(),
-                status: status.to_owned(),
-                reason: d.reason.as_str().to_owned(),
-                message: d.message.clone(),
-                observed_generation: generation,
-                last_transition_time: since,
-            }
+        .chain(&raised)
+        .map(|d| condition(previous, d, generation, now))
+        .collect()
+}
+
+/// `desired` as a condition, keeping its previous `lastTransitionTime` unless its status
+/// changed.
+fn condition(previous: &[Condition], desired: &Desired, generation: Option<i64>, now: Timestamp) -> Condition {
+    let status = status_str(desired.status());
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == desired.type_.as_str() && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: desired.type_.as_str().to_owned(),
+        status: status.to_owned(),
+        reason: desired.reason.as_str().to_owned(),
+        message: desired.message.clone(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// The kstatus conditions that conditions with these reasons and messages raise: Stalled=True
+/// with the first reason only a person can fix, Reconciling=True with the first that comes by
+/// itself; neither when there is none (as Flux's own kinds do: kstatus reads an absent one
+/// as False).
+fn progress<'a>(reasons: impl Iterator<Item = (Reason, &'a str)> + Clone) -> Vec<Desired> {
+    [ConditionType::Stalled, ConditionType::Reconciling]
+        .into_iter()
+        .filter_map(|type_| {
+            reasons
+                .clone()
+                .find(|(reason, _)| reason.progress() == Some(type_))
+                .map(|(reason, message)| Desired::new(type_, reason, message))
         })
         .collect()
 }
 
-/// The conditions with `desired` set (merged as above) and every other type kept as it is.
+/// The conditions with `desired` set and every other type kept as it is, the kstatus
+/// conditions raised again from the result (merged as above).
 pub fn upsert(previous: &[Condition], desired: &Desired, generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
-    let updated = merge(previous, std::slice::from_ref(desired), generation, now);
+    let kstatus = [ConditionType::Reconciling.as_str(), ConditionType::Stalled.as_str()];
     let mut conditions: Vec<Condition> = previous
         .iter()
-        .filter(|c| c.type_ != desired.type_.as_str())
+        .filter(|c| c.type_ != desired.type_.as_str() && !kstatus.contains(&c.type_.as_str()))
         .cloned()
+        .collect();
+    let kept = conditions
+        .iter()
+        .filter_map(|c| Some((Reason::parse(&c.reason)?, c.message.as_str())));
+    let raised = progress(kept.chain([(desired.reason, desired.message.as_str())]));
+    let updated: Vec<Condition> = std::iter::once(desired)
+        .chain(&raised)
+        .map(|d| condition(previous, d, generation, now))
         .collect();
     conditions.extend(updated);
     conditions
@@ -286,7 +353,10 @@ impl Event {
 /// discouraged state) with a reason it did not have before, so that a violation is announced
 /// once, not on every reconcile.
 pub fn warning_for(previous: &[Condition], desired: &Desired) -> Option<Event> {
-    let announce = matches!(desired.reason.severity(), Severity::Problem | Severity::Discouraged);
+    let announce = matches!(
+        desired.reason.severity(),
+        Severity::Problem | Severity::Waiting | Severity::Discouraged
+    );
     let status = status_str(desired.status());
     let reported = previous
         .iter()
@@ -386,10 +456,73 @@ mod tests {
         );
         let blocked = Desired::new(DeletionBlocked, Reason::ChildrenExist, "x");
         let with_blocked = upsert(&first, &blocked, Some(2), at(5));
-        assert_eq!(with_blocked.len(), 3);
+        assert_eq!(with_blocked.len(), 4, "and Stalled, which children left by hand raise");
         assert_eq!(with_blocked[0], first[0]);
         assert_eq!(with_blocked[2].status, "True");
+        assert_eq!(
+            (with_blocked[3].type_.as_str(), with_blocked[3].status.as_str()),
+            ("Stalled", "True")
+        );
         assert_eq!(upsert(&with_blocked, &blocked, Some(2), at(9)), with_blocked);
+        // Cascading: Reconciling instead, the Stalled of before gone.
+        let cascading = Desired::new(DeletionBlocked, Reason::DeletingChildren, "y");
+        let types: Vec<_> = upsert(&with_blocked, &cascading, Some(3), at(10))
+            .into_iter()
+            .map(|c| (c.type_, c.status))
+            .collect();
+        assert!(types.contains(&("Reconciling".into(), "True".into())), "{types:?}");
+        assert!(!types.iter().any(|(t, _)| t == "Stalled"), "{types:?}");
+    }
+
+    /// kstatus (Flux, Helm `--wait`, kpt): Reconciling=True reads InProgress, Stalled=True
+    /// Failed, neither Current. Which reasons raise which is their severity.
+    #[test]
+    fn problems_raise_stalled_and_what_comes_by_itself_raises_reconciling() {
+        let kinds_of = |desired: &[Desired]| -> Vec<(String, String, String)> {
+            merge(&[], desired, Some(1), at(1))
+                .into_iter()
+                .skip(desired.len())
+                .map(|c| (c.type_, c.status, c.reason))
+                .collect()
+        };
+        let row = |t: &str, r: Reason| (t.to_owned(), "True".to_owned(), r.as_str().to_owned());
+        assert_eq!(kinds_of(&[Desired::new(Ready, Reason::Ready, "ok")]), vec![]);
+        assert_eq!(
+            kinds_of(&[Desired::new(Ready, Reason::SystemRoleOverridden, "discouraged")]),
+            vec![]
+        );
+        assert_eq!(
+            kinds_of(&[Desired::new(Ready, Reason::DuplicateEmail, "a person")]),
+            vec![row("Stalled", Reason::DuplicateEmail)]
+        );
+        assert_eq!(
+            kinds_of(&[Desired::new(Ready, Reason::AccountNotFound, "comes with the folder")]),
+            vec![row("Reconciling", Reason::AccountNotFound)]
+        );
+        assert_eq!(
+            kinds_of(&[
+                Desired::new(Ready, Reason::DefaultAccountPending, "seconds"),
+                Desired::new(SecretReady, Reason::SecretUnverified, "a person"),
+                Desired::new(AdminPresent, Reason::NoOrgAdmin, "a binding may come"),
+            ]),
+            vec![
+                row("Stalled", Reason::SecretUnverified),
+                row("Reconciling", Reason::DefaultAccountPending)
+            ]
+        );
+        // Every problem raises one of the two; nothing else raises any.
+        for reason in Reason::ALL {
+            assert_eq!(reason.is_problem(), reason.progress().is_some(), "{reason}");
+        }
+        for waiting in [
+            Reason::OrganizationNotFound,
+            Reason::AccountNotFound,
+            Reason::UserNotFound,
+            Reason::SuperOrganizationNotFound,
+            Reason::NoOrgAdmin,
+        ] {
+            assert_eq!(waiting.progress(), Some(Reconciling), "{waiting}");
+        }
     }
 
     #[test]

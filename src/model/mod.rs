@@ -10,6 +10,7 @@ pub mod account;
 pub mod admission;
 pub mod authz;
 pub mod conditions;
+pub mod issuance;
 pub mod names;
 pub mod organization;
 pub mod privileges;

@@ -14,12 +14,14 @@ use kube::{Resource, ResourceExt};
 use super::{
     Action, Child, Decision,
     conditions::{self, ConditionType, Desired, Event, Reason},
-    has_finalizer, name_list,
+    has_finalizer,
+    issuance::{Holder, HolderKind, IssuanceKey},
+    name_list,
     names::{self, LABEL_ORGANIZATION, LABEL_SECRET_OF},
     privileges::Matrix,
     safelist::{self, Link, SuperOrganization},
     secrets::{self, SecretFacts, SecretInputs, SecretValue},
-    tenancy,
+    tenancy::{self, DefaultCandidates},
 };
 use crate::api::{
     Account, CEUser, ElementSafelist, ElementVisibility, Organization, OrganizationStatus, RoleBinding, RolePrivileges,
@@ -62,6 +64,8 @@ pub struct Inputs<'a> {
     pub secret: Option<&'a SecretFacts>,
     /// A fresh value, drawn by the caller, used if a secret is issued.
     pub fresh_secret: &'a SecretValue,
+    /// The key the operator seals the values it issues with.
+    pub issuance_key: &'a IssuanceKey,
     /// While being deleted: the users of its accounts, and their bindings.
     pub users: &'a [Arc<CEUser>],
     pub bindings: &'a [Arc<RoleBinding>],
@@ -116,7 +120,16 @@ impl DefaultAccount {
 /// creates, unless its name is taken.
 pub fn default_account(inputs: &Inputs<'_>) -> DefaultAccount {
     let org = inputs.org;
-    if let Some(account) = tenancy::default_account(inputs.accounts, org.meta().uid.as_deref()) {
+    let candidates = DefaultCandidates {
+        accounts: inputs.accounts.to_vec(),
+        with_users: inputs
+            .account_users
+            .iter()
+            .filter(|(_, users)| **users > 0)
+            .map(|(name, _)| name.clone())
+            .collect(),
+    };
+    if let Some(account) = candidates.default_account(org.meta().uid.as_deref()) {
         return DefaultAccount::Exists(account.name_any());
     }
     let created = org.meta().creation_timestamp.as_ref().map_or(inputs.now, |t| t.0);
@@ -363,11 +376,16 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
     let labels = organization_secret_labels(&name);
     let secret = secrets::plan(&SecretInputs {
         name: &secret_name,
-        owner_kind: "Organization",
+        holder: Holder {
+            namespace: &ns,
+            kind: HolderKind::Organization,
+            name: &name,
+        },
         owner_uid: org.meta().uid.as_deref(),
+        key: inputs.issuance_key,
         observed: inputs.secret,
         requested_rotation: org.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
-        had_secret: previous.secret_fingerprint.is_some(),
+        reported_fingerprint: previous.secret_fingerprint.as_deref(),
         fresh: inputs.fresh_secret,
         labels: &labels,
         grace: secrets::grace_period(&org.spec.security.rotation_grace_period),
@@ -555,12 +573,16 @@ mod tests {
     }
 
     fn owned_secret(org: &Organization) -> SecretFacts {
+        let name = org.name_any();
+        let ns = org.namespace().unwrap_or_default();
+        let holder = Holder {
+            namespace: &ns,
+            kind: HolderKind::Organization,
+            name: &name,
+        };
         SecretFacts {
-            controller_uid: org.meta().uid.clone(),
-            current: Some(secrets::digest(b"org-secret")),
-            rotation_request: Some(String::new()),
-            labels: secrets::generated_labels_digest(&organization_secret_labels(&org.name_any())),
-            ..Default::default()
+            labels: secrets::generated_labels_digest(&organization_secret_labels(&name)),
+            ..SecretFacts::issued_for(&holder, org.meta().uid.as_deref().unwrap_or_default(), b"org-secret")
         }
     }
 
@@ -583,6 +605,7 @@ mod tests {
             members: &w.members,
             secret: w.secret.as_ref(),
             fresh_secret: &SecretValue::from_static("fresh"),
+            issuance_key: &IssuanceKey::for_tests(),
             users: &w.users,
             bindings: &w.bindings,
         })

@@ -1,14 +1,12 @@
 //! The RoleBinding decision: whether the binding takes effect, and where.
 
-use std::sync::Arc;
-
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::{
     Decision,
     conditions::{self, ConditionType, Desired, Reason},
-    tenancy::{self, BoundUser, Verdict},
+    tenancy::{self, BoundUser, DefaultCandidates, Verdict},
 };
 use crate::api::{Account, CEUser, Organization, RoleBinding, RoleBindingStatus};
 
@@ -20,9 +18,8 @@ pub struct Inputs<'a> {
     pub account: Option<&'a Account>,
     /// The account's organization.
     pub organization: Option<&'a Organization>,
-    /// The accounts of that organization, at least those declaring `default: true` (to
-    /// tell the default account).
-    pub org_accounts: &'a [Arc<Account>],
+    /// The organization's candidates for its default account (to tell the default account).
+    pub default_candidates: &'a DefaultCandidates,
     pub now: Timestamp,
 }
 
@@ -54,7 +51,9 @@ pub fn bound_user<'a>(inputs: &Inputs<'a>) -> BoundUser<'a> {
         (Some(user), None) => BoundUser::NoAccount(user),
         (Some(user), Some(account)) => {
             let org_uid = inputs.organization.and_then(|o| o.meta().uid.as_deref());
-            let account_is_default = tenancy::default_account(inputs.org_accounts, org_uid)
+            let account_is_default = inputs
+                .default_candidates
+                .default_account(org_uid)
                 .is_some_and(|d| d.name_any() == account.name_any());
             BoundUser::Resolved {
                 user,
@@ -187,7 +186,7 @@ mod tests {
                 user,
                 account,
                 organization: Some(&acme),
-                org_accounts: &accounts,
+                default_candidates: &DefaultCandidates::empty(accounts.clone()),
                 now: at(100),
             });
             assert_eq!(decision.status.conditions[0].reason, reason.as_str(), "{case}");
@@ -211,7 +210,7 @@ mod tests {
                 user: Some(&jane),
                 account: Some(&accounts[1]),
                 organization: Some(&acme),
-                org_accounts: &accounts,
+                default_candidates: &DefaultCandidates::empty(accounts.clone()),
                 now: at(100),
             })
         };

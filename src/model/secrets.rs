@@ -18,6 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     conditions::{ConditionType, Desired, Event, Reason},
+    issuance::{ANNOTATION_PREVIOUS_SEAL, ANNOTATION_SEAL, Holder, IssuanceKey, current_issued, seal},
     names::{LABEL_ACCOUNT, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_SECRET_OF, LABEL_USER, MANAGER},
 };
 
@@ -96,8 +97,8 @@ pub fn fingerprint(value: &[u8]) -> String {
 /// values and its rotation bookkeeping. Never a value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretFacts {
-    /// uid of the controller owner, if any.
-    pub controller_uid: Option<String>,
+    /// The controller owner reference, if any.
+    pub controller: Option<Controller>,
     pub resource_version: Option<String>,
     /// Digest of the `secret` key; None when the key is missing.
     pub current: Option<Digest>,
@@ -107,10 +108,29 @@ pub struct SecretFacts {
     /// The rotation request this Secret has acted on ("" when issued without one).
     pub rotation_request: Option<String>,
     pub rotated_at: Option<Timestamp>,
+    /// The seals of the current and previous values (`issuance`): a MAC, not a secret.
+    pub seal: Option<String>,
+    pub previous_seal: Option<String>,
     /// Whether the Secret has annotations at all (a patch adds to the map, or creates it).
     pub annotated: bool,
     /// The operator's labels on it, as `labels_digest` (0: none of them).
     pub labels: u64,
+}
+
+/// A controller owner reference, as far as the operator reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Controller {
+    /// The API group of the owner ("" for the core group).
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl SecretFacts {
+    pub fn controller_uid(&self) -> Option<&str> {
+        self.controller.as_ref().map(|c| c.uid.as_str())
+    }
 }
 
 /// The label keys the operator sets on the Secrets it generates (and puts back when they are
@@ -164,19 +184,26 @@ impl SecretFacts {
         let value = |key: &str| secret.data.as_ref()?.get(key).map(|b| digest(&b.0));
         let annotation = |key: &str| secret.metadata.annotations.as_ref()?.get(key).cloned();
         Self {
-            controller_uid: secret
+            controller: secret
                 .metadata
                 .owner_references
                 .iter()
                 .flatten()
                 .find(|r| r.controller == Some(true))
-                .map(|r| r.uid.clone()),
+                .map(|r| Controller {
+                    group: r.api_version.rsplit_once('/').map_or("", |(group, _)| group).to_owned(),
+                    kind: r.kind.clone(),
+                    name: r.name.clone(),
+                    uid: r.uid.clone(),
+                }),
             resource_version: secret.metadata.resource_version.clone(),
             current: value(KEY_CURRENT),
             previous: value(KEY_PREVIOUS),
             previous_expires: annotation(ANNOTATION_PREVIOUS_EXPIRES).and_then(|t| t.parse().ok()),
             rotation_request: annotation(ANNOTATION_ROTATION_REQUEST),
             rotated_at: annotation(ANNOTATION_ROTATED_AT).and_then(|t| t.parse().ok()),
+            seal: annotation(ANNOTATION_SEAL),
+            previous_seal: annotation(ANNOTATION_PREVIOUS_SEAL),
             annotated: secret.metadata.annotations.as_ref().is_some_and(|a| !a.is_empty()),
             labels: labels_digest(
                 secret
@@ -195,6 +222,26 @@ impl SecretFacts {
     }
 }
 
+#[cfg(test)]
+impl SecretFacts {
+    /// A Secret as the operator issues it for `holder` (under `IssuanceKey::for_tests`), its
+    /// controller `uid`, holding `value`.
+    pub fn issued_for(holder: &Holder<'_>, uid: &str, value: &[u8]) -> Self {
+        Self {
+            controller: Some(Controller {
+                group: crate::api::GROUP.into(),
+                kind: holder.kind.as_str().into(),
+                name: holder.name.into(),
+                uid: uid.into(),
+            }),
+            current: Some(digest(value)),
+            seal: Some(seal(&IssuanceKey::for_tests(), holder, &digest(value))),
+            rotation_request: Some(String::new()),
+            ..Default::default()
+        }
+    }
+}
+
 /// What to do with an object's generated Secret.
 #[derive(Debug, PartialEq)]
 pub enum SecretPlan {
@@ -202,20 +249,30 @@ pub enum SecretPlan {
     /// request present when the secret is first issued is satisfied by it).
     Issue {
         value: SecretValue,
+        /// The value's seal (`issuance::seal`).
+        seal: String,
         rotation_request: String,
     },
     /// Move the current value to `previous` and store a new one, if the Secret is still at
     /// `resource_version`.
     Rotate {
         value: SecretValue,
+        /// The new value's seal; the current seal becomes the previous one.
+        seal: String,
         request: String,
         rotated_at: Timestamp,
         expires: Timestamp,
         resource_version: Option<String>,
         annotated: bool,
     },
-    /// Remove the previous value, its grace period over.
-    DropPrevious { resource_version: Option<String> },
+    /// Remove the previous value, its grace period over (and its seal, if it has one).
+    DropPrevious {
+        resource_version: Option<String>,
+        sealed: bool,
+    },
+    /// Make the object the controller of a Secret that has none and holds a value issued
+    /// for it: a Secret restored from a backup with its owner references stripped.
+    Adopt { resource_version: Option<String> },
     /// Put the operator's labels back (someone else changed them); the data is not touched.
     Relabel,
     /// Nothing to do (including: someone else's Secret, or one without a value, left untouched).
@@ -226,16 +283,18 @@ pub enum SecretPlan {
 pub struct SecretInputs<'a> {
     /// The Secret's name, for messages.
     pub name: &'a str,
-    /// The owner's kind, for messages.
-    pub owner_kind: &'a str,
+    /// The object the Secret is for.
+    pub holder: Holder<'a>,
     pub owner_uid: Option<&'a str>,
+    /// The key the operator seals the values it issues with.
+    pub key: &'a IssuanceKey,
     /// The Secret as known (None: it does not exist).
     pub observed: Option<&'a SecretFacts>,
     /// The owner's rotation annotation.
     pub requested_rotation: Option<&'a str>,
-    /// Whether the owner's status shows a secret was issued before (then a missing Secret was
-    /// deleted by someone).
-    pub had_secret: bool,
+    /// The fingerprint of the secret the owner's status reports (Some: a secret was issued
+    /// before, so a missing Secret was deleted by someone).
+    pub reported_fingerprint: Option<&'a str>,
     /// A fresh value, drawn by the caller, used if one is issued.
     pub fresh: &'a SecretValue,
     /// The labels the Secret carries besides `managed-by` (`generated_labels`).
@@ -286,12 +345,15 @@ fn non_empty(request: Option<&str>) -> Option<String> {
 
 /// Decides what to do with an object's Secret: issue it, rotate it on request, drop the
 /// previous value after the grace period, or leave it as it is. A Secret the object does not
-/// control, or one without a value, is never written.
+/// control, one without a value and one whose value the operator did not issue are never
+/// written (they authenticate nobody: `issuance::vouches`), except that a Secret with no
+/// controller holding a value issued for this object is adopted (a restore).
 pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
     let name = inputs.name;
+    let owner_kind = inputs.holder.kind.as_str();
     let Some(facts) = inputs.observed else {
         let request = inputs.requested_rotation.unwrap_or_default().to_owned();
-        let event = if inputs.had_secret {
+        let event = if inputs.reported_fingerprint.is_some() {
             Event::warning(
                 Reason::SecretRecreated,
                 format!(
@@ -301,25 +363,35 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
         } else {
             Event::normal(Reason::SecretIssued, format!("issued a new secret into Secret {name}"))
         };
+        let digest = inputs.fresh.digest();
         return SecretOutcome {
             condition: issued(name),
-            fingerprint: Some(fingerprint_of(&inputs.fresh.digest())),
+            fingerprint: Some(fingerprint_of(&digest)),
             last_rotation_time: None,
             last_rotation_request: non_empty(Some(&request)),
             requeue_after: None,
             events: vec![event],
             plan: SecretPlan::Issue {
                 value: inputs.fresh.clone(),
+                seal: seal(inputs.key, &inputs.holder, &digest),
                 rotation_request: request,
             },
         };
     };
-    if inputs.owner_uid.is_none() || facts.controller_uid.as_deref() != inputs.owner_uid {
+    let sealed = current_issued(inputs.key, &inputs.holder, facts);
+    if inputs.owner_uid.is_none() || facts.controller_uid() != inputs.owner_uid {
+        if let (None, Some(current), true) = (&facts.controller, facts.current, sealed)
+            && inputs.owner_uid.is_some()
+            && inputs
+                .reported_fingerprint
+                .is_none_or(|f| f == fingerprint_of(&current))
+        {
+            return adopt(inputs, facts, &current);
+        }
         return SecretOutcome::refused(
             Reason::SecretConflict,
             format!(
-                "Secret {name} already exists and is not owned by this {}; it is left untouched. Delete or rename it to have a secret issued",
-                inputs.owner_kind
+                "Secret {name} already exists and is not owned by this {owner_kind}; it is left untouched. Delete or rename it to have a secret issued"
             ),
         );
     }
@@ -331,12 +403,21 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
             ),
         );
     };
+    if !sealed {
+        return SecretOutcome::refused(
+            Reason::SecretUnverified,
+            format!(
+                "Secret {name} holds a value this operator did not issue (written or changed by someone else, or sealed with another issuance key); it authenticates nobody and is left untouched. Delete it to have a new secret issued"
+            ),
+        );
+    }
     if let Some(request) = inputs
         .requested_rotation
         .filter(|r| Some(*r) != facts.rotation_request.as_deref())
     {
         let expires = inputs.now + SignedDuration::try_from(inputs.grace).unwrap_or(SignedDuration::ZERO);
-        let new_fingerprint = fingerprint_of(&inputs.fresh.digest());
+        let digest = inputs.fresh.digest();
+        let new_fingerprint = fingerprint_of(&digest);
         return SecretOutcome {
             condition: issued(name),
             fingerprint: Some(new_fingerprint.clone()),
@@ -346,6 +427,7 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
             events: vec![rotated_event(&new_fingerprint, &fingerprint_of(&current), expires)],
             plan: SecretPlan::Rotate {
                 value: inputs.fresh.clone(),
+                seal: seal(inputs.key, &inputs.holder, &digest),
                 request: request.to_owned(),
                 rotated_at: inputs.now,
                 expires,
@@ -354,20 +436,13 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
             },
         };
     }
-    let mut outcome = SecretOutcome {
-        plan: SecretPlan::Unchanged,
-        condition: issued(name),
-        fingerprint: Some(fingerprint_of(&current)),
-        last_rotation_time: facts.rotated_at.map(Time),
-        last_rotation_request: non_empty(facts.rotation_request.as_deref()),
-        requeue_after: None,
-        events: Vec::new(),
-    };
+    let mut outcome = kept(facts, &current, name);
     if let (Some(_), Some(expires)) = (facts.previous, facts.previous_expires) {
         let left = expires.duration_since(inputs.now);
         if left <= SignedDuration::ZERO {
             outcome.plan = SecretPlan::DropPrevious {
                 resource_version: facts.resource_version.clone(),
+                sealed: facts.previous_seal.is_some(),
             };
             outcome.events.push(Event::normal(
                 Reason::PreviousSecretRemoved,
@@ -381,6 +456,40 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
     if outcome.plan == SecretPlan::Unchanged && facts.labels != generated_labels_digest(inputs.labels) {
         outcome.plan = SecretPlan::Relabel;
     }
+    outcome
+}
+
+/// The outcome of a Secret kept as it is.
+fn kept(facts: &SecretFacts, current: &Digest, name: &str) -> SecretOutcome {
+    SecretOutcome {
+        plan: SecretPlan::Unchanged,
+        condition: issued(name),
+        fingerprint: Some(fingerprint_of(current)),
+        last_rotation_time: facts.rotated_at.map(Time),
+        last_rotation_request: non_empty(facts.rotation_request.as_deref()),
+        requeue_after: None,
+        events: Vec::new(),
+    }
+}
+
+/// A Secret with no controller whose value was issued for this object: restored from a
+/// backup whose tool stripped the owner references. Adopting it keeps every client working.
+/// Not when the owner reports another fingerprint: then this is an old value put back by
+/// someone, not a restore (a restore brings no status).
+fn adopt(inputs: &SecretInputs<'_>, facts: &SecretFacts, current: &Digest) -> SecretOutcome {
+    let mut outcome = kept(facts, current, inputs.name);
+    outcome.plan = SecretPlan::Adopt {
+        resource_version: facts.resource_version.clone(),
+    };
+    outcome.events.push(Event::normal(
+        Reason::SecretAdopted,
+        format!(
+            "adopted Secret {}, which holds a secret this operator issued for this {} (fingerprint {}): restored from a backup; clients keep working",
+            inputs.name,
+            inputs.holder.kind.as_str(),
+            fingerprint_of(current)
+        ),
+    ));
     outcome
 }
 
@@ -405,19 +514,29 @@ pub fn grace_period(text: &str) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::issuance::{HolderKind, verifies};
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()
     }
 
+    static KEY: std::sync::LazyLock<IssuanceKey> = std::sync::LazyLock::new(IssuanceKey::for_tests);
+
+    const JANE: Holder<'static> = Holder {
+        namespace: "t",
+        kind: HolderKind::CEUser,
+        name: "jane",
+    };
+
     fn inputs<'a>(observed: Option<&'a SecretFacts>, fresh: &'a SecretValue) -> SecretInputs<'a> {
         SecretInputs {
             name: "jane-user-secret",
-            owner_kind: "CEUser",
+            holder: JANE,
             owner_uid: Some("uid-jane"),
+            key: &KEY,
             observed,
             requested_rotation: None,
-            had_secret: false,
+            reported_fingerprint: None,
             fresh,
             labels: jane_labels(),
             grace: Duration::from_secs(60),
@@ -446,11 +565,18 @@ mod tests {
         labels_digest(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
+    /// Jane's Secret as the operator issued it, holding `current`.
     fn owned(current: &str) -> SecretFacts {
         SecretFacts {
-            controller_uid: Some("uid-jane".into()),
+            controller: Some(Controller {
+                group: crate::api::GROUP.into(),
+                kind: "CEUser".into(),
+                name: "jane".into(),
+                uid: "uid-jane".into(),
+            }),
             resource_version: Some("7".into()),
             current: Some(digest(current.as_bytes())),
+            seal: Some(seal(&KEY, &JANE, &digest(current.as_bytes()))),
             rotation_request: Some(String::new()),
             labels: generated_labels_digest(jane_labels()),
             ..Default::default()
@@ -488,11 +614,11 @@ mod tests {
         };
         assert_eq!(plan(&inputs(Some(&facts), &fresh)).plan, SecretPlan::Unchanged);
         // Someone else's Secret, or one without a value, is left untouched, labels and all.
-        let foreign = SecretFacts {
-            controller_uid: Some("uid-other".into()),
+        let mut foreign = SecretFacts {
             labels: 0,
             ..owned("v")
         };
+        foreign.controller.as_mut().unwrap().uid = "uid-other".into();
         assert_eq!(plan(&inputs(Some(&foreign), &fresh)).plan, SecretPlan::Unchanged);
         let invalid = SecretFacts {
             current: None,
@@ -535,8 +661,12 @@ mod tests {
         let fresh = SecretValue::from_static("new");
         let outcome = plan(&inputs(None, &fresh));
         assert!(
-            matches!(&outcome.plan, SecretPlan::Issue { value, rotation_request } if value == &fresh && rotation_request.is_empty())
+            matches!(&outcome.plan, SecretPlan::Issue { value, rotation_request, .. } if value == &fresh && rotation_request.is_empty())
         );
+        let SecretPlan::Issue { seal: issued_seal, .. } = &outcome.plan else {
+            unreachable!()
+        };
+        assert!(verifies(&KEY, &JANE, &fresh.digest(), Some(issued_seal)));
         assert_eq!(outcome.fingerprint, Some(fingerprint(b"new")));
         assert!(outcome.condition.status());
         assert_eq!(
@@ -548,7 +678,7 @@ mod tests {
         );
 
         let recreated = plan(&SecretInputs {
-            had_secret: true,
+            reported_fingerprint: Some("0123456789abcdef"),
             ..inputs(None, &fresh)
         });
         assert!(matches!(recreated.plan, SecretPlan::Issue { .. }));
@@ -569,8 +699,10 @@ mod tests {
     #[test]
     fn a_foreign_or_invalid_secret_is_left_untouched() {
         let fresh = SecretValue::from_static("new");
+        // No controller, and a value not issued for jane.
         let foreign = SecretFacts {
-            controller_uid: None,
+            controller: None,
+            seal: None,
             ..owned("x")
         };
         let outcome = plan(&inputs(Some(&foreign), &fresh));
@@ -579,10 +711,8 @@ mod tests {
         assert!(!outcome.condition.status());
         assert_eq!(outcome.fingerprint, None);
 
-        let other_owner = SecretFacts {
-            controller_uid: Some("someone-else".into()),
-            ..owned("x")
-        };
+        let mut other_owner = owned("x");
+        other_owner.controller.as_mut().unwrap().uid = "someone-else".into();
         assert_eq!(
             plan(&inputs(Some(&other_owner), &fresh)).condition.reason,
             Reason::SecretConflict
@@ -673,11 +803,121 @@ mod tests {
         assert_eq!(
             expired.plan,
             SecretPlan::DropPrevious {
-                resource_version: Some("7".into())
+                resource_version: Some("7".into()),
+                sealed: false,
             }
         );
         assert_eq!(expired.events[0].reason, Reason::PreviousSecretRemoved);
         assert_eq!(expired.fingerprint, Some(fingerprint(b"current")));
+    }
+
+    #[test]
+    fn a_value_the_operator_did_not_issue_is_reported_and_left_untouched() {
+        let fresh = SecretValue::from_static("new");
+        // Changed by hand (the seal is the old value's), planted at the generated name with
+        // jane as controller and no seal, or sealed for someone else.
+        let changed = SecretFacts {
+            current: Some(digest(b"chosen")),
+            ..owned("v")
+        };
+        let planted = SecretFacts {
+            seal: None,
+            ..owned("v")
+        };
+        let bobs = SecretFacts {
+            seal: Some(seal(&KEY, &Holder { name: "bob", ..JANE }, &digest(b"v"))),
+            ..owned("v")
+        };
+        for facts in [changed, planted, bobs] {
+            // Even when a rotation is requested: rotating would seal the unverified value as
+            // the previous one.
+            for requested_rotation in [None, Some("r9")] {
+                let outcome = plan(&SecretInputs {
+                    requested_rotation,
+                    ..inputs(Some(&facts), &fresh)
+                });
+                assert_eq!(outcome.plan, SecretPlan::Unchanged);
+                assert_eq!(outcome.condition.reason, Reason::SecretUnverified);
+                assert!(!outcome.condition.status());
+                assert_eq!(
+                    outcome.fingerprint, None,
+                    "an unverified value has no fingerprint in status"
+                );
+                assert!(outcome.condition.message.contains("Delete it"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_restored_secret_is_adopted_and_a_planted_one_is_not() {
+        let fresh = SecretValue::from_static("new");
+        // A restore: owner references stripped, seal kept, the owner's status empty.
+        let restored = SecretFacts {
+            controller: None,
+            ..owned("v")
+        };
+        let outcome = plan(&inputs(Some(&restored), &fresh));
+        assert_eq!(
+            outcome.plan,
+            SecretPlan::Adopt {
+                resource_version: Some("7".into())
+            }
+        );
+        assert_eq!(outcome.fingerprint, Some(fingerprint(b"v")), "the value is kept");
+        assert_eq!(outcome.events[0].reason, Reason::SecretAdopted);
+        assert!(outcome.condition.status());
+        // The owner reports this very value (the status came back too): adopted.
+        let same = plan(&SecretInputs {
+            reported_fingerprint: Some(&fingerprint(b"v")),
+            ..inputs(Some(&restored), &fresh)
+        });
+        assert!(matches!(same.plan, SecretPlan::Adopt { .. }));
+        // The owner reports another value: an old value put back, not a restore.
+        let replayed = plan(&SecretInputs {
+            reported_fingerprint: Some(&fingerprint(b"newer")),
+            ..inputs(Some(&restored), &fresh)
+        });
+        assert_eq!(replayed.condition.reason, Reason::SecretConflict);
+        // No seal, or a seal for someone else: planted, never adopted.
+        for seal_of in [None, Some(seal(&KEY, &Holder { name: "bob", ..JANE }, &digest(b"v")))] {
+            let planted = SecretFacts {
+                seal: seal_of,
+                ..restored.clone()
+            };
+            let outcome = plan(&inputs(Some(&planted), &fresh));
+            assert_eq!(outcome.plan, SecretPlan::Unchanged);
+            assert_eq!(outcome.condition.reason, Reason::SecretConflict);
+        }
+        // A Secret controlled by another object is never taken, sealed or not.
+        let mut other = owned("v");
+        other.controller.as_mut().unwrap().uid = "uid-before-restore".into();
+        assert_eq!(
+            plan(&inputs(Some(&other), &fresh)).condition.reason,
+            Reason::SecretConflict
+        );
+    }
+
+    #[test]
+    fn a_rotation_seals_the_new_value_and_the_drop_removes_the_previous_seal() {
+        let fresh = SecretValue::from_static("new");
+        let outcome = plan(&SecretInputs {
+            requested_rotation: Some("r1"),
+            ..inputs(Some(&owned("current")), &fresh)
+        });
+        let SecretPlan::Rotate { seal: new_seal, .. } = &outcome.plan else {
+            panic!("expected a rotation, got {:?}", outcome.plan)
+        };
+        assert!(verifies(&KEY, &JANE, &digest(b"new"), Some(new_seal)));
+        let rotated = SecretFacts {
+            previous: Some(digest(b"current")),
+            previous_expires: Some(at(900)),
+            previous_seal: owned("current").seal,
+            ..owned("new")
+        };
+        assert!(matches!(
+            plan(&inputs(Some(&rotated), &fresh)).plan,
+            SecretPlan::DropPrevious { sealed: true, .. }
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! cluster: which account is the default, which user holds an e-mail, which role bindings
 //! take effect.
 
-use std::{cmp::Ordering, collections::BTreeSet};
+use std::{cmp::Ordering, collections::BTreeSet, sync::Arc};
 
 use kube::{Resource, ResourceExt};
 
@@ -33,24 +33,37 @@ pub fn is_controlled_by<K: Resource>(obj: &K, owner_uid: Option<&str>) -> bool {
     })
 }
 
-/// The default account among an organization's accounts (`org_uid` is the organization's):
-/// the oldest that declares `default: true`, where accounts someone declared rank before the
-/// one the operator created for the organization. The operator creates one only when none
-/// is declared; a declared one that lands later (a multi-document apply racing the
-/// operator) still wins.
-pub fn default_account<'a, A>(accounts: impl IntoIterator<Item = &'a A>, org_uid: Option<&str>) -> Option<&'a Account>
-where
-    A: std::borrow::Borrow<Account> + 'a,
-{
-    accounts
-        .into_iter()
-        .map(std::borrow::Borrow::borrow)
-        .filter(|a| a.spec.default)
-        .min_by(|a, b| {
-            is_controlled_by(*a, org_uid)
-                .cmp(&is_controlled_by(*b, org_uid))
-                .then_with(|| by_age(*a, *b))
-        })
+/// The accounts that may be an organization's default: those declaring `default: true`
+/// (others are ignored), and the names of those that hold users.
+#[derive(Clone, Debug, Default)]
+pub struct DefaultCandidates {
+    pub accounts: Vec<Arc<Account>>,
+    pub with_users: BTreeSet<String>,
+}
+
+impl DefaultCandidates {
+    /// Candidates none of which holds users.
+    pub fn empty(accounts: Vec<Arc<Account>>) -> Self {
+        Self {
+            accounts,
+            with_users: BTreeSet::new(),
+        }
+    }
+
+    /// The default account (`org_uid` is the organization's): the oldest that declares
+    /// `default: true`, where accounts someone declared rank before the one the operator
+    /// created for the organization while that one holds no users. The operator creates one
+    /// only when none is declared; a declared one that lands later (a multi-document apply
+    /// racing the operator) still wins, but never takes the default away from users already
+    /// in the generated one (the owner, an org-admin).
+    pub fn default_account(&self, org_uid: Option<&str>) -> Option<&Account> {
+        let supersedable = |a: &Account| is_controlled_by(a, org_uid) && !self.with_users.contains(&a.name_any());
+        self.accounts
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|a| a.spec.default)
+            .min_by(|a, b| supersedable(a).cmp(&supersedable(b)).then_with(|| by_age(*a, *b)))
+    }
 }
 
 /// The system role of a user: `org` in the default account, `default-user` elsewhere.
@@ -259,6 +272,13 @@ mod tests {
         )
     }
 
+    /// The default among `accounts`, none of which holds users.
+    fn default_account(accounts: &[Account], org_uid: Option<&str>) -> Option<String> {
+        DefaultCandidates::empty(accounts.iter().cloned().map(Arc::new).collect())
+            .default_account(org_uid)
+            .map(ResourceExt::name_any)
+    }
+
     #[test]
     fn the_oldest_declared_default_account_wins_whatever_the_order() {
         let accounts = [
@@ -266,9 +286,9 @@ mod tests {
             account("plain", false, 1),
             account("a-older", true, 10),
         ];
-        assert_eq!(default_account(&accounts, None).unwrap().name_any(), "a-older");
+        assert_eq!(default_account(&accounts, None).unwrap(), "a-older");
         let reversed: Vec<_> = accounts.iter().rev().cloned().collect();
-        assert_eq!(default_account(&reversed, None).unwrap().name_any(), "a-older");
+        assert_eq!(default_account(&reversed, None).unwrap(), "a-older");
         assert!(default_account(&[account("plain", false, 1)], None).is_none());
     }
 
@@ -285,13 +305,19 @@ mod tests {
                 block_owner_deletion: Some(true),
             }]);
         let accounts = [generated.clone(), account("declared-later", true, 5)];
-        assert_eq!(
-            default_account(&accounts, Some("org-uid")).unwrap().name_any(),
-            "declared-later"
-        );
+        assert_eq!(default_account(&accounts, Some("org-uid")).unwrap(), "declared-later");
         // Without a declared one, the generated one is the default.
         assert_eq!(
-            default_account(&[generated], Some("org-uid")).unwrap().name_any(),
+            default_account(&[generated.clone()], Some("org-uid")).unwrap(),
+            "acme-default"
+        );
+        // Once the generated one holds users, a declared one no longer takes it over.
+        let in_use = DefaultCandidates {
+            accounts: accounts.iter().cloned().map(Arc::new).collect(),
+            with_users: BTreeSet::from(["acme-default".to_owned()]),
+        };
+        assert_eq!(
+            in_use.default_account(Some("org-uid")).unwrap().name_any(),
             "acme-default"
         );
     }
@@ -299,7 +325,7 @@ mod tests {
     #[test]
     fn same_age_is_broken_by_name() {
         let accounts = [account("zeta", true, 10), account("alpha", true, 10)];
-        assert_eq!(default_account(&accounts, None).unwrap().name_any(), "alpha");
+        assert_eq!(default_account(&accounts, None).unwrap(), "alpha");
     }
 
     #[test]

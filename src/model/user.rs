@@ -12,10 +12,11 @@ use kube::{Resource, ResourceExt};
 use super::{
     Action, Decision,
     conditions::{self, ConditionType, Desired, Reason},
+    issuance::{Holder, HolderKind, IssuanceKey},
     names::{self, LABEL_ACCOUNT, LABEL_ORGANIZATION, LABEL_SECRET_OF, LABEL_USER},
     privileges::Matrix,
     secrets::{self, SecretFacts, SecretInputs, SecretValue},
-    tenancy::{self, BoundUser},
+    tenancy::{self, BoundUser, DefaultCandidates},
 };
 use crate::api::{
     Account, CEUser, CEUserStatus, Organization, Privilege, PrivilegeScopes, Role, RoleBinding, RoleScope, SecretRef,
@@ -63,9 +64,8 @@ pub struct IdentityInputs<'a> {
     pub account: Option<&'a Account>,
     /// The account's organization.
     pub organization: Option<&'a Organization>,
-    /// The organization's accounts, at least those declaring `default: true` (to tell the
-    /// default account).
-    pub org_accounts: &'a [Arc<Account>],
+    /// The organization's candidates for its default account (to tell the default account).
+    pub default_candidates: &'a DefaultCandidates,
     /// The user's RoleBindings.
     pub bindings: &'a [Arc<RoleBinding>],
     /// The users of the same organization with the same e-mail (case-insensitively), this one
@@ -97,7 +97,9 @@ pub fn identity(inputs: &IdentityInputs<'_>) -> Result<Identity, Desired> {
             ),
         ));
     };
-    let in_default = tenancy::default_account(inputs.org_accounts, org.meta().uid.as_deref())
+    let in_default = inputs
+        .default_candidates
+        .default_account(org.meta().uid.as_deref())
         .is_some_and(|d| d.name_any() == *account_name);
     let system_role = tenancy::system_role(in_default);
     let verdicts: Vec<_> = inputs
@@ -167,6 +169,8 @@ pub struct Inputs<'a> {
     pub secret: Option<&'a SecretFacts>,
     /// A fresh value, drawn by the caller, used if a secret is issued.
     pub fresh_secret: &'a SecretValue,
+    /// The key the operator seals the values it issues with.
+    pub issuance_key: &'a IssuanceKey,
     pub namespace_terminating: bool,
     pub now: Timestamp,
 }
@@ -179,6 +183,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
         return Decision::status(previous);
     }
     let name = user.name_any();
+    let ns = user.namespace().unwrap_or_default();
     let mut status = CEUserStatus {
         observed_generation: user.meta().generation,
         ..Default::default()
@@ -205,11 +210,16 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
                     let labels = user_secret_labels(&identity.organization, &identity.account, &name);
                     let outcome = secrets::plan(&SecretInputs {
                         name: &secret_name,
-                        owner_kind: "CEUser",
+                        holder: Holder {
+                            namespace: &ns,
+                            kind: HolderKind::CEUser,
+                            name: &name,
+                        },
                         owner_uid: user.meta().uid.as_deref(),
+                        key: inputs.issuance_key,
                         observed: inputs.secret,
                         requested_rotation: user.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
-                        had_secret: previous.secret_fingerprint.is_some(),
+                        reported_fingerprint: previous.secret_fingerprint.as_deref(),
                         fresh: inputs.fresh_secret,
                         labels: &labels,
                         grace: secrets::grace_period(&org.spec.security.rotation_grace_period),
@@ -272,6 +282,12 @@ mod tests {
     use crate::model::{SecretPlan, fixtures::*};
     use Privilege::*;
 
+    const JANE: Holder<'static> = Holder {
+        namespace: NS,
+        kind: HolderKind::CEUser,
+        name: "jane",
+    };
+
     /// The digest of the labels of jane's Secret (account eu of acme).
     fn jane_labels() -> u64 {
         secrets::generated_labels_digest(&user_secret_labels("acme", "eu", "jane"))
@@ -303,7 +319,7 @@ mod tests {
             user,
             account,
             organization: Some(&w.org),
-            org_accounts: &w.accounts,
+            default_candidates: &DefaultCandidates::empty(w.accounts.clone()),
             bindings,
             same_email: &[],
         })
@@ -435,12 +451,13 @@ mod tests {
                 user,
                 account,
                 organization,
-                org_accounts: &w.accounts,
+                default_candidates: &DefaultCandidates::empty(w.accounts.clone()),
                 bindings: &[],
                 same_email,
             },
             secret,
             fresh_secret: &SecretValue::from_static("fresh"),
+            issuance_key: &IssuanceKey::for_tests(),
             namespace_terminating: false,
             now: at(100),
         })
@@ -465,6 +482,7 @@ mod tests {
                     SecretPlan::Issue { .. } => "issue",
                     SecretPlan::Rotate { .. } => "rotate",
                     SecretPlan::DropPrevious { .. } => "drop",
+                    SecretPlan::Adopt { .. } => "adopt",
                     SecretPlan::Relabel => "relabel",
                     SecretPlan::Unchanged => "unchanged",
                 }),
@@ -479,11 +497,8 @@ mod tests {
         let jane = user("jane", "eu", "jane@acme.example");
         let eu = w.accounts[1].as_ref();
         let owned = SecretFacts {
-            controller_uid: Some("uid-jane".into()),
-            current: Some(secrets::digest(b"value")),
-            rotation_request: Some(String::new()),
             labels: jane_labels(),
-            ..Default::default()
+            ..SecretFacts::issued_for(&JANE, "uid-jane", b"value")
         };
         let older = arcs(&[aged(user("first", "hq", "jane@acme.example"), 0), jane.clone()]);
         let foreign = SecretFacts::default();
@@ -576,11 +591,8 @@ mod tests {
         let eu = w.accounts[1].as_ref();
         let mut jane = user("jane", "eu", "jane@acme.example");
         let owned = SecretFacts {
-            controller_uid: Some("uid-jane".into()),
-            current: Some(secrets::digest(b"value")),
-            rotation_request: Some(String::new()),
             labels: jane_labels(),
-            ..Default::default()
+            ..SecretFacts::issued_for(&JANE, "uid-jane", b"value")
         };
         let first = decide_for(&w, &jane, Some(eu), Some(&w.org), Some(&owned), &[]);
         jane.status = Some(first.status);

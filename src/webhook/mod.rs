@@ -23,7 +23,7 @@ use crate::{
     api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding},
     cache::{
         Cache,
-        resolve::{Parent, ResolvedIdentity, members},
+        resolve::{self, Parent, ResolvedIdentity, members},
     },
     metrics::{AdmissionLabels, Metrics},
     model::{
@@ -240,7 +240,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
                 admission::account_findings(&account::Inputs {
                     account,
                     organization: organization.as_deref(),
-                    siblings: &siblings,
+                    default_candidates: &resolve::candidates(cache, &ns, siblings),
                     users: &[],
                     bindings: &[],
                     namespace_terminating: false,
@@ -279,16 +279,16 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
                 let account = user.as_ref().and_then(|u| cache.account(&ns, &u.spec.account_ref.name));
                 let org = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
                 let organization = org.as_deref().and_then(|o| cache.organization(&ns, o));
-                let org_accounts = org
+                let default_candidates = org
                     .as_deref()
-                    .map(|o| cache.default_account_candidates(&ns, o))
+                    .map(|o| resolve::default_candidates(cache, &ns, o))
                     .unwrap_or_default();
                 admission::binding_findings(&role_binding::Inputs {
                     binding,
                     user: user.as_deref(),
                     account: account.as_deref(),
                     organization: organization.as_deref(),
-                    org_accounts: &org_accounts,
+                    default_candidates: &default_candidates,
                     now: crate::controller::now(),
                 })
             };
@@ -373,7 +373,7 @@ fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) 
                     &binding,
                     &org_name,
                     &bindings,
-                    &cache.accounts_of(ns, &org_name),
+                    &resolve::candidates(cache, ns, cache.accounts_of(ns, &org_name)),
                     org.uid().as_deref(),
                 )
             }),

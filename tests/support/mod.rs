@@ -303,6 +303,10 @@ impl Operator {
                 namespace.as_deref().unwrap_or("default").to_owned(),
             ),
             ("--webhook-config-name", webhook_config_name(log_name)),
+            (
+                "--issuance-key-namespace",
+                namespace.as_deref().unwrap_or("default").to_owned(),
+            ),
             ("--authz-addr", "127.0.0.1:0".to_owned()),
         ];
         let mut args: Vec<String> = Vec::new();
