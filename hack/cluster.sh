@@ -77,6 +77,26 @@ EXT
   client_cert operator "/O=system:masters/CN=ce-operator"
   client_cert controller-manager "/CN=system:kube-controller-manager"
   client_cert scheduler "/CN=system:kube-scheduler"
+  # The API server's identity towards admission webhooks (its admission configuration presents
+  # it to every webhook): the operator's webhook answers only this name (--webhook-client-name).
+  client_cert webhook-client "/CN=ce-webhook-client"
+  cat >admission-kubeconfig.yaml <<YAML
+apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user: {client-certificate: $pki/webhook-client.crt, client-key: $pki/webhook-client.key}
+YAML
+  cat >admission.yaml <<YAML
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $pki/admission-kubeconfig.yaml
+YAML
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   cd - >/dev/null
@@ -135,6 +155,7 @@ start_apiserver() {
     --api-audiences=https://kubernetes.default.svc.cluster.local \
     --authorization-mode="$authz" \
     --enable-admission-plugins="$admission" \
+    --admission-control-config-file="$pki/admission.yaml" \
     --service-cluster-ip-range=10.96.0.0/16 \
     --profiling="${CE_APISERVER_PROFILING:-false}" --enable-garbage-collector=true \
     --etcd-prefix="/registry" \

@@ -280,9 +280,24 @@ check "no webhook configuration is left" bash -c "! kubectl get validatingwebhoo
 check "a CE write is admitted with the operator gone" bash -c "kubectl -n tenants label ceuser jane e2e=after-uninstall --overwrite >/dev/null"
 check "the CRDs stay" kubectl get crd ceusers.ce.tenancy.io organizations.ce.tenancy.io
 check "the tenants' Secrets stay" kubectl -n tenants get secret jane-user-secret acme-org-secret
-log "helm install again"
-helm_install >"$work/reinstall.log" 2>&1 && pass "helm install again" || fail "helm install again: $(tail -n 3 "$work/reinstall.log")"
+log "helm install again, the webhook answering only the API server (its client certificate, signed by the cluster CA)"
+helm_install --set webhook.clientAuth.caConfigMap=kube-root-ca.crt --set 'webhook.clientAuth.names={ce-webhook-client}' \
+  >"$work/reinstall.log" 2>&1 && pass "helm install again" || fail "helm install again: $(tail -n 3 "$work/reinstall.log")"
 eventually "the tenant is Ready again" 120 tenant_ready
+check "a violation applied with kubectl is refused by the webhook, which admits only the API server" refused
+webhook_ip=$(kubectl -n "$ns" get svc "$release-webhook" -o jsonpath='{.spec.clusterIP}')
+# review_code [CERT]: the HTTP status of an empty review POSTed to the webhook's Service from
+# this machine, with the test cluster's client certificate CERT (000: no answer at all).
+review_code() {
+  local cert=()
+  [[ -n ${1:-} ]] && cert=(--cert "$dir/pki/$1.crt" --key "$dir/pki/$1.key")
+  curl -sk --max-time 5 -o /dev/null -w '%{http_code}' "${cert[@]}" -H 'content-type: application/json' \
+    --data '{}' "https://$webhook_ip/validate" || true
+}
+check "a review from elsewhere gets no answer (no client certificate)" test "$(review_code)" = 000
+check "... nor with a cluster user's certificate" test "$(review_code admin)" = 000
+api_server_answered() { [[ $(review_code webhook-client) != 000 ]]; }
+check "... but the API server's certificate is" api_server_answered
 check "jane's secret was not re-issued" test "$(digest "$(secret_of jane-user-secret)")" = "$jane_before"
 check "acme's secret was not re-issued" test "$(digest "$(secret_of acme-org-secret)")" = "$acme_before"
 check "jane's fingerprint is unchanged" test "$(kubectl -n tenants get ceuser jane -o jsonpath='{.status.secretFingerprint}')" = "$fingerprint_before"

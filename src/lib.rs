@@ -6,6 +6,7 @@ pub mod authz;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod client_auth;
 pub mod controller;
 pub mod crdgen;
 pub mod metrics;

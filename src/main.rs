@@ -179,6 +179,20 @@ struct WebhookArgs {
     /// else such as cert-manager (external: the operator only serves what the Secret holds).
     #[arg(long = "webhook-certs", env = "CE_WEBHOOK_CERTS", value_enum, default_value_t = CertManagement::Operator)]
     certs: CertManagement,
+    /// Answer only clients with a certificate of this CA bundle (PEM): the API server, as its
+    /// admission configuration presents one. Unset: any client that reaches the port.
+    #[arg(long = "webhook-client-ca-file", env = "CE_WEBHOOK_CLIENT_CA_FILE")]
+    client_ca: Option<std::path::PathBuf>,
+    /// With --webhook-client-ca-file: the names (common name or DNS name) a client
+    /// certificate must carry, e.g. the API server's webhook client. Repeat, or separate with
+    /// commas; unset: any certificate of the CA.
+    #[arg(
+        long = "webhook-client-name",
+        env = "CE_WEBHOOK_CLIENT_NAMES",
+        value_delimiter = ',',
+        requires = "client_ca"
+    )]
+    client_names: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -260,6 +274,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 validity: args.webhook.validity,
                 managed: matches!(args.webhook.certs, CertManagement::Operator),
             },
+            client_auth: args.webhook.client_ca.map(|ca_file| ce_operator::webhook::ClientAuth {
+                ca_file,
+                names: args.webhook.client_names,
+            }),
         }),
         authz: args.authz.then(|| ce_operator::authz::Options {
             addr: args.authz_addr,

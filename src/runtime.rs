@@ -94,6 +94,8 @@ pub struct LeaderElection {
 pub struct Webhook {
     pub addr: SocketAddr,
     pub tls: tls::Options,
+    /// Only these clients get answers (None: any that reaches the port).
+    pub client_auth: Option<webhook::ClientAuth>,
 }
 
 #[derive(Clone, Debug)]
@@ -215,7 +217,14 @@ pub async fn run(
             serving.clone(),
             metrics.clone(),
         )));
-        let served = webhook::serve(listener, cache.clone(), metrics.clone(), serving, shutdown.clone());
+        let served = webhook::serve(
+            listener,
+            cache.clone(),
+            metrics.clone(),
+            serving,
+            hook.client_auth.clone(),
+            shutdown.clone(),
+        );
         background.push(tokio::spawn(async move {
             if let Err(e) = served.await {
                 error!(error = %e, "the admission webhook stopped");

@@ -189,8 +189,10 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         rendered
     };
     render_and_dry_run("serviceMonitor.enabled=false");
-    let rendered =
-        render_and_dry_run("authz.grpc.enabled=true,authz.tls.secretName=gateway-tls,authz.tls.clientCAKey=ca.crt");
+    let rendered = render_and_dry_run(
+        "authz.grpc.enabled=true,authz.tls.secretName=gateway-tls,authz.tls.clientCAKey=ca.crt,\
+         webhook.clientAuth.caConfigMap=kube-root-ca.crt,webhook.clientAuth.names={ce-webhook-client}",
+    );
     // ... with flags the operator has, and the Secret mounted where they point.
     let help = Command::new(env!("CARGO_BIN_EXE_ce-operator"))
         .args(["run", "--help"])
@@ -202,6 +204,8 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         "--authz-tls-cert-file=/etc/ce-operator/authz-tls/tls.crt",
         "--authz-tls-key-file=/etc/ce-operator/authz-tls/tls.key",
         "--authz-tls-client-ca-file=/etc/ce-operator/authz-tls/ca.crt",
+        "--webhook-client-ca-file=/etc/ce-operator/webhook-client-ca/ca.crt",
+        "--webhook-client-name=ce-webhook-client",
     ] {
         assert!(rendered.contains(arg), "{arg} not rendered");
         let flag = arg.split('=').next().unwrap();
@@ -211,6 +215,8 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         "secretName: gateway-tls",
         "mountPath: /etc/ce-operator/authz-tls",
         "name: grpc-authz",
+        "mountPath: /etc/ce-operator/webhook-client-ca",
+        "name: kube-root-ca.crt",
     ] {
         assert!(rendered.contains(expected), "{expected} not rendered");
     }
@@ -452,7 +458,15 @@ async fn the_secret_guard_lets_only_the_operator_and_the_restore_identity_write_
     // The API server loads a new policy within a second or so: wait until it bites (a dry
     // run, so that nothing is written before it does).
     support::wait_until("the secret guard to be in force", TIMEOUT, || async {
-        let dry_run = ["create", "--dry-run=server", "-n", &tenants.name, &format!("--as={tenant}"), "-f", "-"];
+        let dry_run = [
+            "create",
+            "--dry-run=server",
+            "-n",
+            &tenants.name,
+            &format!("--as={tenant}"),
+            "-f",
+            "-",
+        ];
         guarded(support::kubectl_with_input(&dry_run, &labelled))
     })
     .await;

@@ -603,3 +603,82 @@ async fn a_declared_default_account_never_takes_the_default_from_the_owner() {
     let acme = orgs.get("acme").await.unwrap();
     assert!(acme.has_condition("AdminPresent", "True", "OrgAdminPresent"));
 }
+
+/// POSTs `review` to the webhook at `addr` with curl, presenting the client certificate
+/// `client` of the test cluster's PKI (its file stem) if any: the HTTP status (0: no answer,
+/// the TLS handshake refused) and the body.
+fn post_review(addr: &str, review: &str, client: Option<&str>) -> (u16, String) {
+    let pki = support::cluster_ca_path().parent().unwrap().to_owned();
+    let mut curl = std::process::Command::new("curl");
+    curl.args([
+        "-sk",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+    ])
+    .args(["--max-time", "10", "--data-binary", review])
+    .arg(format!("https://{addr}/validate"));
+    if let Some(stem) = client {
+        curl.arg("--cert").arg(pki.join(format!("{stem}.crt")));
+        curl.arg("--key").arg(pki.join(format!("{stem}.key")));
+    }
+    let out = curl.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Issue 26 (Medium): the webhook answered any AdmissionReview, so a pod with no RBAC
+/// learnt who holds an e-mail in any namespace (the refusal names the user). Now only the
+/// API server gets answers: a client certificate of the cluster's CA with the name its
+/// admission configuration presents. Without one, or with another user's certificate of the
+/// same CA, the handshake is refused; the API server's own reviews still work.
+#[tokio::test]
+async fn only_the_api_server_gets_answers_from_the_webhook() {
+    let (ns, operator, _webhook) = setup("webhook-clients").await;
+    converge_tenant(&ns).await;
+    let addr = operator.webhook_addr().await;
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "4b1d0000-0000-0000-0000-000000000001",
+            "kind": {"group": "ce.tenancy.io", "version": "v1alpha1", "kind": "CEUser"},
+            "resource": {"group": "ce.tenancy.io", "version": "v1alpha1", "resource": "ceusers"},
+            "operation": "CREATE",
+            "namespace": ns.name,
+            "name": "probe",
+            "userInfo": {"username": "curious-pod"},
+            "object": {
+                "apiVersion": "ce.tenancy.io/v1alpha1",
+                "kind": "CEUser",
+                "metadata": {"name": "probe", "namespace": ns.name},
+                "spec": {"accountRef": {"name": "hq"}, "email": "sam@acme.example"},
+            },
+        },
+    })
+    .to_string();
+    // The API server's identity: answered, and the answer is the leak.
+    let (code, body) = post_review(&addr, &review, Some("webhook-client"));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("sam"),
+        "the answer names the holder of the e-mail: {body}"
+    );
+    // Anyone else: no answer at all.
+    for client in [None, Some("admin"), Some("operator")] {
+        let (code, body) = post_review(&addr, &review, client);
+        assert_eq!(code, 0, "client {client:?} got an answer: {body}");
+    }
+    // The API server's reviews go on: a duplicate e-mail through kubectl is refused by it.
+    let out = kubectl_with_input(
+        &["-n", &ns.name, "apply", "-f", "-"],
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {name: probe}\nspec: {accountRef: {name: hq}, email: sam@acme.example}\n",
+    );
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("denied the request") && said.contains("sam"), "{said}");
+}

@@ -10,9 +10,7 @@ use std::{
 };
 
 use rustls::{
-    RootCertStore,
-    pki_types::{CertificateDer, pem::PemObject},
-    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
 use tokio_rustls::TlsAcceptor;
@@ -124,15 +122,9 @@ pub fn acceptor(files: &Files) -> Result<TlsAcceptor, Error> {
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = RootCertStore::empty();
             let pem = read("client CA", path)?;
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| tls_error("client CA", path, e))?;
-                roots.add(cert).map_err(|e| tls_error("client CA", path, e))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| tls_error("client CA", path, e))?;
+            let verifier =
+                crate::client_auth::verifier(&pem, &[], provider).map_err(|e| tls_error("client CA", path, e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -151,6 +143,8 @@ fn tls_error(what: &'static str, path: &Path, e: impl std::fmt::Display) -> Erro
 
 #[cfg(test)]
 mod tests {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+
     use super::*;
 
     fn pair(name: &str) -> (String, String) {

@@ -40,6 +40,17 @@ pub enum Error {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("webhook TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot use the webhook's client CA {path}: {reason}")]
+    ClientCa { path: std::path::PathBuf, reason: String },
+}
+
+/// Who may call the webhook: clients with a certificate of this CA bundle (PEM) that names
+/// one of `names` (any name when empty). The API server presents one when its admission
+/// configuration says so (README, "Admission webhook"). The bundle is read at start.
+#[derive(Clone, Debug)]
+pub struct ClientAuth {
+    pub ca_file: std::path::PathBuf,
+    pub names: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -55,19 +66,32 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|source| Error::Listen { addr, source })
 }
 
-/// Serves `/validate` until `shutdown`, with the certificate `serving` holds.
+/// Serves `/validate` until `shutdown`, with the certificate `serving` holds, to the clients
+/// `client_auth` admits (None: any).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
     serving: Arc<tls::ServingCert>,
+    client_auth: Option<ClientAuth>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(serving);
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match &client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let refused = |reason: String| Error::ClientCa {
+                path: auth.ca_file.clone(),
+                reason,
+            };
+            let pem = std::fs::read_to_string(&auth.ca_file).map_err(|e| refused(e.to_string()))?;
+            builder
+                .with_client_cert_verifier(crate::client_auth::verifier(&pem, &auth.names, provider).map_err(refused)?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(serving);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     if let Ok(bound) = listener.local_addr() {

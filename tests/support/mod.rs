@@ -74,6 +74,11 @@ pub fn operator_kubeconfig_path() -> PathBuf {
     kubeconfig_path().with_file_name("operator.kubeconfig")
 }
 
+/// The test cluster's CA (hack/cluster.sh), which signs its client certificates.
+pub fn cluster_ca_path() -> PathBuf {
+    kubeconfig_path().with_file_name("pki").join("ca.crt")
+}
+
 /// A client for the test cluster. Each test makes its own: a client is tied to the runtime
 /// that created it, and every `#[tokio::test]` has its own runtime.
 pub async fn client() -> Client {
@@ -307,6 +312,10 @@ impl Operator {
                 "--issuance-key-namespace",
                 namespace.as_deref().unwrap_or("default").to_owned(),
             ),
+            // Only the API server gets answers: it presents this client certificate to every
+            // webhook (hack/cluster.sh, its admission configuration).
+            ("--webhook-client-ca-file", cluster_ca_path().display().to_string()),
+            ("--webhook-client-name", "ce-webhook-client".to_owned()),
             ("--authz-addr", "127.0.0.1:0".to_owned()),
         ];
         let mut args: Vec<String> = Vec::new();
