@@ -53,6 +53,8 @@ pub enum Error {
     Webhook(#[from] webhook::Error),
     #[error(transparent)]
     Authz(#[from] authz::Error),
+    #[error("the {kind} watch stopped ({why}); its cache would no longer follow the cluster")]
+    WatchStopped { kind: String, why: String },
     #[error("cannot read or create the issuance key Secret {namespace}/{name}: {source}")]
     IssuanceKey {
         namespace: String,
@@ -188,7 +190,7 @@ pub async fn run(
     let (cache, writers) = Cache::new(options.namespace.clone(), key);
     let mut hooks = Hooks::default();
     let controllers = Controllers::wire(&mut hooks);
-    let watches = Cache::start(&cache, &client, options.initial_list, writers, hooks);
+    let mut watches = Cache::start(&cache, &client, options.initial_list, writers, hooks);
 
     let listener = listen(options.http_addr).await?;
     let bound = listener.local_addr().map_err(|source| Error::Listen {
@@ -242,17 +244,29 @@ pub async fn run(
         metrics: metrics.clone(),
     };
 
-    let result = match &options.leader_election {
-        None => {
-            if synced(&cache, &shutdown).await {
-                leader.lead(controllers, shutdown.clone()).await;
+    let run = async {
+        match &options.leader_election {
+            None => {
+                if synced(&cache, &shutdown).await {
+                    leader.lead(controllers, shutdown.clone()).await;
+                }
+                Ok(())
             }
-            Ok(())
+            Some(election) => run_as_leader(client, controllers, leader, election, standby, shutdown.clone()).await,
         }
-        Some(election) => run_as_leader(client, controllers, leader, election, standby, shutdown.clone()).await,
+    };
+    // A watch that stops (a panic) would leave its kind's cache frozen while the webhook, the
+    // authorization endpoint and the controllers go on deciding from it: the process exits
+    // instead (with an error the kubelet restarts it on), and a fresh start lists again.
+    let result = tokio::select! {
+        result = run => result,
+        (kind, why) = crate::cache::first_stopped(&mut watches) => {
+            error!(kind, why, "a watch stopped: exiting, so that a restart lists every kind again");
+            Err(Error::WatchStopped { kind, why })
+        }
     };
     metrics.leader.set(0);
-    for task in watches.into_iter().chain(background) {
+    for task in watches.into_iter().map(|w| w.task).chain(background) {
         task.abort();
     }
     let _ = server.await;

@@ -310,8 +310,10 @@ spec: {accountRef: {name: acme-default}, email: jane@acme.example}
     wait_ready(&bindings, "jane-org-admin").await;
     wait_ready(&accounts, "globex-default").await;
 
-    // A declared default account lands: it is the default now. jane's account is an ordinary
-    // one (it keeps her, so it stays), her system role follows and org-admin is refused.
+    // Declared default accounts land. globex's generated one holds no users: the declared
+    // ghq supersedes it. acme's holds jane: a declared one supersedes it only while it is
+    // empty (issue 26: it took org-admin from jane, and the organization had none), so hq is
+    // an ordinary account that reports the duplicate, and jane keeps her roles.
     apply(
         &ns.name,
         "
@@ -326,16 +328,18 @@ metadata: {name: ghq}
 spec: {organizationRef: {name: globex}, default: true}
 ",
     );
-    wait_roles(&users, "jane", &[Role::DefaultUser]).await;
-    wait_condition(
-        &bindings,
-        "jane-org-admin",
-        "Ready",
-        "False",
-        "OrgAdminRequiresDefaultAccount",
-    )
-    .await;
-    wait_condition(&accounts, "acme-default", "Ready", "False", "DuplicateDefaultAccount").await;
+    let hq = wait_condition(&accounts, "hq", "Ready", "False", "DuplicateDefaultAccount").await;
+    assert!(
+        hq.condition("Ready")
+            .unwrap()
+            .message
+            .contains("acme-default, which the operator created, holds users"),
+        "{:?}",
+        hq.condition("Ready")
+    );
+    wait_roles(&users, "jane", &[Role::OrgAdmin, Role::Org]).await;
+    wait_ready(&bindings, "jane-org-admin").await;
+    wait_ready(&accounts, "acme-default").await;
     // globex's generated account had no users: the declared one supersedes it, and it goes.
     support::wait_gone(&accounts, "globex-default", TIMEOUT).await;
     ns.delete().await;

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ce_operator::api::{Account, CEUser, ElementSafelist, HasConditions, Organization, RoleBinding};
+use ce_operator::api::{Account, CEUser, ElementSafelist, HasConditions, Organization, Role, RoleBinding};
 use k8s_openapi::api::{admissionregistration::v1::ValidatingWebhookConfiguration, core::v1::ConfigMap};
 use kube::{
     Api,
@@ -593,12 +593,8 @@ async fn a_declared_default_account_never_takes_the_default_from_the_owner() {
     );
     let owner = ns.api::<CEUser>().get("acme-owner").await.unwrap();
     let roles = owner.status.unwrap();
-    assert_eq!(roles.system_role, Some(ce_operator::api::Role::Org));
-    assert!(
-        roles.roles.contains(&ce_operator::api::Role::OrgAdmin),
-        "{:?}",
-        roles.roles
-    );
+    assert_eq!(roles.system_role, Some(Role::Org));
+    assert!(roles.roles.contains(&Role::OrgAdmin), "{:?}", roles.roles);
     wait_ready(&ns.api::<RoleBinding>(), "acme-owner-org-admin").await;
     let acme = orgs.get("acme").await.unwrap();
     assert!(acme.has_condition("AdminPresent", "True", "OrgAdminPresent"));
@@ -681,4 +677,113 @@ async fn only_the_api_server_gets_answers_from_the_webhook() {
     assert!(!out.status.success());
     let said = stderr(&out);
     assert!(said.contains("denied the request") && said.contains("sam"), "{said}");
+}
+
+/// Issue 26 (Low, three holes of one kind): a RoleBinding named its user by name only, so a
+/// new CEUser of a deleted org-admin's name became org-admin; the last org-admin went
+/// unreviewed by deleting its CEUser (its bindings then go by the garbage collector, which
+/// no webhook reviews), or by giving its binding an owner reference to a ConfigMap and
+/// deleting that. Now a binding is pinned to its user's uid (an owner reference the operator
+/// adds), grants nothing to a namesake, and goes with its user; deleting the last org-admin's
+/// user is refused; and a binding owned by anything else grants nothing and is refused.
+#[tokio::test]
+async fn a_binding_is_its_users_and_the_last_org_admin_cannot_be_removed_sideways() {
+    let (ns, _operator, _webhook) = setup("binding-pins").await;
+    converge_tenant(&ns).await;
+    let users = ns.api::<CEUser>();
+    let bindings = ns.api::<RoleBinding>();
+    // A second org-admin in the default account, so that the first may go.
+    apply(
+        &ns.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {name: kim}\nspec: {accountRef: {name: hq}, email: kim@acme.example}\n---\napiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: kim-org-admin}\nspec: {userRef: {name: kim}, role: org-admin}\n",
+    );
+    wait_ready(&bindings, "kim-org-admin").await;
+    let kim_uid = users.get("kim").await.unwrap().metadata.uid.unwrap();
+    let pinned = wait_for(&bindings, "kim-org-admin", "the binding pinned to kim", TIMEOUT, |b| {
+        b.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "CEUser" && o.uid == kim_uid)
+    })
+    .await;
+    assert!(
+        pinned
+            .metadata
+            .owner_references
+            .unwrap()
+            .iter()
+            .all(|o| o.controller != Some(true))
+    );
+
+    // kim goes, and a namesake comes at once: it is not org-admin.
+    users.delete("kim", &DeleteParams::default()).await.unwrap();
+    support::wait_gone(&users, "kim", TIMEOUT).await;
+    apply(
+        &ns.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {name: kim}\nspec: {accountRef: {name: hq}, email: kim@acme.example}\n",
+    );
+    let newcomer_uid = users.get("kim").await.unwrap().metadata.uid.unwrap();
+    let newcomer = wait_for(&users, "kim", "the newcomer judged", TIMEOUT, |u| {
+        u.metadata.uid.as_deref() == Some(newcomer_uid.as_str())
+            && u.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == u.metadata.generation)
+            && u.has_condition("Ready", "True", "Ready")
+    })
+    .await;
+    let roles = newcomer.status.unwrap().roles;
+    assert!(
+        !roles.contains(&Role::OrgAdmin),
+        "a namesake inherited org-admin: {roles:?}"
+    );
+    // The binding made for the first kim goes with it.
+    support::wait_gone(&bindings, "kim-org-admin", TIMEOUT).await;
+
+    // sam is the last org-admin now: deleting the user is refused, naming why.
+    let out = kubectl(&["-n", &ns.name, "delete", "ceuser", "sam"]);
+    assert!(!out.status.success(), "the last org-admin's user was deleted");
+    let said = stderr(&out);
+    assert!(
+        said.contains("denied the request") && said.contains("last org-admin"),
+        "{said}"
+    );
+    // ... and so is owning its binding by something someone can delete unreviewed.
+    let configmaps: Api<ConfigMap> = ns.api();
+    let decoy = configmaps
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("decoy".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let patch = format!(
+        r#"{{"metadata":{{"ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"decoy","uid":"{}"}}]}}}}"#,
+        decoy.metadata.uid.unwrap()
+    );
+    let out = kubectl(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "rolebinding.ce.tenancy.io",
+        "sam-org-admin",
+        "--type=merge",
+        "-p",
+        &patch,
+    ]);
+    assert!(!out.status.success(), "a foreign owner was admitted");
+    let said = stderr(&out);
+    assert!(
+        said.contains("denied the request") && said.contains("owner reference to ConfigMap decoy"),
+        "{said}"
+    );
+    assert!(users.get_opt("sam").await.unwrap().is_some());
+    let acme = ns.api::<Organization>().get("acme").await.unwrap();
+    assert!(acme.has_condition("AdminPresent", "True", "OrgAdminPresent"));
 }

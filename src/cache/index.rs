@@ -59,6 +59,12 @@ impl Index {
         entries.get(key).cloned().unwrap_or_default()
     }
 
+    /// Whether an object under `key` satisfies `pred`, looking no further than the first.
+    pub fn any(&self, key: &Key, pred: impl Fn(&Key) -> bool) -> bool {
+        let entries = self.entries.read().expect("index lock");
+        entries.get(key).is_some_and(|objects| objects.iter().any(pred))
+    }
+
     /// How many objects are under `key` (an upper bound, see above).
     pub fn count(&self, key: &Key) -> usize {
         let entries = self.entries.read().expect("index lock");

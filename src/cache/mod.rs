@@ -33,7 +33,7 @@ use crate::{
 use index::{Index, Key, key};
 use secrets::Digests;
 pub use secrets::SecretEntry;
-pub use watch::{WriterOf, Writers};
+pub use watch::{Watch, WriterOf, Writers, first_stopped};
 
 /// What the operator watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -510,7 +510,7 @@ impl Cache {
         initial: InitialList,
         writers: Writers,
         hooks: Hooks,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
+    ) -> Vec<watch::Watch> {
         watch::spawn_all(cache, client, initial, writers, hooks)
     }
 
@@ -765,6 +765,18 @@ impl Cache {
                     .is_some_and(|u| u.spec.account_ref.name == account)
             })
             .count()
+    }
+
+    /// Whether account `account` has a user: the first one found ends the look (a default
+    /// account's users decide its rank on every identity, `DefaultCandidates`).
+    pub fn has_users(&self, ns: &str, account: &str) -> bool {
+        self.note(Watched::CEUser);
+        let users = &self.users;
+        self.users_by_account.any(&key(ns, account), |(ns, name)| {
+            users
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some_and(|u| u.spec.account_ref.name == account)
+        })
     }
 
     /// The users whose account belongs to organization `org`.

@@ -61,7 +61,7 @@ pub fn members(cache: &Cache, ns: &str, name: &str) -> Vec<Member> {
 pub fn candidates(cache: &Cache, ns: &str, accounts: Vec<Arc<Account>>) -> DefaultCandidates {
     let with_users = accounts
         .iter()
-        .filter(|a| a.spec.default && cache.user_count(ns, &a.name_any()) > 0)
+        .filter(|a| a.spec.default && cache.has_users(ns, &a.name_any()))
         .map(|a| a.name_any())
         .collect();
     DefaultCandidates { accounts, with_users }

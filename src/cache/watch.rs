@@ -366,6 +366,37 @@ where
 /// How a watched object becomes a cached one.
 type Parse<S, K> = fn(S) -> Result<K, Box<Malformed<K>>>;
 
+/// A running watch: its kind, and its task, which ends only if it panics (its stream
+/// retries every error with backoff for ever).
+pub struct Watch {
+    pub kind: String,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Waits until one of `watches` stops, and says which and why; never resolves otherwise
+/// (nor when there are none). A stopped watch leaves its kind's cache frozen while
+/// decisions go on from it: the caller must not go on.
+pub async fn first_stopped(watches: &mut [Watch]) -> (String, String) {
+    if watches.is_empty() {
+        return std::future::pending().await;
+    }
+    let (ended, index, _) = futures::future::select_all(watches.iter_mut().map(|w| &mut w.task)).await;
+    let why = match ended {
+        Ok(()) => "its event stream ended".to_owned(),
+        Err(e) if e.is_panic() => {
+            let panic = e.into_panic();
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            format!("it panicked: {text}")
+        }
+        Err(e) => format!("it was cancelled: {e}"),
+    };
+    (watches[index].kind.clone(), why)
+}
+
 /// Runs one watch until the process ends: errors are logged and retried with backoff.
 fn spawn<K, S>(
     cache: &Arc<Cache>,
@@ -373,14 +404,14 @@ fn spawn<K, S>(
     parse: Parse<S, K>,
     mut writer: Writer<K>,
     hooks: Vec<Hook<K>>,
-) -> tokio::task::JoinHandle<()>
+) -> Watch
 where
     K: Cached,
     S: Send + 'static,
 {
     let cache = cache.clone();
     let mut pipeline = Pipeline::new(hooks);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut events = std::pin::pin!(source.default_backoff());
         while let Some(event) = events.next().await {
             match event {
@@ -388,7 +419,11 @@ where
                 Err(e) => warn!(kind = %<K as Resource>::kind(&()), error = %e, "watch failed; retrying"),
             }
         }
-    })
+    });
+    Watch {
+        kind: <K as Resource>::kind(&()).into_owned(),
+        task,
+    }
 }
 
 fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
@@ -408,7 +443,7 @@ pub fn spawn_all(
     initial: InitialList,
     writers: Writers,
     mut hooks: Hooks,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Vec<Watch> {
     let scope = cache.scope.clone();
     let scope = scope.as_deref();
     let config = || match initial {
@@ -476,6 +511,26 @@ pub fn spawn_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_watch_is_told_with_its_kind_and_why() {
+        let running = || Watch {
+            kind: "Account".into(),
+            task: tokio::spawn(std::future::pending()),
+        };
+        let panicking = Watch {
+            kind: "CEUser".into(),
+            task: tokio::spawn(async { panic!("a hook broke") }),
+        };
+        let mut watches = vec![running(), panicking, running()];
+        let (kind, why) = first_stopped(&mut watches).await;
+        assert_eq!(kind, "CEUser");
+        assert!(why.contains("panicked: a hook broke"), "{why}");
+        // Watches that run are never reported.
+        let mut healthy = vec![running()];
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), first_stopped(&mut healthy)).await;
+        assert!(waited.is_err());
+    }
 
     fn user_json(resource_version: &str, email: serde_json::Value) -> serde_json::Value {
         serde_json::json!({

@@ -223,6 +223,19 @@ async fn execute<K: Reconciler>(ctx: &Context, obj: &K, object: &ObjectName, act
                     source,
                 })?;
         }
+        Action::PinToUser { user, uid } => {
+            let owner = OwnerReference {
+                api_version: CEUser::api_version(&()).into_owned(),
+                kind: CEUser::kind(&()).into_owned(),
+                name: user,
+                uid,
+                ..Default::default()
+            };
+            pin_to_user(ctx, obj, owner).await.map_err(|source| Error::PinToUser {
+                object: object.clone(),
+                source,
+            })?;
+        }
         Action::Delete(child) => {
             let (result, label) = match &child {
                 Child::Account(name) => (delete::<Account>(ctx, ns, name).await, format!("account {name}")),
@@ -301,6 +314,26 @@ async fn patch_finalizers<K: Reconciler>(ctx: &Context, obj: &K, finalizers: Vec
         Some(had) => json!([
             {"op": "test", "path": "/metadata/finalizers", "value": had},
             {"op": "replace", "path": "/metadata/finalizers", "value": finalizers},
+        ]),
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a well-formed JSON patch");
+    api_in::<K>(ctx, &ns)
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .map(drop)
+}
+
+/// Adds `owner` to the object's owner references (a JSON patch guarded like the finalizers').
+async fn pin_to_user<K: Reconciler>(ctx: &Context, obj: &K, owner: OwnerReference) -> Result<(), kube::Error> {
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let ops = match obj.meta().owner_references.as_deref() {
+        None | Some([]) => json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": obj.resource_version()},
+            {"op": "add", "path": "/metadata/ownerReferences", "value": [owner]},
+        ]),
+        Some(had) => json!([
+            {"op": "test", "path": "/metadata/ownerReferences", "value": had},
+            {"op": "add", "path": "/metadata/ownerReferences/-", "value": owner},
         ]),
     };
     let patch: json_patch::Patch = serde_json::from_value(ops).expect("a well-formed JSON patch");

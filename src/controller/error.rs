@@ -40,6 +40,8 @@ pub enum Error {
         binding: String,
         source: kube::Error,
     },
+    #[error("{object}: pinning the binding to its user failed: {source}")]
+    PinToUser { object: ObjectName, source: kube::Error },
     #[error("{object}: deleting {child} failed: {source}")]
     DeleteChild {
         object: ObjectName,
@@ -100,6 +102,7 @@ impl Error {
             Error::CreateDefaultAccount { .. } => "create_default_account",
             Error::CreateOwner { .. } => "create_owner",
             Error::CreateOwnerBinding { .. } => "create_owner_binding",
+            Error::PinToUser { .. } => "pin_to_user",
             Error::DeleteChild { .. } => "delete_child",
             Error::ReadSecret { .. } => "read_secret",
             Error::IssueSecret { .. } => "issue_secret",
@@ -120,6 +123,7 @@ impl Error {
             | Error::CreateDefaultAccount { source, .. }
             | Error::CreateOwner { source, .. }
             | Error::CreateOwnerBinding { source, .. }
+            | Error::PinToUser { source, .. }
             | Error::DeleteChild { source, .. }
             | Error::ReadSecret { source, .. }
             | Error::IssueSecret { source, .. }

@@ -67,6 +67,8 @@ fn treatment(reason: Reason) -> Treatment {
         | Reason::DuplicateSafelist
         | Reason::ProtectedPrivilegeRevoked
         | Reason::NoOrgAdmin
+        | Reason::ForeignOwner
+        | Reason::UserReplaced
         | Reason::ChildrenExist => Treatment::Deny,
         Reason::OrganizationNotFound
         | Reason::AccountNotFound
@@ -97,6 +99,7 @@ fn field(reason: Reason) -> &'static str {
             "spec.superOrganizationRef"
         }
         Reason::ChildrenExist => "spec.allowCascadingDeletion",
+        Reason::ForeignOwner | Reason::UserReplaced => "metadata.ownerReferences",
         _ => "metadata",
     }
 }
@@ -221,8 +224,9 @@ pub fn account_deletion(account: &Account, users: &[Arc<CEUser>]) -> Option<Find
     account::deletion_blocked(account, users).map(|d| (&d).into())
 }
 
-/// Deleting the last effective org-admin binding of organization `org`: `bindings` are the
-/// namespace's org-admin bindings with their users, `accounts` the organization's accounts.
+/// The refusal of deleting the last org-admin binding of organization `org`: `bindings` are
+/// the namespace's org-admin bindings with their users, `accounts` the organization's
+/// accounts.
 pub fn binding_deletion(
     binding: &RoleBinding,
     org: &str,
@@ -230,29 +234,54 @@ pub fn binding_deletion(
     accounts: &DefaultCandidates,
     org_uid: Option<&str>,
 ) -> Option<Finding> {
-    let default = accounts.default_account(org_uid).map(|a| a.name_any());
-    let admins = |skip: Option<&str>| {
-        tenancy::org_admins(
-            bindings
-                .iter()
-                .filter(|(b, _)| Some(b.name_any().as_str()) != skip)
-                .map(|(b, u)| (b.as_ref(), u.as_deref())),
-            &accounts.accounts,
-            default.as_deref(),
-        )
-    };
     let name = binding.name_any();
-    if admins(None).is_empty() || !admins(Some(&name)).is_empty() {
-        return None;
-    }
-    let left = organization::admin_present(&[]);
-    Some(Finding {
+    last_org_admin(bindings, accounts, org_uid, |b, _| b.name_any() == name).map(|left| Finding {
         reason: left.reason,
         message: format!(
             "it is the last org-admin binding of organization {org}; deleting it would leave the organization without an org-admin ({}). Bind org-admin to another user of the default account first, or delete the organization",
             left.message
         ),
     })
+}
+
+/// The refusal of deleting CEUser `user`, the last org-admin of organization `org` (its
+/// bindings would go with it, by the garbage collector, which no webhook reviews).
+pub fn user_deletion(
+    user: &str,
+    org: &str,
+    bindings: &[(Arc<RoleBinding>, Option<Arc<CEUser>>)],
+    accounts: &DefaultCandidates,
+    org_uid: Option<&str>,
+) -> Option<Finding> {
+    last_org_admin(bindings, accounts, org_uid, |b, _| b.spec.user_ref.name == user).map(|left| Finding {
+        reason: left.reason,
+        message: format!(
+            "{user} is the last org-admin of organization {org}; deleting the user would leave the organization without an org-admin ({}). Bind org-admin to another user of the default account first, or delete the organization",
+            left.message
+        ),
+    })
+}
+
+/// What AdminPresent would report if the bindings `going` selects went, when that leaves no
+/// org-admin where there was one.
+fn last_org_admin(
+    bindings: &[(Arc<RoleBinding>, Option<Arc<CEUser>>)],
+    accounts: &DefaultCandidates,
+    org_uid: Option<&str>,
+    going: impl Fn(&RoleBinding, Option<&CEUser>) -> bool,
+) -> Option<Desired> {
+    let default = accounts.default_account(org_uid).map(|a| a.name_any());
+    let admins = |without: bool| {
+        tenancy::org_admins(
+            bindings
+                .iter()
+                .filter(|(b, u)| !(without && going(b, u.as_deref())))
+                .map(|(b, u)| (b.as_ref(), u.as_deref())),
+            &accounts.accounts,
+            default.as_deref(),
+        )
+    };
+    (!admins(false).is_empty() && admins(true).is_empty()).then(|| organization::admin_present(&[]))
 }
 
 #[cfg(test)]
@@ -464,6 +493,30 @@ mod tests {
                 .message
                 .contains("box denied by super-organization partners/big")
         );
+    }
+
+    #[test]
+    fn the_last_org_admins_user_may_not_be_deleted() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true)]);
+        let candidates = DefaultCandidates::empty(accounts.clone());
+        let sam = Arc::new(user("sam", "hq", "sam@acme.example"));
+        let kim = Arc::new(user("kim", "hq", "kim@acme.example"));
+        let sam_oa = Arc::new(binding("sam-oa", "sam", Role::OrgAdmin, false));
+        let kim_oa = Arc::new(binding("kim-oa", "kim", Role::OrgAdmin, false));
+        let uid = acme.uid();
+        let one = vec![(sam_oa.clone(), Some(sam.clone()))];
+        let last = user_deletion("sam", "acme", &one, &candidates, uid.as_deref()).unwrap();
+        assert_eq!(last.reason, Reason::NoOrgAdmin);
+        assert!(
+            last.message.starts_with("sam is the last org-admin"),
+            "{}",
+            last.message
+        );
+        let two = vec![(sam_oa, Some(sam)), (kim_oa, Some(kim))];
+        assert_eq!(user_deletion("sam", "acme", &two, &candidates, uid.as_deref()), None);
+        // A user who is no org-admin goes freely.
+        assert_eq!(user_deletion("jane", "acme", &one, &candidates, uid.as_deref()), None);
     }
 
     #[test]

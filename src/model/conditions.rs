@@ -142,6 +142,12 @@ reasons! {
     SecretUnverified: Problem,
     /// org-admin bound outside the default account: `model::tenancy::judge_binding`.
     OrgAdminRequiresDefaultAccount: Problem,
+    /// The binding was made for an earlier, deleted user of that name:
+    /// `model::tenancy::judge_binding`.
+    UserReplaced: Problem,
+    /// The binding is owned by something other than its user or organization:
+    /// `model::tenancy::judge_binding`.
+    ForeignOwner: Problem,
     /// org/default-user bound by hand without overrideSystemRole: `model::tenancy::judge_binding`.
     SystemAssignedRole: Problem,
     /// AdminPresent=True: `model::organization::admin_present`.

@@ -77,6 +77,9 @@ pub enum Action {
     },
     /// Create the owner's org-admin RoleBinding.
     CreateOwnerBinding { name: String, user: String },
+    /// Pin a RoleBinding to the CEUser it binds (an owner reference with its uid): it never
+    /// grants to a later user of the same name, and goes with its user.
+    PinToUser { user: String, uid: String },
     /// Delete a child object (cascading deletion, a superseded default account).
     Delete(Child),
     /// Carry out a secret plan on the object's generated Secret (`labels` for a new one).

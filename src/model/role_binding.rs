@@ -4,7 +4,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use super::{
-    Decision,
+    Action, Decision,
     conditions::{self, ConditionType, Desired, Reason},
     tenancy::{self, BoundUser, DefaultCandidates, Verdict},
 };
@@ -83,6 +83,25 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<RoleBindingStatus> {
     status.conditions = conditions::merge(&previous.conditions, &desired, binding.meta().generation, inputs.now);
     let mut decision = Decision::status(status);
     decision.events = conditions::warnings(&previous.conditions, &desired);
+    // The organization's own binding of its owner is not pinned: the organization keeps it
+    // for whichever user holds the declared owner's e-mail, and goes with it.
+    let generated = binding
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.kind == "Organization");
+    if let Some(user) = inputs.user
+        && !generated
+        && tenancy::pin(binding, user) == tenancy::Pin::Unpinned
+        && binding.meta().deletion_timestamp.is_none()
+        && let Some(uid) = user.meta().uid.clone()
+    {
+        decision.actions.push(Action::PinToUser {
+            user: user.name_any(),
+            uid,
+        });
+    }
     decision
 }
 
@@ -102,6 +121,119 @@ mod tests {
         reason: Reason,
         scope: Option<RoleScope>,
         warned: bool,
+    }
+
+    /// `binding` owned by `kind` `name` (uid `uid`), as a controller or not.
+    fn owned(
+        mut binding: RoleBinding,
+        api_version: &str,
+        kind: &str,
+        name: &str,
+        uid: &str,
+        controller: bool,
+    ) -> RoleBinding {
+        binding.metadata.owner_references.get_or_insert_with(Vec::new).push(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: name.into(),
+                uid: uid.into(),
+                controller: controller.then_some(true),
+                ..Default::default()
+            },
+        );
+        binding
+    }
+
+    #[test]
+    fn a_binding_is_pinned_to_its_user_and_grants_nothing_to_a_namesake_or_when_owned_elsewhere() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true)]);
+        let sam = user("sam", "hq", "sam@acme.example");
+        let candidates = DefaultCandidates::empty(accounts.clone());
+        let decide_with = |binding: &RoleBinding| {
+            decide(&Inputs {
+                binding,
+                user: Some(&sam),
+                account: Some(&accounts[0]),
+                organization: Some(&acme),
+                default_candidates: &candidates,
+                now: at(100),
+            })
+        };
+        let fresh = binding("sam-oa", "sam", Role::OrgAdmin, false);
+        let unpinned = decide_with(&fresh);
+        assert_eq!(unpinned.status.conditions[0].reason, Reason::Bound.as_str());
+        assert_eq!(
+            unpinned.actions,
+            vec![Action::PinToUser {
+                user: "sam".into(),
+                uid: "uid-sam".into()
+            }]
+        );
+        let pinned = owned(
+            fresh.clone(),
+            "ce.tenancy.io/v1alpha1",
+            "CEUser",
+            "sam",
+            "uid-sam",
+            false,
+        );
+        let at_rest = decide_with(&pinned);
+        assert_eq!(at_rest.status.conditions[0].reason, Reason::Bound.as_str());
+        assert!(at_rest.actions.is_empty(), "pinned once");
+        // The organization's own binding of its owner keeps its controller, and is pinned too.
+        let generated = owned(
+            pinned.clone(),
+            "ce.tenancy.io/v1alpha1",
+            "Organization",
+            "acme",
+            "uid-acme",
+            true,
+        );
+        assert_eq!(
+            decide_with(&generated).status.conditions[0].reason,
+            Reason::Bound.as_str()
+        );
+
+        let earlier = owned(
+            fresh.clone(),
+            "ce.tenancy.io/v1alpha1",
+            "CEUser",
+            "sam",
+            "uid-earlier-sam",
+            false,
+        );
+        let replaced = decide_with(&earlier);
+        assert_eq!(replaced.status.conditions[0].reason, Reason::UserReplaced.as_str());
+        assert!(replaced.status.scope.is_none(), "grants nothing");
+        assert!(replaced.actions.is_empty(), "never re-pinned to the namesake");
+
+        for (api_version, kind, name) in [
+            ("v1", "ConfigMap", "decoy"),
+            ("ce.tenancy.io/v1alpha1", "CEUser", "someone-else"),
+            ("evil.example.com/v1", "CEUser", "sam"),
+            ("ce.tenancy.io/v1alpha1", "Account", "hq"),
+        ] {
+            let foreign = owned(pinned.clone(), api_version, kind, name, "uid-x", false);
+            let decision = decide_with(&foreign);
+            assert_eq!(
+                decision.status.conditions[0].reason,
+                Reason::ForeignOwner.as_str(),
+                "{api_version} {kind} {name}"
+            );
+            let findings = crate::model::admission::binding_findings(&Inputs {
+                binding: &foreign,
+                user: Some(&sam),
+                account: Some(&accounts[0]),
+                organization: Some(&acme),
+                default_candidates: &candidates,
+                now: at(100),
+            });
+            assert_eq!(findings[0].reason, Reason::ForeignOwner);
+            let review = crate::model::admission::review("RoleBinding", "t", "sam-oa", &[], &findings);
+            assert!(review.denial.is_some(), "refused at admission too");
+        }
     }
 
     #[test]

@@ -114,11 +114,67 @@ pub enum BoundUser<'a> {
     },
 }
 
-/// Judges a RoleBinding against the invariants: the user exists, org-admin only in the
-/// default account, system roles only with overrideSystemRole.
+/// How a RoleBinding's owner references stand to the CEUser it binds. A binding is pinned to
+/// its user by an owner reference with the user's uid (the operator adds it): a later user of
+/// the same name is not the one it was made for. Only its user, or the organization that
+/// generated it (the owner's binding), may own it: deleting anything else must never remove
+/// a grant behind the webhook's back (the garbage collector is exempt from review).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// No reference to the user yet.
+    Unpinned,
+    Pinned,
+    /// Pinned to an earlier user of that name, uid given.
+    Replaced(String),
+    /// Owned by something else: kind and name.
+    Foreign(String, String),
+}
+
+pub fn pin(binding: &RoleBinding, user: &CEUser) -> Pin {
+    let mut pinned = Pin::Unpinned;
+    for owner in binding.meta().owner_references.iter().flatten() {
+        let ours = owner.api_version.split('/').next() == Some(crate::api::GROUP);
+        match owner.kind.as_str() {
+            "CEUser" if ours && owner.name == binding.spec.user_ref.name => {
+                if user.meta().uid.as_deref() != Some(owner.uid.as_str()) {
+                    return Pin::Replaced(owner.uid.clone());
+                }
+                pinned = Pin::Pinned;
+            }
+            "Organization" if ours && owner.controller == Some(true) => {}
+            kind => return Pin::Foreign(kind.to_owned(), owner.name.clone()),
+        }
+    }
+    pinned
+}
+
+/// Judges a RoleBinding against the invariants: the user exists and is the one the binding
+/// was made for, the binding is owned by nothing else, org-admin only in the default
+/// account, system roles only with overrideSystemRole.
 pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
     let role = binding.spec.role;
     let user_name = &binding.spec.user_ref.name;
+    if let BoundUser::NoAccount(existing) | BoundUser::Resolved { user: existing, .. } = user {
+        match pin(binding, existing) {
+            Pin::Replaced(uid) => {
+                return Verdict::Refused {
+                    reason: Reason::UserReplaced,
+                    message: format!(
+                        "the binding was made for an earlier CEUser {user_name} (uid {uid}), which was deleted; it grants nothing to the CEUser of that name now. Delete it (the garbage collector does shortly) and bind the new user anew"
+                    ),
+                };
+            }
+            Pin::Foreign(kind, name) => {
+                return Verdict::Refused {
+                    reason: Reason::ForeignOwner,
+                    message: format!(
+                        "the binding has an owner reference to {kind} {name}; only its CEUser (or the organization that generated it) may own a RoleBinding, so that deleting something else never removes a grant unreviewed. Remove that owner reference"
+                    ),
+                };
+            }
+            Pin::Unpinned | Pin::Pinned => {}
+        }
+    }
     let (account, account_is_default) = match user {
         BoundUser::Missing => {
             return Verdict::Refused {

@@ -30,6 +30,7 @@ use crate::{
         account,
         admission::{self, Finding, Review},
         role_binding, safelist,
+        tenancy::DefaultCandidates,
     },
 };
 
@@ -358,8 +359,41 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
     })
 }
 
+/// What the last-org-admin rule reads for the organization of `user`: None when it has none
+/// or is itself being deleted (then its admins go with it).
+struct OrgAdmins {
+    org: String,
+    org_uid: Option<String>,
+    bindings: Vec<(Arc<RoleBinding>, Option<Arc<CEUser>>)>,
+    accounts: DefaultCandidates,
+}
+
+impl OrgAdmins {
+    fn of(cache: &Cache, ns: &str, user: &CEUser) -> Option<Self> {
+        let org_name = cache.organization_of_user(user)?;
+        let org = cache.organization(ns, &org_name)?;
+        if org.meta().deletion_timestamp.is_some() {
+            return None;
+        }
+        let bindings = cache
+            .org_admin_bindings(ns)
+            .into_iter()
+            .map(|b| {
+                let user = cache.user(ns, &b.spec.user_ref.name);
+                (b, user)
+            })
+            .collect();
+        Some(Self {
+            accounts: resolve::candidates(cache, ns, cache.accounts_of(ns, &org_name)),
+            org_uid: org.uid(),
+            bindings,
+            org: org_name,
+        })
+    }
+}
+
 /// The review of a deletion: a parent with children (without allowCascadingDeletion), or
-/// the last org-admin of an organization that is not itself going.
+/// the last org-admin of an organization that is not itself going (its binding, or its user).
 fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) -> Result<Review, String> {
     let name = request.name.as_str();
     let finding = match request.kind.kind.as_str() {
@@ -380,25 +414,25 @@ fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) 
             .filter(|binding| binding.spec.role == Role::OrgAdmin)
             .and_then(|binding| {
                 let user = cache.user(ns, &binding.spec.user_ref.name)?;
-                let org_name = cache.organization_of_user(&user)?;
-                let org = cache.organization(ns, &org_name)?;
-                if org.meta().deletion_timestamp.is_some() {
-                    return None;
-                }
-                let bindings: Vec<_> = cache
-                    .org_admin_bindings(ns)
-                    .into_iter()
-                    .map(|b| {
-                        let user = cache.user(ns, &b.spec.user_ref.name);
-                        (b, user)
-                    })
-                    .collect();
+                let admins = OrgAdmins::of(cache, ns, &user)?;
                 admission::binding_deletion(
                     &binding,
-                    &org_name,
-                    &bindings,
-                    &resolve::candidates(cache, ns, cache.accounts_of(ns, &org_name)),
-                    org.uid().as_deref(),
+                    &admins.org,
+                    &admins.bindings,
+                    &admins.accounts,
+                    admins.org_uid.as_deref(),
+                )
+            }),
+        "CEUser" => stored::<CEUser>(request)
+            .filter(|user| user.meta().deletion_timestamp.is_none())
+            .and_then(|user| {
+                let admins = OrgAdmins::of(cache, ns, &user)?;
+                admission::user_deletion(
+                    name,
+                    &admins.org,
+                    &admins.bindings,
+                    &admins.accounts,
+                    admins.org_uid.as_deref(),
                 )
             }),
         _ => None,
