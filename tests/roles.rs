@@ -112,13 +112,32 @@ async fn each_role_is_assigned_and_revoked_within_the_invariants() {
         vec![Role::DefaultUser]
     );
 
-    // System roles by hand: refused without the override, accepted with it and warned about.
+    // System roles by hand: refused without the override, accepted with it (where the
+    // organization allows it) and warned about.
     apply(&ns.name, &binding("sam-default-user", "sam", "default-user", ""));
     wait_condition(&bindings, "sam-default-user", "Ready", "False", "SystemAssignedRole").await;
     apply(
         &ns.name,
         &binding("sam-default-user", "sam", "default-user", ", overrideSystemRole: true"),
     );
+    // ... and only where the organization allows overrides (issue 26).
+    wait_condition(
+        &bindings,
+        "sam-default-user",
+        "Ready",
+        "False",
+        "SystemRoleOverrideNotAllowed",
+    )
+    .await;
+    assert_eq!(users.get("sam").await.unwrap().status.unwrap().roles, vec![Role::Org]);
+    let orgs: kube::Api<Organization> = ns.api();
+    orgs.patch(
+        "acme",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"security": {"allowSystemRoleOverride": true}}})),
+    )
+    .await
+    .unwrap();
     wait_condition(&bindings, "sam-default-user", "Ready", "True", "SystemRoleOverridden").await;
     // The override replaces the system's choice (org) with the bound system role.
     wait_roles(&users, "sam", &[Role::DefaultUser]).await;

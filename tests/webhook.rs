@@ -230,7 +230,25 @@ async fn each_rule_refuses_the_change_at_once_and_the_reconciler_reports_what_sl
             .is_none()
     );
 
-    // Warnings: a discouraged override, and a reference to what does not exist yet.
+    // A system role bound by hand: refused unless the organization allows overrides ...
+    let override_binding = "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: jane-org}\nspec: {userRef: {name: jane}, role: org, overrideSystemRole: true}\n";
+    let out = kubectl_with_input(&["-n", &ns.name, "apply", "-f", "-"], override_binding);
+    assert!(
+        !out.status.success(),
+        "an override was admitted where it is not allowed"
+    );
+    assert!(stderr(&out).contains("allowSystemRoleOverride"), "{}", stderr(&out));
+    support::kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "organization",
+        "acme",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"security":{"allowSystemRoleOverride":true}}}"#,
+    ]);
+    // ... then admitted with a warning, as is a reference to what does not exist yet.
     let out = kubectl_with_input(
         &["-n", &ns.name, "apply", "-f", "-"],
         "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: jane-org}\nspec: {userRef: {name: jane}, role: org, overrideSystemRole: true}\n---\napiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: ghost-admin}\nspec: {userRef: {name: ghost}, role: admin}\n",

@@ -144,6 +144,13 @@ pub struct Security {
     /// Whether users must use two-factor authentication. Default false.
     #[serde(default)]
     pub two_factor_required: bool,
+
+    /// Whether RoleBindings in this organization may bind the roles the system assigns
+    /// (`org`, `default-user`) by hand with `overrideSystemRole: true`. Default false: such a
+    /// binding grants nothing (`SystemRoleOverrideNotAllowed`), since `org` outside the
+    /// default account gives a user organization-wide scope.
+    #[serde(default)]
+    pub allow_system_role_override: bool,
 }
 
 fn default_secret_length() -> i32 {
@@ -161,6 +168,7 @@ impl Default for Security {
             rotation_grace_period: default_rotation_grace_period(),
             password_policy: PasswordPolicy::default(),
             two_factor_required: false,
+            allow_system_role_override: false,
         }
     }
 }

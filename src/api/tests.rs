@@ -41,7 +41,7 @@ fn organization_round_trips_with_camel_case_keys() {
         "owner": {"email": "ceo@acme.example", "displayName": "CEO"},
         "defaultAccountName": "acme-hq",
         "roles": [{"role": "admin", "grant": ["viewActivity"], "revoke": ["deleteAccountElementInstances"]}],
-        "security": {"secretLength": 48, "rotationGracePeriod": "1h", "passwordPolicy": {"minLength": 10, "requireMixedCase": false, "requireDigit": true, "requireSymbol": true}, "twoFactorRequired": true},
+        "security": {"secretLength": 48, "rotationGracePeriod": "1h", "passwordPolicy": {"minLength": 10, "requireMixedCase": false, "requireDigit": true, "requireSymbol": true}, "twoFactorRequired": true, "allowSystemRoleOverride": false},
         "superOrganizationRef": {"namespace": "partners", "name": "big"},
         "allowCascadingDeletion": true
     });

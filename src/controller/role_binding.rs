@@ -80,8 +80,10 @@ impl Reconciler for RoleBinding {
             }
         });
         // The organization: which default account it generated.
+        // The organization: which default account it generated (its uid), and whether it
+        // allows overriding system roles.
         wiring.on::<Organization>(|cache, change| {
-            if !identity_changed(change) {
+            if !identity_changed(change) && !change.changed(|o| o.spec.security.allow_system_role_override) {
                 return Vec::new();
             }
             let ns = change.namespace();

@@ -69,6 +69,7 @@ fn treatment(reason: Reason) -> Treatment {
         | Reason::NoOrgAdmin
         | Reason::ForeignOwner
         | Reason::UserReplaced
+        | Reason::SystemRoleOverrideNotAllowed
         | Reason::ChildrenExist => Treatment::Deny,
         Reason::OrganizationNotFound
         | Reason::AccountNotFound
@@ -89,7 +90,7 @@ fn field(reason: Reason) -> &'static str {
         Reason::AccountNotFound => "spec.accountRef",
         Reason::UserNotFound => "spec.userRef",
         Reason::OrgAdminRequiresDefaultAccount | Reason::SystemAssignedRole | Reason::NoOrgAdmin => "spec.role",
-        Reason::SystemRoleOverridden => "spec.overrideSystemRole",
+        Reason::SystemRoleOverridden | Reason::SystemRoleOverrideNotAllowed => "spec.overrideSystemRole",
         Reason::DeniedBySuperOrganization => "spec.elements",
         Reason::SafelistedDeniedElements => "spec.whitelabel.elementDenylist",
         Reason::DuplicateDefaultAccount => "spec.default",
@@ -368,20 +369,31 @@ mod tests {
     }
 
     #[test]
-    fn an_override_is_warned_about() {
-        let acme = org("acme");
+    fn an_override_is_refused_unless_the_organization_allows_it_and_then_warned_about() {
+        let mut acme = org("acme");
         let accounts = arcs(&[account("eu", "acme", false)]);
         let jane = user("jane", "eu", "j@a.example");
         let b = binding("b", "jane", Role::Org, true);
-        let findings = binding_findings(&role_binding::Inputs {
-            binding: &b,
-            user: Some(&jane),
-            account: Some(&accounts[0]),
-            organization: Some(&acme),
-            default_candidates: &DefaultCandidates::empty(accounts.clone()),
-            now: now(),
-        });
-        let review = review("RoleBinding", NS, "b", &[], &findings);
+        let findings_in = |acme: &Organization| {
+            binding_findings(&role_binding::Inputs {
+                binding: &b,
+                user: Some(&jane),
+                account: Some(&accounts[0]),
+                organization: Some(acme),
+                default_candidates: &DefaultCandidates::empty(accounts.clone()),
+                now: now(),
+            })
+        };
+        let refused = review("RoleBinding", NS, "b", &[], &findings_in(&acme));
+        assert!(
+            refused
+                .denial
+                .as_deref()
+                .is_some_and(|d| d.contains("allowSystemRoleOverride")),
+            "{refused:?}"
+        );
+        acme.spec.security.allow_system_role_override = true;
+        let review = review("RoleBinding", NS, "b", &[], &findings_in(&acme));
         assert_eq!(review.denial, None);
         assert!(
             review.warnings[0].contains("overrideSystemRole"),

@@ -150,6 +150,9 @@ reasons! {
     ForeignOwner: Problem,
     /// org/default-user bound by hand without overrideSystemRole: `model::tenancy::judge_binding`.
     SystemAssignedRole: Problem,
+    /// overrideSystemRole in an organization that does not allow it:
+    /// `model::tenancy::judge_binding`.
+    SystemRoleOverrideNotAllowed: Problem,
     /// AdminPresent=True: `model::organization::admin_present`.
     OrgAdminPresent: Healthy,
     /// AdminPresent=False: `model::organization::admin_present`.

@@ -59,6 +59,9 @@ pub fn bound_user<'a>(inputs: &Inputs<'a>) -> BoundUser<'a> {
                 user,
                 account,
                 account_is_default,
+                override_allowed: inputs
+                    .organization
+                    .is_some_and(|o| o.spec.security.allow_system_role_override),
             }
         }
     }
@@ -238,7 +241,9 @@ mod tests {
 
     #[test]
     fn role_binding_decisions_table() {
-        let acme = org("acme");
+        // An organization that allows overrides (the override cases).
+        let mut acme = org("acme");
+        acme.spec.security.allow_system_role_override = true;
         let accounts = arcs(&[account("hq", "acme", true), account("eu", "acme", false)]);
         let sam = user("sam", "hq", "sam@acme.example");
         let jane = user("jane", "eu", "jane@acme.example");
@@ -332,7 +337,9 @@ mod tests {
 
     #[test]
     fn a_warning_is_not_repeated_once_reported() {
-        let acme = org("acme");
+        // An organization that allows overrides (the override cases).
+        let mut acme = org("acme");
+        acme.spec.security.allow_system_role_override = true;
         let accounts = arcs(&[account("hq", "acme", true), account("eu", "acme", false)]);
         let jane = user("jane", "eu", "jane@acme.example");
         let mut overriding = binding("b", "jane", Role::Org, true);

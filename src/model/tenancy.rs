@@ -111,6 +111,8 @@ pub enum BoundUser<'a> {
         user: &'a CEUser,
         account: &'a Account,
         account_is_default: bool,
+        /// The organization's `security.allowSystemRoleOverride`.
+        override_allowed: bool,
     },
 }
 
@@ -175,7 +177,7 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
             Pin::Unpinned | Pin::Pinned => {}
         }
     }
-    let (account, account_is_default) = match user {
+    let (account, account_is_default, override_allowed) = match user {
         BoundUser::Missing => {
             return Verdict::Refused {
                 reason: Reason::UserNotFound,
@@ -196,8 +198,9 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
         BoundUser::Resolved {
             account,
             account_is_default,
+            override_allowed,
             ..
-        } => (account, account_is_default),
+        } => (account, account_is_default, override_allowed),
     };
     if role == Role::OrgAdmin && !account_is_default {
         return Verdict::Refused {
@@ -213,6 +216,14 @@ pub fn judge_binding(binding: &RoleBinding, user: BoundUser<'_>) -> Verdict {
             reason: Reason::SystemAssignedRole,
             message: format!(
                 "{role} is assigned by the system (org in the default account, default-user elsewhere); bind org-admin or admin, or set overrideSystemRole: true to override the system's choice (discouraged)"
+            ),
+        };
+    }
+    if role.is_system_assigned() && !override_allowed {
+        return Verdict::Refused {
+            reason: Reason::SystemRoleOverrideNotAllowed,
+            message: format!(
+                "overrideSystemRole binds {role} by hand, which this organization does not allow ({role} outside the system's choice widens or narrows a user's scope); set the Organization's spec.security.allowSystemRoleOverride: true to allow it, or bind org-admin or admin"
             ),
         };
     }
@@ -244,10 +255,12 @@ pub fn org_admins<'a>(
         .filter_map(|(binding, user)| {
             let user = user?;
             let account = accounts.iter().find(|a| a.name_any() == user.spec.account_ref.name)?;
+            // Only org-admin counts here, which no override gives.
             let bound = BoundUser::Resolved {
                 user,
                 account,
                 account_is_default: default == Some(account.name_any().as_str()),
+                override_allowed: false,
             };
             matches!(
                 judge_binding(binding, bound),
@@ -410,6 +423,7 @@ mod tests {
             user: &jane,
             account: if account_is_default { &default } else { &other },
             account_is_default,
+            override_allowed: true,
         };
         let refused = |v: Verdict| match v {
             Verdict::Refused { reason, .. } => reason,
@@ -450,6 +464,18 @@ mod tests {
                 scope: RoleScope::Account,
                 overrides_system_role: false
             }
+        );
+        // An override widens org to organization scope outside the default account: only
+        // where the organization allows it.
+        let disallowed = BoundUser::Resolved {
+            user: &jane,
+            account: &other,
+            account_is_default: false,
+            override_allowed: false,
+        };
+        assert_eq!(
+            refused(judge_binding(&binding(Role::Org, true), disallowed)),
+            Reason::SystemRoleOverrideNotAllowed
         );
         assert_eq!(
             judge_binding(&binding(Role::Org, true), resolved(false)),

@@ -112,6 +112,7 @@ pub fn identity(inputs: &IdentityInputs<'_>) -> Result<Identity, Desired> {
                     user,
                     account,
                     account_is_default: in_default,
+                    override_allowed: org.spec.security.allow_system_role_override,
                 },
             )
         })
@@ -301,7 +302,7 @@ mod tests {
     fn world() -> World {
         let acme = org_with(
             "acme",
-            serde_json::json!({"displayName": "Acme", "roles": [{"role": "admin", "revoke": ["deleteAccountElementInstances"]}, {"role": "default-user", "grant": ["viewActivity"]}]}),
+            serde_json::json!({"displayName": "Acme", "security": {"allowSystemRoleOverride": true}, "roles": [{"role": "admin", "revoke": ["deleteAccountElementInstances"]}, {"role": "default-user", "grant": ["viewActivity"]}]}),
         );
         World {
             org: acme,
