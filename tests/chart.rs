@@ -524,3 +524,107 @@ async fn the_secret_guard_lets_only_the_operator_and_the_restore_identity_write_
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Whether the chart's ServiceAccount may `verb` Secrets in `namespace`, by the API server's
+/// own SubjectAccessReview (`kubectl auth can-i`).
+fn sa_can(release: &Release, verb: &str, namespace: &str) -> bool {
+    let who = format!("--as=system:serviceaccount:{}:{}", release.namespace, release.sa_name);
+    let out = support::kubectl(&["auth", "can-i", verb, "secrets", "-n", namespace, &who]);
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+/// Issue 26 (Medium, cluster-wide Secret rights): with `watchNamespace` set, the chart gave
+/// the operator every verb on every Secret of the cluster. Now it holds Secret rights in the
+/// watched namespace and (for its own certificate and issuance key) its release namespace
+/// only, and the operator converges a tenant with exactly those rights.
+#[tokio::test]
+async fn with_a_watched_namespace_secret_rights_are_that_namespaces_and_the_operators_own() {
+    let _serial = SERIAL.lock().await;
+    let client = client().await;
+    install_crds(&client).await;
+    let system = TestNamespace::new(&client, "ce-scoped").await;
+    let tenants = TestNamespace::new(&client, "scoped-tenants").await;
+    let release = format!("ce-{}", &system.name[system.name.len() - 6..]);
+    let watched = format!("watchNamespace={}", tenants.name);
+    // The webhook on (its certificate is one of the operator's own Secrets), its
+    // configuration matching no namespace: this test has no Service network to reach it.
+    let installed = install(
+        &client,
+        &release,
+        &system.name,
+        &[
+            watched.as_str(),
+            "webhook.namespaceSelector.matchLabels.ce-test-none=none",
+        ],
+    )
+    .await;
+
+    for verb in ["get", "list", "watch", "create", "patch", "delete"] {
+        assert!(
+            sa_can(&installed, verb, &tenants.name),
+            "{verb} in the watched namespace"
+        );
+    }
+    for verb in ["get", "create", "patch"] {
+        assert!(sa_can(&installed, verb, &system.name), "{verb} in its own namespace");
+    }
+    for namespace in ["default", "kube-system"] {
+        for verb in ["get", "list", "create"] {
+            assert!(!sa_can(&installed, verb, namespace), "{verb} secrets in {namespace}");
+        }
+    }
+
+    // The operator with exactly those rights converges a tenant: its webhook certificate and
+    // issuance key in its own namespace, the tenant's Secrets in the watched one.
+    let operator = Operator::start_all_namespaces_as(
+        &format!("{release}-operator"),
+        &installed.sa_kubeconfig,
+        &[
+            "--namespace",
+            &tenants.name,
+            "--issuance-key-namespace",
+            &system.name,
+            "--webhook-secret",
+            &format!("{}-webhook-tls", installed.sa_name),
+            "--webhook-secret-namespace",
+            &system.name,
+            "--webhook-config-name",
+            &installed.sa_name,
+        ],
+    );
+    apply(
+        &tenants.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {name: acme}\nspec: {displayName: Acme, owner: {email: ceo@acme.example}}\n",
+    );
+    wait_condition(
+        &tenants.api::<Organization>(),
+        "acme",
+        "SecretReady",
+        "True",
+        "SecretIssued",
+    )
+    .await;
+    wait_condition(
+        &tenants.api::<CEUser>(),
+        "acme-owner",
+        "SecretReady",
+        "True",
+        "SecretIssued",
+    )
+    .await;
+    let own: Api<Secret> = system.api();
+    wait_for(
+        &own,
+        &format!("{}-webhook-tls", installed.sa_name),
+        "the webhook certificate",
+        TIMEOUT,
+        |_| true,
+    )
+    .await;
+    assert!(own.get_opt("ce-operator-issuance-key").await.unwrap().is_some());
+    assert!(
+        rbac_denials(&operator.log_text()).next().is_none(),
+        "{}",
+        operator.log_text()
+    );
+}
