@@ -193,6 +193,15 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         "authz.grpc.enabled=true,authz.tls.secretName=gateway-tls,authz.tls.clientCAKey=ca.crt,\
          webhook.clientAuth.caConfigMap=kube-root-ca.crt,webhook.clientAuth.names={ce-webhook-client}",
     );
+    // The NetworkPolicy: the API server for the webhook, the gateways' namespaces for the
+    // authorization endpoints (no CNI here enforces it: what the API server accepts is tested).
+    let with_policy = render_and_dry_run(
+        "networkPolicy.enabled=true,networkPolicy.authzFromNamespaces={gateways},\
+         networkPolicy.webhookFrom[0].ipBlock.cidr=10.244.0.1/32",
+    );
+    for expected in ["kind: NetworkPolicy", r#"values: ["gateways"]"#, "cidr: 10.244.0.1/32"] {
+        assert!(with_policy.contains(expected), "{expected} not rendered");
+    }
     // ... with flags the operator has, and the Secret mounted where they point.
     let help = Command::new(env!("CARGO_BIN_EXE_ce-operator"))
         .args(["run", "--help"])

@@ -142,7 +142,7 @@ async fn validate(
             (response, result)
         }
         Err(message) => {
-            warn!(kind, operation, name = %request.name, error = %message, "admission review failed");
+            warn!(kind, operation, name = ?request.name, error = ?message, "admission review failed");
             (AdmissionResponse::from(&request).deny(message), "error")
         }
     };
