@@ -695,6 +695,75 @@ mod tests {
         assert_eq!(Header::of_text("a b\tc"), Header::Value("a b\tc"));
     }
 
+    /// A header as a gateway may forward it: absent, repeated, unreadable, or any text.
+    fn forwarded() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(None),
+            ".{0,40}".prop_map(Some),
+            "[a-zA-Z, -]{0,40}".prop_map(Some),
+            Just(Some("viewActivity, manageUsers".to_owned())),
+            Just(Some("view".to_owned())),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever a route sends: a request, or a 400 naming the header; never a panic, and
+        /// never a check dropped (a header sent is in the request or refused).
+        #[test]
+        fn any_route_headers_give_a_request_or_a_400(
+            privilege in forwarded(),
+            element in forwarded(),
+            owner in forwarded(),
+            action in forwarded(),
+        ) {
+            let sent = [
+                ("x-ce-privilege", &privilege),
+                ("x-ce-element", &element),
+                ("x-ce-instance-owner", &owner),
+                ("x-ce-instance-action", &action),
+            ];
+            let result = request_of(|name| {
+                sent.iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, v)| v.as_deref())
+                    .map_or(Header::Absent, Header::of_text)
+            });
+            match result {
+                Ok(request) => {
+                    let given = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+                    proptest::prop_assert_eq!(request.element.is_some(), given(&element));
+                    proptest::prop_assert_eq!(request.instance.is_some(), given(&owner));
+                    if given(&privilege) {
+                        proptest::prop_assert!(!request.privileges.is_empty() || privilege.as_deref().is_some_and(|p| p.split(',').all(|k| k.trim().is_empty())));
+                    }
+                }
+                Err(decision) => proptest::prop_assert_eq!(decision.outcome, Outcome::Invalid),
+            }
+        }
+
+        /// Any Authorization header parses or is refused with a fixed reason that never
+        /// repeats what was sent.
+        #[test]
+        fn any_authorization_header_is_parsed_or_refused_without_echo(
+            header in ".{0,120}",
+            secret in "[A-Za-z0-9_-]{16,64}",
+        ) {
+            let _ = authz::parse_credentials(&header);
+            for shape in [
+                format!("User {secret}"),
+                format!("User {secret} {secret}, Organization {secret}"),
+                format!("Bearer {secret}"),
+                format!("User {secret}, User {secret}, Organization x"),
+            ] {
+                match authz::parse_credentials(&shape) {
+                    Ok(_) => proptest::prop_assert!(false, "{shape} parsed"),
+                    Err(why) => proptest::prop_assert!(!why.contains(&secret)),
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_remembered_identity_is_decided_again_once_the_caches_change() {
         let mut snapshot = TestCache::new(None);

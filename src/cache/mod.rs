@@ -546,6 +546,14 @@ impl Cache {
         }
     }
 
+    /// Every cache marked as holding its initial list, for tests that feed them by hand.
+    #[cfg(test)]
+    pub(crate) fn mark_all_synced(&self) {
+        for watched in Watched::ALL {
+            self.mark_synced(watched);
+        }
+    }
+
     /// Whether every cache has its initial list: decisions such as "no default account
     /// exists, create one" must never be made on a cache that is still filling.
     pub fn is_synced(&self) -> bool {

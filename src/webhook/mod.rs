@@ -439,3 +439,113 @@ fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) 
     };
     Ok(admission::review_deletion(&request.kind.kind, ns, name, finding))
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::core::admission::AdmissionReview;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        cache::testing::TestCache,
+        model::fixtures::{NS, account, binding, org, safelist, user},
+    };
+
+    /// Any JSON, a few levels deep, with keys that the five kinds' specs use among others.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,16}".prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            prop::sample::select(vec![
+                "accountRef",
+                "organizationRef",
+                "userRef",
+                "name",
+                "email",
+                "default",
+                "role",
+                "overrideSystemRole",
+                "elements",
+                "roles",
+                "security",
+                "owner",
+                "whitelabel",
+                "superOrganizationRef",
+                "allowCascadingDeletion",
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z]{1,10}",
+        ];
+        leaf.prop_recursive(3, 32, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A review of `kind` with `spec` (and an old object with `old_spec`, for an update or a
+    /// deletion), as the API server would send it.
+    fn review_of(kind: &str, operation: &str, spec: &Value, old_spec: &Value) -> AdmissionRequest<DynamicObject> {
+        let object = |spec: &Value| {
+            json!({
+                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": kind,
+                "metadata": {"name": "probe", "namespace": NS}, "spec": spec,
+            })
+        };
+        let (new, old) = match operation {
+            "CREATE" => (object(spec), Value::Null),
+            "UPDATE" => (object(spec), object(old_spec)),
+            _ => (Value::Null, object(old_spec)),
+        };
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "1", "kind": {"group": "ce.tenancy.io", "version": "v1alpha1", "kind": kind},
+                "resource": {"group": "ce.tenancy.io", "version": "v1alpha1", "resource": "x"},
+                "operation": operation, "namespace": NS, "name": "probe",
+                "userInfo": {"username": "someone"}, "object": new, "oldObject": old,
+            },
+        }))
+        .expect("a well-formed review");
+        review.try_into().expect("a request")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(192))]
+
+        /// Whatever object a review carries, of any of the five kinds and any operation, the
+        /// webhook answers (a review, or an error that becomes a denial) with a well-formed
+        /// response for the request: it never panics.
+        #[test]
+        fn any_admission_review_is_answered(
+            kind in prop::sample::select(vec!["Organization", "Account", "CEUser", "RoleBinding", "ElementSafelist"]),
+            operation in prop::sample::select(vec!["CREATE", "UPDATE", "DELETE"]),
+            spec in any_json(),
+            old_spec in any_json(),
+        ) {
+            let mut snapshot = TestCache::new(None);
+            snapshot
+                .apply([org("acme")])
+                .apply([account("hq", "acme", true)])
+                .apply([user("sam", "hq", "sam@acme.example")])
+                .apply([binding("sam-oa", "sam", Role::OrgAdmin, false)])
+                .apply([safelist("acme-list", "acme", &["box"])]);
+            snapshot.cache.mark_all_synced();
+            let request = review_of(kind, operation, &spec, &old_spec);
+            match answer(&snapshot.cache, &request) {
+                Ok(_) => {}
+                Err(message) => prop_assert!(!message.is_empty()),
+            }
+            // What the API server gets back is a well-formed review.
+            let answered = respond(&request, answer(&snapshot.cache, &request).unwrap_or_default());
+            prop_assert_eq!(answered.uid, request.uid);
+        }
+    }
+}
