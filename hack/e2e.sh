@@ -284,7 +284,9 @@ log "helm install again, the webhook answering only the API server (its client c
 helm_install --set webhook.clientAuth.caConfigMap=kube-root-ca.crt --set 'webhook.clientAuth.names={ce-webhook-client}' \
   >"$work/reinstall.log" 2>&1 && pass "helm install again" || fail "helm install again: $(tail -n 3 "$work/reinstall.log")"
 eventually "the tenant is Ready again" 120 tenant_ready
-check "a violation applied with kubectl is refused by the webhook, which admits only the API server" refused
+# The reinstalled configuration starts without a caBundle: the new leader writes it.
+eventually "the webhook's caBundle is the operator's own CA again" 30 ca_matches
+eventually "a violation applied with kubectl is refused by the webhook, which admits only the API server" 30 refused
 webhook_ip=$(kubectl -n "$ns" get svc "$release-webhook" -o jsonpath='{.spec.clusterIP}')
 # review_code [CERT]: the HTTP status of an empty review POSTed to the webhook's Service from
 # this machine, with the test cluster's client certificate CERT (000: no answer at all).

@@ -47,6 +47,7 @@ impl IssuanceKey {
     }
 
     /// A fixed key, for tests.
+    #[cfg(test)]
     pub fn for_tests() -> Self {
         Self::from_bytes(&[7; KEY_BYTES]).expect("long enough")
     }
