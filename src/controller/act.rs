@@ -303,37 +303,37 @@ where
 /// between (the namespace controller deleting a whole namespace, a label) would make it fail
 /// with a conflict and be retried, where nothing it guards had changed.
 async fn patch_finalizers<K: Reconciler>(ctx: &Context, obj: &K, finalizers: Vec<String>) -> Result<(), kube::Error> {
+    patch_list(ctx, obj, "finalizers", obj.meta().finalizers.as_deref(), finalizers).await
+}
+
+/// Adds `owner` to the object's owner references.
+async fn pin_to_user<K: Reconciler>(ctx: &Context, obj: &K, owner: OwnerReference) -> Result<(), kube::Error> {
+    let had = obj.meta().owner_references.as_deref();
+    let owners: Vec<OwnerReference> = had.into_iter().flatten().cloned().chain([owner]).collect();
+    patch_list(ctx, obj, "ownerReferences", had, owners).await
+}
+
+/// Sets the metadata list `field` (which the object showed as `had`) to `value`, unless
+/// someone changed it meanwhile: a JSON patch that tests the list first.
+async fn patch_list<K: Reconciler, T: Serialize>(
+    ctx: &Context,
+    obj: &K,
+    field: &str,
+    had: Option<&[T]>,
+    value: Vec<T>,
+) -> Result<(), kube::Error> {
     let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let ops = match obj.meta().finalizers.as_deref() {
+    let path = format!("/metadata/{field}");
+    let ops = match had {
         // No list to test (a missing path fails a `test`): guarded by the resourceVersion, as
         // `add` would replace a list someone else created meanwhile.
         None | Some([]) => json!([
             {"op": "test", "path": "/metadata/resourceVersion", "value": obj.resource_version()},
-            {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": path, "value": value},
         ]),
         Some(had) => json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": had},
-            {"op": "replace", "path": "/metadata/finalizers", "value": finalizers},
-        ]),
-    };
-    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a well-formed JSON patch");
-    api_in::<K>(ctx, &ns)
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch))
-        .await
-        .map(drop)
-}
-
-/// Adds `owner` to the object's owner references (a JSON patch guarded like the finalizers').
-async fn pin_to_user<K: Reconciler>(ctx: &Context, obj: &K, owner: OwnerReference) -> Result<(), kube::Error> {
-    let ns = obj.meta().namespace.clone().unwrap_or_default();
-    let ops = match obj.meta().owner_references.as_deref() {
-        None | Some([]) => json!([
-            {"op": "test", "path": "/metadata/resourceVersion", "value": obj.resource_version()},
-            {"op": "add", "path": "/metadata/ownerReferences", "value": [owner]},
-        ]),
-        Some(had) => json!([
-            {"op": "test", "path": "/metadata/ownerReferences", "value": had},
-            {"op": "add", "path": "/metadata/ownerReferences/-", "value": owner},
+            {"op": "test", "path": path, "value": had},
+            {"op": "replace", "path": path, "value": value},
         ]),
     };
     let patch: json_patch::Patch = serde_json::from_value(ops).expect("a well-formed JSON patch");
