@@ -890,13 +890,10 @@ async fn a_malformed_object_is_reported_and_does_not_wedge_the_operator() {
                 .await;
             assert_eq!(lists > 0.0, phase == "list", "{phase}: {lists} LISTs of ceusers");
         }
-        let log = operator.log_text();
-        let this_start = log.rsplit("serving /metrics").next().unwrap_or_default();
+        let log = operator.log_of_this_start();
         for name in ["name=bad", "name=broken"] {
             assert!(
-                this_start
-                    .lines()
-                    .any(|l| l.contains("cannot be read") && l.contains(name)),
+                log.lines().any(|l| l.contains("cannot be read") && l.contains(name)),
                 "{phase}: the log names the malformed object {name}:\n{log}"
             );
         }

@@ -260,6 +260,8 @@ pub struct Operator {
     /// The namespace watched; None for all namespaces.
     namespace: Option<String>,
     pub log: PathBuf,
+    /// Length of the log when the latest start began: what follows is that process's.
+    log_offset: usize,
 }
 
 impl Operator {
@@ -331,6 +333,7 @@ impl Operator {
             kubeconfig,
             namespace,
             log,
+            log_offset: 0,
         }
     }
 
@@ -343,11 +346,16 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// What the latest start has logged so far.
+    pub fn log_of_this_start(&self) -> String {
+        self.log_text().get(self.log_offset..).unwrap_or_default().to_owned()
+    }
+
     /// The value of `field` the latest start logged on a line containing `marker`, once it
     /// has (text logs: `field=value`).
     async fn logged(&self, marker: &str, field: &str) -> String {
         let find = || {
-            self.log_text()
+            self.log_of_this_start()
                 .lines()
                 .rev()
                 .find(|l| l.contains(marker))
@@ -462,6 +470,7 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .unwrap();
+        self.log_offset = out.metadata().map_or(0, |m| m.len() as usize);
         let mut command = Command::new(env!("CARGO_BIN_EXE_ce-operator"));
         command
             .args([
