@@ -1205,6 +1205,30 @@ async fn changes_take_effect_in_the_decisions_and_can_i_agrees() {
     let matrix = until_status(&authz, &sam, &create, 403).await;
     eprintln!("a changed privilege matrix took effect in {matrix:?}");
 
+    // The super-organization stops accepting acme (or goes, or cannot be read): its denylist
+    // is never taken as empty, so acme's users see no element until the link is accepted.
+    let salesforce = [("X-CE-Element", "salesforce")];
+    assert_eq!(envoy_check(&authz, "GET", "/", Some(&sam), &salesforce), 200);
+    let allow = |namespaces: Vec<String>| serde_json::json!({"spec": {"whitelabel": {"allowedNamespaces": namespaces, "elementDenylist": ["box"]}}});
+    let orgs = ns.api::<Organization>();
+    orgs.patch(
+        "big",
+        &PatchParams::default(),
+        &Patch::Merge(allow(vec!["elsewhere".into()])),
+    )
+    .await
+    .unwrap();
+    let withheld = until_status(&authz, &sam, &salesforce, 403).await;
+    eprintln!("a refused super-organization link withheld every element after {withheld:?}");
+    orgs.patch(
+        "big",
+        &PatchParams::default(),
+        &Patch::Merge(allow(vec![ns.name.clone()])),
+    )
+    .await
+    .unwrap();
+    until_status(&authz, &sam, &salesforce, 200).await;
+
     // A deleted user no longer authenticates.
     let joe = credentials(&ns, "joe", "acme").await;
     assert_eq!(envoy_check(&authz, "GET", "/", Some(&joe), &[]), 200);

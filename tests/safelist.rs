@@ -204,14 +204,22 @@ async fn safelists_denylists_and_super_organization_links() {
     super_orgs.delete("big", &DeleteParams::default()).await.unwrap();
     support::wait_gone(&super_orgs, "big", TIMEOUT).await;
     for member in ["acme", "globex"] {
-        wait_condition(&orgs, member, "Ready", "False", "SuperOrganizationNotFound").await;
+        let org = wait_condition(&orgs, member, "Ready", "False", "SuperOrganizationNotFound").await;
+        let visibility = org.status.unwrap().element_visibility.unwrap();
+        assert!(
+            visibility.withheld,
+            "{member}: a denylist that cannot be read is not empty"
+        );
     }
-    let list = wait_ready(&lists, "acme").await.status.unwrap();
-    assert_eq!(
-        list.effective_elements,
-        strings(&["box", "salesforce"]),
-        "no denylist applies any more"
+    // Fails closed: the safelist shows nothing until the link is accepted again.
+    let list = wait_condition(&lists, "acme", "Ready", "False", "SuperOrganizationNotFound").await;
+    assert!(
+        list.condition("Ready")
+            .unwrap()
+            .message
+            .contains("no element is visible")
     );
+    assert!(list.status.unwrap().effective_elements.is_empty());
 
     for ns in [partners, tenants, other] {
         ns.delete().await;

@@ -230,6 +230,36 @@ async fn each_rule_refuses_the_change_at_once_and_the_reconciler_reports_what_sl
             .is_none()
     );
 
+    // A member cannot leave its super-organization's denylist by editing itself: removing or
+    // changing a link in effect is refused (only the super-organization ends it).
+    for patch in [
+        r#"{"spec":{"superOrganizationRef":null}}"#.to_owned(),
+        format!(
+            r#"{{"spec":{{"superOrganizationRef":{{"namespace":"{}","name":"other"}}}}}}"#,
+            ns.name
+        ),
+    ] {
+        let out = support::kubectl(&[
+            "-n",
+            &ns.name,
+            "patch",
+            "organization",
+            "acme",
+            "--type=merge",
+            "-p",
+            &patch,
+        ]);
+        assert!(!out.status.success(), "{patch} was admitted");
+        assert!(
+            stderr(&out).contains(&format!(
+                "Organization {}/acme: spec.superOrganizationRef: the link to super-organization {}/big is in effect",
+                ns.name, ns.name
+            )),
+            "{patch}: {}",
+            stderr(&out)
+        );
+    }
+
     // A system role bound by hand: refused unless the organization allows overrides ...
     let override_binding = "apiVersion: ce.tenancy.io/v1alpha1\nkind: RoleBinding\nmetadata: {name: jane-org}\nspec: {userRef: {name: jane}, role: org, overrideSystemRole: true}\n";
     let out = kubectl_with_input(&["-n", &ns.name, "apply", "-f", "-"], override_binding);

@@ -303,4 +303,9 @@ pub struct ElementVisibility {
     /// Elements denied by the super-organization, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub denied_elements: Vec<String>,
+    /// True while the organization names a super-organization that does not accept the link
+    /// (missing, refusing, or not watched): no element is visible until it does, since a
+    /// denylist that cannot be read is never taken as empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
 }

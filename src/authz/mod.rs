@@ -34,6 +34,7 @@ use crate::{
         issuance::{self, HolderKind},
         safelist,
         secrets::Digest,
+        super_organization,
         user::{self, Identity},
     },
 };
@@ -218,8 +219,8 @@ pub fn authorize(cache: &Cache, derived: &Derived, caller: &Caller, request: &Re
             let safelists = cache.safelists_of(ns, &org.name_any());
             let listed = safelist::effective(&safelists).map(|l| l.spec.elements.as_slice());
             let parent = Parent::of(cache, &org);
-            let link = safelist::judge_link(&org, ns, parent.lookup());
-            Some(Arc::new(safelist::visibility(listed, link.denylist()).0))
+            let link = super_organization::judge_link(&org, ns, parent.lookup());
+            Some(Arc::new(safelist::visibility(listed, &link).0))
         });
         visible.is_some_and(|v| v.contains(element))
     });

@@ -10,7 +10,9 @@ use kube::ResourceExt;
 use super::Cache;
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    model::{organization::Member, safelist::SuperOrganization, tenancy::DefaultCandidates, user::IdentityInputs},
+    model::{
+        organization::Member, super_organization::SuperOrganization, tenancy::DefaultCandidates, user::IdentityInputs,
+    },
 };
 
 /// The super-organization an organization names, as found.

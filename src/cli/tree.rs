@@ -76,6 +76,9 @@ pub struct OrganizationNode {
     /// The elements the super-organization denies this organization (its status).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub denied_elements: Vec<String>,
+    /// No element is visible: the super-organization link is not accepted (its status).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
     pub accounts: Vec<AccountNode>,
 }
 
@@ -238,6 +241,7 @@ pub fn build(
                 }),
                 safelist,
                 denied_elements: visibility.map(|v| v.denied_elements.clone()).unwrap_or_default(),
+                withheld: visibility.is_some_and(|v| v.withheld),
                 accounts: children,
                 name: org_name,
             }
@@ -303,6 +307,12 @@ pub fn render(tree: &Tree, paint: Paint) -> String {
             out.push_str(&format!(
                 "│ super-organization {}/{}: {line}\n",
                 parent.namespace, parent.name
+            ));
+        }
+        if org.withheld {
+            out.push_str(&format!(
+                "│ {}\n",
+                paint.problem("no element is visible until the super-organization accepts the link")
             ));
         }
         match &org.safelist {
@@ -408,6 +418,7 @@ mod tests {
                 super_organization: None,
                 safelist: None,
                 denied_elements: Vec::new(),
+                withheld: false,
                 accounts: vec![AccountNode {
                     name: "hq".into(),
                     default: true,

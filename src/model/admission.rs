@@ -17,7 +17,7 @@ use super::{
     conditions::{Desired, Reason},
     organization::{self, Member},
     privileges::Matrix,
-    role_binding, safelist,
+    role_binding, safelist, super_organization,
     tenancy::{self, DefaultCandidates, Verdict},
     user,
 };
@@ -70,6 +70,7 @@ fn treatment(reason: Reason) -> Treatment {
         | Reason::ForeignOwner
         | Reason::UserReplaced
         | Reason::SystemRoleOverrideNotAllowed
+        | Reason::SuperOrganizationLinkLocked
         | Reason::ChildrenExist => Treatment::Deny,
         Reason::OrganizationNotFound
         | Reason::AccountNotFound
@@ -96,9 +97,10 @@ fn field(reason: Reason) -> &'static str {
         Reason::DuplicateDefaultAccount => "spec.default",
         Reason::DuplicateEmail => "spec.email",
         Reason::ProtectedPrivilegeRevoked => "spec.roles",
-        Reason::SuperOrganizationNotFound | Reason::SuperOrganizationRejected | Reason::SuperOrganizationNotWatched => {
-            "spec.superOrganizationRef"
-        }
+        Reason::SuperOrganizationNotFound
+        | Reason::SuperOrganizationRejected
+        | Reason::SuperOrganizationNotWatched
+        | Reason::SuperOrganizationLinkLocked => "spec.superOrganizationRef",
         Reason::ChildrenExist => "spec.allowCascadingDeletion",
         Reason::ForeignOwner | Reason::UserReplaced => "metadata.ownerReferences",
         _ => "metadata",
@@ -171,14 +173,19 @@ pub fn safelist_findings(inputs: &safelist::Inputs<'_>) -> Vec<Finding> {
 /// the organization before an update).
 pub fn organization_findings(
     org: &Organization,
-    old: Option<&Organization>,
-    link: &safelist::Link,
+    old: Option<(&Organization, &super_organization::Link)>,
+    link: &super_organization::Link,
     members: &[Member],
 ) -> Vec<Finding> {
     let mut findings: Vec<Finding> = problem(&organization::roles_applied(&Matrix::new(&org.spec.roles)))
         .into_iter()
         .collect();
-    if let safelist::Link::Refused { reason, message } = link {
+    if let Some((reason, message)) = old.and_then(|(old, old_link)| super_organization::link_change(old, old_link, org))
+    {
+        findings.push(Finding { reason, message });
+    }
+    let old = old.map(|(old, _)| old);
+    if let super_organization::Link::Refused { reason, message } = link {
         findings.push(Finding {
             reason: *reason,
             message: message.clone(),
@@ -292,7 +299,7 @@ mod tests {
     use super::*;
     use crate::{
         api::Role,
-        model::{fixtures::*, safelist::SuperOrganization},
+        model::{fixtures::*, super_organization::SuperOrganization},
     };
 
     fn finding(reason: Reason) -> Finding {
@@ -451,7 +458,12 @@ mod tests {
             org: Arc::new(org_linked("acme", "partners", "big")),
             safelists: arcs(&[safelist("acme", "acme", &["box", "hubspot", "salesforce"])]),
         };
-        let findings = organization_findings(&new, Some(&old), &safelist::Link::None, std::slice::from_ref(&member));
+        let findings = organization_findings(
+            &new,
+            Some((&old, &super_organization::Link::None)),
+            &super_organization::Link::None,
+            std::slice::from_ref(&member),
+        );
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].reason, Reason::SafelistedDeniedElements);
         assert!(
@@ -460,7 +472,15 @@ mod tests {
             findings[0].message
         );
         // Re-applying the same denylist (box already conflicting) is not refused.
-        assert!(organization_findings(&old, Some(&old), &safelist::Link::None, &[member]).is_empty());
+        assert!(
+            organization_findings(
+                &old,
+                Some((&old, &super_organization::Link::None)),
+                &super_organization::Link::None,
+                &[member]
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -469,7 +489,7 @@ mod tests {
             "acme",
             serde_json::json!({"displayName": "A", "roles": [{"role": "org-admin", "revoke": ["manageUsers"]}]}),
         );
-        let findings = organization_findings(&lockout, None, &safelist::Link::None, &[]);
+        let findings = organization_findings(&lockout, None, &super_organization::Link::None, &[]);
         assert_eq!(findings[0].reason, Reason::ProtectedPrivilegeRevoked);
         assert!(
             review("Organization", NS, "acme", &[], &findings)

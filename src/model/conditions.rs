@@ -169,13 +169,16 @@ reasons! {
     NoConflict: Healthy,
     /// DenylistConflict=True: `model::organization::denylist_conflicts`.
     SafelistedDeniedElements: Problem,
-    /// The super-organization does not exist: `model::safelist::judge_link`.
+    /// The super-organization does not exist: `model::super_organization::judge_link`.
     SuperOrganizationNotFound: Waiting,
-    /// The super-organization refuses the link: `model::safelist::judge_link`.
+    /// The super-organization refuses the link: `model::super_organization::judge_link`.
     SuperOrganizationRejected: Problem,
     /// The super-organization is in a namespace this operator does not watch:
-    /// `model::safelist::judge_link`.
+    /// `model::super_organization::judge_link`.
     SuperOrganizationNotWatched: Problem,
+    /// Changing a super-organization link in effect: `model::super_organization::link_change`
+    /// (admission only).
+    SuperOrganizationLinkLocked: Problem,
     /// DeletionBlocked=True, children remain: `model::organization::finalize`, `model::account::finalize`.
     ChildrenExist: Problem,
     /// DeletionBlocked=True while cascading: `model::organization::finalize`, `model::account::finalize`.

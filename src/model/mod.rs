@@ -17,6 +17,7 @@ pub mod privileges;
 pub mod role_binding;
 pub mod safelist;
 pub mod secrets;
+pub mod super_organization;
 pub mod tenancy;
 pub mod user;
 

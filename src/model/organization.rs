@@ -19,8 +19,9 @@ use super::{
     name_list,
     names::{self, LABEL_ORGANIZATION, LABEL_SECRET_OF},
     privileges::Matrix,
-    safelist::{self, Link, SuperOrganization},
+    safelist,
     secrets::{self, SecretFacts, SecretInputs, SecretValue},
+    super_organization::{self, Link, SuperOrganization},
     tenancy::{self, DefaultCandidates},
 };
 use crate::api::{
@@ -238,11 +239,14 @@ pub fn denylist_conflicts(org: &Organization, denylist: &[String], members: &[Me
         .filter_map(|member| {
             let member_ns = member.org.namespace().unwrap_or_default();
             let accepted = matches!(
-                safelist::judge_link(&member.org, &member_ns, SuperOrganization::Found(org)),
+                super_organization::judge_link(&member.org, &member_ns, SuperOrganization::Found(org)),
                 Link::Accepted { .. }
             );
             let list = safelist::effective(&member.safelists).filter(|_| accepted)?;
-            let (_, denied) = safelist::visibility(Some(&list.spec.elements), denylist);
+            let denying = Link::Accepted {
+                denylist: denylist.to_vec(),
+            };
+            let (_, denied) = safelist::visibility(Some(&list.spec.elements), &denying);
             (!denied.is_empty())
                 .then(|| format!("{member_ns}/{} safelists {}", member.org.name_any(), denied.join(", ")))
         })
@@ -392,7 +396,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
         now: inputs.now,
     });
     requeue_after = [requeue_after, secret.requeue_after].into_iter().flatten().min();
-    let link = safelist::judge_link(org, &ns, inputs.super_organization);
+    let link = super_organization::judge_link(org, &ns, inputs.super_organization);
 
     // Ready reports the first problem: the default account, the secret, the link, the owner.
     let ready = default
@@ -474,6 +478,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
         element_visibility: Some(ElementVisibility {
             safelist: safelist::effective(inputs.safelists).map(|s| s.name_any()),
             denied_elements: denied,
+            withheld: matches!(link, Link::Refused { .. }),
         }),
     };
     actions.push(Action::Secret {

@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 use super::{
     Decision,
     conditions::{self, ConditionType, Desired, Reason},
+    super_organization::{Link, SuperOrganization, judge_link},
     tenancy,
 };
 use crate::api::{ElementSafelist, ElementSafelistStatus, Organization};
@@ -32,9 +33,15 @@ impl Visible {
     }
 }
 
-/// The visibility an organization gets, and the safelisted elements the denylist overrides
-/// (deny wins: they are not visible, and the conflict is reported on both sides).
-pub fn visibility(safelist: Option<&[String]>, denylist: &[String]) -> (Visible, Vec<String>) {
+/// The visibility an organization gets under its super-organization link, and the
+/// safelisted elements the denylist overrides (deny wins: they are not visible, and the
+/// conflict is reported on both sides). A link that names a super-organization but is not
+/// accepted shows nothing: a denylist that cannot be read is never taken as empty.
+pub fn visibility(safelist: Option<&[String]>, link: &Link) -> (Visible, Vec<String>) {
+    let denylist = match link {
+        Link::Refused { .. } => return (Visible::Only(BTreeSet::new()), Vec::new()),
+        Link::None | Link::Accepted { .. } => link.denylist(),
+    };
     let denied: BTreeSet<String> = denylist.iter().cloned().collect();
     match safelist {
         None => (Visible::AllExcept(denied), Vec::new()),
@@ -43,81 +50,6 @@ pub fn visibility(safelist: Option<&[String]>, denylist: &[String]) -> (Visible,
             let conflicts = listed.intersection(&denied).cloned().collect();
             (Visible::Only(listed.difference(&denied).cloned().collect()), conflicts)
         }
-    }
-}
-
-/// The super-organization an organization names, as found in the caches.
-#[derive(Clone, Copy, Debug)]
-pub enum SuperOrganization<'a> {
-    Found(&'a Organization),
-    Missing,
-    /// In a namespace this operator does not watch (`--namespace`); `watched` is the one it does.
-    NotWatched {
-        watched: &'a str,
-    },
-}
-
-/// How a super-organization link stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Link {
-    /// The organization names no super-organization.
-    None,
-    /// Accepted: the super-organization's denylist applies.
-    Accepted { denylist: Vec<String> },
-    /// Refused or unresolved, with a condition reason and a message for a person.
-    Refused { reason: Reason, message: String },
-}
-
-impl Link {
-    /// The denylist that applies (empty unless the link is accepted).
-    pub fn denylist(&self) -> &[String] {
-        match self {
-            Link::Accepted { denylist } => denylist,
-            Link::None | Link::Refused { .. } => &[],
-        }
-    }
-}
-
-/// Judges an organization's `superOrganizationRef` against the super-organization it names.
-pub fn judge_link(org: &Organization, org_namespace: &str, target: SuperOrganization<'_>) -> Link {
-    let Some(reference) = &org.spec.super_organization_ref else {
-        return Link::None;
-    };
-    let named = format!("{}/{}", reference.namespace, reference.name);
-    let target = match target {
-        SuperOrganization::Found(target) => target,
-        SuperOrganization::Missing => {
-            return Link::Refused {
-                reason: Reason::SuperOrganizationNotFound,
-                message: format!("super-organization {named} does not exist; the link takes effect once it does"),
-            };
-        }
-        SuperOrganization::NotWatched { watched } => {
-            return Link::Refused {
-                reason: Reason::SuperOrganizationNotWatched,
-                message: format!(
-                    "super-organization {named} is in namespace {}, which this operator does not watch (--namespace={watched}); run it over all namespaces, or over both, for the link to take effect",
-                    reference.namespace
-                ),
-            };
-        }
-    };
-    let Some(whitelabel) = &target.spec.whitelabel else {
-        return Link::Refused {
-            reason: Reason::SuperOrganizationRejected,
-            message: format!("{named} is not a super-organization (it has no spec.whitelabel)"),
-        };
-    };
-    if !whitelabel.allowed_namespaces.iter().any(|ns| ns == org_namespace) {
-        return Link::Refused {
-            reason: Reason::SuperOrganizationRejected,
-            message: format!(
-                "super-organization {named} does not allow organizations of namespace {org_namespace}; add it to its spec.whitelabel.allowedNamespaces"
-            ),
-        };
-    }
-    Link::Accepted {
-        denylist: whitelabel.element_denylist.clone(),
     }
 }
 
@@ -190,7 +122,14 @@ pub fn judge(inputs: &Inputs<'_>) -> Judgement {
         ));
     }
     let link = judge_link(org, &ns, inputs.super_organization);
-    let (visible, conflicts) = visibility(Some(&list.spec.elements), link.denylist());
+    if let Link::Refused { reason, message } = &link {
+        return judged(Desired::new(
+            ConditionType::Ready,
+            *reason,
+            format!("{message}; until then no element is visible to organization {org_name}"),
+        ));
+    }
+    let (visible, conflicts) = visibility(Some(&list.spec.elements), &link);
     let effective: Vec<String> = match visible {
         Visible::Only(elements) => elements.into_iter().collect(),
         Visible::AllExcept(_) => Vec::new(),
@@ -246,13 +185,32 @@ mod tests {
     use super::*;
     use crate::model::fixtures::*;
 
+    fn denying(elements: &[&str]) -> Link {
+        Link::Accepted {
+            denylist: strings(elements),
+        }
+    }
+
+    #[test]
+    fn a_link_not_accepted_shows_nothing() {
+        let refused = Link::Refused {
+            reason: Reason::SuperOrganizationNotFound,
+            message: String::new(),
+        };
+        for safelist in [None, Some(&strings(&["salesforce"])[..])] {
+            let (visible, conflicts) = visibility(safelist, &refused);
+            assert_eq!(visible, Visible::Only(BTreeSet::new()));
+            assert!(conflicts.is_empty());
+        }
+    }
+
     fn set(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
     fn no_safelist_shows_everything_not_denied() {
-        let (visible, conflicts) = visibility(None, &strings(&["box"]));
+        let (visible, conflicts) = visibility(None, &denying(&["box"]));
         assert_eq!(visible, Visible::AllExcept(set(&["box"])));
         assert!(visible.contains("salesforce") && !visible.contains("box"));
         assert!(conflicts.is_empty());
@@ -260,7 +218,7 @@ mod tests {
 
     #[test]
     fn an_empty_safelist_shows_nothing() {
-        let (visible, _) = visibility(Some(&[]), &[]);
+        let (visible, _) = visibility(Some(&[]), &Link::None);
         assert_eq!(visible, Visible::Only(BTreeSet::new()));
         assert!(!visible.contains("salesforce"));
     }
@@ -269,54 +227,11 @@ mod tests {
     fn deny_wins_over_safelist_and_is_reported() {
         let (visible, conflicts) = visibility(
             Some(&strings(&["salesforce", "box", "hubspot"])),
-            &strings(&["box", "dropbox"]),
+            &denying(&["box", "dropbox"]),
         );
         assert_eq!(visible, Visible::Only(set(&["hubspot", "salesforce"])));
         assert_eq!(conflicts, strings(&["box"]));
         assert!(!visible.contains("box") && !visible.contains("dropbox"));
-    }
-
-    fn refused(link: Link) -> Reason {
-        match link {
-            Link::Refused { reason, .. } => reason,
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn links_are_accepted_only_from_allowed_namespaces_of_a_super_organization() {
-        let child = org_linked("acme", "partners", "big");
-        let partner = super_org("big", &["tenants"], &["box"]);
-        assert_eq!(
-            judge_link(&child, "tenants", SuperOrganization::Found(&partner)),
-            Link::Accepted {
-                denylist: strings(&["box"])
-            }
-        );
-        assert_eq!(
-            refused(judge_link(&child, "elsewhere", SuperOrganization::Found(&partner))),
-            Reason::SuperOrganizationRejected
-        );
-        assert_eq!(
-            refused(judge_link(&child, "tenants", SuperOrganization::Missing)),
-            Reason::SuperOrganizationNotFound
-        );
-        assert_eq!(
-            refused(judge_link(&child, "tenants", SuperOrganization::Found(&org("plain")))),
-            Reason::SuperOrganizationRejected
-        );
-        let not_watched = judge_link(&child, "tenants", SuperOrganization::NotWatched { watched: "tenants" });
-        match &not_watched {
-            Link::Refused { reason, message } => {
-                assert_eq!(*reason, Reason::SuperOrganizationNotWatched);
-                assert!(message.contains("--namespace=tenants"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            judge_link(&org("plain"), "tenants", SuperOrganization::Missing),
-            Link::None
-        );
     }
 
     fn decide_for(
@@ -390,12 +305,12 @@ mod tests {
                 conflicts: &["box"],
             },
             Case {
-                case: "unresolved link: no denylist",
+                case: "unresolved link: fails closed",
                 list: &first,
                 organization: Some(&linked),
                 parent: SuperOrganization::Missing,
-                reason: Reason::Ready,
-                effective: &["box", "salesforce"],
+                reason: Reason::SuperOrganizationNotFound,
+                effective: &[],
                 conflicts: &[],
             },
         ];

@@ -29,7 +29,7 @@ use crate::{
     model::{
         account,
         admission::{self, Finding, Review},
-        role_binding, safelist,
+        role_binding, safelist, super_organization,
         tenancy::DefaultCandidates,
     },
 };
@@ -243,7 +243,10 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
             ) else {
                 return Ok(Review::default());
             };
-            let link = crate::model::safelist::judge_link(&org, &ns, Parent::of(cache, &org).lookup());
+            let link = super_organization::judge_link(&org, &ns, Parent::of(cache, &org).lookup());
+            let old_link = old
+                .as_ref()
+                .map(|old| super_organization::judge_link(old, &ns, Parent::of(cache, old).lookup()));
             let members = if org.spec.whitelabel.is_some() {
                 members(cache, &ns, name)
             } else {
@@ -254,7 +257,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
                 old.as_ref()
                     .map(admission::organization_findings_before)
                     .unwrap_or_default(),
-                admission::organization_findings(&org, old.as_ref(), &link, &members),
+                admission::organization_findings(&org, old.as_ref().zip(old_link.as_ref()), &link, &members),
             )
         }
         "Account" => {
