@@ -95,6 +95,53 @@ pub struct Metrics {
     pub authz_decisions: Family<AuthzLabels, Counter>,
     pub authz_duration: Histogram,
     pub api_requests: Family<ApiRequestLabels, Counter>,
+    /// The refusal line of the authorization endpoint, which any API caller can cause.
+    pub authz_refusal_log: LogLimit,
+    /// The failure line of the admission webhook.
+    pub admission_failure_log: LogLimit,
+}
+
+/// A budget for a log line that callers can cause at will (a refusal, a failed review): a flood
+/// of bad requests must not flood the log or fill the node's disk. Past the budget, lines are
+/// dropped and counted (`ce_operator_log_lines_suppressed_total{line}`), so the flood still
+/// shows, in the metrics.
+pub struct LogLimit {
+    budget: governor::DefaultDirectRateLimiter,
+    suppressed: Counter,
+}
+
+impl std::fmt::Debug for LogLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLimit")
+            .field("suppressed", &self.suppressed.get())
+            .finish()
+    }
+}
+
+impl LogLimit {
+    /// 20 lines a second, in bursts of up to 100.
+    fn new(suppressed: &Family<LineLabels, Counter>, line: &'static str) -> Self {
+        let quota = governor::Quota::per_second(std::num::NonZeroU32::new(20).expect("non-zero"))
+            .allow_burst(std::num::NonZeroU32::new(100).expect("non-zero"));
+        Self {
+            budget: governor::RateLimiter::direct(quota),
+            suppressed: suppressed.get_or_create(&LineLabels { line }).clone(),
+        }
+    }
+
+    /// Whether to write the line now; if not, it is counted as suppressed.
+    pub fn allows(&self) -> bool {
+        let allowed = self.budget.check().is_ok();
+        if !allowed {
+            self.suppressed.inc();
+        }
+        allowed
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LineLabels {
+    pub line: &'static str,
 }
 
 impl Default for Metrics {
@@ -194,6 +241,14 @@ impl Default for Metrics {
             "Requests this operator made to the Kubernetes API, by verb, resource and response code",
             api_requests.clone(),
         );
+        let log_lines_suppressed = Family::<LineLabels, Counter>::default();
+        registry.register(
+            "log_lines_suppressed",
+            "Log lines dropped because callers caused more than the line's budget (20/s)",
+            log_lines_suppressed.clone(),
+        );
+        let authz_refusal_log = LogLimit::new(&log_lines_suppressed, "authorization_refused");
+        let admission_failure_log = LogLimit::new(&log_lines_suppressed, "admission_review_failed");
         Self {
             registry,
             reconciles,
@@ -213,6 +268,8 @@ impl Default for Metrics {
             authz_decisions,
             authz_duration,
             api_requests,
+            authz_refusal_log,
+            admission_failure_log,
         }
     }
 }
@@ -252,6 +309,18 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_past_its_budget_is_dropped_and_counted() {
+        let metrics = Metrics::default();
+        let allowed = (0..1_000).filter(|_| metrics.authz_refusal_log.allows()).count();
+        // The burst, and at most a few more refilled while the loop ran.
+        assert!((100..110).contains(&allowed), "{allowed} lines allowed");
+        assert!(metrics.render().contains(&format!(
+            "ce_operator_log_lines_suppressed_total{{line=\"authorization_refused\"}} {}",
+            1_000 - allowed
+        )));
+    }
 
     #[test]
     fn renders_prometheus_text_with_the_recorded_values() {

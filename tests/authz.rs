@@ -876,6 +876,7 @@ async fn a_refusal_tells_the_caller_nothing_about_who_exists() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "authz-tell").await;
+    let began = Instant::now();
     let operator = Operator::start_with(&ns.name, &ns.name, &["--authz-grpc-addr", "127.0.0.1:0"]);
     converge(&ns).await;
     let authz = operator.authz_addr().await;
@@ -965,6 +966,36 @@ async fn a_refusal_tells_the_caller_nothing_about_who_exists() {
             "{code} counted {counted} times, not apart (HTTP and gRPC)"
         );
     }
+
+    // A flood of refusals does not flood the log: past the line's budget (bursts of 100, then
+    // 20 a second) it is dropped, and counted, so every refusal is either logged or counted.
+    for _ in 0..1_000 {
+        grpc_check(
+            &grpc,
+            "GET",
+            "/api/x",
+            Some(&unknown),
+            &[] as &[(&str, &str)],
+            Via::Extensions,
+        )
+        .await;
+    }
+    let decisions = "ce_operator_authz_decisions_total";
+    let refusals =
+        operator.metric(decisions).await - operator.metric(&format!("{decisions}{{outcome=\"allowed\"")).await;
+    let suppressed = operator
+        .metric(r#"ce_operator_log_lines_suppressed_total{line="authorization_refused"}"#)
+        .await;
+    let logged = operator
+        .log_of_this_start()
+        .lines()
+        .filter(|l| l.contains("authorization refused"))
+        .count() as f64;
+    let budget = 100.0 + 20.0 * began.elapsed().as_secs_f64().ceil();
+    eprintln!("{refusals} refusals: {logged} logged, {suppressed} suppressed (budget {budget})");
+    assert!(logged <= budget, "{logged} refusal lines, over the budget of {budget}");
+    assert!(suppressed > 0.0);
+    assert_eq!(logged + suppressed, refusals, "every refusal is logged or counted");
 }
 
 /// Any pod can open connections to the endpoints. 1,000 that say nothing or stop halfway

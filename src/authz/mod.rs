@@ -464,7 +464,7 @@ fn record(metrics: &Metrics, decision: &Decision, started: Instant) {
         })
         .inc();
     metrics.authz_duration.observe(started.elapsed().as_secs_f64());
-    if decision.outcome != Outcome::Allowed {
+    if decision.outcome != Outcome::Allowed && metrics.authz_refusal_log.allows() {
         // The precise reason, which the caller may not be told (`Decision::told_to_caller`),
         // Debug-formatted: a caller's bytes in it are quoted and escaped, never raw in a text log.
         tracing::debug!(outcome = decision.outcome.label(), code = decision.code, reason = ?decision.reason, "authorization refused");

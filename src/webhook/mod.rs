@@ -142,7 +142,9 @@ async fn validate(
             (response, result)
         }
         Err(message) => {
-            warn!(kind, operation, name = ?request.name, error = ?message, "admission review failed");
+            if state.metrics.admission_failure_log.allows() {
+                warn!(kind, operation, name = ?request.name, error = ?message, "admission review failed");
+            }
             (AdmissionResponse::from(&request).deny(message), "error")
         }
     };
