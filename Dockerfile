@@ -3,8 +3,10 @@
 # the same image without a Docker engine (hack/image.sh: same binary build, same config);
 # hack/e2e.sh checks that the two configs agree (hack/dockerfile.py config).
 
-ARG RUST_VERSION=1.95
-FROM rust:${RUST_VERSION}-bookworm AS build
+# Base images are pinned by digest (checked by `hack/dockerfile.py pinned` in `make test`): a
+# build is reproducible and a moved tag cannot change what ships. To update one, resolve its
+# tag (`crane digest rust:1.95-bookworm`) and replace the digest; the tag stays for readers.
+FROM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
 WORKDIR /src
 # Statically linked against glibc: no musl toolchain needed, and the same command as
 # hack/image.sh. The explicit --target keeps build scripts and proc-macros dynamic.
@@ -26,7 +28,7 @@ RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --target x86_64-unknown-linux-gnu --bin ce-operator \
     && mkdir -p out && cp target/x86_64-unknown-linux-gnu/release/ce-operator out/ce-operator
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="ce-operator" \
       org.opencontainers.image.description="Kubernetes operator for the Cloud Elements tenancy model" \

@@ -11,6 +11,10 @@
       cache, in the role of Docker's layer cache); everything else is removed first, so
       every run starts as Docker's stage does.
 
+  dockerfile.py pinned --dockerfile F
+      exits 1, naming it, if a stage starts from an image not pinned by digest
+      (`name:tag@sha256:...`); a stage built on an earlier stage is fine.
+
   dockerfile.py config --dockerfile F --image IMAGE.tar --version V
       compares the final stage's USER, ENTRYPOINT, CMD, LABEL and EXPOSE with the config of an
       image tarball (`make image`'s): the e2e's check that the two cannot drift.
@@ -125,6 +129,22 @@ def check_config(opts):
     sys.exit(1 if differences else 0)
 
 
+def check_pinned(opts):
+    with open(opts.dockerfile) as f:
+        built = stages(instructions(f.read()))
+    names, unpinned = set(), []
+    for argument, _ in built:
+        words = argument.split()
+        image = words[0]
+        if image not in names and not re.search(r"@sha256:[0-9a-f]{64}$", image):
+            unpinned.append(image)
+        if len(words) == 3 and words[1].upper() == "AS":
+            names.add(words[2])
+    for image in unpinned:
+        print(f"dockerfile: FROM {image} is not pinned by digest (name:tag@sha256:...)", file=sys.stderr)
+    sys.exit(1 if unpinned else 0)
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,8 +157,10 @@ def main():
     config.add_argument("--dockerfile", required=True)
     config.add_argument("--image", required=True)
     config.add_argument("--version", required=True)
+    pinned = sub.add_parser("pinned")
+    pinned.add_argument("--dockerfile", required=True)
     opts = parser.parse_args()
-    run_stage(opts) if opts.command == "stage" else check_config(opts)
+    {"stage": run_stage, "config": check_config, "pinned": check_pinned}[opts.command](opts)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ trap 'kill -- -$image_pid 2>/dev/null || true' EXIT INT TERM
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
-log "hadolint Dockerfile"
+log "hadolint Dockerfile; base images pinned by digest"
 hadolint Dockerfile
+python3 hack/dockerfile.py pinned --dockerfile Dockerfile
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test --no-run"
