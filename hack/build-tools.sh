@@ -4,7 +4,8 @@
 #   kubelet and kube-proxy (k8s.io/kubernetes),
 #   etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4) and promtool
 #   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts),
-#   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude);
+#   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude),
+#   cargo-deny (crates.io; hack/deny.sh);
 #   and, for `make bench-authz` only (`hack/build-tools.sh opa`), Open Policy Agent
 #   (github.com/open-policy-agent/opa).
 # Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
@@ -198,6 +199,18 @@ build_kstatus() {
   touch "$dir/.done"
   link_bins "$dir/bin" kstatus
   log "kstatus built"
+}
+
+# cargo-deny (hack/deny.sh), from crates.io with its own lock file.
+build_cargo_deny() {
+  local v=$CARGO_DENY_VERSION dir="$cache/cargo-deny-$CARGO_DENY_VERSION"
+  if [[ -x "$dir/bin/cargo-deny" ]]; then link_bins "$dir/bin" cargo-deny; return; fi
+  log "building cargo-deny $v (a few minutes, once)"
+  with_heartbeat cargo-deny env CARGO_TARGET_DIR="$cache/cargo-deny-build" \
+    cargo install cargo-deny --version "$v" --locked --root "$dir" --quiet
+  rm -rf "$cache/cargo-deny-build"
+  link_bins "$dir/bin" cargo-deny
+  log "cargo-deny built"
 }
 
 want=${*:-etcd kubernetes containerd crane helm promtool kstatus}

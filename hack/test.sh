@@ -31,6 +31,8 @@ hadolint Dockerfile
 python3 hack/dockerfile.py pinned --dockerfile Dockerfile
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+log "cargo deny (licences, bans, sources, advisories)"
+hack/deny.sh
 log "cargo test --no-run"
 cargo test --locked --all-targets --no-run
 

@@ -409,8 +409,8 @@ async fn helm_wait_returns_when_the_tenant_is_ready_and_fails_naming_a_stalled_o
 /// Every object a backup tool would export from `ns`: the five kinds, the Secrets the
 /// operator issued and its issuance key (the test operator keeps it in the namespace), as
 /// JSON with what a restore cannot keep stripped (uid, resourceVersion, generation, times,
-/// managed fields, status) and, as Velero may leave them, no owner references.
-fn export(ns: &str) -> Vec<serde_json::Value> {
+/// managed fields, status) and the owner references as `owners` says.
+fn export(ns: &str, owners: OwnerReferences) -> Vec<serde_json::Value> {
     let mut lists = KINDS
         .iter()
         .map(|kind| kubectl_ok(&["get", kind, "-n", ns, "-o", "json"]))
@@ -449,9 +449,11 @@ fn export(ns: &str) -> Vec<serde_json::Value> {
                 "generation",
                 "creationTimestamp",
                 "managedFields",
-                "ownerReferences",
             ] {
                 meta.remove(field);
+            }
+            if owners == OwnerReferences::Stripped {
+                meta.remove("ownerReferences");
             }
             item.as_object_mut().unwrap().remove("status");
             item
@@ -459,15 +461,38 @@ fn export(ns: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// How a backup tool leaves the owner references of what it restores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnerReferences {
+    /// Removed (Velero may do so).
+    Stripped,
+    /// As exported: naming UIDs of the lost cluster, which the garbage collector takes for
+    /// owners that are gone.
+    Stale,
+}
+
 /// Issue 27 (backup and restore, owner references stripped) with issue 26's restore rule:
 /// a tenant exported, its namespace lost, and everything applied again with the operator
-/// running: its issuance key first, then the Secrets, then the objects, each group shuffled. Every secret keeps its value
-/// (each Secret is adopted again: its seal verifies), none is issued anew, every object is
-/// Ready. Before seals, a Secret without its controller reference was someone else's
-/// (SecretConflict), and no user became ready.
+/// running: its issuance key first, then the Secrets, then the objects, each group
+/// shuffled. Every secret keeps its value (each Secret is adopted again: its seal verifies),
+/// none is issued anew, every object is Ready. Before seals, a Secret without its controller
+/// reference was someone else's (SecretConflict), and no user became ready.
 #[tokio::test]
 async fn a_restore_without_owner_references_keeps_every_secret() {
-    const USERS: usize = 20;
+    restore_keeps_every_secret(OwnerReferences::Stripped, 20).await;
+}
+
+/// The same restore with the owner references as exported, by the restore identity, with the
+/// chart's MutatingAdmissionPolicy (restore.dropOwnerReferences) in force: it removes them
+/// on the way in. Without the policy the garbage collector deletes each restored Secret
+/// (its owner's UID is gone) and every secret is issued anew.
+#[tokio::test]
+async fn a_restore_with_stale_owner_references_keeps_every_secret() {
+    let users = std::env::var("CE_RESTORE_USERS").map_or(20, |n| n.parse().unwrap());
+    restore_keeps_every_secret(OwnerReferences::Stale, users).await;
+}
+
+async fn restore_keeps_every_secret(owners: OwnerReferences, user_count: usize) {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "restore").await;
@@ -478,20 +503,20 @@ async fn a_restore_without_owner_references_keeps_every_secret() {
         "acme",
         chart.to_str().unwrap(),
         "--set",
-        &format!("users={USERS}"),
+        &format!("users={user_count}"),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     apply(&ns.name, &String::from_utf8(out.stdout).unwrap());
     let users: kube::Api<CEUser> = ns.api();
     let all_ready = || async {
         let listed = users.list(&Default::default()).await.unwrap().items;
-        listed.len() == USERS
+        listed.len() == user_count
             && listed.iter().all(|u| {
                 u.has_condition("Ready", "True", "Ready") && u.has_condition("SecretReady", "True", "SecretIssued")
             })
     };
     wait_until("the tenant to converge", support::TIMEOUT, all_ready).await;
-    let backup = export(&ns.name);
+    let backup = export(&ns.name, owners);
     let values = |objects: &[serde_json::Value]| -> BTreeMap<String, String> {
         objects
             .iter()
@@ -505,7 +530,7 @@ async fn a_restore_without_owner_references_keeps_every_secret() {
             .collect()
     };
     let before = values(&backup);
-    assert_eq!(before.len(), USERS + 1, "a Secret per user and the organization");
+    assert_eq!(before.len(), user_count + 1, "a Secret per user and the organization");
 
     // The cluster is lost: the operator stops, the namespace goes.
     operator.kill();
@@ -538,11 +563,21 @@ async fn a_restore_without_owner_references_keeps_every_secret() {
     rest.shuffle(&mut rand::rng());
     rest.sort_by_key(|o| o["kind"] != "Secret");
     let manifest = rest.iter().map(|o| o.to_string()).collect::<Vec<_>>().join("\n---\n");
-    apply(&ns.name, &manifest);
+    match owners {
+        OwnerReferences::Stripped => apply(&ns.name, &manifest),
+        OwnerReferences::Stale => {
+            let restorer = restore_identity(&ns.name).await;
+            let out = support::kubectl_with_input(
+                &["apply", "-n", &ns.name, &format!("--as={restorer}"), "-f", "-"],
+                &manifest,
+            );
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
     wait_until("the restored tenant to converge", support::TIMEOUT, all_ready).await;
     let took = started.elapsed();
 
-    let after = values(&export(&ns.name));
+    let after = values(&export(&ns.name, OwnerReferences::Stripped));
     assert_eq!(after, before, "every secret has the value it had");
     let events: kube::Api<k8s_openapi::api::core::v1::Event> = ns.api();
     let reasons: Vec<String> = events
@@ -559,6 +594,87 @@ async fn a_restore_without_owner_references_keeps_every_secret() {
         0,
         "nothing re-issued: {reasons:?}"
     );
-    assert_eq!(count("SecretAdopted"), USERS + 1, "{reasons:?}");
-    eprintln!("restored {USERS} users and their organization in {took:?}, 0 secrets re-issued");
+    assert_eq!(count("SecretAdopted"), user_count + 1, "{reasons:?}");
+    eprintln!(
+        "restored {user_count} users and their organization ({owners:?} owner references) in {took:?}, 0 secrets re-issued"
+    );
+    if owners == OwnerReferences::Stale {
+        kubectl_ok(&[
+            "delete",
+            "mutatingadmissionpolicy,mutatingadmissionpolicybinding",
+            &format!("{}-ce-operator-restore-owner-references", ns.name),
+        ]);
+    }
+}
+
+/// A restore identity for namespace `ns` (every verb on Secrets and the CE kinds there) and
+/// the chart's MutatingAdmissionPolicy for it, scoped to `ns`, once the API server applies it.
+async fn restore_identity(ns: &str) -> String {
+    let restorer = format!("restorer-{ns}");
+    kubectl_ok(&[
+        "create",
+        "role",
+        "restorer",
+        "-n",
+        ns,
+        "--verb=*",
+        // The finalizers subresources too, as a backup tool holds them: whoever may set
+        // blockOwnerDeletion may restore a stale owner reference (what the policy is for).
+        "--resource=secrets,organizations.ce.tenancy.io,accounts.ce.tenancy.io,ceusers.ce.tenancy.io,rolebindings.ce.tenancy.io,elementsafelists.ce.tenancy.io,organizations.ce.tenancy.io/finalizers,ceusers.ce.tenancy.io/finalizers",
+    ]);
+    kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "restorer",
+        "-n",
+        ns,
+        "--role=restorer",
+        &format!("--user={restorer}"),
+    ]);
+    let chart = repo_root().join("charts/ce-operator");
+    let out = helm(&[
+        "template",
+        ns,
+        chart.to_str().unwrap(),
+        "--kube-version",
+        "1.36.0",
+        "--api-versions",
+        "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",
+        "--set",
+        &format!("secretGuard.restoreUsers={{{restorer}}}"),
+        "--set",
+        &format!("watchNamespace={ns}"),
+        "--show-only",
+        "templates/restore-owner-references.yaml",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    apply(ns, &String::from_utf8(out.stdout).unwrap());
+    // In force once a dry-run create by the restorer comes back without the reference.
+    let probe = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: probe\n  ownerReferences: [{{apiVersion: ce.tenancy.io/v1alpha1, kind: CEUser, name: gone, uid: 0f0f0f0f-0000-0000-0000-000000000000}}]\n"
+    );
+    wait_until("the restore policy to be in force", support::TIMEOUT, || async {
+        let out = support::kubectl_with_input(
+            &[
+                "create",
+                "--dry-run=server",
+                "-n",
+                ns,
+                &format!("--as={restorer}"),
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            &probe,
+        );
+        out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+                s["metadata"]
+                    .get("ownerReferences")
+                    .is_none_or(|r| r.as_array().is_some_and(Vec::is_empty))
+            })
+    })
+    .await;
+    restorer
 }
