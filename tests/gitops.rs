@@ -650,9 +650,7 @@ async fn restore_identity(ns: &str) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     apply(ns, &String::from_utf8(out.stdout).unwrap());
     // In force once a dry-run create by the restorer comes back without the reference.
-    let probe = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: probe\n  ownerReferences: [{{apiVersion: ce.tenancy.io/v1alpha1, kind: CEUser, name: gone, uid: 0f0f0f0f-0000-0000-0000-000000000000}}]\n"
-    );
+    let probe = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: probe\n  ownerReferences: [{apiVersion: ce.tenancy.io/v1alpha1, kind: CEUser, name: gone, uid: 0f0f0f0f-0000-0000-0000-000000000000}]\n";
     wait_until("the restore policy to be in force", support::TIMEOUT, || async {
         let out = support::kubectl_with_input(
             &[
@@ -666,7 +664,7 @@ async fn restore_identity(ns: &str) -> String {
                 "-f",
                 "-",
             ],
-            &probe,
+            probe,
         );
         out.status.success()
             && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
