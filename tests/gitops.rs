@@ -482,10 +482,13 @@ async fn a_restore_without_owner_references_keeps_every_secret() {
     restore_keeps_every_secret(OwnerReferences::Stripped, 20).await;
 }
 
-/// The same restore with the owner references as exported, by the restore identity, with the
-/// chart's MutatingAdmissionPolicy (restore.dropOwnerReferences) in force: it removes them
-/// on the way in. Without the policy the garbage collector deletes each restored Secret
-/// (its owner's UID is gone) and every secret is issued anew.
+/// The same restore with the owner references as exported and in the worst order (every
+/// object before any Secret), by the restore identity, with the chart's restore policy
+/// (MutatingAdmissionPolicy, `restore.enabled`) in force: it removes the references on the
+/// way in, and marks each Organization and CEUser so that the operator waits for its Secret.
+/// Without the policy the garbage collector deletes each restored Secret (its owner's UID is
+/// gone) and every secret is issued anew; without the mark, every object issues before its
+/// Secret is back.
 #[tokio::test]
 async fn a_restore_with_stale_owner_references_keeps_every_secret() {
     let users = std::env::var("CE_RESTORE_USERS").map_or(20, |n| n.parse().unwrap());
@@ -556,12 +559,12 @@ async fn restore_keeps_every_secret(owners: OwnerReferences, user_count: usize) 
         .partition(|o| o["metadata"]["name"] == "ce-operator-issuance-key");
     apply(&ns.name, &key[0].to_string());
     operator.restart();
-    // Secrets before the objects they belong to (as Velero restores them): an object whose
-    // Secret is not back yet gets a new one, which a restore that skips existing objects
-    // would not replace. Within each group, any order.
+    // Without the restore policy, Secrets before the objects they belong to (as Velero
+    // restores them): an object whose Secret is not back yet gets a new one. With it, the
+    // objects first. Within each group, any order.
     use rand::seq::SliceRandom;
     rest.shuffle(&mut rand::rng());
-    rest.sort_by_key(|o| o["kind"] != "Secret");
+    rest.sort_by_key(|o| (o["kind"] == "Secret") == (owners == OwnerReferences::Stale));
     let manifest = rest.iter().map(|o| o.to_string()).collect::<Vec<_>>().join("\n---\n");
     match owners {
         OwnerReferences::Stripped => apply(&ns.name, &manifest),
@@ -602,7 +605,7 @@ async fn restore_keeps_every_secret(owners: OwnerReferences, user_count: usize) 
         kubectl_ok(&[
             "delete",
             "mutatingadmissionpolicy,mutatingadmissionpolicybinding",
-            &format!("{}-ce-operator-restore-owner-references", ns.name),
+            &format!("{}-ce-operator-restore", ns.name),
         ]);
     }
 }
@@ -645,7 +648,7 @@ async fn restore_identity(ns: &str) -> String {
         "--set",
         &format!("watchNamespace={ns}"),
         "--show-only",
-        "templates/restore-owner-references.yaml",
+        "templates/restore.yaml",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     apply(ns, &String::from_utf8(out.stdout).unwrap());

@@ -8,7 +8,10 @@ use k8s_openapi::{NamespaceResourceScope, api::core::v1::Secret, apimachinery::p
 use kube::Resource;
 
 use super::index::Key;
-use crate::model::secrets::{Digest, SecretFacts};
+use crate::model::{
+    names,
+    secrets::{Digest, SecretFacts},
+};
 
 /// A generated Secret without its values.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,14 +39,21 @@ impl SecretEntry {
         }
     }
 
-    /// The kind and name of the object this Secret was generated for.
+    /// The kind and name of the object this Secret was generated for: its controller, or,
+    /// for a Secret without one (restored, to be adopted), the object its generated name
+    /// belongs to.
     pub fn owner(&self) -> Option<(&str, &str)> {
-        self.metadata
+        let controller = self
+            .metadata
             .owner_references
             .iter()
             .flatten()
-            .find(|r| r.controller == Some(true))
-            .map(|r| (r.kind.as_str(), r.name.as_str()))
+            .find(|r| r.controller == Some(true));
+        if let Some(controller) = controller {
+            return Some((controller.kind.as_str(), controller.name.as_str()));
+        }
+        let name = self.metadata.name.as_deref()?;
+        names::secret_holder(name)
     }
 }
 

@@ -133,6 +133,9 @@ reasons! {
     OwnerConflict: Problem,
     /// SecretReady=True: `model::secrets::plan`.
     SecretIssued: Healthy,
+    /// A restored object waits (`secrets::RESTORE_WAIT`) for its Secret to be restored too:
+    /// `model::secrets::plan`.
+    SecretAwaitingRestore: Transient,
     /// A Secret of the generated name is not this object's: `model::secrets::plan`.
     SecretConflict: Problem,
     /// The owned Secret lacks the `secret` key: `model::secrets::plan`.

@@ -4,6 +4,9 @@
 pub const FINALIZER: &str = "ce.tenancy.io/children";
 /// Annotation whose new value asks for a secret rotation.
 pub const ROTATE_ANNOTATION: &str = "ce.tenancy.io/rotate-secret";
+/// Set by the chart's restore policy on the objects a restore identity creates: their
+/// Secret may still be on its way (`secrets::restore_wait_until`).
+pub const RESTORED_ANNOTATION: &str = "ce.tenancy.io/restored";
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "ce-operator";
 
@@ -21,6 +24,15 @@ pub fn organization_secret(org: &str) -> String {
 
 pub fn user_secret(user: &str) -> String {
     format!("{user}-user-secret")
+}
+
+/// The kind and name of the object a generated Secret name belongs to (the inverse of
+/// `organization_secret` and `user_secret`).
+pub fn secret_holder(secret: &str) -> Option<(&'static str, &str)> {
+    if let Some(user) = secret.strip_suffix("-user-secret") {
+        return Some(("CEUser", user));
+    }
+    secret.strip_suffix("-org-secret").map(|org| ("Organization", org))
 }
 
 /// The default account the operator creates when none is declared.
@@ -58,6 +70,16 @@ pub fn is_dns_subdomain(text: &str) -> bool {
 mod tests {
     use super::*;
     use crate::api::{MAX_ORGANIZATION_NAME, MAX_USER_NAME};
+
+    #[test]
+    fn a_generated_secret_name_names_its_holder() {
+        assert_eq!(secret_holder(&user_secret("jane")), Some(("CEUser", "jane")));
+        assert_eq!(
+            secret_holder(&organization_secret("acme")),
+            Some(("Organization", "acme"))
+        );
+        assert_eq!(secret_holder("ce-operator-issuance-key"), None);
+    }
 
     #[test]
     fn generated_names_fit_their_limits_at_the_longest_allowed_input() {

@@ -389,6 +389,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
         key: inputs.issuance_key,
         observed: inputs.secret,
         requested_rotation: org.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
+        restore_wait_until: secrets::restore_wait_until(org.meta()),
         reported_fingerprint: previous.secret_fingerprint.as_deref(),
         fresh: inputs.fresh_secret,
         labels: &labels,

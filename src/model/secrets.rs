@@ -295,6 +295,9 @@ pub struct SecretInputs<'a> {
     /// The fingerprint of the secret the owner's status reports (Some: a secret was issued
     /// before, so a missing Secret was deleted by someone).
     pub reported_fingerprint: Option<&'a str>,
+    /// Until when a missing Secret may still be restored (`restore_wait_until`): no value is
+    /// issued before, so that a restore in any order keeps every secret.
+    pub restore_wait_until: Option<Timestamp>,
     /// A fresh value, drawn by the caller, used if one is issued.
     pub fresh: &'a SecretValue,
     /// The labels the Secret carries besides `managed-by` (`generated_labels`).
@@ -343,6 +346,21 @@ fn non_empty(request: Option<&str>) -> Option<String> {
     request.filter(|r| !r.is_empty()).map(str::to_owned)
 }
 
+/// How long a restored object waits for its Secret before a new one is issued: a restore
+/// applies a folder or a backup in seconds, whatever its order.
+pub const RESTORE_WAIT: Duration = Duration::from_secs(30);
+
+/// Until when the object described by `meta` waits for a restored Secret: it carries the
+/// restore policy's annotation, and was created less than `RESTORE_WAIT` ago.
+pub fn restore_wait_until(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Timestamp> {
+    let restored = meta
+        .annotations
+        .as_ref()?
+        .contains_key(super::names::RESTORED_ANNOTATION);
+    let created = meta.creation_timestamp.as_ref()?.0;
+    restored.then(|| created + SignedDuration::try_from(RESTORE_WAIT).unwrap_or(SignedDuration::ZERO))
+}
+
 /// Decides what to do with an object's Secret: issue it, rotate it on request, drop the
 /// previous value after the grace period, or leave it as it is. A Secret the object does not
 /// control, one without a value and one whose value the operator did not issue are never
@@ -352,6 +370,21 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
     let name = inputs.name;
     let owner_kind = inputs.holder.kind.as_str();
     let Some(facts) = inputs.observed else {
+        if let Some(until) = inputs.restore_wait_until.filter(|until| *until > inputs.now)
+            && inputs.reported_fingerprint.is_none()
+        {
+            let wait = inputs.now.duration_until(until).unsigned_abs();
+            return SecretOutcome {
+                requeue_after: Some(wait),
+                ..SecretOutcome::refused(
+                    Reason::SecretAwaitingRestore,
+                    format!(
+                        "this {owner_kind} was restored and Secret {name} is not back yet; it is adopted when it comes, or a new secret is issued in {}s",
+                        wait.as_secs().max(1)
+                    ),
+                )
+            };
+        }
         let request = inputs.requested_rotation.unwrap_or_default().to_owned();
         let event = if inputs.reported_fingerprint.is_some() {
             Event::warning(
@@ -533,6 +566,7 @@ mod tests {
             name: "jane-user-secret",
             holder: JANE,
             owner_uid: Some("uid-jane"),
+            restore_wait_until: None,
             key: &KEY,
             observed,
             requested_rotation: None,
@@ -683,6 +717,41 @@ mod tests {
         });
         assert!(matches!(recreated.plan, SecretPlan::Issue { .. }));
         assert!(recreated.events[0].warning && recreated.events[0].reason == Reason::SecretRecreated);
+    }
+
+    #[test]
+    fn a_restored_object_waits_for_its_secret_then_issues() {
+        let fresh = SecretValue::from_static("new");
+        let mut meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            creation_timestamp: Some(Time(at(100))),
+            ..Default::default()
+        };
+        assert_eq!(restore_wait_until(&meta), None, "not restored: no wait");
+        meta.annotations = Some([(crate::model::names::RESTORED_ANNOTATION.to_owned(), "true".to_owned())].into());
+        let until = restore_wait_until(&meta);
+        assert_eq!(until, Some(at(100 + RESTORE_WAIT.as_secs() as i64)));
+        let restored = |now, reported| {
+            plan(&SecretInputs {
+                restore_wait_until: until,
+                reported_fingerprint: reported,
+                now: at(now),
+                ..inputs(None, &fresh)
+            })
+        };
+        let waiting = restored(110, None);
+        assert_eq!(waiting.plan, SecretPlan::Unchanged);
+        assert_eq!(waiting.condition.reason, Reason::SecretAwaitingRestore);
+        assert_eq!(waiting.requeue_after, Some(Duration::from_secs(20)));
+        assert!(waiting.events.is_empty());
+        assert!(
+            matches!(restored(130, None).plan, SecretPlan::Issue { .. }),
+            "the wait is over"
+        );
+        // A Secret deleted after one was issued is not awaited.
+        assert!(matches!(
+            restored(110, Some("0123456789abcdef")).plan,
+            SecretPlan::Issue { .. }
+        ));
     }
 
     #[test]

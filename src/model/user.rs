@@ -220,6 +220,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
                         key: inputs.issuance_key,
                         observed: inputs.secret,
                         requested_rotation: user.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
+                        restore_wait_until: secrets::restore_wait_until(user.meta()),
                         reported_fingerprint: previous.secret_fingerprint.as_deref(),
                         fresh: inputs.fresh_secret,
                         labels: &labels,
