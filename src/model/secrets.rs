@@ -346,9 +346,10 @@ fn non_empty(request: Option<&str>) -> Option<String> {
     request.filter(|r| !r.is_empty()).map(str::to_owned)
 }
 
-/// How long a restored object waits for its Secret before a new one is issued: a restore
-/// applies a folder or a backup in seconds, whatever its order.
-pub const RESTORE_WAIT: Duration = Duration::from_secs(30);
+/// How long a restored object waits for its Secret before a new one is issued: long enough
+/// for a restore of thousands of objects in any order (`kubectl apply` of 2,000 objects takes
+/// about a minute), short enough that a restore without Secrets soon gets new ones.
+pub const RESTORE_WAIT: Duration = Duration::from_secs(300);
 
 /// Until when the object described by `meta` waits for a restored Secret: it carries the
 /// restore policy's annotation, and was created less than `RESTORE_WAIT` ago.
@@ -741,10 +742,11 @@ mod tests {
         let waiting = restored(110, None);
         assert_eq!(waiting.plan, SecretPlan::Unchanged);
         assert_eq!(waiting.condition.reason, Reason::SecretAwaitingRestore);
-        assert_eq!(waiting.requeue_after, Some(Duration::from_secs(20)));
+        assert_eq!(waiting.requeue_after, Some(RESTORE_WAIT - Duration::from_secs(10)));
         assert!(waiting.events.is_empty());
+        let over = 100 + RESTORE_WAIT.as_secs() as i64;
         assert!(
-            matches!(restored(130, None).plan, SecretPlan::Issue { .. }),
+            matches!(restored(over, None).plan, SecretPlan::Issue { .. }),
             "the wait is over"
         );
         // A Secret deleted after one was issued is not awaited.
