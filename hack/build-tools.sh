@@ -125,6 +125,23 @@ build_etcd() {
   log "etcd $v built"
 }
 
+# etcdctl and etcdutl of the same release: an etcd snapshot saved and restored (the
+# backup-and-restore test, `hack/cluster.sh snapshot`).
+build_etcd_tools() {
+  local v=$ETCD_VERSION dir="$cache/etcd-tools-$ETCD_VERSION"
+  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" etcdctl etcdutl; return; fi
+  log "building etcdctl and etcdutl $v"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  for tool in etcdctl etcdutl; do
+    mkdir -p "$dir/$tool"
+    wrapper_module "$dir/$tool" "$tool" "go.etcd.io/etcd/$tool/v3@$v" "go.etcd.io/etcd/$tool/v3"
+    (cd "$dir/$tool" && with_heartbeat "$tool" go build -tags tools -ldflags "-s -w" -o "$dir/bin/$tool" "go.etcd.io/etcd/$tool/v3")
+  done
+  touch "$dir/.done"
+  link_bins "$dir/bin" etcdctl etcdutl
+  log "etcdctl and etcdutl $v built"
+}
+
 # go_install_tool NAME VERSION PACKAGE: `go install PACKAGE@VERSION` (stripped) into the
 # cache, once per version; the binary is NAME.
 go_install_tool() {
@@ -213,6 +230,6 @@ build_cargo_deny() {
   log "cargo-deny built"
 }
 
-want=${*:-etcd kubernetes containerd crane helm promtool kstatus}
+want=${*:-etcd etcd_tools kubernetes containerd crane helm promtool kstatus}
 for t in $want; do "build_$t"; done
 log "tools ready in $bin_link_dir"

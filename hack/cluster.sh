@@ -11,6 +11,9 @@
 #   hack/cluster.sh down [--dir DIR]                     stop and remove everything but logs
 #   hack/cluster.sh status [--dir DIR]
 #   hack/cluster.sh restart apiserver [--dir DIR]       stop and start the API server (fault tests)
+#   hack/cluster.sh snapshot save FILE [--dir DIR]      etcdctl snapshot save, while all runs
+#   hack/cluster.sh snapshot restore FILE [--dir DIR]   stop the control plane, etcdutl snapshot
+#                                                        restore, start it again (backup tests)
 #
 # DIR defaults to .local/cluster; the admin kubeconfig is DIR/kubeconfig, the operator's
 # (user ce-operator, also cluster-admin) DIR/operator.kubeconfig. Ports are chosen
@@ -27,10 +30,12 @@ cmd=${1:-}; shift || true
 dir="$root/.local/cluster"
 watch_pid=""
 component=""
+snapshot_file=""
 with_node=false
 while [[ $# -gt 0 ]]; do
   case $1 in
     apiserver) component=$1; shift ;;
+    save|restore) component=$1; snapshot_file=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --watch-pid) watch_pid=$2; shift 2 ;;
     --node) with_node=true; shift ;;
@@ -132,6 +137,68 @@ current-context: ce-local
 KC
 }
 
+# start_etcd CLIENT_PORT PEER_PORT: the one member, on the data in $dir/etcd.
+start_etcd() {
+  log "starting etcd on 127.0.0.1:$1"
+  spawn etcd --name=ce-test --data-dir="$dir/etcd" \
+    --listen-client-urls="http://127.0.0.1:$1" --advertise-client-urls="http://127.0.0.1:$1" \
+    --listen-peer-urls="http://127.0.0.1:$2" --initial-advertise-peer-urls="http://127.0.0.1:$2" \
+    --initial-cluster="ce-test=http://127.0.0.1:$2" \
+    --unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
+  wait_for "etcd" 30 curl -fsS "http://127.0.0.1:$1/health"
+}
+
+# start_kcm PORT NODE: kube-controller-manager. With a node, also what runs workloads:
+# Deployments, ReplicaSets, EndpointSlices for kube-proxy, PodDisruptionBudgets, the
+# kube-root-ca.crt ConfigMap every projected ServiceAccount token needs, the garbage
+# collection of orphaned Pods, and the node lifecycle (it lifts the not-ready taint a new
+# node registers with).
+start_kcm() {
+  local controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller
+  [[ $2 == true ]] && controllers=$controllers,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller,node-lifecycle-controller
+  log "starting kube-controller-manager"
+  spawn kube-controller-manager \
+    --kubeconfig="$dir/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$dir/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$dir/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$1" \
+    --controllers="$controllers" \
+    --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+    --use-service-account-credentials=true --leader-elect=false \
+    --concurrent-gc-syncs=10
+}
+
+# snapshot save|restore FILE: an etcd snapshot taken while everything runs; restored the way
+# etcd's disaster-recovery guide says (stop the control plane, restore into a new data
+# directory, start etcd, the API server and the controller manager again).
+snapshot() {
+  [[ -f "$dir/env" && -n $snapshot_file ]] || { echo "usage: $0 snapshot save|restore FILE [--dir DIR]" >&2; exit 2; }
+  # shellcheck disable=SC1091
+  source "$dir/env"
+  case $1 in
+    save)
+      log "etcd snapshot save $snapshot_file"
+      "$bin/etcdctl" --endpoints="http://127.0.0.1:$ETCD_PORT" snapshot save "$snapshot_file" >>"$logs/etcd-snapshot.log" 2>&1 ;;
+    restore)
+      log "etcd snapshot restore $snapshot_file: stopping the control plane"
+      for name in kube-controller-manager kube-apiserver etcd; do stop "$name"; done
+      rm -rf "$dir/etcd.restored"
+      # Revisions bumped past any the clients saw, and marked compacted, as the Kubernetes
+      # guide says: every watch then ends with 410 Gone and its client lists again, instead
+      # of resuming at a revision the restored history reuses (and keeping what it lost).
+      "$bin/etcdutl" snapshot restore "$snapshot_file" --data-dir "$dir/etcd.restored" --name ce-test \
+        --bump-revision 1000000000 --mark-compacted \
+        --initial-cluster "ce-test=http://127.0.0.1:$ETCD_PEER" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" >>"$logs/etcd-snapshot.log" 2>&1
+      rm -rf "$dir/etcd" && mv "$dir/etcd.restored" "$dir/etcd"
+      start_etcd "$ETCD_PORT" "$ETCD_PEER"
+      start_apiserver "$ETCD_PORT" "$API_PORT" "$API_HOST" "$NODE"
+      wait_for "kube-apiserver /readyz" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz
+      start_kcm "$KCM_PORT" "$NODE" ;;
+    *) echo "usage: $0 snapshot save|restore FILE [--dir DIR]" >&2; exit 2 ;;
+  esac
+}
+
 # start_apiserver ETCD_PORT API_PORT API_HOST NODE
 # With a node, the API server listens on the node's bridge address instead of loopback:
 # Pods reach it there (the `kubernetes` Service's endpoint), and so does this machine.
@@ -203,13 +270,7 @@ up() {
 
   local etcd_port etcd_peer api_port kcm_port
   etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
-  log "starting etcd on 127.0.0.1:$etcd_port"
-  spawn etcd --name=ce-test --data-dir="$dir/etcd" \
-    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
-    --initial-cluster="ce-test=http://127.0.0.1:$etcd_peer" \
-    --unsafe-no-fsync --quota-backend-bytes=4294967296 --log-level=warn
-  wait_for "etcd" 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
+  start_etcd "$etcd_port" "$etcd_peer"
 
   start_apiserver "$etcd_port" "$api_port" "$api_host" "$with_node"
   write_kubeconfig "$dir/kubeconfig" admin "$api_port" "$api_host"
@@ -217,28 +278,14 @@ up() {
   write_kubeconfig "$dir/operator.kubeconfig" operator "$api_port" "$api_host"
   wait_for "kube-apiserver /readyz" 90 "$bin/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=5s get --raw /readyz
 
-  # With a node, also what runs workloads: Deployments, ReplicaSets, EndpointSlices for
-  # kube-proxy, PodDisruptionBudgets, the kube-root-ca.crt ConfigMap every projected
-  # ServiceAccount token needs, the garbage collection of orphaned Pods, and the node
-  # lifecycle (it lifts the not-ready taint a new node registers with).
-  local controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller
-  $with_node && controllers=$controllers,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller,node-lifecycle-controller
-  log "starting kube-controller-manager"
-  spawn kube-controller-manager \
-    --kubeconfig="$dir/controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$dir/controller-manager.kubeconfig" \
-    --authorization-kubeconfig="$dir/controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port="$kcm_port" \
-    --controllers="$controllers" \
-    --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
-    --use-service-account-credentials=true --leader-elect=false \
-    --concurrent-gc-syncs=10
+  start_kcm "$kcm_port" "$with_node"
   # The service-account controller creating `default` shows the controller manager works.
   wait_for "kube-controller-manager (default ServiceAccount)" 60 \
     "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get serviceaccount default -n default
 
   cat >"$dir/env" <<ENV
 ETCD_PORT=$etcd_port
+ETCD_PEER=$etcd_peer
 API_PORT=$api_port
 API_HOST=$api_host
 NODE=$with_node
@@ -287,7 +334,7 @@ down() {
   # the node made on this machine goes (hack/node.sh down says what).
   "$root/hack/node.sh" down --dir "$dir"
   down_quiet
-  rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig" "$dir/controller-manager.kubeconfig" "$dir/operator.kubeconfig" \
+  rm -rf "$dir/etcd" "$dir/etcd.restored" "$pki" "$dir/kubeconfig" "$dir/controller-manager.kubeconfig" "$dir/operator.kubeconfig" \
     "$dir/scheduler.kubeconfig" "$dir/env"
   if [[ -n "$(cluster_pids)" ]]; then
     log "processes of $dir still running: $(cluster_pids)"
@@ -300,7 +347,8 @@ case $cmd in
   up) up ;;
   down) down ;;
   restart) restart "$component" ;;
+  snapshot) snapshot "$component" ;;
   status)
     if running; then echo "running: $dir/kubeconfig"; else echo "not running"; exit 1; fi ;;
-  *) echo "usage: $0 up|down|status|restart apiserver [--dir DIR] [--watch-pid PID]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|restart apiserver|snapshot save|restore FILE [--dir DIR] [--watch-pid PID]" >&2; exit 2 ;;
 esac

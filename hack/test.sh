@@ -8,7 +8,7 @@ cd "$root"
 log() { printf '[test %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 hack/ensure-deps.sh
-hack/build-tools.sh etcd kubernetes containerd crane helm promtool kstatus
+hack/build-tools.sh etcd etcd_tools kubernetes containerd crane helm promtool kstatus
 # Cargo's outputs beside the tools' cache, outside the checkout: a fresh clone (CI) compiles
 # this crate and its tests, not every dependency again.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
