@@ -7,6 +7,7 @@
 //! `authz`), so the three enforcement points always agree, word for word.
 
 pub mod account;
+pub mod actor;
 pub mod admission;
 pub mod authz;
 pub mod conditions;

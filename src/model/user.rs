@@ -118,24 +118,27 @@ pub fn identity(inputs: &IdentityInputs<'_>) -> Result<Identity, Desired> {
         })
         .collect();
     let roles = tenancy::effective_roles(system_role, &verdicts);
-    let matrix = Matrix::new(&org.spec.roles);
-    let in_scope = |scope: RoleScope| roles.iter().filter(move |r| r.scope() == scope);
-    let organization = matrix.union(in_scope(RoleScope::Organization));
-    let account_only = matrix
-        .union(in_scope(RoleScope::Account))
-        .into_iter()
-        .filter(|p| !organization.contains(p))
-        .collect();
+    let scopes = scopes(&Matrix::new(&org.spec.roles), &roles);
     Ok(Identity {
         organization: org.name_any(),
         account: account_name.clone(),
         system_role,
         roles,
-        scopes: PrivilegeScopes {
-            organization,
-            account: account_only,
-        },
+        scopes,
     })
+}
+
+/// Where the privileges of `roles` hold: those of organization-scoped roles everywhere in the
+/// organization, the others only in the user's own account.
+pub fn scopes(matrix: &Matrix, roles: &[Role]) -> PrivilegeScopes {
+    let in_scope = |scope: RoleScope| roles.iter().filter(move |r| r.scope() == scope);
+    let organization = matrix.union(in_scope(RoleScope::Organization));
+    let account = matrix
+        .union(in_scope(RoleScope::Account))
+        .into_iter()
+        .filter(|p| !organization.contains(p))
+        .collect();
+    PrivilegeScopes { organization, account }
 }
 
 /// Why `user` may not use its e-mail: an older user of organization `org` holds it.
