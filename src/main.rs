@@ -193,6 +193,26 @@ struct WebhookArgs {
         requires = "client_ca"
     )]
     client_names: Vec<String>,
+    /// Usernames outside the CE rules of who may act (RBAC alone decides for them), besides
+    /// cluster administrators (system:masters) and the control plane's controllers: e.g. a
+    /// GitOps controller's ServiceAccount. Repeat, or separate with commas.
+    #[arg(long = "platform-user", env = "CE_PLATFORM_USERS", value_delimiter = ',')]
+    platform_users: Vec<String>,
+    /// Groups outside the CE rules of who may act, besides system:masters.
+    #[arg(long = "platform-group", env = "CE_PLATFORM_GROUPS", value_delimiter = ',')]
+    platform_groups: Vec<String>,
+    /// A Kubernetes identity names its CE user by e-mail: its username without this prefix
+    /// (the API server's --oidc-username-prefix, e.g. `oidc:`).
+    #[arg(
+        long = "tenant-username-prefix",
+        env = "CE_TENANT_USERNAME_PREFIX",
+        default_value = ""
+    )]
+    tenant_username_prefix: String,
+    /// Instead of the username, the first value of this key of the request's userInfo.extra
+    /// (a claim the authenticator copies there, e.g. `email`).
+    #[arg(long = "tenant-email-extra", env = "CE_TENANT_EMAIL_EXTRA")]
+    tenant_email_extra: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -278,6 +298,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 ca_file,
                 names: args.webhook.client_names,
             }),
+            tenancy: ce_operator::webhook::actor::Tenancy {
+                platform_users: args.webhook.platform_users,
+                platform_groups: args.webhook.platform_groups,
+                username_prefix: args.webhook.tenant_username_prefix,
+                email_extra: args.webhook.tenant_email_extra,
+            },
         }),
         authz: args.authz.then(|| ce_operator::authz::Options {
             addr: args.authz_addr,

@@ -98,6 +98,8 @@ pub struct Webhook {
     pub tls: tls::Options,
     /// Only these clients get answers (None: any that reaches the port).
     pub client_auth: Option<webhook::ClientAuth>,
+    /// Who is outside the CE rules of who may act, and how tenants are named.
+    pub tenancy: webhook::actor::Tenancy,
 }
 
 #[derive(Clone, Debug)]
@@ -225,6 +227,7 @@ pub async fn run(
             metrics.clone(),
             serving,
             hook.client_auth.clone(),
+            hook.tenancy.clone(),
             shutdown.clone(),
         );
         background.push(tokio::spawn(async move {

@@ -695,7 +695,9 @@ async fn only_the_api_server_gets_answers_from_the_webhook() {
             "operation": "CREATE",
             "namespace": ns.name,
             "name": "probe",
-            "userInfo": {"username": "curious-pod"},
+            // A crafted review claims whatever identity it likes: a cluster administrator's
+            // here, so that the rules of who may act let it through to the object's rules.
+            "userInfo": {"username": "curious-pod", "groups": ["system:masters"]},
             "object": {
                 "apiVersion": "ce.tenancy.io/v1alpha1",
                 "kind": "CEUser",

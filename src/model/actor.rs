@@ -172,6 +172,14 @@ fn organization_fields_changed(old: &Organization, new: &Organization) -> Vec<(&
     fn denylist(o: &Organization) -> Option<&Vec<String>> {
         o.spec.whitelabel.as_ref().map(|w| &w.element_denylist)
     }
+    fn ours(o: &Organization) -> Vec<(&String, &String)> {
+        o.metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("ce.tenancy.io/"))
+            .collect()
+    }
     let rest = |o: &Organization| {
         o.spec.whitelabel.as_ref().map(|w| {
             let mut w = w.clone();
@@ -209,6 +217,12 @@ fn organization_fields_changed(old: &Organization, new: &Organization) -> Vec<(&
             Privilege::ManageElementOrgLists,
         ),
         ("whitelabel", rest(old) != rest(new), Privilege::ManageSecurity),
+        // The operator's annotations (a secret rotation request) are a security setting.
+        (
+            "metadata.annotations",
+            ours(old) != ours(new),
+            Privilege::ManageSecurity,
+        ),
     ]
     .into_iter()
     .filter(|(_, changed, _)| *changed)
@@ -411,6 +425,20 @@ mod tests {
                 "{field}: {said}"
             );
         }
+        // A secret rotation requested on the organization is a security setting.
+        let mut rotate = old.clone();
+        rotate.metadata.annotations = Some([("ce.tenancy.io/rotate-secret".to_owned(), "r1".to_owned())].into());
+        let said = refusal(
+            &p.admin_eu,
+            &Change::Organization {
+                old: Some(&old),
+                new: Some(&rotate),
+            },
+        );
+        assert!(
+            said.contains("metadata.annotations") && said.contains("manageSecurity"),
+            "{said}"
+        );
         // Nothing changed (a status-only or no-op apply) needs nothing.
         assert!(allowed(
             &p.plain_eu,

@@ -3,6 +3,7 @@
 //! that `kubectl apply` of a change the model forbids fails at once with the words of the
 //! condition the reconciler would report. It never calls the API server on the request path.
 
+pub mod actor;
 pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -58,6 +59,7 @@ pub struct ClientAuth {
 struct WebhookState {
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
+    tenancy: Arc<actor::Tenancy>,
 }
 
 /// Binds the webhook's address (so that a taken port fails the start, not a request).
@@ -75,6 +77,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     serving: Arc<tls::ServingCert>,
     client_auth: Option<ClientAuth>,
+    tenancy: actor::Tenancy,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -102,7 +105,11 @@ pub async fn serve(
         .route("/validate", post(validate))
         // A review holds the object and its old version, each at most etcd's 1.5 MiB.
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
-        .with_state(WebhookState { cache, metrics });
+        .with_state(WebhookState {
+            cache,
+            metrics,
+            tenancy: Arc::new(tenancy),
+        });
     crate::serve::routes(listener, "webhook", app, Some(acceptor), shutdown).await;
     Ok(())
 }
@@ -135,7 +142,15 @@ async fn validate(
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     };
-    let (response, result) = match answer(&state.cache, &request) {
+    // Who makes the change first (`model::actor`), then what it does to the tenancy.
+    let answered = match actor::refusal(&state.cache, &state.tenancy, &request) {
+        Some(refusal) if state.cache.is_synced() => Ok(Review {
+            denial: Some(refusal),
+            warnings: Vec::new(),
+        }),
+        _ => answer(&state.cache, &request),
+    };
+    let (response, result) = match answered {
         Ok(review) => {
             let response = respond(&request, review);
             let result = result_label(&response);
