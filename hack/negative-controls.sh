@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `make negative-controls`: every control breaks the product on purpose and names the check
+# that must then fail. A test that still passes against its control cannot tell a working
+# operator from a broken one. Not part of `make test` (each control rebuilds the crate); the
+# run time is printed at the end.
+#
+#   hack/negative-controls.sh [NAME...]     all controls, or those named
+#
+# Each control is applied to a scratch worktree of HEAD (the checkout is never touched): FILE
+# gets one literal replacement (the control fails as stale if FILE no longer holds the
+# text), then CHECK runs there against the shared test cluster, and must fail.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log() { printf '[negative-controls %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+work="$root/.local/negative-controls"
+cluster_dir="$root/.local/test-cluster"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
+export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
+selected=" $* "
+missed=()
+
+# control NAME FILE TEXT REPLACEMENT CHECK
+control() {
+  local name=$1 file=$2 text=$3 replacement=$4 check=$5
+  [[ $selected == "  " || $selected == *" $name "* ]] || return 0
+  git worktree remove --force "$work" 2>/dev/null || rm -rf "$work"
+  git worktree add --quiet --detach "$work" HEAD
+  # The checkout's tools and test cluster.
+  mkdir -p "$work/.local"
+  ln -s "$root/.local/bin" "$work/.local/bin"
+  ln -s "$cluster_dir" "$work/.local/test-cluster"
+  if ! python3 - "$work/$file" "$text" "$replacement" <<'PY'
+import sys
+path, old, new = sys.argv[1:]
+text = open(path).read()
+if old not in text:
+    sys.exit(1)
+open(path, "w").write(text.replace(old, new, 1))
+PY
+  then
+    log "$name: STALE: $file no longer holds the text the control breaks"
+    missed+=("$name (stale)")
+    return 0
+  fi
+  log "$name: $file broken; must fail: $check"
+  local began=$SECONDS
+  if (cd "$work" && eval "$check") >"$work.log" 2>&1; then
+    log "$name: NOT CAUGHT: the check passed against the broken product (.local/negative-control-$name.log)"
+    cp "$work.log" "$root/.local/negative-control-$name.log"
+    missed+=("$name")
+  else
+    log "$name: caught in $((SECONDS - began)) s"
+  fi
+}
+
+hack/cluster.sh up --dir "$cluster_dir"
+started=$SECONDS
+
+control denylist-fails-open src/model/safelist.rs \
+  'Link::Refused { .. } => return (Visible::Only(BTreeSet::new()), Vec::new()),' \
+  'Link::Refused { .. } => &[],' \
+  'cargo test --test authz changes_take_effect'
+control link-unlocked src/model/super_organization.rs \
+  '(new.spec.super_organization_ref.as_ref() != Some(reference)).then(' \
+  'false.then(' \
+  'cargo test --test webhook each_rule_refuses'
+control refusal-log-unbudgeted src/metrics.rs \
+  'let allowed = self.budget.check().is_ok();' \
+  'let allowed = true;' \
+  'cargo test --test authz a_refusal_tells'
+control unsealed-secrets-vouch src/model/issuance.rs \
+  'verifies(key, &holder, presented, seal).then(|| Vouched {' \
+  '(verifies(key, &holder, presented, seal) || true).then(|| Vouched {' \
+  'cargo test --test authz a_planted_or_changed'
+control restore-no-wait src/model/secrets.rs \
+  'restored.then(|| created' \
+  '(restored && false).then(|| created' \
+  'cargo test --test gitops stale'
+control restored-secret-not-traced src/cache/secrets.rs \
+  '        names::secret_holder(name)' \
+  '        names::secret_holder(name).filter(|_| false)' \
+  'cargo test --test gitops stale'
+control restore-keeps-owner-references charts/ce-operator/templates/restore.yaml \
+  "&& object.metadata.ownerReferences.exists(r, r.apiVersion.startsWith('ce.tenancy.io/'))" \
+  '&& false' \
+  'cargo test --test gitops stale'
+control anyone-may-act src/webhook/mod.rs \
+  'Some(refusal) if state.cache.is_synced() =>' \
+  'Some(refusal) if false =>' \
+  'cargo test --test tenants'
+control etcd-restore-without-bump hack/cluster.sh \
+  '--bump-revision 1000000000 --mark-compacted \' \
+  '\' \
+  'cargo test --test etcd_restore'
+control unpinned-base-image Dockerfile \
+  ':nonroot@sha256:' ':nonroot#sha256:' \
+  'python3 hack/dockerfile.py pinned --dockerfile Dockerfile'
+control copyleft-licence deny.toml \
+  '  "MIT",' '  "GPL-3.0-only",' \
+  'hack/deny.sh'
+
+git worktree remove --force "$work" 2>/dev/null || true
+log "ran in $((SECONDS - started)) s"
+if [[ ${#missed[@]} -gt 0 ]]; then
+  log "controls not caught: ${missed[*]}"
+  exit 1
+fi
+log "every control was caught"
