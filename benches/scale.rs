@@ -203,6 +203,14 @@ struct Admission {
     /// During the paced dry-runs: the operator's `ce_operator_admission_duration_seconds`.
     operator_p50_ms: f64,
     operator_p99_ms: f64,
+    /// The same paced dry-runs by a tenant's own identity (an admin of org0's default
+    /// account), so that every review also judges who acts (`model::actor`): client and
+    /// operator p50 / p99, and how many the actor rule refused.
+    tenant_denied: usize,
+    tenant_p50_ms: f64,
+    tenant_p99_ms: f64,
+    tenant_operator_p50_ms: f64,
+    tenant_operator_p99_ms: f64,
 }
 
 /// The API server's request counters: (verb, resource or resource/subresource) -> count.
@@ -573,13 +581,14 @@ async fn dry_runs_at(api: &Api<RoleBinding>, bindings: &[RoleBinding], rate: f64
 /// The admission phase: the same dry-runs without the webhook, then with it.
 async fn admission(
     client: &Client,
+    kubeconfig: &Path,
     operator: &Operator,
     webhook: &Webhook,
     ns: &str,
     users: &[CEUser],
-    n: usize,
-    rate: f64,
+    scale: &Scale,
 ) -> Admission {
+    let (n, rate) = (scale.admission_requests, scale.admission_rate);
     let bindings: Vec<RoleBinding> = (0..n)
         .map(|i| {
             let user = users[i % users.len()].name_any();
@@ -630,6 +639,18 @@ async fn admission(
     let (apiserver_before, operator_before) = metrics().await;
     let paced_latencies = dry_runs_at(&api, paced, rate).await;
     let (apiserver_after, operator_after) = metrics().await;
+    // The same, by a tenant acting itself: RBAC lets its group write bindings here; the
+    // webhook then judges whether its CE roles do.
+    let group = "ce-bench-tenants";
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {group}, namespace: {ns}}}\nrules: [{{apiGroups: [ce.tenancy.io], resources: [rolebindings], verbs: [create]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {group}, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {group}}}\nsubjects: [{{kind: Group, name: {group}, apiGroup: rbac.authorization.k8s.io}}]\n"
+    );
+    common::kubectl_apply(kubeconfig, &rbac);
+    let tenant = common::client_as(kubeconfig, &format!("{}@bench.example", users[0].name_any()), &[group]).await;
+    let tenant_api: Api<RoleBinding> = Api::namespaced(tenant, ns);
+    let tenant_latencies = dry_runs_at(&tenant_api, paced, rate).await;
+    let (_, operator_tenant) = metrics().await;
+    let (_, tenant_denied, _) = dry_runs(&tenant_api, paced).await;
     let unlabel = serde_json::json!({"metadata": {"labels": {"ce.tenancy.io/webhook": null}}});
     namespaces
         .patch(ns, &PatchParams::default(), &Patch::Merge(&unlabel))
@@ -651,6 +672,11 @@ async fn admission(
         apiserver_p99_ms: histogram_quantile_ms(&apiserver_before, &apiserver_after, 0.99),
         operator_p50_ms: histogram_quantile_ms(&operator_before, &operator_after, 0.5),
         operator_p99_ms: histogram_quantile_ms(&operator_before, &operator_after, 0.99),
+        tenant_denied,
+        tenant_p50_ms: percentile(&tenant_latencies, 50.0),
+        tenant_p99_ms: percentile(&tenant_latencies, 99.0),
+        tenant_operator_p50_ms: histogram_quantile_ms(&operator_after, &operator_tenant, 0.5),
+        tenant_operator_p99_ms: histogram_quantile_ms(&operator_after, &operator_tenant, 0.99),
     }
 }
 
@@ -1005,12 +1031,12 @@ async fn main() {
     // operator.
     report.admission = admission(
         &client,
+        &kubeconfig,
         &operator,
         &webhook,
         &ns,
         &users,
-        scale.admission_requests,
-        scale.admission_rate,
+        &scale,
     )
     .await;
 
@@ -1162,6 +1188,14 @@ async fn main() {
     println!(
         "| at {:.0}/s: review p50 / p99 (operator's histogram) | {:.2} / {:.2} ms | |",
         a.rate, a.operator_p50_ms, a.operator_p99_ms
+    );
+    println!(
+        "| at {:.0}/s as a tenant (who may act judged; {} of {} refused): client p50 / p99 | {:.1} / {:.1} ms | |",
+        a.rate, a.tenant_denied, a.paced_requests, a.tenant_p50_ms, a.tenant_p99_ms
+    );
+    println!(
+        "| at {:.0}/s as a tenant: review p50 / p99 (operator's histogram) | {:.2} / {:.2} ms | p99 < 5 ms |",
+        a.rate, a.tenant_operator_p50_ms, a.tenant_operator_p99_ms
     );
     let json = out_dir.join(format!("scale-{stamp}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&report).unwrap()).unwrap();

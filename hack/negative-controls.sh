@@ -91,6 +91,10 @@ control anyone-may-act src/webhook/mod.rs \
   'Some(refusal) if state.cache.is_synced() =>' \
   'Some(refusal) if false =>' \
   'cargo test --test tenants'
+control org-admin-granted-by-anyone src/model/actor.rs \
+  'if role == Role::OrgAdmin && !identity.roles.contains(&Role::OrgAdmin) {' \
+  'if false {' \
+  'cargo test --test tenants'
 control etcd-restore-without-bump hack/cluster.sh \
   '--bump-revision 1000000000 --mark-compacted \' \
   '\' \

@@ -36,7 +36,7 @@ enum Command {
         #[command(flatten)]
         kube: ce_operator::cli::KubeFlags,
         #[command(flatten)]
-        args: ce_operator::cli::can_i::Args,
+        args: Box<ce_operator::cli::can_i::Args>,
     },
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen {

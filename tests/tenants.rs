@@ -338,6 +338,81 @@ async fn tenants_act_through_kubectl_only_as_their_privileges_allow() {
         delete(&jane, &["ceuser", "joe"]).status.success(),
         "an admin removes a user of its account"
     );
+    // `kubectl ce can-i` answers for tenant writes with the same rule.
+    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap().to_owned();
+    let can_i = |user: &str, change: &[&str]| {
+        let out = Command::new(tool("kubectl"))
+            .args([
+                "ce",
+                "--kubeconfig",
+                kubeconfig_path().to_str().unwrap(),
+                "can-i",
+                "-n",
+                &ns.name,
+                "--user",
+                user,
+            ])
+            .args(change)
+            .env(
+                "PATH",
+                format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default()),
+            )
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    for (user, change, allowed, words) in [
+        (
+            "jane",
+            vec!["--verb", "create", "--kind", "CEUser", "--account", "eu"],
+            true,
+            "yes",
+        ),
+        (
+            "jane",
+            vec!["--verb", "create", "--kind", "CEUser", "--account", "hq"],
+            false,
+            "manageUsers",
+        ),
+        (
+            "jane",
+            vec!["--verb", "update", "--kind", "Organization", "--field", "roles"],
+            false,
+            "configureRoles",
+        ),
+        (
+            "sam",
+            vec!["--verb", "update", "--kind", "Organization", "--field", "roles"],
+            true,
+            "yes",
+        ),
+        (
+            "jane",
+            vec![
+                "--verb",
+                "create",
+                "--kind",
+                "RoleBinding",
+                "--account",
+                "eu",
+                "--role",
+                "org-admin",
+            ],
+            false,
+            "only an org-admin",
+        ),
+        (
+            "joe",
+            vec!["--verb", "delete", "--kind", "ElementSafelist"],
+            false,
+            "manageElementOrgLists",
+        ),
+    ] {
+        let (ok, said) = can_i(user, &change);
+        assert_eq!(ok, allowed, "{user} {change:?}: {said}");
+        assert!(said.contains(words), "{user} {change:?}: {said}");
+    }
+
     // A real write, then, to see it land: jane makes joe an admin of eu.
     let out = kubectl_as(&jane, &ns.name, &["apply", "-f", "-"], &bind("admin"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

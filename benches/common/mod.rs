@@ -50,6 +50,34 @@ pub async fn client(kubeconfig: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// `kubectl apply` of `manifest`, with that kubeconfig.
+pub fn kubectl_apply(kubeconfig: &Path, manifest: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(root().join(".local/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "kubectl apply");
+}
+
+/// A client of that kubeconfig's identity impersonating `user` in `groups` (as the API
+/// server then sees a tenant's own identity).
+pub async fn client_as(kubeconfig: &Path, user: &str, groups: &[&str]) -> Client {
+    let mut config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.impersonate = Some(user.to_owned());
+    config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(config).unwrap()
+}
+
 /// Installs the CRDs as `make dev` does, and waits until they are established.
 pub fn install_crds(kubeconfig: &Path) {
     for args in [
