@@ -47,6 +47,13 @@ PY
   fi
   log "$name: $file broken; must fail: $check"
   local began=$SECONDS
+  # A control that does not build proves nothing: the build must pass, the check fail.
+  if [[ $check == "cargo test "* ]] && ! (cd "$work" && eval "${check/cargo test/cargo test --no-run}") >"$work.log" 2>&1; then
+    log "$name: BROKEN: the control does not build (.local/negative-control-$name.log)"
+    cp "$work.log" "$root/.local/negative-control-$name.log"
+    missed+=("$name (does not build)")
+    return 0
+  fi
   if (cd "$work" && eval "$check") >"$work.log" 2>&1; then
     log "$name: NOT CAUGHT: the check passed against the broken product (.local/negative-control-$name.log)"
     cp "$work.log" "$root/.local/negative-control-$name.log"
