@@ -1029,16 +1029,7 @@ async fn main() {
 
     // 5. Admission: the webhook's cost on a write, from the client, the API server and the
     // operator.
-    report.admission = admission(
-        &client,
-        &kubeconfig,
-        &operator,
-        &webhook,
-        &ns,
-        &users,
-        &scale,
-    )
-    .await;
+    report.admission = admission(&client, &kubeconfig, &operator, &webhook, &ns, &users, &scale).await;
 
     // 6. Restart on the converged state.
     eprintln!("bench: restarting the operator");

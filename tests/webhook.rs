@@ -562,7 +562,9 @@ async fn certificates_rotate_with_an_overlap_and_no_request_fails() {
     let mut bundles = vec![first_bundle.clone()];
     let mut certs = vec![first_cert.clone()];
     let mut writes = 0;
-    while started.elapsed() < Duration::from_secs(40) {
+    // Until two rotations were seen (each: [old] -> [old, new] -> [new] in the bundle, and a
+    // new served certificate), or a minute, when the assertions below say which is missing.
+    while (bundles.len() < 5 || certs.len() < 3) && started.elapsed() < Duration::from_secs(60) {
         let account: Account = serde_json::from_value(serde_json::json!({
             "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "Account",
             "metadata": {"name": format!("a{writes}")},
@@ -578,21 +580,30 @@ async fn certificates_rotate_with_an_overlap_and_no_request_fails() {
         if bundles.last() != Some(&current) {
             bundles.push(current);
         }
+        // A certificate that could not be read is a failure, never a change.
         let cert = served_certificate(&addr);
+        assert!(
+            cert.contains("Fingerprint"),
+            "the served certificate could not be read: {cert}"
+        );
         if certs.last() != Some(&cert) {
             certs.push(cert);
         }
     }
     assert!(writes > 50, "only {writes} writes");
-    // Each rotation: [old] -> [old, new] -> [new].
-    assert!(bundles.len() >= 3, "the bundle went through {} states", bundles.len());
+    // Two rotations: [a] -> [a, b] -> [b] -> [b, c] -> [c].
+    assert!(bundles.len() >= 5, "the bundle went through {} states", bundles.len());
     assert!(
         bundles
             .iter()
             .any(|b| String::from_utf8_lossy(b).matches("BEGIN CERTIFICATE").count() == 2),
         "no overlap: the bundle never held two CAs"
     );
-    assert!(certs.len() >= 2, "the served certificate never changed: {certs:?}");
+    assert!(
+        certs.len() >= 3,
+        "the served certificate changed {} times",
+        certs.len() - 1
+    );
     assert!(
         operator
             .metric("ce_operator_webhook_certificate_expiry_timestamp_seconds")
