@@ -54,8 +54,11 @@ for file in tests/*.rs; do
   if [[ " ${beside_the_build[*]} " == *" $name "* ]]; then first+=(--test "$name"); else after_the_build+=(--test "$name"); fi
 done
 for file in benches/*.rs; do after_the_build+=(--bench "$(basename "$file" .rs)"); done
+# Each test binary's run time, for the slowest-first summary at the end.
+timings="$root/.local/test-timings.log"
+: >"$timings"
 log "cargo test: the unit tests and ${beside_the_build[*]} (beside the image build)"
-cargo test --locked --lib --bins "${first[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked --lib --bins "${first[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings"
 if ! wait "$image_pid"; then
   tail -n 30 "$images/image.log" >&2
   log "make image failed"
@@ -64,7 +67,10 @@ fi
 image_pid=""
 grep -E '^\[image|^image size' "$images/image.log" >&2
 log "cargo test: the other test binaries and the benches"
-cargo test --locked "${after_the_build[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+cargo test --locked "${after_the_build[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings"
+log "the slowest test binaries (each runs its tests ${TEST_THREADS:-4} at a time):"
+awk '/^     Running /{name=$2} /^test result:/{for(i=1;i<=NF;i++) if($i=="in") {t=$(i+1); sub("s$","",t); printf "%8.1f s  %s\n", t, name}}' "$timings" |
+  sort -rn | head -10 >&2
 
 trap - EXIT INT TERM
 cleanup
