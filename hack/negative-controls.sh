@@ -102,6 +102,10 @@ control org-admin-granted-by-anyone src/model/actor.rs \
   'if role == Role::OrgAdmin && !identity.roles.contains(&Role::OrgAdmin) {' \
   'if false {' \
   'cargo test --test tenants'
+control refused-binding-grants src/model/user.rs \
+  'account_is_default: in_default,' \
+  'account_is_default: true,' \
+  'cargo test --test roles each_role_is_assigned'
 control etcd-restore-without-bump hack/cluster.sh \
   '--bump-revision 1000000000 --mark-compacted \' \
   '\' \

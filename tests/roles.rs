@@ -53,7 +53,7 @@ async fn each_role_is_assigned_and_revoked_within_the_invariants() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "roles").await;
-    let operator = Operator::start(&ns.name);
+    let _operator = Operator::start(&ns.name);
     let users: kube::Api<CEUser> = ns.api();
     let bindings: kube::Api<RoleBinding> = ns.api();
     apply(&ns.name, TREE);
@@ -94,7 +94,6 @@ async fn each_role_is_assigned_and_revoked_within_the_invariants() {
         .unwrap();
     wait_roles(&users, "sam", &[Role::Org]).await;
 
-    let before = operator.reconciles("CEUser").await;
     apply(&ns.name, &binding("jane-org-admin", "jane", "org-admin", ""));
     let refused = wait_condition(
         &bindings,
@@ -106,11 +105,8 @@ async fn each_role_is_assigned_and_revoked_within_the_invariants() {
     .await;
     assert!(refused.condition("Ready").unwrap().message.contains("default account"));
     // jane's roles did not change: judged once the operator has reconciled her since.
-    operator.wait_reconciled_since("CEUser", before).await;
-    assert_eq!(
-        users.get("jane").await.unwrap().status.unwrap().roles,
-        vec![Role::DefaultUser]
-    );
+    let jane = support::touch_and_wait_judged(&users, "jane").await;
+    assert_eq!(jane.status.unwrap().roles, vec![Role::DefaultUser]);
 
     // System roles by hand: refused without the override, accepted with it (where the
     // organization allows it) and warned about.
@@ -158,14 +154,11 @@ async fn each_role_is_assigned_and_revoked_within_the_invariants() {
     apply(&ns.name, &binding("jane-admin-2", "jane", "admin", ""));
     wait_ready(&bindings, "jane-admin-2").await;
     wait_roles(&users, "jane", &[Role::Admin, Role::DefaultUser]).await;
-    let before = operator.reconciles("CEUser").await;
     bindings.delete("jane-admin-1", &DeleteParams::default()).await.unwrap();
-    operator.wait_reconciled_since("CEUser", before).await;
+    support::wait_gone(&bindings, "jane-admin-1", TIMEOUT).await;
     wait_ready(&bindings, "jane-admin-2").await;
-    assert_eq!(
-        users.get("jane").await.unwrap().status.unwrap().roles,
-        vec![Role::Admin, Role::DefaultUser]
-    );
+    let jane = support::touch_and_wait_judged(&users, "jane").await;
+    assert_eq!(jane.status.unwrap().roles, vec![Role::Admin, Role::DefaultUser]);
     ns.delete().await;
 }
 

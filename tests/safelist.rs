@@ -40,7 +40,7 @@ async fn safelists_denylists_and_super_organization_links() {
     let partners = TestNamespace::new(&client, "partners").await;
     let tenants = TestNamespace::new(&client, "tenants").await;
     let other = TestNamespace::new(&client, "other").await;
-    let operator = Operator::start_all_namespaces("safelist");
+    let _operator = Operator::start_all_namespaces("safelist");
     let super_orgs: kube::Api<Organization> = partners.api();
     let orgs: kube::Api<Organization> = tenants.api();
     let lists: kube::Api<ElementSafelist> = tenants.api();
@@ -174,22 +174,13 @@ async fn safelists_denylists_and_super_organization_links() {
     );
 
     // A second safelist for the same organization has no effect.
-    let before = operator.reconciles("Organization").await;
     apply(&tenants.name, &safelist("acme-second", "acme", "zendesk"));
     let duplicate = wait_condition(&lists, "acme-second", "Ready", "False", "DuplicateSafelist").await;
     // acme still shows the first safelist: judged once the operator has reconciled it since.
-    operator.wait_reconciled_since("Organization", before).await;
+    let acme = support::touch_and_wait_judged(&orgs, "acme").await;
     assert!(duplicate.status.unwrap().effective_elements.is_empty());
     assert_eq!(
-        orgs.get("acme")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .element_visibility
-            .unwrap()
-            .safelist
-            .as_deref(),
+        acme.status.unwrap().element_visibility.unwrap().safelist.as_deref(),
         Some("acme")
     );
 

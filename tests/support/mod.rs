@@ -400,18 +400,6 @@ impl Operator {
             .await
     }
 
-    /// Waits until the operator has run a reconcile of `controller` beyond `before` (taken
-    /// before a change): the change has been observed, so that an assertion on a state the
-    /// change must not alter is not made before the operator saw it.
-    pub async fn wait_reconciled_since(&self, controller: &str, before: f64) {
-        wait_until(
-            &format!("a {controller} reconcile after the change"),
-            TIMEOUT,
-            || async { self.reconciles(controller).await > before },
-        )
-        .await;
-    }
-
     /// A counter or gauge of the operator's /metrics, summed over the series whose line
     /// starts with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
@@ -519,6 +507,35 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Changes `name`'s `spec.displayName` and waits until its status reports that generation
+/// judged: the operator has then reconciled this very object after everything that happened
+/// before the call, so that an assertion that a change did *not* alter it is not made before
+/// the operator saw the change (waiting for any reconcile of the kind is not enough).
+pub async fn touch_and_wait_judged<K>(api: &Api<K>, name: &str) -> K
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let touched = format!(
+        "touched {}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let patch = serde_json::json!({"spec": {"displayName": touched}});
+    let generation = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap()
+        .meta()
+        .generation;
+    wait_for(api, name, "its new generation judged", TIMEOUT, |o| {
+        let status = serde_json::to_value(o).unwrap_or_default();
+        status["status"]["observedGeneration"].as_i64() >= generation
+    })
+    .await
 }
 
 /// The sum of the values of the metric lines starting with `prefix`.
