@@ -56,9 +56,16 @@ async fn user_secrets(ns: &TestNamespace) -> usize {
     secrets(ns).await.keys().filter(|n| n.ends_with("-user-secret")).count()
 }
 
+/// A Secret's value, shortened; a Secret without one is a value of its own (a recorder must
+/// record it, not panic on it).
 fn fingerprint(secret: &Secret) -> String {
-    let value = &secret.data.as_ref().unwrap()["secret"].0;
-    Sha256::digest(value)[..8].iter().map(|b| format!("{b:02x}")).collect()
+    match secret.data.as_ref().and_then(|d| d.get("secret")) {
+        Some(value) => Sha256::digest(&value.0)[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        None => "(no `secret` key)".to_owned(),
+    }
 }
 
 /// Waits until every user is Ready, then checks what the API server holds: one Secret per
@@ -158,6 +165,7 @@ impl SecretValues {
             self.seen.lock().unwrap().len() >= expected
         })
         .await;
+        assert!(!self.task.is_finished(), "the Secret recorder stopped before the end");
         let seen = self.seen.lock().unwrap();
         let several: Vec<_> = seen.iter().filter(|(_, values)| values.len() > 1).collect();
         assert!(several.is_empty(), "Secrets that held more than one value: {several:?}");
@@ -249,6 +257,7 @@ async fn one_default_account(ns: &TestNamespace, seen: &AccountsSeen) {
         Some("hq"),
         "the organization's default account"
     );
+    assert!(!seen.task.is_finished(), "the Account recorder stopped before the end");
     let ever: Vec<String> = seen.seen.lock().unwrap().iter().cloned().collect();
     assert_eq!(
         ever,
@@ -260,7 +269,7 @@ async fn one_default_account(ns: &TestNamespace, seen: &AccountsSeen) {
 /// Users of the bulk create the API server is restarted under.
 const BULK_USERS: usize = 1_000;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_recovers_from_an_api_server_restart_mid_load() {
     let _serial = SERIAL.lock().await;
     let client = client().await;
@@ -318,7 +327,7 @@ async fn the_operator_recovers_from_an_api_server_restart_mid_load() {
     assert!(operator.metric("ce_operator_reconciles_total").await > reconciles);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_five_times_mid_convergence_leaves_nothing_half_done() {
     use rand::Rng;
     let _serial = SERIAL.lock().await;
@@ -353,7 +362,7 @@ async fn an_operator_killed_five_times_mid_convergence_leaves_nothing_half_done(
     one_default_account(&ns, &accounts).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_a_leader_killed_under_load() {
     let _serial = SERIAL.lock().await;
     let client = client().await;
