@@ -12,10 +12,7 @@ use std::{
 };
 
 use ce_operator::api::{CEUser, Organization, RoleBinding};
-use support::{
-    Operator, TestNamespace, TestWebhook, apply, client, cover_with_webhook, install_crds, kubeconfig_path, repo_root,
-    tool, wait_condition, wait_ready, webhook_config_name,
-};
+use support::{apply, client, install_crds, kubeconfig_path, repo_root, tool, wait_condition, wait_ready};
 
 /// acme: default account hq with sam (org-admin), account eu with jane (admin) and joe;
 /// globex: default account ghq with gus (org-admin). Users named by e-mail.
@@ -140,16 +137,7 @@ fn kubectl_as(kubeconfig: &Path, ns: &str, args: &[&str], stdin: &str) -> Output
 async fn tenants_act_through_kubectl_only_as_their_privileges_allow() {
     let client = client().await;
     install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "tenants").await;
-    let operator = Operator::start(&ns.name);
-    cover_with_webhook(&ns.name, &ns.name);
-    let _webhook = TestWebhook::install(
-        &client,
-        &webhook_config_name(&ns.name),
-        &operator.webhook_addr().await,
-        &ns.name,
-    )
-    .await;
+    let (ns, _operator, _webhook) = support::with_webhook(&client, "tenants").await;
     apply(&ns.name, &tenant());
     for user in ["sam", "jane", "joe", "gus"] {
         wait_ready(&ns.api::<CEUser>(), user).await;

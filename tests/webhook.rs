@@ -161,22 +161,11 @@ fn run(ns: &str, args: &[String], input: &str, dry_run: bool) -> Output {
     kubectl_with_input(&all, input)
 }
 
-/// Starts an operator on a fresh namespace covered by its webhook; returns them with the
-/// webhook configuration.
+/// Starts an operator on a fresh namespace covered by its webhook.
 async fn setup(prefix: &str) -> (TestNamespace, Operator, TestWebhook) {
     let client = client().await;
     install_crds(&client).await;
-    let ns = TestNamespace::new(&client, prefix).await;
-    let operator = Operator::start(&ns.name);
-    cover_with_webhook(&ns.name, &ns.name);
-    let webhook = TestWebhook::install(
-        &client,
-        &webhook_config_name(&ns.name),
-        &operator.webhook_addr().await,
-        &ns.name,
-    )
-    .await;
-    (ns, operator, webhook)
+    support::with_webhook(&client, prefix).await
 }
 
 async fn converge_tenant(ns: &TestNamespace) {

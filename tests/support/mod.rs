@@ -551,6 +551,21 @@ pub fn webhook_config_name(log_name: &str) -> String {
     format!("ce-{log_name}")
 }
 
+/// An operator on a fresh namespace (`prefix`-…) covered by its webhook (`TestWebhook`).
+pub async fn with_webhook(client: &Client, prefix: &str) -> (TestNamespace, Operator, TestWebhook) {
+    let ns = TestNamespace::new(client, prefix).await;
+    let operator = Operator::start(&ns.name);
+    cover_with_webhook(&ns.name, &ns.name);
+    let webhook = TestWebhook::install(
+        client,
+        &webhook_config_name(&ns.name),
+        &operator.webhook_addr().await,
+        &ns.name,
+    )
+    .await;
+    (ns, operator, webhook)
+}
+
 /// A ValidatingWebhookConfiguration for the tests: the chart's own, pointing at a local
 /// operator's address, exempting the local operator's identity (user ce-operator) instead of
 /// the chart's ServiceAccount, and covering only the namespaces labelled
