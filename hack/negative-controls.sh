@@ -106,6 +106,10 @@ control refused-binding-grants src/model/user.rs \
   'account_is_default: in_default,' \
   'account_is_default: true,' \
   'cargo test --test roles each_role_is_assigned'
+control a-kind-never-reconciled src/controller/mod.rs \
+  '            ctx.metrics.record_reconcile(kind, started.elapsed());' \
+  '            if kind != "ElementSafelist" { ctx.metrics.record_reconcile(kind, started.elapsed()); }' \
+  'cargo test --test quiet at_rest_and_across'
 control etcd-restore-without-bump hack/cluster.sh \
   '--bump-revision 1000000000 --mark-compacted \' \
   '\' \
