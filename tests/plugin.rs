@@ -10,7 +10,8 @@ use ce_operator::api::{CEUser, Organization};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use support::{
-    Operator, TestNamespace, apply, client, install_crds, kubeconfig_path, tool, wait_condition, wait_ready,
+    Operator, TestNamespace, apply, client, install_crds, kubeconfig_path, kubectl_ce, kubectl_ce_as, plugin_path,
+    tool, wait_condition, wait_ready,
 };
 
 /// joe, in eu, whose e-mail repeats jane's.
@@ -20,27 +21,6 @@ kind: CEUser
 metadata: {name: joe}
 spec: {accountRef: {name: eu}, email: JANE@acme.example}
 ";
-
-/// Runs `kubectl ce <args>` with the plugin binary first on the PATH.
-fn kubectl_ce(args: &[&str]) -> Output {
-    kubectl_ce_as(&kubeconfig_path().to_string_lossy(), args)
-}
-
-/// $PATH with the plugin binary's directory first, where kubectl finds `kubectl-ce`.
-fn plugin_path() -> String {
-    let plugin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap();
-    format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default())
-}
-
-fn kubectl_ce_as(kubeconfig: &str, args: &[&str]) -> Output {
-    std::process::Command::new(tool("kubectl"))
-        .args(["ce", "--kubeconfig", kubeconfig])
-        .args(args)
-        .env("PATH", plugin_path())
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run kubectl ce")
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -327,26 +327,10 @@ async fn tenants_act_through_kubectl_only_as_their_privileges_allow() {
         "an admin removes a user of its account"
     );
     // `kubectl ce can-i` answers for tenant writes with the same rule.
-    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap().to_owned();
     let can_i = |user: &str, change: &[&str]| {
-        let out = Command::new(tool("kubectl"))
-            .args([
-                "ce",
-                "--kubeconfig",
-                kubeconfig_path().to_str().unwrap(),
-                "can-i",
-                "-n",
-                &ns.name,
-                "--user",
-                user,
-            ])
-            .args(change)
-            .env(
-                "PATH",
-                format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default()),
-            )
-            .output()
-            .unwrap();
+        let mut args = vec!["can-i", "-n", &ns.name, "--user", user];
+        args.extend(change);
+        let out = support::kubectl_ce(&args);
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     for (user, change, allowed, words) in [

@@ -538,6 +538,28 @@ where
     .await
 }
 
+/// Runs `kubectl ce <args>` with the plugin binary first on the PATH.
+pub fn kubectl_ce(args: &[&str]) -> Output {
+    kubectl_ce_as(&kubeconfig_path().to_string_lossy(), args)
+}
+
+/// $PATH with the plugin binary's directory first, where kubectl finds `kubectl-ce`.
+pub fn plugin_path() -> String {
+    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-ce")).parent().unwrap();
+    format!("{}:{}", plugin_dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// Runs `kubectl ce <args>` with `kubeconfig`.
+pub fn kubectl_ce_as(kubeconfig: &str, args: &[&str]) -> Output {
+    Command::new(tool("kubectl"))
+        .args(["ce", "--kubeconfig", kubeconfig])
+        .args(args)
+        .env("PATH", plugin_path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run kubectl ce")
+}
+
 /// The sum of the values of the metric lines starting with `prefix`.
 pub fn metric_sum(text: &str, prefix: &str) -> f64 {
     text.lines()
