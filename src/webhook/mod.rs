@@ -143,12 +143,17 @@ async fn validate(
         Operation::Connect => "CONNECT",
     };
     // Who makes the change first (`model::actor`), then what it does to the tenancy.
-    let answered = match actor::refusal(&state.cache, &state.tenancy, &request) {
-        Some(refusal) if state.cache.is_synced() => Ok(Review {
+    let refused = state
+        .cache
+        .is_synced()
+        .then(|| actor::refusal(&state.cache, &state.tenancy, &request))
+        .flatten();
+    let answered = match refused {
+        Some(refusal) => Ok(Review {
             denial: Some(refusal),
             warnings: Vec::new(),
         }),
-        _ => answer(&state.cache, &request),
+        None => answer(&state.cache, &request),
     };
     let (response, result) = match answered {
         Ok(review) => {
