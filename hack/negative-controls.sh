@@ -98,13 +98,21 @@ control restore-keeps-owner-references charts/ce-operator/templates/restore.yaml
   '&& false' \
   'cargo test --test gitops stale'
 control anyone-may-act src/webhook/mod.rs \
-  '.then(|| actor::refusal(&state.cache, &state.tenancy, &request))' \
+  '.then(|| actor::refusal(cache, tenancy, request))' \
   '.then(|| None)' \
   'cargo test --test tenants'
 control org-admin-granted-by-anyone src/model/actor.rs \
   'if role == Role::OrgAdmin && !identity.roles.contains(&Role::OrgAdmin) {' \
   'if false {' \
-  'cargo test --test tenants'
+  'cargo test --test tenants --test tenant_api'
+control tenant-api-writes-as-the-operator src/tenant_api/write.rs \
+  'HeaderName::from_static("impersonate-user"),' \
+  'HeaderName::from_static("x-ignored-impersonate-user"),' \
+  'cargo test --test tenant_api'
+control tenant-api-shows-every-user src/model/actor.rs \
+  '    me == user || identity.holds_in(Privilege::ManageUsers, account)' \
+  '    let _ = (identity, me, user, account); true' \
+  'cargo test --test tenant_api'
 control refused-binding-grants src/model/user.rs \
   'account_is_default: in_default,' \
   'account_is_default: true,' \

@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod serve;
+pub mod tenant_api;
 pub mod webhook;

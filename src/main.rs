@@ -108,6 +108,11 @@ struct RunArgs {
     /// Address of the authorization endpoint (/authz/check, /v1/decisions; HTTP/1.1 and h2c).
     #[arg(long = "authz-addr", env = "CE_AUTHZ_ADDR", default_value = "0.0.0.0:8082")]
     authz_addr: std::net::SocketAddr,
+    /// Serve the tenant API (the seeds' REST routes for CE users: /users, /accounts,
+    /// /organizations/{id}/elements-safelist, /openapi.json) on this address; over TLS with
+    /// --authz-tls-cert-file's certificate when given (without client certificates).
+    #[arg(long = "tenant-api-addr", env = "CE_TENANT_API_ADDR")]
+    tenant_api_addr: Option<std::net::SocketAddr>,
     /// Also serve Envoy's gRPC ext_authz (envoy.service.auth.v3.Authorization/Check) on this
     /// address (not served unless set).
     #[arg(long = "authz-grpc-addr", env = "CE_AUTHZ_GRPC_ADDR")]
@@ -275,6 +280,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance.clone().unwrap_or_else(|| "ce-operator".into()),
         rand::random::<u32>()
     );
+    let authz_tls = args
+        .authz_tls_cert
+        .zip(args.authz_tls_key)
+        .map(|(cert, key)| ce_operator::authz::tls::Files {
+            cert,
+            key,
+            client_ca: args.authz_tls_client_ca,
+        });
     let options = ce_operator::runtime::Options {
         namespace: args.namespace,
         initial_list: args.initial_list,
@@ -305,17 +318,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 email_extra: args.webhook.tenant_email_extra,
             },
         }),
-        authz: args.authz.then(|| ce_operator::authz::Options {
+        tenant_api: args.tenant_api_addr.map(|addr| ce_operator::tenant_api::Options {
+            addr,
+            tls: authz_tls.clone().map(|files| ce_operator::authz::tls::Files {
+                client_ca: None,
+                ..files
+            }),
+        }),
+        authz: args.authz.then_some(ce_operator::authz::Options {
             addr: args.authz_addr,
             grpc_addr: args.authz_grpc_addr,
-            tls: args
-                .authz_tls_cert
-                .zip(args.authz_tls_key)
-                .map(|(cert, key)| ce_operator::authz::tls::Files {
-                    cert,
-                    key,
-                    client_ca: args.authz_tls_client_ca,
-                }),
+            tls: authz_tls,
         }),
         issuance_key: ce_operator::runtime::IssuanceKeySecret {
             namespace: args.issuance_key_namespace,

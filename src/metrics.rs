@@ -73,6 +73,19 @@ pub struct ApiRequestLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantApiLabels {
+    /// The route as the OpenAPI document names it: `PUT /users/{userId}/roles/{roleKey}`.
+    pub route: &'static str,
+    /// The answer's HTTP status.
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -95,6 +108,8 @@ pub struct Metrics {
     pub authz_decisions: Family<AuthzLabels, Counter>,
     pub authz_duration: Histogram,
     pub api_requests: Family<ApiRequestLabels, Counter>,
+    pub tenant_api_requests: Family<TenantApiLabels, Counter>,
+    pub tenant_api_duration: Family<RouteLabels, Histogram>,
     /// The refusal line of the authorization endpoint, which any API caller can cause.
     pub authz_refusal_log: LogLimit,
     /// The failure line of the admission webhook.
@@ -241,6 +256,24 @@ impl Default for Metrics {
             "Requests this operator made to the Kubernetes API, by verb, resource and response code",
             api_requests.clone(),
         );
+        let tenant_api_requests = Family::<TenantApiLabels, Counter>::default();
+        registry.register(
+            "tenant_api_requests",
+            "Requests to the tenant API, by route and answer",
+            tenant_api_requests.clone(),
+        );
+        // A read answers from the caches (microseconds); a write waits for the API server
+        // and for the caches to hold it (milliseconds).
+        let tenant_api_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+        });
+        registry.register(
+            "tenant_api_duration_seconds",
+            "Time a tenant API request took, writes until the caches hold them",
+            tenant_api_duration.clone(),
+        );
         let log_lines_suppressed = Family::<LineLabels, Counter>::default();
         registry.register(
             "log_lines_suppressed",
@@ -268,6 +301,8 @@ impl Default for Metrics {
             authz_decisions,
             authz_duration,
             api_requests,
+            tenant_api_requests,
+            tenant_api_duration,
             authz_refusal_log,
             admission_failure_log,
         }

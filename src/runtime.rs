@@ -35,6 +35,7 @@ use crate::{
         issuance::{self, IssuanceKey},
         names::{LABEL_COMPONENT, MANAGER},
     },
+    tenant_api,
     webhook::{self, tls},
 };
 
@@ -53,6 +54,8 @@ pub enum Error {
     Webhook(#[from] webhook::Error),
     #[error(transparent)]
     Authz(#[from] authz::Error),
+    #[error(transparent)]
+    TenantApi(#[from] tenant_api::Error),
     #[error("the {kind} watch stopped ({why}); its cache would no longer follow the cluster")]
     WatchStopped { kind: String, why: String },
     #[error("cannot read or create the issuance key Secret {namespace}/{name}: {source}")]
@@ -115,6 +118,8 @@ pub struct Options {
     pub webhook: Option<Webhook>,
     /// The authorization endpoints (None: not served).
     pub authz: Option<authz::Options>,
+    /// The tenant API (None: not served).
+    pub tenant_api: Option<tenant_api::Options>,
     pub issuance_key: IssuanceKeySecret,
 }
 
@@ -239,6 +244,21 @@ pub async fn run(
     // The authorization endpoint, on every replica, from the same caches.
     if let Some(endpoints) = &options.authz {
         background.extend(authz::start(endpoints, cache.clone(), metrics.clone(), shutdown.clone()).await?);
+    }
+    // The tenant API, on every replica: it reads the caches and writes through the API server.
+    if let Some(api) = &options.tenant_api {
+        let tenancy = options.webhook.as_ref().map(|w| w.tenancy.clone()).unwrap_or_default();
+        background.push(
+            tenant_api::start(
+                api,
+                client.clone(),
+                cache.clone(),
+                metrics.clone(),
+                tenancy,
+                shutdown.clone(),
+            )
+            .await?,
+        );
     }
     let leader = Leader {
         client: client.clone(),

@@ -26,8 +26,8 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 use support::{
-    Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root, wait_condition,
-    wait_for, wait_ready, wait_until,
+    Operator, TIMEOUT, TestNamespace, apply, client, credentials, curl, install_crds, kubeconfig_path, repo_root,
+    secret, wait_condition, wait_for, wait_ready, wait_until,
 };
 use tonic::transport::{Channel, ClientTlsConfig};
 
@@ -137,42 +137,6 @@ async fn converge(ns: &TestNamespace) {
         },
     )
     .await;
-}
-
-/// The value of a generated Secret (the test reads it as the cluster admin, as a client
-/// application would be given it).
-async fn secret(ns: &TestNamespace, name: &str, key: &str) -> String {
-    let secret = ns.api::<Secret>().get(name).await.unwrap();
-    let bytes = secret
-        .data
-        .unwrap()
-        .remove(key)
-        .unwrap_or_else(|| panic!("{name} has no {key}"));
-    String::from_utf8(bytes.0).unwrap()
-}
-
-async fn credentials(ns: &TestNamespace, user: &str, org: &str) -> String {
-    format!(
-        "User {}, Organization {}",
-        secret(ns, &format!("{user}-user-secret"), "secret").await,
-        secret(ns, &format!("{org}-org-secret"), "secret").await
-    )
-}
-
-/// One request: method, URL, headers; the status and the body (headers included with -i).
-fn curl(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-i", "-X", method, "-w", "\n%{http_code}", url]);
-    for (name, value) in headers {
-        cmd.args(["-H", &format!("{name}: {value}")]);
-    }
-    if let Some(body) = body {
-        cmd.args(["-H", "content-type: application/json", "--data-binary", body]);
-    }
-    let out = cmd.output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 fn free_port() -> u16 {

@@ -59,16 +59,24 @@ async fn metrics_health_and_readiness_are_served() {
     apply(&ns.name, TREE);
     wait_ready(&ns.api::<CEUser>(), "jane").await;
     wait_ready(&ns.api::<ce_operator::api::Organization>(), "acme").await;
-    let (code, text) = http_get(&addr, "/metrics");
-    assert_eq!(code, 200);
-    for expected in [
+    let expected = [
         "ce_operator_reconciles_total{controller=\"CEUser\"}",
         "ce_operator_reconcile_duration_seconds_bucket{",
         "ce_operator_objects{kind=\"CEUser\",ready=\"True\",reason=\"Ready\"} 1",
         "ce_operator_objects{kind=\"Organization\",ready=\"True\",reason=\"Ready\"} 1",
         "ce_operator_secrets_issued_total{owner=\"user\"} 1",
         "ce_operator_secrets_issued_total{owner=\"organization\"} 1",
-    ] {
+    ];
+    // The objects gauge counts the operator's own caches, which see the Ready status a
+    // moment after the API server holds it: wait for it rather than read it once.
+    wait_until("/metrics to count the tree as ready", TIMEOUT, || async {
+        let (code, text) = http_get(&addr, "/metrics");
+        code == 200 && expected.iter().all(|e| text.contains(e))
+    })
+    .await;
+    let (code, text) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    for expected in expected {
         assert!(text.contains(expected), "/metrics lacks {expected}:\n{text}");
     }
     assert!(

@@ -6,13 +6,12 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+use std::{path::Path, process::Command};
 
 use ce_operator::api::{CEUser, Organization, RoleBinding};
-use support::{apply, client, install_crds, kubeconfig_path, repo_root, tool, wait_condition, wait_ready};
+use support::{
+    apply, client, identity, install_crds, kubectl_as, repo_root, tempdir, tool, wait_condition, wait_ready,
+};
 
 /// acme: default account hq with sam (org-admin), account eu with jane (admin) and joe;
 /// globex: default account ghq with gus (org-admin). Users named by e-mail.
@@ -52,85 +51,6 @@ fn tenant() -> String {
         ),
     ]
     .concat()
-}
-
-/// A kubeconfig for the identity CN=`email`, O=`group`: a client certificate signed by the
-/// test cluster's CA, as a platform team would issue one (or an OIDC login would name it).
-fn identity(dir: &Path, email: &str, group: &str) -> PathBuf {
-    let pki = kubeconfig_path().with_file_name("pki");
-    let (key, csr, crt) = (
-        dir.join(format!("{email}.key")),
-        dir.join(format!("{email}.csr")),
-        dir.join(format!("{email}.crt")),
-    );
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let subject = format!("/CN={email}/O={group}");
-    let path = |p: &Path| p.to_str().unwrap().to_owned();
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        &subject,
-        "-keyout",
-        &path(&key),
-        "-out",
-        &path(&csr),
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &path(&csr),
-        "-CA",
-        &path(&pki.join("ca.crt")),
-        "-CAkey",
-        &path(&pki.join("ca.key")),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        &path(&crt),
-    ]);
-    let admin = std::fs::read_to_string(kubeconfig_path()).unwrap();
-    let server = admin.lines().find_map(|l| l.trim().strip_prefix("server: ")).unwrap();
-    let config = dir.join(format!("{email}.kubeconfig"));
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {server}, certificate-authority: {}}}\nusers:\n- name: u\n  user: {{client-certificate: {}, client-key: {}}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
-            path(&pki.join("ca.crt")),
-            path(&crt),
-            path(&key)
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// `kubectl` as the identity of `kubeconfig`, with `stdin`.
-fn kubectl_as(kubeconfig: &Path, ns: &str, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(tool("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", ns])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[tokio::test]
@@ -390,10 +310,4 @@ async fn tenants_act_through_kubectl_only_as_their_privileges_allow() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_ready(&ns.api::<RoleBinding>(), "joe-admin").await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = repo_root().join("target/test-logs").join(format!("identities-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

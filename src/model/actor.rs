@@ -156,6 +156,21 @@ pub fn judge(actor: &Actor<'_>, change: &Change<'_>) -> Result<(), Denied> {
     }
 }
 
+/// Whether a tenant sees an account of its organization (through the tenant API): its own,
+/// or one it may manage (every account with `manageAccounts`, those whose users it manages).
+/// What it does not see is answered as absent, never as forbidden.
+pub fn sees_account(identity: &Identity, account: &str) -> bool {
+    identity.account == account
+        || identity.scopes.organization.contains(&Privilege::ManageAccounts)
+        || identity.holds_in(Privilege::ManageUsers, account)
+}
+
+/// Whether tenant `me` sees user `user` of account `account` of its organization: itself, or
+/// a user it may manage.
+pub fn sees_user(identity: &Identity, me: &str, user: &str, account: &str) -> bool {
+    me == user || identity.holds_in(Privilege::ManageUsers, account)
+}
+
 fn covers(identity: &Identity, user: &str, privilege: Privilege, account: &str, what: &str) -> Result<(), Denied> {
     if identity.holds_in(privilege, account) {
         return Ok(());
@@ -293,6 +308,29 @@ mod tests {
 
     fn refusal(identity: &Identity, change: &Change<'_>) -> String {
         judge(&tenant(identity), change).expect_err("refused").0
+    }
+
+    #[test]
+    fn a_tenant_sees_itself_and_what_it_may_manage() {
+        let matrix = Matrix::new(&[]);
+        let p = people(&matrix);
+        for account in ["hq", "eu", "apac"] {
+            assert!(sees_account(&p.org_admin, account), "org-admin sees {account}");
+            assert!(
+                sees_user(&p.org_admin, "sam", "x", account),
+                "org-admin sees users of {account}"
+            );
+        }
+        assert!(sees_account(&p.admin_eu, "eu"));
+        assert!(!sees_account(&p.admin_eu, "hq"), "an admin sees no other account");
+        assert!(sees_user(&p.admin_eu, "jane", "joe", "eu"));
+        assert!(!sees_user(&p.admin_eu, "jane", "sam", "hq"));
+        assert!(sees_account(&p.plain_eu, "eu"), "a user sees its own account");
+        assert!(sees_user(&p.plain_eu, "joe", "joe", "eu"), "a user sees itself");
+        assert!(
+            !sees_user(&p.plain_eu, "joe", "jane", "eu"),
+            "a plain user sees no one else"
+        );
     }
 
     #[test]

@@ -20,6 +20,13 @@ use crate::{
     },
 };
 
+/// The identity the tenant API writes as (impersonated), so that the API server's RBAC, audit
+/// log and this webhook see a tenant's change, not the operator's. It names the CE user that
+/// acts in `TENANT_API_USER_EXTRA` of `userInfo.extra`; only an identity allowed to
+/// impersonate it (the operator's) can set that.
+pub const TENANT_API_USER: &str = "ce.tenancy.io:tenant-api";
+pub const TENANT_API_USER_EXTRA: &str = "ce.tenancy.io/user";
+
 /// Who is outside the CE rules, and how a Kubernetes identity names its CE user.
 #[derive(Clone, Debug, Default)]
 pub struct Tenancy {
@@ -161,11 +168,25 @@ fn judged(
     change: Change<'_>,
 ) -> Option<String> {
     let username = request.user_info.username.as_deref().unwrap_or_default();
-    // The CE user of that e-mail in the change's organization, else of another one there.
-    let candidates = tenancy
-        .email(request)
-        .map(|email| cache.users_with_email(ns, email))
-        .unwrap_or_default();
+    // The tenant API names its CE user; anyone else, the CE user of that e-mail in the
+    // change's organization, else of another one there.
+    let candidates = if username == TENANT_API_USER {
+        let named = request
+            .user_info
+            .extra
+            .as_ref()
+            .and_then(|e| e.get(TENANT_API_USER_EXTRA));
+        named
+            .and_then(|names| names.first())
+            .and_then(|name| cache.user(ns, name))
+            .into_iter()
+            .collect()
+    } else {
+        tenancy
+            .email(request)
+            .map(|email| cache.users_with_email(ns, email))
+            .unwrap_or_default()
+    };
     let in_org = |u: &&std::sync::Arc<CEUser>| cache.organization_of_user(u).as_deref() == Some(org);
     let Some(found) = candidates.iter().find(in_org).or(candidates.first()) else {
         return actor::judge(&Actor::Unknown { username }, &change).err().map(|d| d.0);

@@ -142,19 +142,7 @@ async fn validate(
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     };
-    // Who makes the change first (`model::actor`), then what it does to the tenancy.
-    let refused = state
-        .cache
-        .is_synced()
-        .then(|| actor::refusal(&state.cache, &state.tenancy, &request))
-        .flatten();
-    let answered = match refused {
-        Some(refusal) => Ok(Review {
-            denial: Some(refusal),
-            warnings: Vec::new(),
-        }),
-        None => answer(&state.cache, &request),
-    };
+    let answered = self::review(&state.cache, &state.tenancy, &request);
     let (response, result) = match answered {
         Ok(review) => {
             let response = respond(&request, review);
@@ -180,6 +168,27 @@ async fn validate(
         .get_or_create(&crate::metrics::KindLabels { kind })
         .observe(started.elapsed().as_secs_f64());
     Json(response.into_review())
+}
+
+/// The whole review of a change: who makes it first (`model::actor`, once the caches are
+/// synced), then what it does to the tenancy. The tenant API reviews its own writes with it
+/// before making them (its answers then have the webhook's words).
+pub fn review(
+    cache: &Cache,
+    tenancy: &actor::Tenancy,
+    request: &AdmissionRequest<DynamicObject>,
+) -> Result<Review, String> {
+    let refused = cache
+        .is_synced()
+        .then(|| actor::refusal(cache, tenancy, request))
+        .flatten();
+    match refused {
+        Some(refusal) => Ok(Review {
+            denial: Some(refusal),
+            warnings: Vec::new(),
+        }),
+        None => answer(cache, request),
+    }
 }
 
 fn kind_label(kind: &str) -> &'static str {

@@ -7,7 +7,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+mod callers;
 mod requests;
+#[allow(unused_imports)] // as above
+pub use callers::{credentials, curl, identity, kubectl_as, secret, tempdir};
 #[allow(unused_imports)] // as above: not every binary reads the counters
 pub use requests::{ApiRequests, apiserver_requests, between, is_write};
 
@@ -389,6 +392,11 @@ impl Operator {
         self.logged_addr("serving the authorization endpoint").await
     }
 
+    /// The address of its tenant API (`--tenant-api-addr`), once it serves.
+    pub async fn tenant_api_addr(&self) -> String {
+        self.logged_addr("serving the tenant API").await
+    }
+
     /// The address of its gRPC authorization endpoint (`--authz-grpc-addr`), once it serves.
     pub async fn authz_grpc_addr(&self) -> String {
         self.logged_addr("serving the gRPC authorization endpoint").await
@@ -575,8 +583,17 @@ pub fn webhook_config_name(log_name: &str) -> String {
 
 /// An operator on a fresh namespace (`prefix`-…) covered by its webhook (`TestWebhook`).
 pub async fn with_webhook(client: &Client, prefix: &str) -> (TestNamespace, Operator, TestWebhook) {
+    with_webhook_and(client, prefix, &[]).await
+}
+
+/// As `with_webhook`, the operator started with `extra_args`.
+pub async fn with_webhook_and(
+    client: &Client,
+    prefix: &str,
+    extra_args: &[&str],
+) -> (TestNamespace, Operator, TestWebhook) {
     let ns = TestNamespace::new(client, prefix).await;
-    let operator = Operator::start(&ns.name);
+    let operator = Operator::start_with(&ns.name, &ns.name, extra_args);
     cover_with_webhook(&ns.name, &ns.name);
     let webhook = TestWebhook::install(
         client,
