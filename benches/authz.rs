@@ -67,6 +67,15 @@ struct Report {
     change_samples: usize,
     change_p50_ms: f64,
     change_p99_ms: f64,
+    /// The tenant API, as the org-admin: `GET /users/{id}` (from the caches) ...
+    tenant_reads: usize,
+    tenant_read_p50_ms: f64,
+    tenant_read_p99_ms: f64,
+    /// ... and `PUT` / `DELETE /users/{userId}/roles/admin` (through the API server, until the
+    /// caches hold the write).
+    tenant_writes: usize,
+    tenant_write_p50_ms: f64,
+    tenant_write_p99_ms: f64,
 }
 
 /// One check of the mix: the credentials and the route's headers.
@@ -365,10 +374,31 @@ async fn main() {
 
     // 1. The tenant, converged by the operator.
     let authz_addr = format!("127.0.0.1:{}", free_port());
+    let tenant_api_addr = format!("127.0.0.1:{}", free_port());
+    // What the tenant API's impersonated identity may write: the chart's RBAC.
+    let rbac = Command::new(root().join(".local/bin/helm"))
+        .args([
+            "template",
+            "ce",
+            "charts/ce-operator",
+            "--set",
+            "tenantApi.enabled=true",
+        ])
+        .args(["--show-only", "templates/tenant-api-rbac.yaml"])
+        .current_dir(root())
+        .output()
+        .expect("run .local/bin/helm");
+    common::kubectl_apply(&kubeconfig, &String::from_utf8_lossy(&rbac.stdout));
     let operator = Operator::start(
         &kubeconfig,
         &ns,
-        &["--webhook=false".into(), "--authz-addr".into(), authz_addr.clone()],
+        &[
+            "--webhook=false".into(),
+            "--authz-addr".into(),
+            authz_addr.clone(),
+            "--tenant-api-addr".into(),
+            tenant_api_addr.clone(),
+        ],
         out_dir.join(format!("authz-operator-{stamp}.log")),
     );
     operator.wait_ready().await;
@@ -703,6 +733,60 @@ async fn main() {
     report.change_p50_ms = percentile(&changes, 50.0);
     report.change_p99_ms = percentile(&changes, 99.0);
 
+    // 7. The tenant API, as the org-admin u0: reads of users, then role grants and revocations
+    // of users without one.
+    let org_admin = format!("User {}, Organization {org_secret}", secrets["u0-user-secret"]);
+    let tenant_call = |method: &'static str, path: String| {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{tenant_api_addr}{path}"))
+            .header("authorization", org_admin.clone())
+            .body(Full::default())
+            .unwrap();
+        let http = http.clone();
+        async move {
+            let t = Instant::now();
+            let response = http.request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let _ = response.into_body().collect().await;
+            (status, t.elapsed().as_secs_f64() * 1000.0)
+        }
+    };
+    let mut reads = Vec::new();
+    for i in 0..samples * 10 {
+        let (status, ms) = tenant_call("GET", format!("/users/{}", user_name(1 + i * 7919 % (users_n - 1)))).await;
+        assert_eq!(status, 200, "GET /users");
+        reads.push(ms);
+    }
+    let mut writes = Vec::new();
+    for i in 0..samples {
+        let u = bindings_n.min(users_n) + 1 + i % (users_n - bindings_n.min(users_n) - 1).max(1);
+        for (method, expected) in [("PUT", 201), ("DELETE", 200)] {
+            let (status, ms) = tenant_call(method, format!("/users/{}/roles/admin", user_name(u))).await;
+            assert_eq!(status, expected, "{method} /users/u{u}/roles/admin");
+            writes.push(ms);
+        }
+    }
+    for (samples, p50, p99, all) in [
+        (
+            &mut report.tenant_reads,
+            &mut report.tenant_read_p50_ms,
+            &mut report.tenant_read_p99_ms,
+            &mut reads,
+        ),
+        (
+            &mut report.tenant_writes,
+            &mut report.tenant_write_p50_ms,
+            &mut report.tenant_write_p99_ms,
+            &mut writes,
+        ),
+    ] {
+        all.sort_by(f64::total_cmp);
+        *samples = all.len();
+        *p50 = percentile(all, 50.0);
+        *p99 = percentile(all, 99.0);
+    }
+
     let r = &report;
     println!(
         "ce-operator authorization benchmark (2 cores, loopback, wrk -t2 -c{} -d{}s, {} checks in the mix, {} users)",
@@ -736,6 +820,14 @@ async fn main() {
     println!(
         "| binding granted/revoked -> decision changed, p50 / p99 ({} changes) | {:.0} / {:.0} ms | | p99 <= 1000 ms |",
         r.change_samples, r.change_p50_ms, r.change_p99_ms
+    );
+    println!(
+        "| tenant API GET /users/{{id}}, p50 / p99 ({} requests, one at a time) | {:.2} / {:.2} ms | | |",
+        r.tenant_reads, r.tenant_read_p50_ms, r.tenant_read_p99_ms
+    );
+    println!(
+        "| tenant API PUT / DELETE /users/{{userId}}/roles/admin until the caches hold it, p50 / p99 ({} requests) | {:.1} / {:.1} ms | | |",
+        r.tenant_writes, r.tenant_write_p50_ms, r.tenant_write_p99_ms
     );
     let json = out_dir.join(format!("authz-{stamp}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&report).unwrap()).unwrap();

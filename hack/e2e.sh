@@ -220,7 +220,8 @@ log "helm upgrade to $version_b under load"
 run_loops
 sleep 2 # the loops are in flight before the rollout starts
 t0=$(now)
-if helm upgrade "$release" charts/ce-operator -n "$ns" --wait --timeout 180s --set image.tag="$version_b" >"$work/upgrade.log" 2>&1; then
+# The upgrade also turns the tenant API on (checked below, through its Service).
+if helm upgrade "$release" charts/ce-operator -n "$ns" --wait --timeout 180s --set image.tag="$version_b" --set tenantApi.enabled=true >"$work/upgrade.log" 2>&1; then
   pass "helm upgrade --wait"
 else
   fail "helm upgrade --wait: $(tail -n 3 "$work/upgrade.log")"
@@ -247,6 +248,21 @@ running_versions() {
 }
 check "every Running pod runs the second image" test "$(running_versions)" = "ghcr.io/ce-tenancy/ce-operator:$version_b"
 eventually "exactly one leader after the upgrade" 30 exactly_one_leader
+
+# The tenant API, through its Service: the operator's ServiceAccount impersonates the tenant
+# with the chart's RBAC, and the webhook (which exempts only the operator) judges the write.
+tenant_api_ip=$(kubectl -n "$ns" get svc "$release-tenant-api" -o jsonpath='{.spec.clusterIP}')
+tenant_api() { # METHOD PATH [BODY] -> status code; the body in $work/tenant-api.body
+  curl -sS --max-time 10 -o "$work/tenant-api.body" -w '%{http_code}' -X "$1" \
+    -H "Authorization: User $jane, Organization $acme" -H 'content-type: application/json' \
+    ${3:+--data-binary "$3"} "http://$tenant_api_ip:8084$2"
+}
+check "the tenant API serves its OpenAPI document" test "$(tenant_api GET /openapi.json)" = 200
+check "an account admin adds a user to its account through the tenant API ($(head -c 300 "$work/tenant-api.body" 2>/dev/null))" \
+  test "$(tenant_api POST /accounts/acme-eu/users '{"id": "e2e-ann", "email": "e2e-ann@acme.example"}')" = 201
+check "... which kubectl shows, made by the route's field manager" \
+  bash -c "kubectl -n tenants get ceuser e2e-ann -o jsonpath='{.metadata.managedFields[*].manager}' | grep -q ce-tenant-api/account-users"
+check "... and may not create an account (403)" test "$(tenant_api POST /accounts '{"id": "e2e-apac"}')" = 403
 
 # --- day two: the leader lost ---------------------------------------------------------
 leader=$(pod_of "$(holder)")
