@@ -520,6 +520,13 @@ async fn every_route_does_what_the_callers_roles_allow_and_nothing_else() {
     sam.refused("POST", "/accounts", Some(r#"{"id": "Not A Name"}"#), 422, "");
     let huge = format!(r#"{{"elements": [{}]}}"#, vec!["\"x\""; 40_000].join(","));
     sam.refused("PUT", "/organizations/acme/elements-safelist", Some(&huge), 413, "over");
+    sam.refused(
+        "DELETE",
+        "/organizations/acme/elements-safelist",
+        Some(&huge),
+        413,
+        "over",
+    );
     sam.refused("GET", "/no/such/route", None, 404, "no such route");
     assert_eq!(users.get("joe").await.unwrap().spec.account_ref.name, "eu");
     assert_eq!(

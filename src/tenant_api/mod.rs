@@ -198,13 +198,18 @@ impl IntoResponse for Problem {
 /// A JSON body that could not be read: over the limit (413) or not the JSON expected (400).
 fn bad_body(rejection: axum::extract::rejection::JsonRejection) -> Problem {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is over {} KiB", MAX_BODY / 1024),
-        );
+        return too_large();
     }
     Problem::new(StatusCode::BAD_REQUEST, "malformed_body", rejection.body_text())
+}
+
+/// A body over the limit (the only way reading a body as bytes fails here).
+fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is over {} KiB", MAX_BODY / 1024),
+    )
 }
 
 impl ApiState {

@@ -6,7 +6,10 @@ use std::{collections::BTreeSet, future::Future, sync::Arc, time::Instant};
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State, rejection::JsonRejection},
+    extract::{
+        Path, State,
+        rejection::{BytesRejection, JsonRejection},
+    },
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -16,7 +19,7 @@ use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ApiState, ErrorBody, MAX_BODY, Problem, bad_body};
+use super::{ApiState, ErrorBody, MAX_BODY, Problem, bad_body, too_large};
 use crate::{
     api::{Account, CEUser, ElementSafelist, HasConditions, Organization, Role, RoleBinding},
     authz::Caller,
@@ -386,12 +389,26 @@ impl ApiState {
                     .into_response());
                 }
                 self.review(caller, &name, Some(list), Some(&new))?;
-                let version = list.resource_version().unwrap_or_default();
-                let patch = json!({"spec": {"elements": new.spec.elements}});
                 let written: ElementSafelist = writer
-                    .merge(ROUTE_SAFELIST, &name, &version, patch)
+                    .replace(
+                        ROUTE_SAFELIST,
+                        &name,
+                        "/spec/elements",
+                        json!(list.spec.elements),
+                        json!(new.spec.elements),
+                    )
                     .await
-                    .map_err(Problem::of_write)?;
+                    .map_err(|e| match e {
+                        // The test of the elements failed: someone changed them meanwhile.
+                        kube::Error::Api(status) if status.code == 422 && status.message.contains("test") => {
+                            Problem::new(
+                                StatusCode::CONFLICT,
+                                "conflict",
+                                format!("the safelist {name} changed meanwhile; read it again and retry"),
+                            )
+                        }
+                        other => Problem::of_write(other),
+                    })?;
                 (name, written)
             }
             None if create => {
@@ -647,13 +664,14 @@ async fn delete_safelist(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(org_id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     answer(
         &state,
         "DELETE /organizations/{organizationId}/elements-safelist",
         async {
             let caller = state.caller(&headers)?;
+            let body = body.map_err(|_| too_large())?;
             if !body.iter().all(u8::is_ascii_whitespace) {
                 let removed: Elements = serde_json::from_slice(&body).map_err(|e| {
                     Problem::new(

@@ -60,26 +60,32 @@ impl AsTenant<'_> {
         self.send(request).await
     }
 
-    /// A merge patch of the object as it was at `resource_version` (409 if it changed since).
-    pub async fn merge<K>(
+    /// Sets the field at `path` (a JSON pointer) to `new` if it still holds `old` (409 if it
+    /// changed since): a test of that field only, so that the operator's status writes in
+    /// between do not fail the change, as a resourceVersion precondition would.
+    pub async fn replace<K>(
         &self,
         route: &str,
         name: &str,
-        resource_version: &str,
-        patch: serde_json::Value,
+        path: &str,
+        old: serde_json::Value,
+        new: serde_json::Value,
     ) -> Result<K, kube::Error>
     where
         K: kube::Resource<DynamicType = ()> + DeserializeOwned,
     {
-        let mut patch = patch;
-        patch["metadata"]["resourceVersion"] = resource_version.into();
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "test", "path": path, "value": old},
+            {"op": "replace", "path": path, "value": new},
+        ]))
+        .map_err(kube::Error::SerdeError)?;
         let params = PatchParams {
             field_manager: Some(field_manager(route)),
             ..Default::default()
         };
         let request = self
             .request::<K>()
-            .patch(name, &params, &Patch::Merge(&patch))
+            .patch(name, &params, &Patch::<()>::Json(patch))
             .map_err(kube::Error::BuildRequest)?;
         self.send(request).await
     }
