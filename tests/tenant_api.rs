@@ -534,6 +534,45 @@ async fn every_route_does_what_the_callers_roles_allow_and_nothing_else() {
         ["box"]
     );
 
+    // A user not in effect (here: being deleted, held by a finalizer) is refused, as at the
+    // authorization endpoint, and nothing is written.
+    support::kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "ceuser",
+        "joe",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["test.ce.tenancy.io/hold"]}}"#,
+    ]);
+    support::kubectl_ok(&["-n", &ns.name, "delete", "ceuser", "joe", "--wait=false"]);
+    support::wait_until("joe's credentials to stop authenticating", support::TIMEOUT, || async {
+        joe.call("GET", "/users/joe", None).0 == 401
+    })
+    .await;
+    joe.refused(
+        "PATCH",
+        "/users/joe",
+        Some(r#"{"displayName": "Gone"}"#),
+        401,
+        "not valid",
+    );
+    assert_eq!(
+        users.get("joe").await.unwrap().spec.display_name.as_deref(),
+        Some("Joe E.")
+    );
+    support::kubectl_ok(&[
+        "-n",
+        &ns.name,
+        "patch",
+        "ceuser",
+        "joe",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+
     // The identity the routes write as is no way in for anyone else: a client certificate
     // named like it carries no CE user (the extra only impersonation sets), and the webhook
     // refuses its writes, though the chart's RBAC lets that name write.
