@@ -140,9 +140,10 @@ log "applying examples/"
 t0=$(now)
 kubectl apply -f examples/ >"$work/examples.log" 2>&1 || fail "kubectl apply -f examples/: $(tail -n 3 "$work/examples.log")"
 tenant_ready() {
+  # kubectl wait takes about 0.1 s an object: its timeout is for all of them, not each.
   local kind
   for kind in organizations accounts ceusers rolebindings.ce.tenancy.io elementsafelists; do
-    kubectl wait --for condition=Ready "$kind" --all -n tenants --timeout=1s >/dev/null 2>&1 || return 1
+    kubectl wait --for condition=Ready "$kind" --all -n tenants --timeout=10s >/dev/null 2>&1 || return 1
   done
 }
 eventually "the example tenant converges (every object Ready)" 120 tenant_ready
@@ -258,8 +259,8 @@ tenant_api() { # METHOD PATH [BODY] -> status code; the body in $work/tenant-api
     ${3:+--data-binary "$3"} "http://$tenant_api_ip:8084$2"
 }
 check "the tenant API serves its OpenAPI document" test "$(tenant_api GET /openapi.json)" = 200
-check "an account admin adds a user to its account through the tenant API ($(head -c 300 "$work/tenant-api.body" 2>/dev/null))" \
-  test "$(tenant_api POST /accounts/acme-eu/users '{"id": "e2e-ann", "email": "e2e-ann@acme.example"}')" = 201
+code=$(tenant_api POST /accounts/acme-eu/users '{"id": "e2e-ann", "email": "e2e-ann@acme.example"}')
+check "an account admin adds a user to its account through the tenant API ($code $(head -c 300 "$work/tenant-api.body" 2>/dev/null))" test "$code" = 201
 check "... which kubectl shows, made by the route's field manager" \
   bash -c "kubectl -n tenants get ceuser e2e-ann -o jsonpath='{.metadata.managedFields[*].manager}' | grep -q ce-tenant-api/account-users"
 check "... and may not create an account (403)" test "$(tenant_api POST /accounts '{"id": "e2e-apac"}')" = 403
