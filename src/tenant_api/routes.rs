@@ -23,7 +23,7 @@ use super::{ApiState, ErrorBody, MAX_BODY, Problem, bad_body, too_large};
 use crate::{
     api::{Account, CEUser, ElementSafelist, HasConditions, Organization, Role, RoleBinding},
     authz::Caller,
-    cache::resolve::ResolvedIdentity,
+    cache::{Cached, resolve::ResolvedIdentity},
     model::{actor, safelist, user},
 };
 
@@ -295,6 +295,22 @@ impl ApiState {
         Ok(self.user_view(&user))
     }
 
+    /// Creates `object` named `name` as `caller` once the review lets it, and waits until the
+    /// caches hold it.
+    async fn create<K>(&self, caller: &Caller, route: &str, name: &str, object: &K) -> Result<K, Problem>
+    where
+        K: Cached + Serialize + DeserializeOwned,
+    {
+        self.review(caller, name, None, Some(object))?;
+        let written = self
+            .as_tenant(caller)
+            .create(route, object)
+            .await
+            .map_err(Problem::of_write)?;
+        self.settle(&caller.namespace, name, Some(&written)).await;
+        Ok(written)
+    }
+
     /// Binds `role` to `target` unless a binding holds it already; true when one was made.
     async fn bind(&self, caller: &Caller, target: &CEUser, role: Role) -> Result<bool, Problem> {
         let ns = &caller.namespace;
@@ -376,8 +392,7 @@ impl ApiState {
         let org = self.own_organization(caller, org_id)?;
         let ns = &caller.namespace;
         let lists = self.cache.safelists_of(ns, &org.name_any());
-        let writer = self.as_tenant(caller);
-        let (name, written) = match safelist::effective(&lists) {
+        let written = match safelist::effective(&lists) {
             Some(list) => {
                 let mut new = list.clone();
                 change(&mut new.spec.elements)?;
@@ -389,7 +404,8 @@ impl ApiState {
                     .into_response());
                 }
                 self.review(caller, &name, Some(list), Some(&new))?;
-                let written: ElementSafelist = writer
+                let written: ElementSafelist = self
+                    .as_tenant(caller)
                     .replace(
                         ROUTE_SAFELIST,
                         &name,
@@ -409,7 +425,8 @@ impl ApiState {
                         }
                         other => Problem::of_write(other),
                     })?;
-                (name, written)
+                self.settle(ns, &name, Some(&written)).await;
+                written
             }
             None if create => {
                 let mut elements = Vec::new();
@@ -420,13 +437,10 @@ impl ApiState {
                     &name,
                     json!({"organizationRef": {"name": org_id}, "elements": elements}),
                 )?;
-                self.review(caller, &name, None, Some(&new))?;
-                let written = writer.create(ROUTE_SAFELIST, &new).await.map_err(Problem::of_write)?;
-                (name, written)
+                self.create(caller, ROUTE_SAFELIST, &name, &new).await?
             }
             None => return Err(no_safelist(org_id)),
         };
-        self.settle(ns, &name, Some(&written)).await;
         Ok(Json(Elements {
             elements: written.spec.elements,
         })
@@ -776,13 +790,7 @@ async fn create_account(
             &new.id,
             json!({"organizationRef": {"name": caller.identity.organization}, "displayName": new.display_name}),
         )?;
-        state.review(&caller, &new.id, None, Some(&account))?;
-        let written = state
-            .as_tenant(&caller)
-            .create(ROUTE_ACCOUNTS, &account)
-            .await
-            .map_err(Problem::of_write)?;
-        state.settle(&caller.namespace, &new.id, Some(&written)).await;
+        let written = state.create(&caller, ROUTE_ACCOUNTS, &new.id, &account).await?;
         Ok((StatusCode::CREATED, Json(ApiState::account_view(&written))).into_response())
     })
     .await
@@ -826,13 +834,7 @@ async fn create_account_user(
             &new.id,
             json!({"accountRef": {"name": id}, "email": new.email, "displayName": new.display_name}),
         )?;
-        state.review(&caller, &new.id, None, Some(&user))?;
-        let written = state
-            .as_tenant(&caller)
-            .create(ROUTE_ACCOUNT_USERS, &user)
-            .await
-            .map_err(Problem::of_write)?;
-        state.settle(&caller.namespace, &new.id, Some(&written)).await;
+        let written = state.create(&caller, ROUTE_ACCOUNT_USERS, &new.id, &user).await?;
         let shown = state
             .cache
             .user(&caller.namespace, &new.id)
