@@ -837,4 +837,6 @@ async fn main() {
     while cleanup.elapsed() < Duration::from_secs(300) && namespaces.get_opt(&ns).await.ok().flatten().is_some() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The figures compare two servers deciding the same thing: if they do not, the run fails.
+    assert_eq!(r.disagreements, 0, "the operator and OPA decided the mix differently");
 }
