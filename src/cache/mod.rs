@@ -663,7 +663,7 @@ impl Cache {
     }
 
     /// Something this process just created or changed, to be seen before the watch shows it.
-    pub fn expect<K: Cached>(&self, obj: K) {
+    pub fn anticipate<K: Cached>(&self, obj: K) {
         let reference = ObjectRef::from_obj(&obj);
         let kind = K::slot(self);
         let old = kind.get(&reference);

@@ -279,7 +279,7 @@ where
 {
     match api_in::<K>(ctx, ns).create(&post_params(), &obj).await {
         Ok(created) => {
-            ctx.cache.expect(created);
+            ctx.cache.anticipate(created);
             Ok(())
         }
         Err(e) if already_exists(&e) => Ok(()),

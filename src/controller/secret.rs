@@ -126,7 +126,7 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
             };
             return match secrets.create(&post_params(), &secret).await {
                 Ok(created) => {
-                    ctx.cache.expect(SecretEntry::of(created));
+                    ctx.cache.anticipate(SecretEntry::of(created));
                     ctx.metrics.secrets_issued.get_or_create(&secret_labels::<K>()).inc();
                     Ok(SecretDone::Done)
                 }
@@ -216,7 +216,7 @@ pub async fn carry_out<K: Resource<DynamicType = ()>>(
     if entry.facts.previous.is_some() {
         ctx.metrics.secrets_rotated.get_or_create(&secret_labels::<K>()).inc();
     }
-    ctx.cache.expect(entry);
+    ctx.cache.anticipate(entry);
     Ok(SecretDone::Done)
 }
 
@@ -255,7 +255,7 @@ async fn relabel(
             secret: name.to_owned(),
             source,
         })?;
-    ctx.cache.expect(SecretEntry::of(patched));
+    ctx.cache.anticipate(SecretEntry::of(patched));
     if let Some(next) = ctx.corrections.made("Secret", &key, digest, true)
         && next > std::time::Duration::from_secs(1)
     {
