@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod client_auth;
+pub mod clock;
 pub mod controller;
 pub mod crdgen;
 pub mod metrics;

@@ -218,7 +218,7 @@ pub async fn run(
     // The webhook, on every replica, from the same caches.
     let mut background = Vec::new();
     if let Some(hook) = &options.webhook {
-        let serving = Arc::new(tls::ServingCert::default());
+        let serving = Arc::new(crate::serve::ServingCert::default());
         let listener = webhook::bind(hook.addr).await?;
         background.push(tokio::spawn(tls::serve_from_secret(
             client.clone(),

@@ -9,13 +9,24 @@
 //! are pinged and dropped when they stop answering; at most `MAX_CONNECTIONS` are open at
 //! once (beyond that, new ones wait in the listen queue); accept errors (EMFILE) back off.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
     service::TowerToHyperService,
+};
+use rustls::{
+    crypto::ring::sign::any_supported_type,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -204,5 +215,48 @@ mod tests {
         assert_eq!(accept_backoff(0), Duration::from_millis(10));
         assert_eq!(accept_backoff(3), Duration::from_millis(80));
         assert_eq!(accept_backoff(50), Duration::from_secs(1));
+    }
+}
+
+/// The certificate a server serves (the webhook's from its Secret, the authorization
+/// endpoint's from its files), swapped in place when it changes.
+#[derive(Debug, Default)]
+pub struct ServingCert {
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+}
+
+impl ServingCert {
+    /// Loads a PEM certificate and key; false if they do not parse or do not belong together
+    /// (the one served before stays).
+    pub(crate) fn load(&self, cert: &str, key: &str) -> bool {
+        let certs: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_slice_iter(cert.as_bytes()).collect();
+        let (Ok(certs), Ok(key)) = (certs, PrivateKeyDer::from_pem_slice(key.as_bytes())) else {
+            return false;
+        };
+        if certs.is_empty() {
+            return false;
+        }
+        let Ok(signing) = any_supported_type(&key) else {
+            return false;
+        };
+        let certified = CertifiedKey::new(certs, signing);
+        if matches!(
+            certified.keys_match(),
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch))
+        ) {
+            return false;
+        }
+        *self.current.write().expect("serving cert lock") = Some(Arc::new(certified));
+        true
+    }
+
+    pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.read().expect("serving cert lock").clone()
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current()
     }
 }

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use super::Error;
-use crate::webhook::tls::ServingCert;
+use crate::serve::ServingCert;
 
 /// The files of the endpoints' TLS.
 #[derive(Clone, Debug)]

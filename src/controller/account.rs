@@ -141,7 +141,7 @@ impl Reconciler for Account {
             users: &resolved.users,
             bindings: &resolved.bindings,
             namespace_terminating: resolved.namespace_terminating,
-            now: super::now(),
+            now: crate::clock::now(),
         });
         match act::carry_out(&ctx, account.as_ref(), decision).await? {
             Outcome::Done(requeue) => Ok(requeue),

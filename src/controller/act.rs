@@ -5,7 +5,7 @@
 use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams},
     runtime::controller::Action as Requeue,
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -16,6 +16,7 @@ use super::{
     Context, Reconciler,
     error::{Error, ObjectName, Result, already_exists, namespace_terminating, not_found},
     secret::{self, SecretDone},
+    write::{controller_owner, post_params},
 };
 use crate::{
     api::{Account, AccountSpec, CEUser, CEUserSpec, ElementSafelist, LocalRef, Role, RoleBinding, RoleBindingSpec},
@@ -51,23 +52,6 @@ pub fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         std::borrow::Cow::Borrowed(kind) => kind,
         std::borrow::Cow::Owned(kind) => Box::leak(kind.into_boxed_str()),
     }
-}
-
-/// Parameters of every create: the operator's field manager.
-pub fn post_params() -> PostParams {
-    PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    }
-}
-
-/// The controller ownerReference of an object the operator generates for `owner`. It
-/// blocks the owner's foreground deletion until the object is gone, as the garbage
-/// collector expects of controlled objects.
-pub fn controller_owner<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
-    let mut reference = owner.controller_owner_ref(&())?;
-    reference.block_owner_deletion = Some(true);
-    Some(reference)
 }
 
 fn api_in<K>(ctx: &Context, ns: &str) -> Api<K>

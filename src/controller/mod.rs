@@ -15,6 +15,7 @@ mod role_binding;
 mod safelist;
 mod secret;
 mod user;
+mod write;
 
 use std::{
     collections::HashSet,
@@ -247,13 +248,6 @@ fn error_policy<K: Reconciler>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) ->
     set_backoff_gauge(&ctx, kind);
     warn!(%error, step = error.metric_label(), retry_in_ms = wait.as_millis() as u64, "reconcile failed");
     Action::requeue(wait)
-}
-
-/// Now, to the second: the API server keeps timestamps to the second, and so must anything
-/// compared with what it returns.
-pub fn now() -> k8s_openapi::jiff::Timestamp {
-    use k8s_openapi::jiff::Timestamp;
-    Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid timestamp")
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ impl Resolved {
     fn inputs<'a>(&'a self, org: &'a Organization, fresh: &'a SecretValue, key: &'a IssuanceKey) -> Inputs<'a> {
         Inputs {
             org,
-            now: super::now(),
+            now: crate::clock::now(),
             namespace_terminating: self.namespace_terminating,
             accounts: &self.accounts,
             account_users: &self.account_users,

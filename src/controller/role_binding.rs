@@ -103,7 +103,7 @@ impl Reconciler for RoleBinding {
             account: resolved.account.as_deref(),
             organization: resolved.organization.as_deref(),
             default_candidates: &resolved.default_candidates,
-            now: super::now(),
+            now: crate::clock::now(),
         });
         match act::carry_out(&ctx, binding.as_ref(), decision).await? {
             Outcome::Done(requeue) => Ok(requeue),

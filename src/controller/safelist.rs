@@ -72,7 +72,7 @@ impl Reconciler for ElementSafelist {
             organization: resolved.organization.as_deref(),
             siblings: &resolved.siblings,
             super_organization: resolved.parent.lookup(),
-            now: super::now(),
+            now: crate::clock::now(),
         });
         match act::carry_out(&ctx, list.as_ref(), decision).await? {
             Outcome::Done(requeue) => Ok(requeue),

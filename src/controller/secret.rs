@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use super::{
     Context,
-    act::{controller_owner, post_params},
     error::{Error, ObjectName, Result, already_exists},
+    write::{controller_owner, post_params},
 };
 use crate::{
     api::HasConditions,

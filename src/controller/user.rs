@@ -109,7 +109,7 @@ impl Reconciler for CEUser {
                 fresh_secret: &fresh,
                 issuance_key: ctx.cache.issuance_key(),
                 namespace_terminating: resolved.namespace_terminating,
-                now: super::now(),
+                now: crate::clock::now(),
             });
             match act::carry_out(&ctx, user.as_ref(), decision).await? {
                 Outcome::Done(requeue) => return Ok(requeue),

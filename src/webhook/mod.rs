@@ -75,7 +75,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
-    serving: Arc<tls::ServingCert>,
+    serving: Arc<crate::serve::ServingCert>,
     client_auth: Option<ClientAuth>,
     tenancy: actor::Tenancy,
     shutdown: impl std::future::Future<Output = ()>,
@@ -229,7 +229,7 @@ fn typed<K: Resource + DeserializeOwned>(
         meta.name = Some(request.name.clone());
     }
     if meta.creation_timestamp.is_none() {
-        let ahead = crate::controller::now() + k8s_openapi::jiff::SignedDuration::from_secs(1);
+        let ahead = crate::clock::now() + k8s_openapi::jiff::SignedDuration::from_secs(1);
         meta.creation_timestamp = Some(Time(ahead));
     }
     Ok(Some(typed))
@@ -303,7 +303,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
                     users: &[],
                     bindings: &[],
                     namespace_terminating: false,
-                    now: crate::controller::now(),
+                    now: crate::clock::now(),
                 })
             };
             let (Some(new), old) = (
@@ -348,7 +348,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
                     account: account.as_deref(),
                     organization: organization.as_deref(),
                     default_candidates: &default_candidates,
-                    now: crate::controller::now(),
+                    now: crate::clock::now(),
                 })
             };
             let (Some(new), old) = (
@@ -374,7 +374,7 @@ fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Re
                     organization: organization.as_deref(),
                     siblings: &siblings,
                     super_organization: parent.lookup(),
-                    now: crate::controller::now(),
+                    now: crate::clock::now(),
                 })
             };
             let (Some(new), old) = (

@@ -14,12 +14,7 @@
 //! swaps the served certificate without restarting. With `managed: false` (cert-manager, or
 //! anyone else, writes the Secret and the bundle) the operator only serves what it finds.
 
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
@@ -36,16 +31,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use rustls::{
-    crypto::ring::sign::any_supported_type,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::{ClientHello, ResolvesServerCert},
-    sign::CertifiedKey,
-};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::{metrics::Metrics, model::names::MANAGER};
+use crate::{metrics::Metrics, model::names::MANAGER, serve::ServingCert};
 
 const KEY_CA: &str = "ca.crt";
 const KEY_CA_KEY: &str = "ca.key";
@@ -342,48 +331,6 @@ fn apply(step: &Step, m: &Material, now: Timestamp, options: &Options) -> Result
     })
 }
 
-/// The certificate the webhook serves, swapped in place when the Secret changes.
-#[derive(Debug, Default)]
-pub struct ServingCert {
-    current: RwLock<Option<Arc<CertifiedKey>>>,
-}
-
-impl ServingCert {
-    /// Loads a PEM certificate and key; false if they do not parse or do not belong together
-    /// (the one served before stays).
-    pub(crate) fn load(&self, cert: &str, key: &str) -> bool {
-        let certs: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_slice_iter(cert.as_bytes()).collect();
-        let (Ok(certs), Ok(key)) = (certs, PrivateKeyDer::from_pem_slice(key.as_bytes())) else {
-            return false;
-        };
-        if certs.is_empty() {
-            return false;
-        }
-        let Ok(signing) = any_supported_type(&key) else {
-            return false;
-        };
-        let certified = CertifiedKey::new(certs, signing);
-        if matches!(
-            certified.keys_match(),
-            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch))
-        ) {
-            return false;
-        }
-        *self.current.write().expect("serving cert lock") = Some(Arc::new(certified));
-        true
-    }
-
-    pub(crate) fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.current.read().expect("serving cert lock").clone()
-    }
-}
-
-impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current()
-    }
-}
-
 fn secret_watch(client: &Client, options: &Options) -> impl futures::Stream<Item = Result<Secret, watcher::Error>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &options.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", options.secret));
@@ -455,7 +402,7 @@ async fn keep(
 ) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
     let existing = secrets.get_opt(&options.secret).await?;
     let mut material = existing.as_ref().map(Material::of).unwrap_or_default();
-    let now = crate::controller::now();
+    let now = crate::clock::now();
     let step = next_step(&material, now, options);
     let wait = match &step {
         Step::Wait(wait) => *wait,
