@@ -947,7 +947,7 @@ async fn main() {
         metadata.owner_references = Some(vec![owner]);
         jobs.push(Box::new(move || {
             Box::pin(async move {
-                let value = ce_operator::model::secrets::SecretValue::generate(32)
+                let value = ce_operator::controller::generate_secret(32)
                     .unwrap()
                     .expose()
                     .to_owned();

@@ -17,6 +17,8 @@ mod secret;
 mod user;
 mod write;
 
+pub use secret::generate as generate_secret;
+
 use std::{
     collections::HashSet,
     fmt::Debug,

@@ -214,7 +214,7 @@ impl Reconciler for Organization {
     }
 
     async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Requeue> {
-        let fresh = SecretValue::generate(usize::try_from(org.spec.security.secret_length).unwrap_or(32)).map_err(
+        let fresh = super::secret::generate(usize::try_from(org.spec.security.secret_length).unwrap_or(32)).map_err(
             |source| super::Error::Random {
                 object: object_name(org.as_ref()),
                 source,

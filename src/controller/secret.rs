@@ -27,7 +27,8 @@ use crate::{
         issuance::{ANNOTATION_PREVIOUS_SEAL, ANNOTATION_SEAL},
         secrets::{
             ANNOTATION_PREVIOUS_EXPIRES, ANNOTATION_ROTATED_AT, ANNOTATION_ROTATION_REQUEST, KEY_CURRENT, KEY_PREVIOUS,
-            OWN_LABELS, SecretFacts, SecretPlan, generated_labels, generated_labels_digest,
+            MIN_SECRET_BYTES, OWN_LABELS, SecretFacts, SecretPlan, SecretValue, generated_labels,
+            generated_labels_digest,
         },
     },
 };
@@ -269,9 +270,37 @@ fn pointer(parent: &str, key: &str) -> String {
     format!("/{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
 }
 
+/// A new secret of `bytes` random bytes (never fewer than `MIN_SECRET_BYTES`, 256 bits), from
+/// the operating system's CSPRNG.
+pub fn generate(bytes: usize) -> Result<SecretValue, rand::rand_core::OsError> {
+    use rand::{TryRngCore, rngs::OsRng};
+    let mut buf = vec![0u8; bytes.max(MIN_SECRET_BYTES)];
+    OsRng.try_fill_bytes(&mut buf)?;
+    Ok(SecretValue::of_random_bytes(&buf))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_secrets_have_the_requested_entropy_and_are_url_safe() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let s = generate(32).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(s.expose()).unwrap().len(), 32);
+        assert!(
+            s.expose()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        let long = generate(100).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(long.expose()).unwrap().len(), 100);
+        // Never fewer than 256 bits.
+        let short = generate(4).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(short.expose()).unwrap().len(), 32);
+        let all: std::collections::HashSet<_> = (0..100).map(|_| generate(32).unwrap().expose().to_owned()).collect();
+        assert_eq!(all.len(), 100);
+    }
 
     #[test]
     fn pointers_escape_annotation_keys() {

@@ -16,7 +16,7 @@ use crate::{
     cache::{Cache, SecretEntry, resolve::ResolvedIdentity},
     model::{
         names,
-        secrets::{SecretFacts, SecretValue},
+        secrets::SecretFacts,
         user::{self, Inputs},
     },
 };
@@ -92,7 +92,7 @@ impl Reconciler for CEUser {
             .organization
             .as_ref()
             .map_or(32, |o| usize::try_from(o.spec.security.secret_length).unwrap_or(32));
-        let fresh = SecretValue::generate(length).map_err(|source| super::Error::Random {
+        let fresh = super::secret::generate(length).map_err(|source| super::Error::Random {
             object: object_name(user.as_ref()),
             source,
         })?;

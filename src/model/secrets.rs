@@ -13,7 +13,6 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
-use rand::{TryRngCore, rngs::OsRng};
 use sha2::{Digest as _, Sha256};
 
 use super::{
@@ -45,12 +44,11 @@ pub type Digest = [u8; 32];
 pub struct SecretValue(String);
 
 impl SecretValue {
-    /// A new secret of `bytes` random bytes (at least 32) from the operating system's CSPRNG,
-    /// as URL-safe base64 without padding.
-    pub fn generate(bytes: usize) -> Result<Self, rand::rand_core::OsError> {
-        let mut buf = vec![0u8; bytes.max(MIN_SECRET_BYTES)];
-        OsRng.try_fill_bytes(&mut buf)?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(buf)))
+    /// A new secret of these random bytes, as URL-safe base64 without padding. The model
+    /// draws no randomness itself: the caller gives at least `MIN_SECRET_BYTES` bytes from the
+    /// operating system's CSPRNG (`controller::generate_secret`).
+    pub fn of_random_bytes(bytes: &[u8]) -> Self {
+        Self(URL_SAFE_NO_PAD.encode(bytes))
     }
 
     /// A value a caller presented (to the authorization endpoint): held only while it is
@@ -661,26 +659,6 @@ mod tests {
             ..owned("v")
         };
         assert_eq!(plan(&inputs(Some(&invalid), &fresh)).plan, SecretPlan::Unchanged);
-    }
-
-    #[test]
-    fn generated_secrets_have_the_requested_entropy_and_are_url_safe() {
-        let s = SecretValue::generate(32).unwrap();
-        assert_eq!(URL_SAFE_NO_PAD.decode(s.expose()).unwrap().len(), 32);
-        assert!(
-            s.expose()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
-        let long = SecretValue::generate(100).unwrap();
-        assert_eq!(URL_SAFE_NO_PAD.decode(long.expose()).unwrap().len(), 100);
-        // Never fewer than 256 bits.
-        let short = SecretValue::generate(4).unwrap();
-        assert_eq!(URL_SAFE_NO_PAD.decode(short.expose()).unwrap().len(), 32);
-        let all: std::collections::HashSet<_> = (0..100)
-            .map(|_| SecretValue::generate(32).unwrap().expose().to_owned())
-            .collect();
-        assert_eq!(all.len(), 100);
     }
 
     #[test]
