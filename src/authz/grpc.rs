@@ -16,7 +16,9 @@ use envoy_types::{
 use tonic::{Code, Status};
 
 use super::{
-    Answer, AuthzState, CHALLENGE, Header, NOT_SYNCED, Refusal, gateway_answer, http_status, identity_headers,
+    AuthzState, CHALLENGE, NOT_SYNCED, Refusal,
+    gateway::{Answer, Header, gateway_answer, identity_headers},
+    http_status,
 };
 use crate::model::authz::Outcome;
 
