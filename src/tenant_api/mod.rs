@@ -111,11 +111,6 @@ where
     )))
 }
 
-/// The OpenAPI document of the routes, generated from the handlers and their types.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::openapi()
-}
-
 /// An error answer: `{"error": <stable code>, "message": <what to do>}`.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {

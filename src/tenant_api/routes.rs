@@ -66,10 +66,6 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_account_users, create_account_user))
 }
 
-pub(super) fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
-}
-
 pub(super) fn router(state: ApiState) -> axum::Router {
     let (router, document) = api().split_for_parts();
     let document = Arc::new(document);
