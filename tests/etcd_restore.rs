@@ -15,14 +15,12 @@ use support::{Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kub
 /// account), and organization globex with an owner and no default account: the operator
 /// creates globex-default and the owner user, the writes a restore could duplicate.
 fn tenant(users: usize) -> String {
-    let chart = repo_root().join("tests/fixtures/tenant-chart");
-    let out = Command::new(support::tool("helm"))
-        .args(["template", "acme", chart.to_str().unwrap(), "--set"])
-        .arg(format!("users={users}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    support::helm_template(&[
+        "acme",
+        "tests/fixtures/tenant-chart",
+        "--set",
+        &format!("users={users}"),
+    ])
 }
 
 const GLOBEX: &str = "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {name: globex}\nspec: {displayName: Globex, owner: {email: ceo@globex.example}}\n";

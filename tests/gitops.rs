@@ -500,16 +500,13 @@ async fn restore_keeps_every_secret(owners: OwnerReferences, user_count: usize) 
     install_crds(&client).await;
     let ns = TestNamespace::new(&client, "restore").await;
     let mut operator = Operator::start(&ns.name);
-    let chart = repo_root().join("tests/fixtures/tenant-chart");
-    let out = helm(&[
-        "template",
+    let tenant = support::helm_template(&[
         "acme",
-        chart.to_str().unwrap(),
+        "tests/fixtures/tenant-chart",
         "--set",
         &format!("users={user_count}"),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    apply(&ns.name, &String::from_utf8(out.stdout).unwrap());
+    apply(&ns.name, &tenant);
     let users: kube::Api<CEUser> = ns.api();
     let all_ready = || async {
         let listed = users.list(&Default::default()).await.unwrap().items;
@@ -634,11 +631,9 @@ async fn restore_identity(ns: &str) -> String {
         "--role=restorer",
         &format!("--user={restorer}"),
     ]);
-    let chart = repo_root().join("charts/ce-operator");
-    let out = helm(&[
-        "template",
+    let policy = support::helm_template(&[
         ns,
-        chart.to_str().unwrap(),
+        "charts/ce-operator",
         "--kube-version",
         "1.36.0",
         "--api-versions",
@@ -650,8 +645,7 @@ async fn restore_identity(ns: &str) -> String {
         "--show-only",
         "templates/restore.yaml",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    apply(ns, &String::from_utf8(out.stdout).unwrap());
+    apply(ns, &policy);
     // In force once a dry-run create by the restorer comes back without the reference.
     let probe = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: probe\n  ownerReferences: [{apiVersion: ce.tenancy.io/v1alpha1, kind: CEUser, name: gone, uid: 0f0f0f0f-0000-0000-0000-000000000000}]\n";
     wait_until("the restore policy to be in force", support::TIMEOUT, || async {

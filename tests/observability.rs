@@ -58,12 +58,11 @@ fn dashboard() -> Value {
 
 /// The manifests `helm template` renders with these `--set` values.
 fn render(values: &[&str]) -> Vec<Value> {
-    let mut helm = Command::new(tool("helm"));
-    helm.args(["template", "ce", "charts/ce-operator", "-n", "ce-system"]);
+    let mut args = vec!["ce", "charts/ce-operator", "-n", "ce-system"];
     for value in values {
-        helm.args(["--set", value]);
+        args.extend(["--set", value]);
     }
-    let text = run_ok(&mut helm);
+    let text = support::helm_template(&args);
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("parse helm output: {e}"));
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }

@@ -10,8 +10,7 @@ use ce_operator::api::{Account, CEUser, ElementSafelist, Organization, RoleBindi
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::Value;
 use support::{
-    apply, client, credentials, curl, identity, install_crds, kubectl_as, repo_root, secret, tempdir, tool,
-    wait_condition, wait_ready,
+    apply, client, credentials, curl, identity, install_crds, kubectl_as, secret, tempdir, wait_condition, wait_ready,
 };
 
 /// acme: default account hq with sam (org-admin), account eu with jane (admin) and joe,
@@ -85,20 +84,14 @@ spec: {userRef: {name: gus}, role: org-admin}
 
 /// The chart's RBAC for the tenant API's identity (what the impersonated user may write).
 fn chart_rbac() -> String {
-    let chart = repo_root().join("charts/ce-operator");
-    let out = std::process::Command::new(tool("helm"))
-        .args([
-            "template",
-            "ce",
-            chart.to_str().unwrap(),
-            "--set",
-            "tenantApi.enabled=true",
-        ])
-        .args(["--show-only", "templates/tenant-api-rbac.yaml"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    support::helm_template(&[
+        "ce",
+        "charts/ce-operator",
+        "--set",
+        "tenantApi.enabled=true",
+        "--show-only",
+        "templates/tenant-api-rbac.yaml",
+    ])
 }
 
 /// A client of the tenant API: one caller's credentials (None: none sent).

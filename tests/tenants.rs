@@ -6,12 +6,10 @@
 
 mod support;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use ce_operator::api::{CEUser, Organization, RoleBinding};
-use support::{
-    apply, client, identity, install_crds, kubectl_as, repo_root, tempdir, tool, wait_condition, wait_ready,
-};
+use support::{apply, client, identity, install_crds, kubectl_as, tempdir, wait_condition, wait_ready};
 
 /// acme: default account hq with sam (org-admin), account eu with jane (admin) and joe;
 /// globex: default account ghq with gus (org-admin). Users named by e-mail.
@@ -73,19 +71,8 @@ async fn tenants_act_through_kubectl_only_as_their_privileges_allow() {
     wait_ready(&ns.api::<RoleBinding>(), "jane-admin").await;
 
     // The chart's tenant role, bound to the tenants' group in their namespace.
-    let chart = repo_root().join("charts/ce-operator");
-    let roles = Command::new(tool("helm"))
-        .args([
-            "template",
-            "ce",
-            chart.to_str().unwrap(),
-            "--show-only",
-            "templates/tenant-roles.yaml",
-        ])
-        .output()
-        .unwrap();
-    assert!(roles.status.success(), "{}", String::from_utf8_lossy(&roles.stderr));
-    apply(&ns.name, &String::from_utf8(roles.stdout).unwrap());
+    let roles = support::helm_template(&["ce", "charts/ce-operator", "--show-only", "templates/tenant-roles.yaml"]);
+    apply(&ns.name, &roles);
     support::kubectl_ok(&[
         "create",
         "rolebinding",

@@ -252,6 +252,23 @@ where
     }
 }
 
+/// The manifests `helm template ARGS` renders (run in the repository, so chart paths may be
+/// relative to it); a failed render fails the test with helm's words.
+pub fn helm_template(args: &[&str]) -> String {
+    let out = Command::new(tool("helm"))
+        .arg("template")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm template {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("helm prints UTF-8")
+}
+
 /// The operator binary, run as a separate process against the test cluster, watching only
 /// one namespace (so that tests running side by side do not share an operator). Killed when
 /// dropped; its log is in target/test-logs/<namespace>.log.
