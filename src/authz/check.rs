@@ -18,7 +18,7 @@ use crate::{
         safelist,
         secrets::Digest,
         super_organization,
-        user::{self, Identity},
+        user::Identity,
     },
 };
 
@@ -161,8 +161,7 @@ fn admit(cache: &Cache, user: &CEUser) -> Result<Identity, Decision> {
     if user.metadata.deletion_timestamp.is_some() {
         return Err(Decision::unauthenticated("user_not_ready", "the user is being deleted"));
     }
-    let resolved = ResolvedIdentity::of(cache, user);
-    user::authenticated(&resolved.inputs(user)).map_err(|why| {
+    ResolvedIdentity::authenticated(cache, user).map_err(|why| {
         Decision::unauthenticated("user_not_ready", format!("the user is not in effect: {}", why.message))
     })
 }

@@ -11,7 +11,11 @@ use super::Cache;
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
     model::{
-        organization::Member, super_organization::SuperOrganization, tenancy::DefaultCandidates, user::IdentityInputs,
+        conditions::Desired,
+        organization::Member,
+        super_organization::SuperOrganization,
+        tenancy::DefaultCandidates,
+        user::{self, Identity, IdentityInputs},
     },
 };
 
@@ -119,5 +123,12 @@ impl ResolvedIdentity {
             bindings: &self.bindings,
             same_email: &self.same_email,
         }
+    }
+
+    /// The identity `user` has now (`model::user::authenticated` over what the caches hold),
+    /// or why it is not in effect: how the webhook, the authorization endpoint and the tenant
+    /// API tell who a user is.
+    pub fn authenticated(cache: &Cache, user: &CEUser) -> Result<Identity, Desired> {
+        user::authenticated(&Self::of(cache, user).inputs(user))
     }
 }

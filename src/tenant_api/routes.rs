@@ -24,7 +24,7 @@ use crate::{
     api::{Account, CEUser, ElementSafelist, HasConditions, Organization, Role, RoleBinding},
     authz::Caller,
     cache::{Cached, resolve::ResolvedIdentity},
-    model::{actor, safelist, user},
+    model::{actor, safelist},
 };
 
 #[derive(OpenApi)]
@@ -243,8 +243,7 @@ impl ApiState {
 
     fn roles_of(&self, user: &CEUser) -> RoleList {
         let ns = user.namespace().unwrap_or_default();
-        let resolved = ResolvedIdentity::of(&self.cache, user);
-        let roles = user::authenticated(&resolved.inputs(user))
+        let roles = ResolvedIdentity::authenticated(&self.cache, user)
             .map(|identity| identity.roles)
             .unwrap_or_default();
         let bound: BTreeSet<Role> = self

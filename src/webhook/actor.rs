@@ -16,7 +16,6 @@ use crate::{
     model::{
         actor::{self, Actor, Change},
         privileges::Matrix,
-        user,
     },
 };
 
@@ -192,8 +191,7 @@ fn judged(
         return actor::judge(&Actor::Unknown { username }, &change).err().map(|d| d.0);
     };
     let name = found.name_any();
-    let resolved = ResolvedIdentity::of(cache, found);
-    match user::authenticated(&resolved.inputs(found)) {
+    match ResolvedIdentity::authenticated(cache, found) {
         Ok(identity) => actor::judge(
             &Actor::Tenant {
                 user: &name,
