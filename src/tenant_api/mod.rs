@@ -3,8 +3,8 @@
 //! endpoint (`Authorization: User <secret>, Organization <secret>`).
 //!
 //! Each write is decided twice by the same code, never by a second copy of a rule: here, by
-//! the admission webhook's own review (`webhook::review`: who may act, `model::actor`, then
-//! the model's invariants) for a clear answer and nothing written when refused; then by the
+//! the admission webhook's own review (who may act, `webhook::actor::refusal`, then the
+//! model's invariants, `webhook::answer`) for a clear answer and nothing written when refused; then by the
 //! API server, as the operator writes impersonating the tenant (`write::AsTenant`), so that
 //! RBAC, the audit log and the webhook see the tenant's change. What a caller may not see
 //! is answered 404, as if absent.
@@ -266,7 +266,7 @@ impl ApiState {
         if let Some(refusal) = actor::refusal(&self.cache, &self.tenancy, &request) {
             return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", refusal));
         }
-        match webhook::review(&self.cache, &self.tenancy, &request) {
+        match webhook::answer(&self.cache, &request) {
             Ok(review) => match review.denial {
                 None => Ok(()),
                 Some(denial) => Err(Problem::new(StatusCode::CONFLICT, "conflict", denial)),

@@ -171,9 +171,8 @@ async fn validate(
 }
 
 /// The whole review of a change: who makes it first (`model::actor`, once the caches are
-/// synced), then what it does to the tenancy. The tenant API reviews its own writes with it
-/// before making them (its answers then have the webhook's words).
-pub fn review(
+/// synced), then what it does to the tenancy (`answer`).
+fn review(
     cache: &Cache,
     tenancy: &actor::Tenancy,
     request: &AdmissionRequest<DynamicObject>,
@@ -250,8 +249,9 @@ fn with_candidate<K: Resource + Clone>(list: Vec<Arc<K>>, candidate: &K) -> Vec<
     list
 }
 
-/// The review of a request, from the caches.
-fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Review, String> {
+/// What a change does to the tenancy (the model's rules), whoever makes it, from the
+/// caches. The tenant API reviews its own writes with it, after who may act.
+pub(crate) fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Review, String> {
     if !cache.is_synced() {
         return Err("ce-operator is starting and its caches are not synced yet; retry in a few seconds".into());
     }
