@@ -493,23 +493,19 @@ async fn patch_user(
             .as_ref()
             .map(|keys| keys.iter().map(|k| role_of(k)).collect::<Result<BTreeSet<Role>, _>>())
             .transpose()?;
+        // The changed object, for the review; only the fields given, for the apply.
         let mut new = (*target).clone();
-        if let Some(email) = &patch.email {
+        let mut fields = serde_json::Map::new();
+        if let Some(email) = patch.email {
             new.spec.email = email.clone();
+            fields.insert("email".into(), email.into());
         }
-        if let Some(name) = &patch.display_name {
+        if let Some(name) = patch.display_name {
             new.spec.display_name = Some(name.clone());
+            fields.insert("displayName".into(), name.into());
         }
         if new.spec != target.spec {
             state.review(&caller, &id, Some(target.as_ref()), Some(&new))?;
-            let fields = json!({"email": patch.email, "displayName": patch.display_name});
-            let fields: serde_json::Map<String, serde_json::Value> = fields
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
             let body = json!({
                 "apiVersion": CEUser::api_version(&()), "kind": CEUser::kind(&()),
                 "metadata": {"name": id}, "spec": fields,
