@@ -184,7 +184,7 @@ build_crane() { go_install_tool crane "$CRANE_VERSION" github.com/google/go-cont
 # Benchmark only (`make bench-authz`), never built by `make test`.
 build_opa() { go_install_tool opa "$OPA_VERSION" github.com/open-policy-agent/opa; }
 
-# Checks and unit-tests the chart's alert rules (tests/observability.rs). Prometheus 3.x is
+# Checks and unit-tests the chart's alert rules (tests/integration/observability.rs). Prometheus 3.x is
 # published as Go module v0.3xx.y: v0.316.0 is Prometheus 3.16.0, which `--version` reports.
 build_promtool() {
   local v=$PROMTOOL_VERSION dir="$cache/promtool-$PROMTOOL_VERSION"
@@ -201,7 +201,7 @@ build_promtool() {
   log "promtool $v built"
 }
 
-# kstatus as GitOps tools compute it (tests/gitops.rs): hack/kstatus/main.go built against
+# kstatus as GitOps tools compute it (tests/integration/gitops.rs): hack/kstatus/main.go built against
 # sigs.k8s.io/cli-utils, in a wrapper module made here (the repository holds no go.mod).
 build_kstatus() {
   local v=$CLI_UTILS_VERSION src="$root/hack/kstatus/main.go"

@@ -72,63 +72,63 @@ started=$SECONDS
 control denylist-fails-open src/model/safelist.rs \
   'Link::Refused { .. } => return (Visible::Only(BTreeSet::new()), Vec::new()),' \
   'Link::Refused { .. } => &[],' \
-  'cargo test --test authz changes_take_effect'
+  'cargo test --test integration authz::changes_take_effect'
 control link-unlocked src/model/super_organization.rs \
   '(new.spec.super_organization_ref.as_ref() != Some(reference)).then(' \
   'false.then(' \
-  'cargo test --test webhook each_rule_refuses'
+  'cargo test --test integration webhook::each_rule_refuses'
 control refusal-log-unbudgeted src/metrics.rs \
   'let allowed = self.budget.check().is_ok();' \
   'let allowed = true;' \
-  'cargo test --test authz a_refusal_tells'
+  'cargo test --test integration authz::a_refusal_tells'
 control unsealed-secrets-vouch src/model/issuance.rs \
   'verifies(key, &holder, presented, seal).then(|| Vouched {' \
   '(verifies(key, &holder, presented, seal) || true).then(|| Vouched {' \
-  'cargo test --test authz a_planted_or_changed'
+  'cargo test --test integration authz::a_planted_or_changed'
 control restore-no-wait src/model/secrets.rs \
   'restored.then(|| created' \
   '(restored && false).then(|| created' \
-  'cargo test --test gitops stale'
+  'cargo test --test integration gitops::stale'
 control restored-secret-not-traced src/cache/secrets.rs \
   '        names::secret_holder(name)' \
   '        names::secret_holder(name).filter(|_| false)' \
-  'cargo test --test gitops stale'
+  'cargo test --test integration gitops::stale'
 control restore-keeps-owner-references charts/ce-operator/templates/restore.yaml \
   "&& object.metadata.ownerReferences.exists(r, r.apiVersion.startsWith('ce.tenancy.io/'))" \
   '&& false' \
-  'cargo test --test gitops stale'
+  'cargo test --test integration gitops::stale'
 control anyone-may-act src/webhook/mod.rs \
   '.then(|| actor::refusal(cache, tenancy, request))' \
   '.then(|| None)' \
-  'cargo test --test tenants'
+  'cargo test --test integration tenants::'
 control org-admin-granted-by-anyone src/model/actor.rs \
   'if role == Role::OrgAdmin && !identity.roles.contains(&Role::OrgAdmin) {' \
   'if false {' \
-  'cargo test --test tenants'
+  'cargo test --test integration tenants::'
 control org-admin-granted-by-anyone-through-the-api src/model/actor.rs \
   'if role == Role::OrgAdmin && !identity.roles.contains(&Role::OrgAdmin) {' \
   'if false {' \
-  'cargo test --test tenant_api'
+  'cargo test --test integration tenant_api::'
 control tenant-api-writes-as-the-operator src/tenant_api/write.rs \
   'let headers = request.headers_mut();' \
   'let headers = &mut http::HeaderMap::new();' \
-  'cargo test --test tenant_api'
+  'cargo test --test integration tenant_api::'
 control tenant-api-shows-every-user src/model/actor.rs \
   '    me == user || identity.holds_in(Privilege::ManageUsers, account)' \
   '    let _ = (identity, me, user, account); true' \
-  'cargo test --test tenant_api'
+  'cargo test --test integration tenant_api::'
 control refused-binding-grants src/model/user.rs \
   'account_is_default: in_default,' \
   'account_is_default: true,' \
-  'cargo test --test roles each_role_is_assigned'
+  'cargo test --test integration roles::each_role_is_assigned'
 control a-kind-never-reconciled src/controller/mod.rs \
   '            ctx.metrics.record_reconcile(kind, started.elapsed());' \
   '            if kind != "ElementSafelist" { ctx.metrics.record_reconcile(kind, started.elapsed()); }' \
-  'cargo test --test quiet at_rest_and_across'
+  'cargo test --test integration quiet::at_rest_and_across'
 control etcd-restore-without-bump hack/cluster.sh \
   '--bump-revision 1000000000 --mark-compacted \' \
   '\' \
-  'cargo test --test etcd_restore'
+  'cargo test --test integration etcd_restore::'
 control unpinned-base-image Dockerfile \
   ':nonroot@sha256:' ':nonroot#sha256:' \
   'python3 hack/dockerfile.py pinned --dockerfile Dockerfile'

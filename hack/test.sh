@@ -37,28 +37,56 @@ log "cargo test --no-run"
 cargo test --locked --all-targets --no-run
 
 cluster_dir="$root/.local/test-cluster"
+# A second cluster for the modules that disturb the control plane or count its every
+# request: they run there, one module at a time, beside the shared cluster's tests.
+alone_dir="$root/.local/test-cluster-alone"
+alone_pid=""
 cleanup() {
   [[ -n $image_pid ]] && { kill -- -"$image_pid" 2>/dev/null || true; }
+  [[ -n $alone_pid ]] && { kill -- -"$alone_pid" 2>/dev/null || true; }
+  hack/cluster.sh down --dir "$alone_dir" || true
   hack/cluster.sh down --dir "$cluster_dir" || true
 }
 trap cleanup EXIT INT TERM
 hack/cluster.sh up --dir "$cluster_dir"
+hack/cluster.sh up --dir "$alone_dir" >"$images/cluster-alone.log" 2>&1 &
+alone_up=$!
 export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
 
-# The tests that time nothing run while the image builds; every other test binary (each
-# file of tests/ not named here, and each bench in test mode) runs after it, alone.
-beside_the_build=(crd_drift crds observability plugin chart)
-first=() after_the_build=()
-for file in tests/*.rs; do
-  name=$(basename "$file" .rs)
-  if [[ " ${beside_the_build[*]} " == *" $name "* ]]; then first+=(--test "$name"); else after_the_build+=(--test "$name"); fi
-done
-for file in benches/*.rs; do after_the_build+=(--bench "$(basename "$file" .rs)"); done
-# Each test binary's run time, for the slowest-first summary at the end.
+# The integration tests are one binary (tests/integration/), run directly so that libtest
+# reports each test's time (`--report-time`, behind RUSTC_BOOTSTRAP for the binary only: set
+# for cargo, it would rebuild the crate).
+integration=$(cargo test --locked --test integration --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json, sys
+print(next(m["executable"] for m in map(json.loads, sys.stdin)
+           if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "integration" and m.get("executable")))')
+# Each run's output, for the slowest-first summary at the end.
 timings="$root/.local/test-timings.log"
 : >"$timings"
-log "cargo test: the unit tests and ${beside_the_build[*]} (beside the image build)"
-cargo test --locked --lib --bins "${first[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings"
+failed=()
+# run LABEL ARGS...: the integration binary with libtest ARGS (name filters), on the cluster of
+# $CE_TEST_KUBECONFIG; a failure is recorded, and the other runs go on.
+run() {
+  local label=$1
+  shift
+  log "integration tests: $label"
+  RUSTC_BOOTSTRAP=1 "$integration" -Z unstable-options --report-time --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 |
+    tee -a "$timings" || failed+=("$label")
+}
+# Modules by where they may run. Every other module works only in namespaces of its own, with
+# operators watching only those, and runs side by side with the rest.
+beside_the_build=(crd_drift crds observability plugin)  # time nothing
+alone_on_the_shared_cluster=(chart safelist)            # an operator over every namespace
+on_a_cluster_of_their_own=(faults etcd_restore quiet)   # faults, an etcd restore, global counters
+skip=()
+for module in "${beside_the_build[@]}" "${alone_on_the_shared_cluster[@]}" "${on_a_cluster_of_their_own[@]}"; do
+  skip+=(--skip "$module::")
+done
+
+log "cargo test: the unit tests (beside the image build)"
+cargo test --locked --lib --bins --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings" || failed+=(unit)
+run "${beside_the_build[*]} (beside the image build)" "${beside_the_build[@]/%/::}"
+run "chart (alone, beside the image build)" chart::
 if ! wait "$image_pid"; then
   tail -n 30 "$images/image.log" >&2
   log "make image failed"
@@ -66,18 +94,44 @@ if ! wait "$image_pid"; then
 fi
 image_pid=""
 grep -E '^\[image|^image size' "$images/image.log" >&2
-log "cargo test: the other test binaries and the benches"
-cargo test --locked "${after_the_build[@]}" --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings"
-log "the slowest test binaries (each runs its tests ${TEST_THREADS:-4} at a time):"
-awk '/^     Running /{name=$2} /^test result:/{for(i=1;i<=NF;i++) if($i=="in") {t=$(i+1); sub("s$","",t); printf "%8.1f s  %s\n", t, name}}' "$timings" |
-  sort -rn | head -10 >&2
+
+if ! wait "$alone_up"; then
+  cat "$images/cluster-alone.log" >&2
+  log "the second test cluster did not start"
+  exit 1
+fi
+rm -f "$images/alone.failed"
+# The second cluster's modules, one after another, in the background (their output is
+# printed when they end, so that it does not interleave with the shared cluster's).
+(
+  export CE_TEST_KUBECONFIG="$alone_dir/kubeconfig"
+  for module in "${on_a_cluster_of_their_own[@]}"; do run "$module (on a cluster of its own)" "$module::"; done
+  ((${#failed[@]} == 0)) || { echo "failed: ${failed[*]}" >"$images/alone.failed"; exit 1; }
+) >"$images/alone.log" 2>&1 &
+alone_pid=$!
+run "every other module, side by side" "${skip[@]}"
+run "safelist (alone)" safelist::
+log "cargo test: the benches, in test mode"
+cargo test --locked --benches --no-fail-fast 2>&1 | tee -a "$timings" || failed+=(benches)
+wait "$alone_pid" || true
+alone_pid=""
+cat "$images/alone.log"
+cat "$timings" "$images/alone.log" >"$timings.all"
+[[ -f $images/alone.failed ]] && failed+=("$(cat "$images/alone.failed")")
+log "the slowest tests (each run has ${TEST_THREADS:-4} at a time):"
+sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings.all" | sort -rn | head -10 |
+  awk '{printf "%8.1f s  %s\n", $1, $2}' >&2
+if ((${#failed[@]} > 0)); then
+  log "failed: ${failed[*]}"
+  exit 1
+fi
 
 trap - EXIT INT TERM
 cleanup
 # The teardown is part of the contract: no etcd or kube-* process of any test cluster of
 # this checkout (the shared one, or one a test binary started), nor an NGINX of the gateway
 # test, may survive the run.
-left=$( (pgrep -a -f "^ce-cluster:($cluster_dir|$root/target/test-clusters/)"; pgrep -a -f "nginx.*$root/target/test-logs/") || true)
+left=$( (pgrep -a -f "^ce-cluster:($cluster_dir|$alone_dir|$root/target/test-clusters/)"; pgrep -a -f "nginx.*$root/target/test-logs/") || true)
 if [[ -n "$left" ]]; then
   log "processes left behind by the test clusters or the gateway test:"
   echo "$left" >&2

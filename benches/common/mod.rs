@@ -2,7 +2,7 @@
 //! client, and the load generator's helpers.
 #![allow(dead_code)] // each benchmark uses a part
 
-#[path = "../../tests/support/requests.rs"]
+#[path = "../../tests/integration/support/requests.rs"]
 mod requests;
 #[allow(unused_imports)] // as above: not every binary reads the counters
 pub use requests::{ApiRequests, apiserver_metrics, apiserver_requests, between, is_write, label_value};

@@ -1,8 +1,8 @@
 //! Element safelists and super-organization denylists end to end. Links cross namespaces, so
-//! this binary runs one operator over all namespaces, in a single test (test binaries run
-//! one after another, so no other operator runs meanwhile).
+//! this module runs one operator over all namespaces, in a single test (`hack/test.sh` runs
+//! the module alone, so no other operator runs meanwhile).
 
-mod support;
+use crate::support;
 
 use ce_operator::api::{ElementSafelist, HasConditions, Organization};
 use kube::api::{DeleteParams, Patch, PatchParams};

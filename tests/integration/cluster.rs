@@ -1,7 +1,7 @@
 //! Proof that the test control plane is a real one: garbage collection, namespace deletion,
 //! RBAC, and clusters that start side by side and leave no process behind.
 
-mod support;
+use crate::support;
 
 use std::{process::Command, time::Duration};
 

@@ -2,7 +2,7 @@
 //! (`kubectl ce …` finds `kubectl-ce` on the PATH): each subcommand's output, and its
 //! errors (a missing object, a forbidden request).
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 

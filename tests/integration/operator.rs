@@ -1,7 +1,7 @@
 //! The Organization, Account and CEUser controllers end to end: the operator binary runs as
 //! a separate process against the real API server, watching the test's namespace.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 

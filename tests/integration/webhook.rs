@@ -2,7 +2,7 @@
 //! over TLS, through a ValidatingWebhookConfiguration like the chart's (pointing at the local
 //! operator, and covering only the test's namespace).
 
-mod support;
+use crate::support;
 
 use std::{
     process::Output,

@@ -4,7 +4,7 @@
 //!
 //! Needs `.local/bin/promtool` and `.local/bin/helm` (`hack/build-tools.sh`).
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
 

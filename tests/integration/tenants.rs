@@ -4,7 +4,7 @@
 //! admission webhook lets each change through only as the seeds' Security section allows
 //! (`model::actor`); every row of the table is tried allowed and refused.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! allowed and refused, what a refusal leaves (nothing), and that a write shows at once in
 //! `kubectl get` and in the authorization decisions.
 
-mod support;
+use crate::support;
 
 use ce_operator::api::{Account, CEUser, ElementSafelist, Organization, RoleBinding};
 use kube::{Api, ResourceExt, api::ListParams};

@@ -4,7 +4,7 @@
 //! running and stopped; and a tenant chart installed with the project's Helm `--wait` returns
 //! when its tenant is Ready, or fails, naming the object, when only a person can help.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

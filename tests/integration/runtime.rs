@@ -1,7 +1,7 @@
 //! The operator as a production process: metrics and health endpoints, leader election with
 //! takeover, and graceful shutdown on SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

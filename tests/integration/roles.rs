@@ -1,7 +1,7 @@
 //! Roles end to end: RoleBindings assign and revoke roles, the invariants refuse what the
 //! model forbids, and an organization's privilege matrix reaches its users.
 
-mod support;
+use crate::support;
 
 use ce_operator::api::{CEUser, HasConditions, Organization, Privilege, Role, RoleBinding, RoleScope};
 use k8s_openapi::api::events::v1::Event;

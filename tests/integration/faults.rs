@@ -1,9 +1,9 @@
 //! Faults survived, judged by what the API server holds: the API server restarting under the
 //! operator, the operator killed mid-convergence, and the leader killed under load with a
-//! standby taking over. The tests of this binary take `SERIAL` (an API server restart
+//! standby taking over. The tests of this module take `SERIAL` (an API server restart
 //! disturbs everything running against it).
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, process::Command};
 

@@ -1,8 +1,8 @@
 //! Issue 27: a cluster rebuilt from an etcd snapshot taken mid-load, with the operator running
-//! through it. The restore rewinds the whole cluster (this binary's single test runs alone:
-//! test binaries run one after another).
+//! through it. The restore rewinds the whole cluster (this module's single test runs alone, on
+//! a cluster of its own: `hack/test.sh`).
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, process::Command, time::Instant};
 

@@ -1,10 +1,10 @@
 //! The Helm chart against the real cluster: it lints, renders to manifests the API server
 //! accepts, installs, and its RBAC is enough for the whole operator and no more. The
 //! operator runs out of cluster with the chart's ServiceAccount identity (a TokenRequest
-//! token), over all namespaces: the tests of this binary take `SERIAL` to run one at a
-//! time, and test binaries run one after another, so no other operator runs meanwhile.
+//! token), over all namespaces: the tests of this module take `SERIAL` to run one at a
+//! time, and `hack/test.sh` runs the module alone, so no other operator runs meanwhile.
 
-mod support;
+use crate::support;
 
 use std::{path::PathBuf, process::Command};
 

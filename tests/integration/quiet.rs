@@ -1,9 +1,9 @@
 //! At rest, and across a restart, the operator writes nothing: judged from the API server's
 //! own request counters (`apiserver_request_total`), not from what the objects look like.
-//! This binary has a single test, and test binaries run one after another, so the counters
+//! `hack/test.sh` runs this module alone on a cluster, so the counters
 //! see no other test's writes.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -3,7 +3,7 @@
 //! sends them (prefixed path, forwarded headers), `POST /v1/decisions`, and `ce-operator
 //! can-i`, all against a tenant the operator converged on the real API server.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::HashMap,

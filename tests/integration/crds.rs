@@ -2,7 +2,7 @@
 //! tests/fixtures/invalid is rejected with a message naming the field, `kubectl explain`
 //! and `kubectl get ce` work.
 
-mod support;
+use crate::support;
 
 use ce_operator::api::{Account, CEUser, ElementSafelist, Organization, RoleBinding};
 use kube::{
