@@ -129,6 +129,18 @@ control etcd-restore-without-bump hack/cluster.sh \
   '--bump-revision 1000000000 --mark-compacted \' \
   '\' \
   'cargo test --test integration etcd_restore::'
+control chart-grants-a-verb-too-many charts/ce-operator/templates/rbac.yaml \
+  'verbs: [delete]' \
+  'verbs: [delete, update]' \
+  'cargo test --test integration chart::the_chart_installs'
+control chart-misses-a-kind charts/ce-operator/templates/_helpers.tpl \
+  'organizations, accounts, ceusers, rolebindings, elementsafelists' \
+  'organizations, accounts, ceusers, rolebindings' \
+  'cargo test --lib kinds::'
+control resolver-judges-the-stored-version src/cache/resolve.rs \
+  '    list.push(Arc::new(candidate.clone()));' \
+  '    let _ = candidate;' \
+  'cargo test --lib cache::resolve::'
 control unpinned-base-image Dockerfile \
   ':nonroot@sha256:' ':nonroot#sha256:' \
   'python3 hack/dockerfile.py pinned --dockerfile Dockerfile'

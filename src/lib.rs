@@ -10,6 +10,7 @@ pub mod client_auth;
 pub mod clock;
 pub mod controller;
 pub mod crdgen;
+pub mod kinds;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

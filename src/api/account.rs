@@ -77,3 +77,5 @@ pub struct AccountStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<i32>,
 }
+
+has_status!(Account => AccountStatus);

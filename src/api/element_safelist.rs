@@ -62,3 +62,5 @@ pub struct ElementSafelistStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
 }
+
+has_status!(ElementSafelist => ElementSafelistStatus);

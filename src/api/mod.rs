@@ -3,6 +3,26 @@
 //! Doc comments here become `kubectl explain` text; schema attributes are the checks the
 //! API server makes on one object alone.
 
+// Before the kinds' modules, which use it.
+/// `HasConditions` and `HasStatus` of a kind, by its status type: each kind's file says it.
+macro_rules! has_status {
+    ($($kind:ty => $status:ty),*) => {$(
+        impl $crate::api::HasConditions for $kind {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+            }
+        }
+
+        impl $crate::api::HasStatus for $kind {
+            type Status = $status;
+
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+        }
+    )*};
+}
+
 mod account;
 mod common;
 mod element_safelist;
@@ -25,16 +45,15 @@ use kube::CustomResourceExt;
 
 /// The CRDs of every kind, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    [
-        Organization::crd(),
-        Account::crd(),
-        CEUser::crd(),
-        RoleBinding::crd(),
-        ElementSafelist::crd(),
-    ]
-    .into_iter()
-    .map(unreconciled_reads_in_progress)
-    .collect()
+    macro_rules! crds {
+        ($($kind:ident => $field:ident,)*) => {
+            [$($kind::crd(),)*]
+        };
+    }
+    crate::kinds::for_each_kind!(crds)
+        .into_iter()
+        .map(unreconciled_reads_in_progress)
+        .collect()
 }
 
 /// `status` defaults to `{observedGeneration: 0}`, which the API server fills in whenever an
@@ -81,29 +100,3 @@ pub trait HasStatus: HasConditions {
 
     fn status(&self) -> Option<&Self::Status>;
 }
-
-macro_rules! has_status {
-    ($($kind:ty => $status:ty),*) => {$(
-        impl HasConditions for $kind {
-            fn conditions(&self) -> &[Condition] {
-                self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
-            }
-        }
-
-        impl HasStatus for $kind {
-            type Status = $status;
-
-            fn status(&self) -> Option<&$status> {
-                self.status.as_ref()
-            }
-        }
-    )*};
-}
-
-has_status!(
-    Organization => OrganizationStatus,
-    Account => AccountStatus,
-    CEUser => CEUserStatus,
-    RoleBinding => RoleBindingStatus,
-    ElementSafelist => ElementSafelistStatus
-);

@@ -309,3 +309,5 @@ pub struct ElementVisibility {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub withheld: bool,
 }
+
+has_status!(Organization => OrganizationStatus);

@@ -79,3 +79,5 @@ pub struct RoleBindingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<RoleScope>,
 }
+
+has_status!(RoleBinding => RoleBindingStatus);

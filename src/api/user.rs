@@ -116,3 +116,5 @@ pub struct PrivilegeScopes {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub account: Vec<Privilege>,
 }
+
+has_status!(CEUser => CEUserStatus);

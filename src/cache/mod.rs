@@ -35,29 +35,75 @@ use secrets::Digests;
 pub use secrets::SecretEntry;
 pub use watch::{Watch, WriterOf, Writers, first_stopped};
 
-/// What the operator watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Watched {
-    Organization,
-    Account,
-    CEUser,
-    RoleBinding,
-    ElementSafelist,
-    Secret,
-    Namespace,
-}
+macro_rules! watched {
+    ($($kind:ident => $field:ident,)*) => {
+        /// What the operator watches: the registry's kinds, and the Secrets and Namespaces
+        /// their decisions read.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Watched {
+            $($kind,)*
+            Secret,
+            Namespace,
+        }
 
-impl Watched {
-    pub const ALL: [Watched; 7] = [
-        Watched::Organization,
-        Watched::Account,
-        Watched::CEUser,
-        Watched::RoleBinding,
-        Watched::ElementSafelist,
-        Watched::Secret,
-        Watched::Namespace,
-    ];
+        impl Watched {
+            pub const ALL: &[Watched] = &[$(Watched::$kind,)* Watched::Secret, Watched::Namespace];
+        }
+
+        /// The store of each watched kind.
+        struct Stores {
+            $($field: Kind<crate::api::$kind>,)*
+            secrets: Kind<SecretEntry>,
+            namespaces: Kind<PartialObjectMeta<Namespace>>,
+        }
+
+        /// The stores, empty, and the writers the watches fill them through.
+        fn stores() -> (Stores, Writers) {
+            $(let $field = reflector::store();)*
+            let secrets = reflector::store();
+            let namespaces = reflector::store();
+            (
+                Stores {
+                    $($field: Kind::new($field.0),)*
+                    secrets: Kind::new(secrets.0),
+                    namespaces: Kind::new(namespaces.0),
+                },
+                Writers {
+                    $($field: $field.1,)*
+                    secrets: secrets.1,
+                    namespaces: namespaces.1,
+                },
+            )
+        }
+
+        $(impl Cached for crate::api::$kind {
+            const WATCHED: Watched = Watched::$kind;
+
+            fn slot(cache: &Cache) -> &Kind<Self> {
+                &cache.stores.$field
+            }
+
+            fn index(cache: &Cache, change: &Change<Self>) {
+                tally(&cache.stores.$field, change);
+                <Self as Indexed>::index(cache, change);
+            }
+        })*
+
+        impl Cache {
+            /// Objects per kind by their Ready condition's status and reason (`ready_key`).
+            pub fn ready_counts(&self) -> Vec<ReadyCount> {
+                [$(ready_counts(stringify!($kind), &self.stores.$field),)*].concat()
+            }
+
+            /// Objects per kind that the API server holds and the operator cannot read.
+            pub fn malformed_counts(&self) -> Vec<(&'static str, usize)> {
+                use std::sync::atomic::Ordering::Relaxed;
+                vec![$((stringify!($kind), self.stores.$field.malformed.load(Relaxed)),)*]
+            }
+        }
+    };
 }
+crate::kinds::for_each_kind!(watched);
 
 /// How each watch reads the objects that exist when it starts (and after it was lost).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -189,7 +235,12 @@ pub trait Cached: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'st
 
     fn slot(cache: &Cache) -> &Kind<Self>;
 
-    /// Keeps this kind's indexes.
+    /// Keeps this kind's indexes (and, for the registry's kinds, its Ready tallies).
+    fn index(cache: &Cache, change: &Change<Self>);
+}
+
+/// The secondary indexes of one of the registry's kinds, kept as its changes arrive.
+trait Indexed: Sized {
     fn index(_cache: &Cache, _change: &Change<Self>) {}
 }
 
@@ -242,15 +293,8 @@ fn reindex<K: Resource>(index: &Index, change: &Change<K>, key_of: impl Fn(&K) -
     index.update(&object, old.flatten(), new.flatten());
 }
 
-impl Cached for Organization {
-    const WATCHED: Watched = Watched::Organization;
-
-    fn slot(cache: &Cache) -> &Kind<Self> {
-        &cache.organizations
-    }
-
+impl Indexed for Organization {
     fn index(cache: &Cache, change: &Change<Self>) {
-        tally(&cache.organizations, change);
         reindex(&cache.members_by_super, change, |o| {
             o.spec
                 .super_organization_ref
@@ -260,15 +304,8 @@ impl Cached for Organization {
     }
 }
 
-impl Cached for Account {
-    const WATCHED: Watched = Watched::Account;
-
-    fn slot(cache: &Cache) -> &Kind<Self> {
-        &cache.accounts
-    }
-
+impl Indexed for Account {
     fn index(cache: &Cache, change: &Change<Self>) {
-        tally(&cache.accounts, change);
         let ns = change.namespace();
         reindex(&cache.accounts_by_org, change, |a| {
             Some(key(&ns, &a.spec.organization_ref.name))
@@ -279,15 +316,8 @@ impl Cached for Account {
     }
 }
 
-impl Cached for CEUser {
-    const WATCHED: Watched = Watched::CEUser;
-
-    fn slot(cache: &Cache) -> &Kind<Self> {
-        &cache.users
-    }
-
+impl Indexed for CEUser {
     fn index(cache: &Cache, change: &Change<Self>) {
-        tally(&cache.users, change);
         let ns = change.namespace();
         reindex(&cache.users_by_account, change, |u| {
             Some(key(&ns, &u.spec.account_ref.name))
@@ -298,15 +328,8 @@ impl Cached for CEUser {
     }
 }
 
-impl Cached for RoleBinding {
-    const WATCHED: Watched = Watched::RoleBinding;
-
-    fn slot(cache: &Cache) -> &Kind<Self> {
-        &cache.role_bindings
-    }
-
+impl Indexed for RoleBinding {
     fn index(cache: &Cache, change: &Change<Self>) {
-        tally(&cache.role_bindings, change);
         let ns = change.namespace();
         reindex(&cache.bindings_by_user, change, |b| {
             Some(key(&ns, &b.spec.user_ref.name))
@@ -317,15 +340,8 @@ impl Cached for RoleBinding {
     }
 }
 
-impl Cached for ElementSafelist {
-    const WATCHED: Watched = Watched::ElementSafelist;
-
-    fn slot(cache: &Cache) -> &Kind<Self> {
-        &cache.safelists
-    }
-
+impl Indexed for ElementSafelist {
     fn index(cache: &Cache, change: &Change<Self>) {
-        tally(&cache.safelists, change);
         let ns = change.namespace();
         reindex(&cache.safelists_by_org, change, |s| {
             Some(key(&ns, &s.spec.organization_ref.name))
@@ -337,7 +353,7 @@ impl Cached for SecretEntry {
     const WATCHED: Watched = Watched::Secret;
 
     fn slot(cache: &Cache) -> &Kind<Self> {
-        &cache.secrets
+        &cache.stores.secrets
     }
 
     fn index(cache: &Cache, change: &Change<Self>) {
@@ -351,8 +367,10 @@ impl Cached for PartialObjectMeta<Namespace> {
     const WATCHED: Watched = Watched::Namespace;
 
     fn slot(cache: &Cache) -> &Kind<Self> {
-        &cache.namespaces
+        &cache.stores.namespaces
     }
+
+    fn index(_cache: &Cache, _change: &Change<Self>) {}
 }
 
 /// A write of this process that the watch has not echoed yet.
@@ -405,13 +423,7 @@ struct Readiness {
 pub struct Cache {
     /// The namespace watched (None: all namespaces).
     scope: Option<String>,
-    organizations: Kind<Organization>,
-    accounts: Kind<Account>,
-    users: Kind<CEUser>,
-    role_bindings: Kind<RoleBinding>,
-    safelists: Kind<ElementSafelist>,
-    secrets: Kind<SecretEntry>,
-    namespaces: Kind<PartialObjectMeta<Namespace>>,
+    stores: Stores,
     /// Accounts by (namespace, organization).
     accounts_by_org: Index,
     /// The accounts declaring `default: true`, by (namespace, organization): who is the
@@ -453,23 +465,11 @@ pub struct Cache {
 impl Cache {
     /// The caches, empty, and the writers that the watches fill them through.
     pub fn new(scope: Option<String>, issuance_key: IssuanceKey) -> (Arc<Cache>, Writers) {
-        let (organizations, organization_writer) = reflector::store();
-        let (accounts, account_writer) = reflector::store();
-        let (users, user_writer) = reflector::store();
-        let (role_bindings, binding_writer) = reflector::store();
-        let (safelists, safelist_writer) = reflector::store();
-        let (secrets, secret_writer) = reflector::store();
-        let (namespaces, namespace_writer) = reflector::store();
+        let (stores, writers) = stores();
         let (gate, ready) = tokio::sync::watch::channel(false);
         let cache = Arc::new(Cache {
             scope,
-            organizations: Kind::new(organizations),
-            accounts: Kind::new(accounts),
-            users: Kind::new(users),
-            role_bindings: Kind::new(role_bindings),
-            safelists: Kind::new(safelists),
-            secrets: Kind::new(secrets),
-            namespaces: Kind::new(namespaces),
+            stores,
             accounts_by_org: Index::default(),
             default_accounts_by_org: Index::default(),
             users_by_account: Index::default(),
@@ -491,15 +491,6 @@ impl Cache {
             #[cfg(test)]
             reads: Mutex::default(),
         });
-        let writers = Writers {
-            organizations: organization_writer,
-            accounts: account_writer,
-            users: user_writer,
-            role_bindings: binding_writer,
-            safelists: safelist_writer,
-            secrets: secret_writer,
-            namespaces: namespace_writer,
-        };
         (cache, writers)
     }
 
@@ -549,7 +540,7 @@ impl Cache {
     /// Every cache marked as holding its initial list, for tests that feed them by hand.
     #[cfg(test)]
     pub(crate) fn mark_all_synced(&self) {
-        for watched in Watched::ALL {
+        for &watched in Watched::ALL {
             self.mark_synced(watched);
         }
     }
@@ -763,7 +754,7 @@ impl Cache {
     /// How many users account `account` has.
     pub fn user_count(&self, ns: &str, account: &str) -> usize {
         self.note(Watched::CEUser);
-        let users = &self.users;
+        let users = &self.stores.users;
         self.users_by_account
             .get(&key(ns, account))
             .iter()
@@ -779,7 +770,7 @@ impl Cache {
     /// account's users decide its rank on every identity, `DefaultCandidates`).
     pub fn has_users(&self, ns: &str, account: &str) -> bool {
         self.note(Watched::CEUser);
-        let users = &self.users;
+        let users = &self.stores.users;
         self.users_by_account.any(&key(ns, account), |(ns, name)| {
             users
                 .get(&ObjectRef::new(name).within(ns))
@@ -853,46 +844,25 @@ impl Cache {
 
     /// Whether namespace `ns` is being deleted.
     pub fn namespace_terminating(&self, ns: &str) -> bool {
-        self.namespaces
+        self.stores
+            .namespaces
             .get(&ObjectRef::new(ns))
             .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
     }
+}
 
-    /// Objects per kind by their Ready condition's status and reason (`ready_key`).
-    pub fn ready_counts(&self) -> Vec<ReadyCount> {
-        fn counts<K: Resource<DynamicType = ()>>(kind: &'static str, slot: &Kind<K>) -> Vec<ReadyCount> {
-            let ready = slot.ready.lock().unwrap_or_else(|e| e.into_inner());
-            ready
-                .iter()
-                .map(|(&(ready, reason), &count)| ReadyCount {
-                    kind,
-                    ready,
-                    reason,
-                    count,
-                })
-                .collect()
-        }
-        [
-            counts("Organization", &self.organizations),
-            counts("Account", &self.accounts),
-            counts("CEUser", &self.users),
-            counts("RoleBinding", &self.role_bindings),
-            counts("ElementSafelist", &self.safelists),
-        ]
-        .concat()
-    }
-
-    /// Objects per kind that the API server holds and the operator cannot read.
-    pub fn malformed_counts(&self) -> [(&'static str, usize); 5] {
-        use std::sync::atomic::Ordering::Relaxed;
-        [
-            ("Organization", self.organizations.malformed.load(Relaxed)),
-            ("Account", self.accounts.malformed.load(Relaxed)),
-            ("CEUser", self.users.malformed.load(Relaxed)),
-            ("RoleBinding", self.role_bindings.malformed.load(Relaxed)),
-            ("ElementSafelist", self.safelists.malformed.load(Relaxed)),
-        ]
-    }
+/// The Ready tallies of one kind.
+fn ready_counts<K: Resource<DynamicType = ()>>(kind: &'static str, slot: &Kind<K>) -> Vec<ReadyCount> {
+    let ready = slot.ready.lock().unwrap_or_else(|e| e.into_inner());
+    ready
+        .iter()
+        .map(|(&(ready, reason), &count)| ReadyCount {
+            kind,
+            ready,
+            reason,
+            count,
+        })
+        .collect()
 }
 
 /// How many objects of a kind have a Ready condition with this status and reason.

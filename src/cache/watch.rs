@@ -28,46 +28,88 @@ use serde::{
 use tracing::warn;
 
 use super::{Cache, Cached, Change, Hook, Hooks, InitialList, SecretEntry};
-use crate::{
-    api::{Account, CEUser, ElementSafelist, Organization, RoleBinding},
-    model::names::{LABEL_MANAGED_BY, MANAGER},
-};
+use crate::model::names::{LABEL_MANAGED_BY, MANAGER};
 
-/// The write halves of the caches, consumed by the watches.
-pub struct Writers {
-    pub(super) organizations: Writer<Organization>,
-    pub(super) accounts: Writer<Account>,
-    pub(super) users: Writer<CEUser>,
-    pub(super) role_bindings: Writer<RoleBinding>,
-    pub(super) safelists: Writer<ElementSafelist>,
-    pub(super) secrets: Writer<SecretEntry>,
-    pub(super) namespaces: Writer<PartialObjectMeta<Namespace>>,
+macro_rules! writers {
+    ($($kind:ident => $field:ident,)*) => {
+        /// The write halves of the caches, consumed by the watches.
+        pub struct Writers {
+            $(pub(super) $field: Writer<crate::api::$kind>,)*
+            pub(super) secrets: Writer<SecretEntry>,
+            pub(super) namespaces: Writer<PartialObjectMeta<Namespace>>,
+        }
+
+        $(impl WriterOf<crate::api::$kind> for Writers {
+            fn writer_of(&mut self) -> &mut Writer<crate::api::$kind> {
+                &mut self.$field
+            }
+        })*
+
+        /// One watch per kind: the registry's kinds read leniently (`Malformed`), the
+        /// operator's Secrets and the namespaces in scope.
+        pub fn spawn_all(
+            cache: &Arc<Cache>,
+            client: &Client,
+            initial: InitialList,
+            writers: Writers,
+            mut hooks: Hooks,
+        ) -> Vec<Watch> {
+            let scope = cache.scope.clone();
+            let scope = scope.as_deref();
+            let config = || match initial {
+                InitialList::Stream => watcher::Config::default().streaming_lists(),
+                InitialList::List => watcher::Config::default().any_semantic(),
+            };
+            let Writers { $($field,)* secrets, namespaces } = writers;
+            let secrets_config = config().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+            let namespaces_config = match scope {
+                Some(ns) => config().fields(&format!("metadata.name={ns}")),
+                None => config(),
+            };
+            vec![
+                $(spawn(
+                    cache,
+                    watcher::watcher(scoped::<Lenient<crate::api::$kind>>(client, scope), config()),
+                    parse,
+                    $field,
+                    hooks.take(),
+                ),)*
+                spawn(
+                    cache,
+                    watcher::watcher(scoped::<Secret>(client, scope), secrets_config),
+                    |secret| Ok(SecretEntry::of(secret)),
+                    secrets,
+                    hooks.take(),
+                ),
+                spawn(
+                    cache,
+                    watcher::watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespaces_config),
+                    |namespace| Ok(strip(namespace)),
+                    namespaces,
+                    hooks.take(),
+                ),
+            ]
+        }
+    };
 }
+crate::kinds::for_each_kind!(writers);
 
 /// The writer of kind `K` among the writers.
 pub trait WriterOf<K: Cached> {
     fn writer_of(&mut self) -> &mut Writer<K>;
 }
 
-macro_rules! writer_of {
-    ($($kind:ty => $field:ident),*) => {$(
-        impl WriterOf<$kind> for Writers {
-            fn writer_of(&mut self) -> &mut Writer<$kind> {
-                &mut self.$field
-            }
-        }
-    )*};
+impl WriterOf<SecretEntry> for Writers {
+    fn writer_of(&mut self) -> &mut Writer<SecretEntry> {
+        &mut self.secrets
+    }
 }
 
-writer_of!(
-    Organization => organizations,
-    Account => accounts,
-    CEUser => users,
-    RoleBinding => role_bindings,
-    ElementSafelist => safelists,
-    SecretEntry => secrets,
-    PartialObjectMeta<Namespace> => namespaces
-);
+impl WriterOf<PartialObjectMeta<Namespace>> for Writers {
+    fn writer_of(&mut self) -> &mut Writer<PartialObjectMeta<Namespace>> {
+        &mut self.namespaces
+    }
+}
 
 /// Annotation that `kubectl apply` (client-side) fills with the whole object: no decision
 /// reads it, and at scale it is most of an object's memory.
@@ -436,81 +478,10 @@ where
     }
 }
 
-/// Starts every watch.
-pub fn spawn_all(
-    cache: &Arc<Cache>,
-    client: &Client,
-    initial: InitialList,
-    writers: Writers,
-    mut hooks: Hooks,
-) -> Vec<Watch> {
-    let scope = cache.scope.clone();
-    let scope = scope.as_deref();
-    let config = || match initial {
-        InitialList::Stream => watcher::Config::default().streaming_lists(),
-        InitialList::List => watcher::Config::default().any_semantic(),
-    };
-    let secrets = config().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-    let namespaces = match scope {
-        Some(ns) => config().fields(&format!("metadata.name={ns}")),
-        None => config(),
-    };
-    vec![
-        spawn(
-            cache,
-            watcher::watcher(scoped::<Lenient<Organization>>(client, scope), config()),
-            parse,
-            writers.organizations,
-            hooks.take(),
-        ),
-        spawn(
-            cache,
-            watcher::watcher(scoped::<Lenient<Account>>(client, scope), config()),
-            parse,
-            writers.accounts,
-            hooks.take(),
-        ),
-        spawn(
-            cache,
-            watcher::watcher(scoped::<Lenient<CEUser>>(client, scope), config()),
-            parse,
-            writers.users,
-            hooks.take(),
-        ),
-        spawn(
-            cache,
-            watcher::watcher(scoped::<Lenient<RoleBinding>>(client, scope), config()),
-            parse,
-            writers.role_bindings,
-            hooks.take(),
-        ),
-        spawn(
-            cache,
-            watcher::watcher(scoped::<Lenient<ElementSafelist>>(client, scope), config()),
-            parse,
-            writers.safelists,
-            hooks.take(),
-        ),
-        spawn(
-            cache,
-            watcher::watcher(scoped::<Secret>(client, scope), secrets),
-            |secret| Ok(SecretEntry::of(secret)),
-            writers.secrets,
-            hooks.take(),
-        ),
-        spawn(
-            cache,
-            watcher::watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespaces),
-            |namespace| Ok(strip(namespace)),
-            writers.namespaces,
-            hooks.take(),
-        ),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::CEUser;
 
     #[tokio::test]
     async fn a_panicked_watch_is_told_with_its_kind_and_why() {

@@ -12,16 +12,12 @@ use super::{
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    cache::{Cache, Change, resolve},
-    model::{
-        account::{self, Inputs},
-        tenancy::DefaultCandidates,
-    },
+    cache::{Cache, Change, resolve::ResolvedAccount},
+    model::account::{self, Inputs},
 };
 
 pub(super) struct Resolved {
-    organization: Option<Arc<Organization>>,
-    default_candidates: DefaultCandidates,
+    account: ResolvedAccount,
     users: Vec<Arc<CEUser>>,
     bindings: Vec<Arc<RoleBinding>>,
     namespace_terminating: bool,
@@ -29,7 +25,6 @@ pub(super) struct Resolved {
 
 pub(super) fn resolve(cache: &Cache, account: &Account) -> Resolved {
     let ns = account.namespace().unwrap_or_default();
-    let org = &account.spec.organization_ref.name;
     let users = cache.users_of_account(&ns, &account.name_any());
     // Bindings matter only to a cascading deletion.
     let bindings = if account.meta().deletion_timestamp.is_some() {
@@ -41,8 +36,7 @@ pub(super) fn resolve(cache: &Cache, account: &Account) -> Resolved {
         Vec::new()
     };
     Resolved {
-        organization: cache.organization(&ns, org),
-        default_candidates: resolve::default_candidates(cache, &ns, org),
+        account: ResolvedAccount::of(cache, account),
         users,
         bindings,
         namespace_terminating: cache.namespace_terminating(&ns),
@@ -136,8 +130,8 @@ impl Reconciler for Account {
         let resolved = resolve(&ctx.cache, &account);
         let decision = account::decide(&Inputs {
             account: &account,
-            organization: resolved.organization.as_deref(),
-            default_candidates: &resolved.default_candidates,
+            organization: resolved.account.organization.as_deref(),
+            default_candidates: &resolved.account.default_candidates,
             users: &resolved.users,
             bindings: &resolved.bindings,
             namespace_terminating: resolved.namespace_terminating,

@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, warn};
 
 use crate::{
-    api::{Account, CEUser, ElementSafelist, HasStatus, Organization, RoleBinding},
+    api::HasStatus,
     cache::{Cache, Cached, Hooks},
     metrics::{BackoffLabels, ErrorLabels, Metrics},
     model::names::MANAGER,
@@ -94,40 +94,55 @@ pub struct Options {
     pub instance: Option<String>,
 }
 
-/// The controllers, wired to the caches (their relations registered as cache hooks) but
-/// not running: a standby keeps them like this.
-pub struct Controllers {
-    organizations: Wired<Organization>,
-    accounts: Wired<Account>,
-    users: Wired<CEUser>,
-    role_bindings: Wired<RoleBinding>,
-    safelists: Wired<ElementSafelist>,
-}
-
-impl Controllers {
-    /// Registers every controller's relations. Adding a kind is one line here.
-    pub fn wire(hooks: &mut Hooks) -> Self {
-        Self {
-            organizations: relations::wire(hooks),
-            accounts: relations::wire(hooks),
-            users: relations::wire(hooks),
-            role_bindings: relations::wire(hooks),
-            safelists: relations::wire(hooks),
+macro_rules! controllers {
+    ($($kind:ident => $field:ident,)*) => {
+        /// The controllers, one per kind of the registry, wired to the caches (their relations
+        /// registered as cache hooks) but not running: a standby keeps them like this.
+        pub struct Controllers {
+            $($field: Wired<crate::api::$kind>,)*
         }
-    }
 
-    /// Runs every controller until `shutdown` resolves, then finishes in-flight reconciles.
-    /// The caches must be synced: decisions are never made on a cache that is still filling.
-    pub async fn run(
-        self,
-        client: Client,
-        cache: Arc<Cache>,
-        options: Options,
-        metrics: Arc<Metrics>,
-        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    ) {
-        let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-        let ctx = Arc::new(Context {
+        impl Controllers {
+            /// Registers every controller's relations.
+            pub fn wire(hooks: &mut Hooks) -> Self {
+                Self {
+                    $($field: relations::wire(hooks),)*
+                }
+            }
+
+            /// Runs every controller until `shutdown` resolves, then finishes in-flight
+            /// reconciles. The caches must be synced: decisions are never made on a cache
+            /// that is still filling.
+            pub async fn run(
+                self,
+                client: Client,
+                cache: Arc<Cache>,
+                options: Options,
+                metrics: Arc<Metrics>,
+                shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+            ) {
+                let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+                let ctx = Arc::new(Context::new(client, cache, &options, metrics));
+                ctx.cache.note_foreign_statuses();
+                info!(namespace = ctx.cache.scope().unwrap_or("<all>"), "starting controllers");
+                let config = ControllerConfig::default().concurrency(options.concurrency);
+                // Each controller on its own task, so that one never waits on the poll of another.
+                let tasks = [$(start(self.$field, &ctx, &config, options.resync, &shutdown),)*];
+                for task in tasks {
+                    if let Err(e) = task.await {
+                        warn!(error = %e, "controller task failed");
+                    }
+                }
+                info!("controllers stopped");
+            }
+        }
+    };
+}
+crate::kinds::for_each_kind!(controllers);
+
+impl Context {
+    fn new(client: Client, cache: Arc<Cache>, options: &Options, metrics: Arc<Metrics>) -> Self {
+        Self {
             client: client.clone(),
             cache,
             events: events::Events::new(client, MANAGER, options.instance.as_deref()),
@@ -135,24 +150,7 @@ impl Controllers {
             backoff: backoff::Backoff::default(),
             corrections: corrections::Corrections::default(),
             terminating_namespaces: Mutex::default(),
-        });
-        ctx.cache.note_foreign_statuses();
-        info!(namespace = ctx.cache.scope().unwrap_or("<all>"), "starting controllers");
-        let config = ControllerConfig::default().concurrency(options.concurrency);
-        // Each controller on its own task, so that one never waits on the poll of another.
-        let tasks = [
-            start(self.organizations, &ctx, &config, options.resync, &shutdown),
-            start(self.accounts, &ctx, &config, options.resync, &shutdown),
-            start(self.users, &ctx, &config, options.resync, &shutdown),
-            start(self.role_bindings, &ctx, &config, options.resync, &shutdown),
-            start(self.safelists, &ctx, &config, options.resync, &shutdown),
-        ];
-        for task in tasks {
-            if let Err(e) = task.await {
-                warn!(error = %e, "controller task failed");
-            }
         }
-        info!("controllers stopped");
     }
 }
 
@@ -264,6 +262,10 @@ mod tests {
         cache::{Watched, testing::TestCache},
         model::fixtures::*,
     };
+    use crate::{
+        api::{Account, CEUser, ElementSafelist, Organization, RoleBinding},
+        cache::resolve::{ResolvedBinding, ResolvedSafelist},
+    };
 
     /// A namespace with one object of every kind, related to each other.
     fn populated() -> TestCache {
@@ -309,8 +311,8 @@ mod tests {
         let user = cache.user("tenants", "jane").unwrap();
         check::<CEUser>(cache.recording_reads(|| user::resolve(cache, &user)).1);
         let binding = cache.get::<RoleBinding>("tenants", "jane-oa").unwrap();
-        check::<RoleBinding>(cache.recording_reads(|| role_binding::resolve(cache, &binding)).1);
+        check::<RoleBinding>(cache.recording_reads(|| ResolvedBinding::of(cache, &binding)).1);
         let list = cache.get::<ElementSafelist>("tenants", "acme").unwrap();
-        check::<ElementSafelist>(cache.recording_reads(|| safelist::resolve(cache, &list)).1);
+        check::<ElementSafelist>(cache.recording_reads(|| ResolvedSafelist::of(cache, &list)).1);
     }
 }

@@ -12,35 +12,9 @@ use super::{
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    cache::{Cache, resolve},
-    model::{
-        role_binding::{self, Inputs},
-        tenancy::DefaultCandidates,
-    },
+    cache::{Cache, resolve::ResolvedBinding},
+    model::role_binding,
 };
-
-pub(super) struct Resolved {
-    user: Option<Arc<CEUser>>,
-    account: Option<Arc<Account>>,
-    organization: Option<Arc<Organization>>,
-    default_candidates: DefaultCandidates,
-}
-
-pub(super) fn resolve(cache: &Cache, binding: &RoleBinding) -> Resolved {
-    let ns = binding.namespace().unwrap_or_default();
-    let user = cache.user(&ns, &binding.spec.user_ref.name);
-    let account = user.as_ref().and_then(|u| cache.account(&ns, &u.spec.account_ref.name));
-    let org = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
-    Resolved {
-        organization: org.as_deref().and_then(|org| cache.organization(&ns, org)),
-        default_candidates: org
-            .as_deref()
-            .map(|org| resolve::default_candidates(cache, &ns, org))
-            .unwrap_or_default(),
-        user,
-        account,
-    }
-}
 
 /// The bindings of the users of an account.
 fn bindings_of_account(
@@ -96,15 +70,8 @@ impl Reconciler for RoleBinding {
     }
 
     async fn reconcile(binding: Arc<RoleBinding>, ctx: Arc<Context>) -> Result<Requeue> {
-        let resolved = resolve(&ctx.cache, &binding);
-        let decision = role_binding::decide(&Inputs {
-            binding: &binding,
-            user: resolved.user.as_deref(),
-            account: resolved.account.as_deref(),
-            organization: resolved.organization.as_deref(),
-            default_candidates: &resolved.default_candidates,
-            now: crate::clock::now(),
-        });
+        let resolved = ResolvedBinding::of(&ctx.cache, &binding);
+        let decision = role_binding::decide(&resolved.inputs(&binding, crate::clock::now()));
         match act::carry_out(&ctx, binding.as_ref(), decision).await? {
             Outcome::Done(requeue) => Ok(requeue),
             Outcome::SecretExists(_) => Ok(Requeue::await_change()),

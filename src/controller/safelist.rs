@@ -11,26 +11,9 @@ use super::{
 };
 use crate::{
     api::{ElementSafelist, Organization},
-    cache::{Cache, resolve::Parent},
-    model::safelist::{self, Inputs},
+    cache::resolve::ResolvedSafelist,
+    model::safelist,
 };
-
-pub(super) struct Resolved {
-    organization: Option<Arc<Organization>>,
-    siblings: Vec<Arc<ElementSafelist>>,
-    parent: Parent,
-}
-
-pub(super) fn resolve(cache: &Cache, list: &ElementSafelist) -> Resolved {
-    let ns = list.namespace().unwrap_or_default();
-    let org = &list.spec.organization_ref.name;
-    let organization = cache.organization(&ns, org);
-    Resolved {
-        parent: organization.as_deref().map_or(Parent::None, |o| Parent::of(cache, o)),
-        siblings: cache.safelists_of(&ns, org),
-        organization,
-    }
-}
 
 impl Reconciler for ElementSafelist {
     fn relations(wiring: &mut Wiring<'_, Self>) {
@@ -66,14 +49,8 @@ impl Reconciler for ElementSafelist {
     }
 
     async fn reconcile(list: Arc<ElementSafelist>, ctx: Arc<Context>) -> Result<Requeue> {
-        let resolved = resolve(&ctx.cache, &list);
-        let decision = safelist::decide(&Inputs {
-            list: &list,
-            organization: resolved.organization.as_deref(),
-            siblings: &resolved.siblings,
-            super_organization: resolved.parent.lookup(),
-            now: crate::clock::now(),
-        });
+        let resolved = ResolvedSafelist::of(&ctx.cache, &list);
+        let decision = safelist::decide(&resolved.inputs(&list, crate::clock::now()));
         match act::carry_out(&ctx, list.as_ref(), decision).await? {
             Outcome::Done(requeue) => Ok(requeue),
             Outcome::SecretExists(_) => Ok(Requeue::await_change()),

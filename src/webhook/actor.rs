@@ -3,20 +3,14 @@
 
 use kube::{
     ResourceExt,
-    core::{
-        DynamicObject,
-        admission::{AdmissionRequest, Operation},
-    },
+    core::{DynamicObject, admission::AdmissionRequest},
 };
 
-use super::{stored, typed};
+use super::admit::Admit;
 use crate::{
-    api::{Account, CEUser, ElementSafelist, Organization, RoleBinding},
+    api::CEUser,
     cache::{Cache, resolve::ResolvedIdentity},
-    model::{
-        actor::{self, Actor, Change},
-        privileges::Matrix,
-    },
+    model::actor::{self, Actor, Change},
 };
 
 /// The identity the tenant API writes as (impersonated), so that the API server's RBAC, audit
@@ -74,87 +68,16 @@ pub fn refusal(cache: &Cache, tenancy: &Tenancy, request: &AdmissionRequest<Dyna
     }
     let ns = request.namespace.clone().unwrap_or_default();
     let judge = |org: &str, change: Change<'_>| judged(cache, tenancy, request, &ns, org, change);
-    let why = match request.kind.kind.as_str() {
-        "Organization" => {
-            let (old, new) = (stored::<Organization>(request), object_new::<Organization>(request));
-            judge(
-                &request.name,
-                Change::Organization {
-                    old: old.as_ref(),
-                    new: new.as_ref(),
-                },
-            )
-        }
-        "Account" => {
-            let account = object::<Account>(request)?;
-            let org = &account.spec.organization_ref.name;
-            judge(org, Change::Account { organization: org })
-        }
-        "ElementSafelist" => {
-            let list = object::<ElementSafelist>(request)?;
-            let org = &list.spec.organization_ref.name;
-            judge(org, Change::ElementSafelist { organization: org })
-        }
-        "CEUser" => {
-            let (old, new) = (stored::<CEUser>(request), object_new::<CEUser>(request));
-            let to = &new.as_ref().or(old.as_ref())?.spec.account_ref.name;
-            let from = old.as_ref().map_or(to, |o| &o.spec.account_ref.name);
-            match cache.account(&ns, to) {
-                Some(account) => {
-                    let org = &account.spec.organization_ref.name;
-                    judge(
-                        org,
-                        Change::CEUser {
-                            organization: org,
-                            accounts: (from, to),
-                        },
-                    )
-                }
-                None => Some(format!(
-                    "account {to} does not exist, so whose user this is cannot be told; create the account first"
-                )),
+    macro_rules! by_kind {
+        ($($kind:ident => $field:ident,)*) => {
+            match request.kind.kind.as_str() {
+                $(stringify!($kind) => <crate::api::$kind as Admit>::actor(cache, &ns, request, &judge),)*
+                _ => None,
             }
-        }
-        "RoleBinding" => {
-            let binding = object::<RoleBinding>(request)?;
-            let bound = &binding.spec.user_ref.name;
-            let found = cache
-                .user(&ns, bound)
-                .and_then(|u| Some((u.spec.account_ref.name.clone(), cache.organization_of_user(&u)?)));
-            match found {
-                Some((account, org)) => {
-                    let roles = cache.organization(&ns, &org).map(|o| o.spec.roles.clone());
-                    let matrix = Matrix::new(&roles.unwrap_or_default());
-                    judge(
-                        &org,
-                        Change::RoleBinding {
-                            organization: &org,
-                            account: &account,
-                            role: binding.spec.role,
-                            matrix: &matrix,
-                        },
-                    )
-                }
-                None => Some(format!(
-                    "user {bound} (or its account or organization) does not exist, so who may bind it cannot be told; create the user first"
-                )),
-            }
-        }
-        _ => None,
-    };
-    why.map(|why| format!("{} {ns}/{}: {why}", request.kind.kind, request.name))
-}
-
-/// The object of a request: the new version, or the stored one for a deletion.
-fn object<K: kube::Resource + serde::de::DeserializeOwned>(request: &AdmissionRequest<DynamicObject>) -> Option<K> {
-    object_new(request).or_else(|| stored(request))
-}
-
-fn object_new<K: kube::Resource + serde::de::DeserializeOwned>(request: &AdmissionRequest<DynamicObject>) -> Option<K> {
-    if request.operation == Operation::Delete {
-        return None;
+        };
     }
-    typed(request.object.as_ref(), request).ok().flatten()
+    let why = crate::kinds::for_each_kind!(by_kind);
+    why.map(|why| format!("{} {ns}/{}: {why}", request.kind.kind, request.name))
 }
 
 /// Judges `change`, in organization `org`, by the request's maker.

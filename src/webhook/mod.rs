@@ -4,6 +4,7 @@
 //! condition the reconciler would report. It never calls the API server on the request path.
 
 pub mod actor;
+mod admit;
 pub mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -11,7 +12,7 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use axum::{Json, Router, extract::State, routing::post};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Resource, ResourceExt,
+    Resource,
     core::{
         DynamicObject,
         admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
@@ -21,19 +22,11 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::{
-    api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding},
-    cache::{
-        Cache,
-        resolve::{self, Parent, ResolvedIdentity, members},
-    },
+    cache::Cache,
     metrics::{AdmissionLabels, Metrics},
-    model::{
-        account,
-        admission::{self, Finding, Review},
-        role_binding, safelist, super_organization,
-        tenancy::DefaultCandidates,
-    },
+    model::admission::{self, Review},
 };
+use admit::Admit;
 
 /// Errors of the webhook layer.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +128,7 @@ async fn validate(
         Ok(request) => request,
         Err(_) => return Json(AdmissionResponse::invalid("not an AdmissionReview request").into_review()),
     };
-    let kind = kind_label(&request.kind.kind);
+    let kind = crate::kinds::name(&request.kind.kind).unwrap_or("other");
     let operation = match request.operation {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
@@ -190,17 +183,6 @@ fn review(
     }
 }
 
-fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "Organization" => "Organization",
-        "Account" => "Account",
-        "CEUser" => "CEUser",
-        "RoleBinding" => "RoleBinding",
-        "ElementSafelist" => "ElementSafelist",
-        _ => "other",
-    }
-}
-
 fn respond(request: &AdmissionRequest<DynamicObject>, review: Review) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(request);
     if !review.warnings.is_empty() {
@@ -241,14 +223,6 @@ fn stored<K: Resource + DeserializeOwned>(request: &AdmissionRequest<DynamicObje
     typed(request.old_object.as_ref(), request).ok().flatten()
 }
 
-/// Replaces the stored version of `candidate` in `list` by the candidate.
-fn with_candidate<K: Resource + Clone>(list: Vec<Arc<K>>, candidate: &K) -> Vec<Arc<K>> {
-    let name = candidate.meta().name.clone();
-    let mut list: Vec<Arc<K>> = list.into_iter().filter(|o| o.meta().name != name).collect();
-    list.push(Arc::new(candidate.clone()));
-    list
-}
-
 /// What a change does to the tenancy (the model's rules), whoever makes it, from the
 /// caches. The tenant API reviews its own writes with it, after who may act.
 pub(crate) fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -> Result<Review, String> {
@@ -256,222 +230,37 @@ pub(crate) fn answer(cache: &Cache, request: &AdmissionRequest<DynamicObject>) -
         return Err("ce-operator is starting and its caches are not synced yet; retry in a few seconds".into());
     }
     let ns = request.namespace.clone().unwrap_or_default();
+    // Cleanup never waits on the rules: a namespace being deleted takes everything.
+    if request.operation == Operation::Delete && cache.namespace_terminating(&ns) {
+        return Ok(Review::default());
+    }
+    macro_rules! by_kind {
+        ($($kind:ident => $field:ident,)*) => {
+            match request.kind.kind.as_str() {
+                $(stringify!($kind) => answer_for::<crate::api::$kind>(cache, request, &ns),)*
+                _ => Ok(Review::default()),
+            }
+        };
+    }
+    crate::kinds::for_each_kind!(by_kind)
+}
+
+/// The review of a change of a kind of the registry, by its `Admit` impl.
+fn answer_for<K: Admit>(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) -> Result<Review, String> {
+    let kind = &request.kind.kind;
+    let name = request.name.as_str();
     if request.operation == Operation::Delete {
-        // Cleanup never waits on the rules: a namespace being deleted takes everything.
-        if cache.namespace_terminating(&ns) {
-            return Ok(Review::default());
-        }
-        return deletion(cache, request, &ns);
+        let finding = stored::<K>(request)
+            .filter(|stored| stored.meta().deletion_timestamp.is_none())
+            .and_then(|stored| K::deletion(cache, ns, &stored));
+        return Ok(admission::review_deletion(kind, ns, name, finding));
     }
-    let name = request.name.as_str();
-    let review =
-        |kind: &str, before: Vec<Finding>, after: Vec<Finding>| admission::review(kind, &ns, name, &before, &after);
-    Ok(match request.kind.kind.as_str() {
-        "Organization" => {
-            let (Some(org), old) = (
-                typed::<Organization>(request.object.as_ref(), request)?,
-                stored::<Organization>(request),
-            ) else {
-                return Ok(Review::default());
-            };
-            let link = super_organization::judge_link(&org, &ns, Parent::of(cache, &org).lookup());
-            let old_link = old
-                .as_ref()
-                .map(|old| super_organization::judge_link(old, &ns, Parent::of(cache, old).lookup()));
-            let members = if org.spec.whitelabel.is_some() {
-                members(cache, &ns, name)
-            } else {
-                Vec::new()
-            };
-            review(
-                "Organization",
-                old.as_ref()
-                    .map(admission::organization_findings_before)
-                    .unwrap_or_default(),
-                admission::organization_findings(&org, old.as_ref().zip(old_link.as_ref()), &link, &members),
-            )
-        }
-        "Account" => {
-            let findings = |account: &Account| {
-                let org_name = &account.spec.organization_ref.name;
-                let organization = cache.organization(&ns, org_name);
-                let siblings = with_candidate(cache.accounts_of(&ns, org_name), account);
-                admission::account_findings(&account::Inputs {
-                    account,
-                    organization: organization.as_deref(),
-                    default_candidates: &resolve::candidates(cache, &ns, siblings),
-                    users: &[],
-                    bindings: &[],
-                    namespace_terminating: false,
-                    now: crate::clock::now(),
-                })
-            };
-            let (Some(new), old) = (
-                typed::<Account>(request.object.as_ref(), request)?,
-                stored::<Account>(request),
-            ) else {
-                return Ok(Review::default());
-            };
-            review(
-                "Account",
-                old.as_ref().map(findings).unwrap_or_default(),
-                findings(&new),
-            )
-        }
-        "CEUser" => {
-            let findings = |user: &CEUser| {
-                let mut resolved = ResolvedIdentity::of(cache, user);
-                resolved.same_email = with_candidate(std::mem::take(&mut resolved.same_email), user);
-                admission::user_findings(&resolved.inputs(user))
-            };
-            let (Some(new), old) = (
-                typed::<CEUser>(request.object.as_ref(), request)?,
-                stored::<CEUser>(request),
-            ) else {
-                return Ok(Review::default());
-            };
-            review("CEUser", old.as_ref().map(findings).unwrap_or_default(), findings(&new))
-        }
-        "RoleBinding" => {
-            let findings = |binding: &RoleBinding| {
-                let user = cache.user(&ns, &binding.spec.user_ref.name);
-                let account = user.as_ref().and_then(|u| cache.account(&ns, &u.spec.account_ref.name));
-                let org = account.as_ref().map(|a| a.spec.organization_ref.name.clone());
-                let organization = org.as_deref().and_then(|o| cache.organization(&ns, o));
-                let default_candidates = org
-                    .as_deref()
-                    .map(|o| resolve::default_candidates(cache, &ns, o))
-                    .unwrap_or_default();
-                admission::binding_findings(&role_binding::Inputs {
-                    binding,
-                    user: user.as_deref(),
-                    account: account.as_deref(),
-                    organization: organization.as_deref(),
-                    default_candidates: &default_candidates,
-                    now: crate::clock::now(),
-                })
-            };
-            let (Some(new), old) = (
-                typed::<RoleBinding>(request.object.as_ref(), request)?,
-                stored::<RoleBinding>(request),
-            ) else {
-                return Ok(Review::default());
-            };
-            review(
-                "RoleBinding",
-                old.as_ref().map(findings).unwrap_or_default(),
-                findings(&new),
-            )
-        }
-        "ElementSafelist" => {
-            let findings = |list: &ElementSafelist| {
-                let org_name = &list.spec.organization_ref.name;
-                let organization = cache.organization(&ns, org_name);
-                let parent = organization.as_deref().map_or(Parent::None, |o| Parent::of(cache, o));
-                let siblings = with_candidate(cache.safelists_of(&ns, org_name), list);
-                admission::safelist_findings(&safelist::Inputs {
-                    list,
-                    organization: organization.as_deref(),
-                    siblings: &siblings,
-                    super_organization: parent.lookup(),
-                    now: crate::clock::now(),
-                })
-            };
-            let (Some(new), old) = (
-                typed::<ElementSafelist>(request.object.as_ref(), request)?,
-                stored::<ElementSafelist>(request),
-            ) else {
-                return Ok(Review::default());
-            };
-            review(
-                "ElementSafelist",
-                old.as_ref().map(findings).unwrap_or_default(),
-                findings(&new),
-            )
-        }
-        _ => Review::default(),
-    })
-}
-
-/// What the last-org-admin rule reads for the organization of `user`: None when it has none
-/// or is itself being deleted (then its admins go with it).
-struct OrgAdmins {
-    org: String,
-    org_uid: Option<String>,
-    bindings: Vec<(Arc<RoleBinding>, Option<Arc<CEUser>>)>,
-    accounts: DefaultCandidates,
-}
-
-impl OrgAdmins {
-    fn of(cache: &Cache, ns: &str, user: &CEUser) -> Option<Self> {
-        let org_name = cache.organization_of_user(user)?;
-        let org = cache.organization(ns, &org_name)?;
-        if org.meta().deletion_timestamp.is_some() {
-            return None;
-        }
-        let bindings = cache
-            .org_admin_bindings(ns)
-            .into_iter()
-            .map(|b| {
-                let user = cache.user(ns, &b.spec.user_ref.name);
-                (b, user)
-            })
-            .collect();
-        Some(Self {
-            accounts: resolve::candidates(cache, ns, cache.accounts_of(ns, &org_name)),
-            org_uid: org.uid(),
-            bindings,
-            org: org_name,
-        })
-    }
-}
-
-/// The review of a deletion: a parent with children (without allowCascadingDeletion), or
-/// the last org-admin of an organization that is not itself going (its binding, or its user).
-fn deletion(cache: &Cache, request: &AdmissionRequest<DynamicObject>, ns: &str) -> Result<Review, String> {
-    let name = request.name.as_str();
-    let finding = match request.kind.kind.as_str() {
-        "Organization" => stored::<Organization>(request)
-            .filter(|org| org.meta().deletion_timestamp.is_none())
-            .and_then(|org| {
-                admission::organization_deletion(
-                    &org,
-                    &cache.accounts_of(ns, name),
-                    &cache.users_of(ns, name),
-                    &cache.safelists_of(ns, name),
-                )
-            }),
-        "Account" => stored::<Account>(request)
-            .filter(|account| account.meta().deletion_timestamp.is_none())
-            .and_then(|account| admission::account_deletion(&account, &cache.users_of_account(ns, name))),
-        "RoleBinding" => stored::<RoleBinding>(request)
-            .filter(|binding| binding.spec.role == Role::OrgAdmin)
-            .and_then(|binding| {
-                let user = cache.user(ns, &binding.spec.user_ref.name)?;
-                let admins = OrgAdmins::of(cache, ns, &user)?;
-                admission::binding_deletion(
-                    &binding,
-                    &admins.org,
-                    &admins.bindings,
-                    &admins.accounts,
-                    admins.org_uid.as_deref(),
-                )
-            }),
-        "CEUser" => stored::<CEUser>(request)
-            .filter(|user| user.meta().deletion_timestamp.is_none())
-            .and_then(|user| {
-                let admins = OrgAdmins::of(cache, ns, &user)?;
-                admission::user_deletion(
-                    name,
-                    &admins.org,
-                    &admins.bindings,
-                    &admins.accounts,
-                    admins.org_uid.as_deref(),
-                )
-            }),
-        _ => None,
+    let Some(new) = typed::<K>(request.object.as_ref(), request)? else {
+        return Ok(Review::default());
     };
-    Ok(admission::review_deletion(&request.kind.kind, ns, name, finding))
+    let old = stored::<K>(request);
+    let (before, after) = K::findings(cache, ns, &new, old.as_ref());
+    Ok(admission::review(kind, ns, name, &before, &after))
 }
 
 #[cfg(test)]
@@ -482,6 +271,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        api::Role,
         cache::testing::TestCache,
         model::fixtures::{NS, account, binding, org, safelist, user},
     };

@@ -9,7 +9,7 @@ use crate::support;
 use std::{path::PathBuf, process::Command};
 
 use ce_operator::api::{CEUser, ElementSafelist, HasConditions, Organization, RoleBinding};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams},
@@ -346,6 +346,8 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         violation,
     );
     assert!(exempt.status.success(), "{}", String::from_utf8_lossy(&exempt.stderr));
+    // Every other write path of the controllers, under the chart's identity too.
+    controller_paths(&tenants, &users, &sa_kubeconfig, &sa_name).await;
     // Rotation (Secret update) and cascading deletion (deletes, finalizers, garbage collection).
     users
         .patch(
@@ -378,28 +380,238 @@ async fn the_chart_installs_and_its_rbac_runs_the_operator_with_least_privilege(
         "the chart's RBAC refused the operator something:\n{log}"
     );
 
-    // And no more than that: the identity cannot delete a namespace or read ConfigMaps.
-    let as_operator = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&sa_kubeconfig).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
-    let namespaces: Api<Namespace> = Api::all(as_operator.clone());
-    match namespaces.delete(&tenants.name, &DeleteParams::default()).await {
-        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
-        other => panic!("the operator identity could delete a namespace: {other:?}"),
-    }
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(as_operator, &tenants.name);
-    assert!(matches!(config_maps.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+    // And no more than that: exactly these rights, by the API server's own answers.
+    assert_exact_rights(&client, &installed, &tenants.name).await;
 
     ok(helm(&["uninstall", &release, "-n", &system.name]), "helm uninstall");
     drop(installed);
     tenants.delete().await;
     system.delete().await;
+}
+
+/// The controllers' write paths beyond a tenant converging: a Secret's labels following its
+/// owner (relabel), a generated default account then superseded by a declared one (create,
+/// delete), and a repeated warning counted on one Event (its series: a patch of the Event).
+async fn controller_paths(
+    tenants: &TestNamespace,
+    users: &Api<CEUser>,
+    sa_kubeconfig: &std::path::Path,
+    webhook: &str,
+) {
+    use ce_operator::model::names::LABEL_ACCOUNT;
+    use k8s_openapi::api::events::v1::Event;
+    // A label of jane's Secret gone stale (as an older version, or a restore, leaves it;
+    // written here with the operator's own identity, the only one the Secret guard lets
+    // change it): the operator puts it back.
+    let label = format!("{LABEL_ACCOUNT}=stale");
+    let out = Command::new(tool("kubectl"))
+        .args(["--kubeconfig"])
+        .arg(sa_kubeconfig)
+        .args([
+            "-n",
+            &tenants.name,
+            "label",
+            "secret",
+            "jane-user-secret",
+            &label,
+            "--overwrite",
+        ])
+        .output()
+        .unwrap();
+    ok(out, "kubectl label");
+    wait_for(
+        &tenants.api::<Secret>(),
+        "jane-user-secret",
+        "its account label back",
+        TIMEOUT,
+        |s| {
+            let labels = s.metadata.labels.as_ref();
+            labels.and_then(|l| l.get(LABEL_ACCOUNT)).map(String::as_str) == Some("acme-eu")
+        },
+    )
+    .await;
+
+    let accounts: Api<ce_operator::api::Account> = tenants.api();
+    apply(
+        &tenants.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Organization\nmetadata: {name: beta}\nspec: {displayName: Beta}\n",
+    );
+    wait_for(
+        &accounts,
+        "beta-default",
+        "the generated default account",
+        TIMEOUT,
+        |_| true,
+    )
+    .await;
+    apply(
+        &tenants.name,
+        "apiVersion: ce.tenancy.io/v1alpha1\nkind: Account\nmetadata: {name: beta-main}\nspec: {organizationRef: {name: beta}, default: true}\n",
+    );
+    wait_gone(&accounts, "beta-default", TIMEOUT).await;
+
+    // A repeated warning: a second user with jane's e-mail, twice (the e-mail changed away and
+    // back), with the chart's webhook out of this namespace's way meanwhile (it would refuse the
+    // duplicate at once, and the reconciler would never warn).
+    let selector = support::kubectl_ok(&[
+        "get",
+        "validatingwebhookconfiguration",
+        webhook,
+        "-o",
+        "jsonpath={.webhooks[0].namespaceSelector}",
+    ]);
+    let set_selector = |value: &str| {
+        let patch = format!(r#"[{{"op":"replace","path":"/webhooks/0/namespaceSelector","value":{value}}}]"#);
+        support::kubectl_ok(&[
+            "patch",
+            "validatingwebhookconfiguration",
+            webhook,
+            "--type=json",
+            "-p",
+            &patch,
+        ]);
+    };
+    set_selector(r#"{"matchLabels":{"ce-test":"no-namespace-has-this"}}"#);
+    let twin = |email: &str| {
+        format!(
+            "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {{name: jane-twin}}\nspec: {{accountRef: {{name: acme-eu}}, email: {email}}}\n"
+        )
+    };
+    for email in ["jane@acme.example", "twin@acme.example", "jane@acme.example"] {
+        apply(&tenants.name, &twin(email));
+        let (status, reason) = if email.starts_with("jane") {
+            ("False", "DuplicateEmail")
+        } else {
+            ("True", "Ready")
+        };
+        wait_condition(users, "jane-twin", "Ready", status, reason).await;
+    }
+    users.delete("jane-twin", &DeleteParams::default()).await.unwrap();
+    set_selector(if selector.is_empty() { "{}" } else { &selector });
+    let events: Api<Event> = tenants.api();
+    support::wait_until("the repeated warning counted on one Event", TIMEOUT, || async {
+        let all = events.list(&Default::default()).await.unwrap().items;
+        all.iter()
+            .any(|e| e.reason.as_deref() == Some("DuplicateEmail") && e.series.as_ref().is_some_and(|s| s.count == 2))
+    })
+    .await;
+}
+
+/// The verbs a SubjectAccessReview asks about for each resource.
+const VERBS: [&str; 7] = ["get", "list", "watch", "create", "update", "patch", "delete"];
+
+/// The rights the chart gives the operator (default values, webhook on), as (API group,
+/// resource, namespace: "" for a tenant namespace, "release" for the release's, verbs): every
+/// other (resource, verb) of `VERBS` below is refused. Changing the chart's RBAC changes this
+/// table, on purpose.
+const RIGHTS: &[(&str, &str, &str, &[&str])] = &[
+    ("ce.tenancy.io", "organizations", "", &["get", "list", "watch", "patch"]),
+    (
+        "ce.tenancy.io",
+        "accounts",
+        "",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    (
+        "ce.tenancy.io",
+        "ceusers",
+        "",
+        &["get", "list", "watch", "create", "delete"],
+    ),
+    (
+        "ce.tenancy.io",
+        "rolebindings",
+        "",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    (
+        "ce.tenancy.io",
+        "elementsafelists",
+        "",
+        &["get", "list", "watch", "delete"],
+    ),
+    ("ce.tenancy.io", "organizations/status", "", &["patch"]),
+    ("ce.tenancy.io", "accounts/status", "", &["patch"]),
+    ("ce.tenancy.io", "ceusers/status", "", &["patch"]),
+    ("ce.tenancy.io", "rolebindings/status", "", &["patch"]),
+    ("ce.tenancy.io", "elementsafelists/status", "", &["patch"]),
+    ("ce.tenancy.io", "organizations/finalizers", "", &["update"]),
+    ("ce.tenancy.io", "ceusers/finalizers", "", &["update"]),
+    ("ce.tenancy.io", "accounts/finalizers", "", &[]),
+    (
+        "",
+        "secrets",
+        "",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    ("", "namespaces", "", &["get", "list", "watch"]),
+    ("", "configmaps", "", &[]),
+    ("", "pods", "", &[]),
+    ("", "serviceaccounts", "", &[]),
+    ("events.k8s.io", "events", "", &["create", "patch"]),
+    ("", "events", "", &[]),
+    (
+        "coordination.k8s.io",
+        "leases",
+        "release",
+        &["get", "list", "watch", "create", "update", "patch"],
+    ),
+    ("coordination.k8s.io", "leases", "", &[]),
+    ("rbac.authorization.k8s.io", "rolebindings", "", &[]),
+    ("rbac.authorization.k8s.io", "clusterroles", "", &[]),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", "", &[]),
+];
+
+/// Asks the API server (SubjectAccessReview) about every (resource, verb) of `RIGHTS` for the
+/// chart's ServiceAccount, and compares with the table: one refused right the operator needs,
+/// or one granted it does not, fails with the whole difference.
+async fn assert_exact_rights(client: &kube::Client, release: &Release, tenants: &str) {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let user = format!("system:serviceaccount:{}:{}", release.namespace, release.sa_name);
+    let groups = vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{}", release.namespace),
+        "system:authenticated".to_owned(),
+    ];
+    let mut wrong = Vec::new();
+    for &(group, resource, namespace, granted) in RIGHTS {
+        let (resource, subresource) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
+        let namespace = if namespace == "release" {
+            &release.namespace
+        } else {
+            tenants
+        };
+        for verb in VERBS {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some(user.clone()),
+                    groups: Some(groups.clone()),
+                    resource_attributes: Some(ResourceAttributes {
+                        group: Some(group.to_owned()),
+                        resource: Some(resource.to_owned()),
+                        subresource: subresource.map(str::to_owned),
+                        namespace: Some(namespace.to_owned()),
+                        verb: Some(verb.to_owned()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = reviews.create(&Default::default(), &review).await.unwrap();
+            let allowed = answer.status.is_some_and(|s| s.allowed);
+            if allowed != granted.contains(&verb) {
+                let full = subresource.map_or(resource.to_owned(), |s| format!("{resource}/{s}"));
+                wrong.push(format!("{verb} {group}/{full} in {namespace}: allowed={allowed}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the chart's RBAC differs from RIGHTS:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// A Secret as `kubectl create` writes it, with `labels` and a controller reference to
