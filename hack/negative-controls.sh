@@ -141,6 +141,14 @@ control resolver-judges-the-stored-version src/cache/resolve.rs \
   '    list.push(Arc::new(candidate.clone()));' \
   '    let _ = candidate;' \
   'cargo test --lib cache::resolve::'
+control a-hot-loop-from-the-caches src/controller/mod.rs \
+  $'            result\n        }\n        .instrument(span)' \
+  $'            result.map(|_| Action::requeue(Duration::from_millis(20)))\n        }\n        .instrument(span)' \
+  'cargo test --test integration faults::etcd_paused'
+control retry-every-2-s-without-backoff src/controller/backoff.rs \
+  'delay(*n, rand::random_range(0.8..1.2))' \
+  '{ let _ = delay(*n, 1.0); Duration::from_secs(2) }' \
+  'cargo test --test integration faults::writes_refused'
 control unpinned-base-image Dockerfile \
   ':nonroot@sha256:' ':nonroot#sha256:' \
   'python3 hack/dockerfile.py pinned --dockerfile Dockerfile'

@@ -353,6 +353,11 @@ async fn sigterm_mid_load_exits_within_2_s_and_releases_the_lease() {
         })
         .await;
         let issued = user_secrets(&ns).await;
+        // Mid-load: kubectl still creating users, or Secrets left to issue, at the signal.
+        assert!(
+            !applying.is_finished() || issued < LOAD,
+            "SIGTERM came after the load: nothing was in flight"
+        );
         match &second {
             None => {
                 stop("replica without leader election mid-load", &mut first).await;
