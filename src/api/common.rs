@@ -103,77 +103,66 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// A privilege, spelled as the source platform spells it.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum Privilege {
-    /// Manage security settings (password policy, two-factor authentication, secrets).
-    ManageSecurity,
-    /// Create, update and delete accounts.
-    ManageAccounts,
-    /// Create, update and delete users.
-    ManageUsers,
-    /// Change which privileges each role holds.
-    ConfigureRoles,
-    /// Manage the organization's element safelist.
-    ManageElementOrgLists,
-    /// See activity (logs, events).
-    ViewActivity,
-    /// Create elements (connectors).
-    CreateElements,
-    /// Create formula templates.
-    CreateFormulaTemplates,
-    /// Create virtual data resources.
-    CreateVirtualDataResources,
-    /// Manage transformations.
-    ManageTransformations,
-    /// View element instances of other users of the same account.
-    ViewAccountElementInstances,
-    /// Use element instances of other users of the same account.
-    UseAccountElementInstances,
-    /// Modify element instances of other users of the same account.
-    EditAccountElementInstances,
-    /// Delete element instances of other users of the same account.
-    DeleteAccountElementInstances,
+/// The privileges, each with its key as the API spells it: the enum, its list, its key and its
+/// parse are generated from this one list.
+macro_rules! privileges {
+    ($($(#[doc = $doc:literal])* $variant:ident => $key:literal,)*) => {
+        /// A privilege, spelled as the source platform spells it.
+        #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+        pub enum Privilege {
+            $($(#[doc = $doc])* #[serde(rename = $key)] $variant,)*
+        }
+
+        impl Privilege {
+            pub const ALL: [Privilege; [$($key),*].len()] = [$(Privilege::$variant),*];
+
+            /// The key as the API spells it (camelCase).
+            pub fn key(self) -> &'static str {
+                match self {
+                    $(Privilege::$variant => $key,)*
+                }
+            }
+
+            /// The privilege of a key as the API spells it (`createElements`; case matters).
+            pub fn parse(key: &str) -> Option<Privilege> {
+                match key.trim() {
+                    $($key => Some(Privilege::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl Privilege {
-    pub const ALL: [Privilege; 14] = [
-        Privilege::ManageSecurity,
-        Privilege::ManageAccounts,
-        Privilege::ManageUsers,
-        Privilege::ConfigureRoles,
-        Privilege::ManageElementOrgLists,
-        Privilege::ViewActivity,
-        Privilege::CreateElements,
-        Privilege::CreateFormulaTemplates,
-        Privilege::CreateVirtualDataResources,
-        Privilege::ManageTransformations,
-        Privilege::ViewAccountElementInstances,
-        Privilege::UseAccountElementInstances,
-        Privilege::EditAccountElementInstances,
-        Privilege::DeleteAccountElementInstances,
-    ];
-
-    /// The key as the API spells it (camelCase).
-    pub fn key(self) -> &'static str {
-        match self {
-            Privilege::ManageSecurity => "manageSecurity",
-            Privilege::ManageAccounts => "manageAccounts",
-            Privilege::ManageUsers => "manageUsers",
-            Privilege::ConfigureRoles => "configureRoles",
-            Privilege::ManageElementOrgLists => "manageElementOrgLists",
-            Privilege::ViewActivity => "viewActivity",
-            Privilege::CreateElements => "createElements",
-            Privilege::CreateFormulaTemplates => "createFormulaTemplates",
-            Privilege::CreateVirtualDataResources => "createVirtualDataResources",
-            Privilege::ManageTransformations => "manageTransformations",
-            Privilege::ViewAccountElementInstances => "viewAccountElementInstances",
-            Privilege::UseAccountElementInstances => "useAccountElementInstances",
-            Privilege::EditAccountElementInstances => "editAccountElementInstances",
-            Privilege::DeleteAccountElementInstances => "deleteAccountElementInstances",
-        }
-    }
+privileges! {
+    /// Manage security settings (password policy, two-factor authentication, secrets).
+    ManageSecurity => "manageSecurity",
+    /// Create, update and delete accounts.
+    ManageAccounts => "manageAccounts",
+    /// Create, update and delete users.
+    ManageUsers => "manageUsers",
+    /// Change which privileges each role holds.
+    ConfigureRoles => "configureRoles",
+    /// Manage the organization's element safelist.
+    ManageElementOrgLists => "manageElementOrgLists",
+    /// See activity (logs, events).
+    ViewActivity => "viewActivity",
+    /// Create elements (connectors).
+    CreateElements => "createElements",
+    /// Create formula templates.
+    CreateFormulaTemplates => "createFormulaTemplates",
+    /// Create virtual data resources.
+    CreateVirtualDataResources => "createVirtualDataResources",
+    /// Manage transformations.
+    ManageTransformations => "manageTransformations",
+    /// View element instances of other users of the same account.
+    ViewAccountElementInstances => "viewAccountElementInstances",
+    /// Use element instances of other users of the same account.
+    UseAccountElementInstances => "useAccountElementInstances",
+    /// Modify element instances of other users of the same account.
+    EditAccountElementInstances => "editAccountElementInstances",
+    /// Delete element instances of other users of the same account.
+    DeleteAccountElementInstances => "deleteAccountElementInstances",
 }
 
 impl std::fmt::Display for Privilege {

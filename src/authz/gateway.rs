@@ -66,8 +66,8 @@ pub(super) fn request_of<'a>(header: impl Fn(&str) -> Header<'a>) -> Result<Requ
     let mut request = Request::default();
     if let Some(keys) = text("x-ce-privilege", "X-CE-Privilege")? {
         for key in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-            let privilege: Privilege = authz::parse_privilege(key)
-                .ok_or_else(|| bad_header("X-CE-Privilege", &format!("cannot read {key:?}")))?;
+            let privilege: Privilege =
+                Privilege::parse(key).ok_or_else(|| bad_header("X-CE-Privilege", &format!("cannot read {key:?}")))?;
             request.privileges.push(privilege);
         }
     }

@@ -10,7 +10,7 @@ use crate::{
     cache::Snapshot,
     model::{
         actor::{self, Actor, Change},
-        authz::{Decision, Instance, InstanceAction, Outcome, Request, parse_privilege},
+        authz::{Decision, Instance, InstanceAction, Outcome, Request},
         privileges::Matrix,
     },
 };
@@ -56,7 +56,7 @@ impl Args {
     fn request(&self) -> Result<Request> {
         let mut request = Request::default();
         for key in &self.privilege {
-            let privilege = parse_privilege(key).ok_or_else(|| Error::Usage(format!("unknown privilege {key:?}")))?;
+            let privilege = Privilege::parse(key).ok_or_else(|| Error::Usage(format!("unknown privilege {key:?}")))?;
             request.privileges.push(privilege);
         }
         request.element = self.element.clone();

@@ -94,11 +94,6 @@ impl InstanceAction {
     }
 }
 
-/// Parses a privilege key as the API spells it (`createElements`).
-pub fn parse_privilege(key: &str) -> Option<Privilege> {
-    serde_json::from_value(serde_json::Value::String(key.trim().to_owned())).ok()
-}
-
 /// What a request does, as the gateway describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -295,7 +290,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                                 "{} {}'s instance (account {account}) takes {} in that account; the caller's roles ({}) do not give it there",
                                 action_word(instance.action),
                                 instance.owner,
-                                privilege_key(needed),
+                                needed.key(),
                                 role_list(identity),
                             ),
                         );
@@ -317,7 +312,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 format!(
                     "the caller's roles ({}) do not give {}{place}",
                     role_list(identity),
-                    privilege_key(*privilege)
+                    privilege.key()
                 ),
             );
         }
@@ -343,22 +338,9 @@ fn action_word(action: InstanceAction) -> &'static str {
     }
 }
 
-/// A privilege as the API spells it.
-pub fn privilege_key(privilege: Privilege) -> String {
-    serde_json::to_value(privilege)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// The caller's roles, comma-separated, as the API spells them.
 pub fn role_list(identity: &Identity) -> String {
-    identity
-        .roles
-        .iter()
-        .filter_map(|r| serde_json::to_value(r).ok()?.as_str().map(str::to_owned))
-        .collect::<Vec<_>>()
-        .join(",")
+    identity.roles.iter().map(|r| r.key()).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -624,10 +606,10 @@ mod tests {
 
     #[test]
     fn keys_parse_as_the_api_spells_them() {
-        assert_eq!(parse_privilege("createElements"), Some(CreateElements));
-        assert_eq!(parse_privilege("CreateElements"), None);
+        assert_eq!(Privilege::parse("createElements"), Some(CreateElements));
+        assert_eq!(Privilege::parse("CreateElements"), None);
         assert_eq!(InstanceAction::parse("Delete"), Some(InstanceAction::Delete));
         assert_eq!(InstanceAction::parse("own"), None);
-        assert_eq!(privilege_key(ManageSecurity), "manageSecurity");
+        assert_eq!(ManageSecurity.key(), "manageSecurity");
     }
 }
