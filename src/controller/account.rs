@@ -7,12 +7,11 @@ use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 use super::{
     Context, Reconciler, Result,
     act::{self, Outcome},
-    organization::terminating_now,
-    relations::{Wiring, named, own_change, refs},
+    relations::{Wiring, default_siblings, identity_changed, named, own_change, refs, terminating_now},
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
-    cache::{Cache, Change, resolve::ResolvedAccount},
+    cache::{Cache, resolve::ResolvedAccount},
     model::account::{self, Inputs},
 };
 
@@ -41,33 +40,6 @@ pub(super) fn resolve(cache: &Cache, account: &Account) -> Resolved {
         bindings,
         namespace_terminating: cache.namespace_terminating(&ns),
     }
-}
-
-/// When an account's default-ness changes, so may the rank of the organization's other
-/// declared default accounts: the objects to wake are its default siblings (`map` turns
-/// each into what depends on it).
-pub(super) fn default_siblings<T>(
-    cache: &Cache,
-    change: &Change<Account>,
-    map: impl Fn(&Arc<Account>) -> Vec<T>,
-) -> Vec<T> {
-    let (before, after) = change.before_after(|a| a.spec.default);
-    if before != Some(true) && after != Some(true) {
-        return Vec::new();
-    }
-    let account = change.object();
-    cache
-        .accounts_of(&change.namespace(), &account.spec.organization_ref.name)
-        .iter()
-        .filter(|a| a.spec.default && a.name_any() != account.name_any())
-        .flat_map(map)
-        .collect()
-}
-
-/// Whether an organization appeared, went, or was replaced (its uid decides which default
-/// account the operator generated).
-pub(super) fn identity_changed(change: &Change<Organization>) -> bool {
-    change.changed(|o| o.meta().uid.clone())
 }
 
 impl Reconciler for Account {

@@ -7,13 +7,13 @@ use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 use super::{
     Context, Reconciler, Result,
     act::{self, Outcome, object_name},
-    relations::{Wiring, named, own_change, refs},
+    relations::{Wiring, named, own_change, refs, terminating_now},
     secret,
 };
 use crate::{
     api::{Account, CEUser, ElementSafelist, Organization, RoleBinding},
     cache::{
-        Cache, Change, SecretEntry,
+        Cache, SecretEntry,
         resolve::{Parent, members},
     },
     model::{
@@ -237,11 +237,4 @@ impl Reconciler for Organization {
             }
         }
     }
-}
-
-/// The namespace of a change that has just started its deletion.
-pub(super) fn terminating_now<K: Resource>(change: &Change<K>) -> Option<&str> {
-    let deleting = |k: &K| k.meta().deletion_timestamp.is_some();
-    let (before, after) = change.before_after(deleting);
-    (after == Some(true) && before != Some(true)).then(|| change.object().meta().name.as_deref().unwrap_or_default())
 }

@@ -13,11 +13,11 @@ use std::{
 };
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
-use kube::{Resource, runtime::reflector::ObjectRef};
+use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 
 use super::Reconciler;
 use crate::{
-    api::HasStatus,
+    api::{Account, HasStatus, Organization},
     cache::{Cache, Cached, Change, Hooks, Watched},
     model::names::ROTATE_ANNOTATION,
 };
@@ -255,6 +255,36 @@ pub fn own_change<K: Cached + HasStatus>(cache: &Cache, change: &Change<K>) -> V
     } else {
         Vec::new()
     }
+}
+
+/// When an account's default-ness changes, so may the rank of the organization's other
+/// declared default accounts: the objects to wake are its default siblings (`map` turns
+/// each into what depends on it).
+pub fn default_siblings<T>(cache: &Cache, change: &Change<Account>, map: impl Fn(&Arc<Account>) -> Vec<T>) -> Vec<T> {
+    let (before, after) = change.before_after(|a| a.spec.default);
+    if before != Some(true) && after != Some(true) {
+        return Vec::new();
+    }
+    let account = change.object();
+    cache
+        .accounts_of(&change.namespace(), &account.spec.organization_ref.name)
+        .iter()
+        .filter(|a| a.spec.default && a.name_any() != account.name_any())
+        .flat_map(map)
+        .collect()
+}
+
+/// Whether an organization appeared, went, or was replaced (its uid decides which default
+/// account the operator generated).
+pub fn identity_changed(change: &Change<Organization>) -> bool {
+    change.changed(|o| o.meta().uid.clone())
+}
+
+/// The namespace of a change that has just started its deletion.
+pub fn terminating_now<K: Resource>(change: &Change<K>) -> Option<&str> {
+    let deleting = |k: &K| k.meta().deletion_timestamp.is_some();
+    let (before, after) = change.before_after(deleting);
+    (after == Some(true) && before != Some(true)).then(|| change.object().meta().name.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]

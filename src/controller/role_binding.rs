@@ -6,9 +6,8 @@ use kube::{ResourceExt, runtime::controller::Action as Requeue};
 
 use super::{
     Context, Reconciler, Result,
-    account::{default_siblings, identity_changed},
     act::{self, Outcome},
-    relations::{Wiring, own_change, refs},
+    relations::{Wiring, default_siblings, identity_changed, own_change, refs},
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},

@@ -6,9 +6,8 @@ use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 
 use super::{
     Context, Reconciler, Result,
-    account::{default_siblings, identity_changed},
     act::{self, Outcome, object_name},
-    relations::{Wiring, named, own_change, refs},
+    relations::{Wiring, default_siblings, identity_changed, named, own_change, refs},
     secret,
 };
 use crate::{
