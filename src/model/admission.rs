@@ -600,4 +600,36 @@ mod tests {
             Some(Reason::ChildrenExist)
         );
     }
+
+    /// A finding names the field to change: the review's message says it.
+    #[test]
+    fn each_refusal_names_the_field_to_change() {
+        let cases = [
+            (Reason::DuplicateDefaultAccount, "spec.default"),
+            (Reason::ChildrenExist, "spec.allowCascadingDeletion"),
+            (Reason::DuplicateEmail, "spec.email"),
+            (Reason::SuperOrganizationLinkLocked, "spec.superOrganizationRef"),
+        ];
+        for (reason, field) in cases {
+            let review = review("Account", NS, "eu", &[], &[finding(reason)]);
+            let denial = review.denial.expect("refused");
+            assert!(denial.contains(field), "{reason:?}: {denial}");
+        }
+    }
+
+    /// An update is refused only for what it adds: a role customisation that was already
+    /// refused before the update is not the update's fault.
+    #[test]
+    fn an_update_keeping_an_earlier_problem_is_not_refused_for_it() {
+        let broken = org_with(
+            "acme",
+            serde_json::json!({"displayName": "Acme", "roles": [{"role": "org-admin", "revoke": ["manageSecurity"]}]}),
+        );
+        let before = organization_findings_before(&broken);
+        assert!(!before.is_empty(), "the earlier problem is found before the update");
+        let link = super_organization::judge_link(&broken, NS, SuperOrganization::Missing);
+        let after = organization_findings(&broken, None, &link, &[]);
+        assert!(review("Organization", NS, "acme", &before, &after).denial.is_none());
+        assert!(review("Organization", NS, "acme", &[], &after).denial.is_some());
+    }
 }

@@ -612,4 +612,17 @@ mod tests {
         assert_eq!(InstanceAction::parse("own"), None);
         assert_eq!(ManageSecurity.key(), "manageSecurity");
     }
+
+    /// The outcomes' metric labels: bounded, distinct and as the dashboards and alerts read them.
+    #[test]
+    fn outcomes_are_labelled_as_the_dashboards_read_them() {
+        let labels = [
+            Outcome::Allowed,
+            Outcome::Unauthenticated,
+            Outcome::Forbidden,
+            Outcome::Invalid,
+        ]
+        .map(Outcome::label);
+        assert_eq!(labels, ["allowed", "unauthenticated", "forbidden", "invalid"]);
+    }
 }

@@ -570,4 +570,12 @@ mod tests {
         let reported = merge(&[], std::slice::from_ref(&overridden), None, at(1));
         assert_eq!(warning_for(&reported, &overridden), None);
     }
+
+    /// Condition types and reasons print as the API spells them (messages and logs use it).
+    #[test]
+    fn types_and_reasons_print_as_the_api_spells_them() {
+        assert_eq!(ConditionType::Ready.to_string(), "Ready");
+        assert_eq!(Reason::DuplicateEmail.to_string(), "DuplicateEmail");
+        assert_eq!(format!("{}/{}", ConditionType::Ready, Reason::Ready), "Ready/Ready");
+    }
 }
