@@ -62,7 +62,8 @@ PY
   if (cd "$work" && eval "$check") >"$work.log" 2>&1; then
     record_missed "$name" "NOT CAUGHT: the check passed against the broken product"
   else
-    log "$name: caught in $((SECONDS - began)) s"
+    log "$name: caught in $((SECONDS - began)) s (.local/negative-control-$name.log: check it failed where it should)"
+    cp "$work.log" "$root/.local/negative-control-$name.log" 2>/dev/null || true
   fi
 }
 
