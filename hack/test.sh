@@ -37,13 +37,13 @@ log "cargo test --no-run"
 cargo test --locked --all-targets --no-run
 
 cluster_dir="$root/.local/test-cluster"
-# A second cluster for the modules that disturb the control plane or count its every
-# request: they run there, one module at a time, beside the shared cluster's tests.
+# A second cluster for the faults, which disturb the control plane: they run there, beside the
+# shared cluster's tests.
 alone_dir="$root/.local/test-cluster-alone"
 alone_pid=""
 cleanup() {
   [[ -n $image_pid ]] && { kill -- -"$image_pid" 2>/dev/null || true; }
-  [[ -n $alone_pid ]] && { kill -- -"$alone_pid" 2>/dev/null || true; }
+  [[ -n $alone_pid ]] && { kill "$alone_pid" 2>/dev/null || true; }
   hack/cluster.sh down --dir "$alone_dir" || true
   hack/cluster.sh down --dir "$cluster_dir" || true
 }
@@ -64,20 +64,25 @@ print(next(m["executable"] for m in map(json.loads, sys.stdin)
 timings="$root/.local/test-timings.log"
 : >"$timings"
 failed=()
-# run LABEL ARGS...: the integration binary with libtest ARGS (name filters), on the cluster of
-# $CE_TEST_KUBECONFIG; a failure is recorded, and the other runs go on.
+# run LABEL THREADS ARGS...: the integration binary with libtest ARGS (name filters), THREADS
+# tests at a time, on the cluster of $CE_TEST_KUBECONFIG; a failure is recorded, and the other
+# runs go on. Modules whose tests take a lock to run one at a time run with one thread, so
+# that the time each test reports is its own, not its wait for the lock.
 run() {
-  local label=$1
-  shift
+  local label=$1 threads=$2
+  shift 2
   log "integration tests: $label"
-  RUSTC_BOOTSTRAP=1 "$integration" -Z unstable-options --report-time --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 |
+  RUSTC_BOOTSTRAP=1 "$integration" -Z unstable-options --report-time --test-threads="$threads" "$@" 2>&1 |
     tee -a "$timings" || failed+=("$label")
 }
+threads=${TEST_THREADS:-4}
 # Modules by where they may run. Every other module works only in namespaces of its own, with
 # operators watching only those, and runs side by side with the rest.
-beside_the_build=(crd_drift crds observability plugin)  # time nothing
-alone_on_the_shared_cluster=(chart safelist)            # an operator over every namespace
-on_a_cluster_of_their_own=(faults etcd_restore quiet)   # faults, an etcd restore, global counters
+beside_the_build=(crd_drift crds observability plugin)         # time nothing
+alone_on_the_shared_cluster=(chart safelist etcd_restore quiet) # an operator over every
+                                                                # namespace, an etcd restore,
+                                                                # the API server's counters
+on_a_cluster_of_their_own=(faults)                              # faults to the control plane
 skip=()
 for module in "${beside_the_build[@]}" "${alone_on_the_shared_cluster[@]}" "${on_a_cluster_of_their_own[@]}"; do
   skip+=(--skip "$module::")
@@ -85,8 +90,8 @@ done
 
 log "cargo test: the unit tests (beside the image build)"
 cargo test --locked --lib --bins --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings" || failed+=(unit)
-run "${beside_the_build[*]} (beside the image build)" "${beside_the_build[@]/%/::}"
-run "chart (alone, beside the image build)" chart::
+run "${beside_the_build[*]} (beside the image build)" "$threads" "${beside_the_build[@]/%/::}"
+run "chart (alone, beside the image build)" 1 chart::
 if ! wait "$image_pid"; then
   tail -n 30 "$images/image.log" >&2
   log "make image failed"
@@ -101,25 +106,24 @@ if ! wait "$alone_up"; then
   exit 1
 fi
 rm -f "$images/alone.failed"
-# The second cluster's modules, one after another, in the background (their output is
-# printed when they end, so that it does not interleave with the shared cluster's).
+# The faults, on the second cluster, in the background (their output is printed when they
+# end, so that it does not interleave with the shared cluster's).
 (
   export CE_TEST_KUBECONFIG="$alone_dir/kubeconfig"
-  for module in "${on_a_cluster_of_their_own[@]}"; do run "$module (on a cluster of its own)" "$module::"; done
+  for module in "${on_a_cluster_of_their_own[@]}"; do run "$module (on a cluster of its own)" 1 "$module::"; done
   ((${#failed[@]} == 0)) || { echo "failed: ${failed[*]}" >"$images/alone.failed"; exit 1; }
 ) >"$images/alone.log" 2>&1 &
 alone_pid=$!
-run "every other module, side by side" "${skip[@]}"
-run "safelist (alone)" safelist::
+run "every other module, side by side" "$threads" "${skip[@]}"
+for module in safelist etcd_restore quiet; do run "$module (alone)" "$threads" "$module::"; done
 log "cargo test: the benches, in test mode"
 cargo test --locked --benches --no-fail-fast 2>&1 | tee -a "$timings" || failed+=(benches)
 wait "$alone_pid" || true
 alone_pid=""
 cat "$images/alone.log"
-cat "$timings" "$images/alone.log" >"$timings.all"
 [[ -f $images/alone.failed ]] && failed+=("$(cat "$images/alone.failed")")
-log "the slowest tests (each run has ${TEST_THREADS:-4} at a time):"
-sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings.all" | sort -rn | head -10 |
+log "the slowest tests (up to $threads at a time; faults and chart one at a time):"
+sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings" | sort -rn | head -10 |
   awk '{printf "%8.1f s  %s\n", $1, $2}' >&2
 if ((${#failed[@]} > 0)); then
   log "failed: ${failed[*]}"

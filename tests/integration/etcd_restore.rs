@@ -1,6 +1,6 @@
 //! Issue 27: a cluster rebuilt from an etcd snapshot taken mid-load, with the operator running
-//! through it. The restore rewinds the whole cluster (this module's single test runs alone, on
-//! a cluster of its own: `hack/test.sh`).
+//! through it. The restore rewinds the whole cluster (this module's single test runs alone on
+//! it: `hack/test.sh`).
 
 use crate::support;
 

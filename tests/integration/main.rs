@@ -2,11 +2,10 @@
 //! file), a module per area, all against a real control plane (`support::kubeconfig_path`).
 //!
 //! Most modules run side by side on the shared test cluster: each test works in namespaces
-//! of its own, with an operator watching only those. The modules in `EXCLUSIVE` of
-//! `hack/test.sh` cannot share a cluster with anything else (an operator over all namespaces,
-//! the API server's global counters, faults done to the control plane, an etcd restore), so
-//! `hack/test.sh` runs them with a name filter, one module at a time, some on a second
-//! cluster of their own.
+//! of its own, with an operator watching only those. The modules `hack/test.sh` names cannot
+//! share a cluster with anything else (an operator over all namespaces, the API server's
+//! global counters, faults done to the control plane, an etcd restore): it runs them with a
+//! name filter, one module at a time (the faults on a second cluster, beside the rest).
 
 mod support;
 
