@@ -1,7 +1,12 @@
 //! A secondary index over a cache: a key (namespace, value) to the objects with that key,
-//! kept from the watch streams right after the store is updated.
+//! kept from the watch streams right after the store is updated; and each kind's indexes.
 
 use std::{collections::HashMap, sync::RwLock};
+
+use kube::Resource;
+
+use super::{Cache, Change};
+use crate::api::{Account, CEUser, ElementSafelist, Organization, Role, RoleBinding};
 
 /// (namespace, name) of an object, or (namespace, key value) of an index key.
 pub type Key = (String, String);
@@ -74,6 +79,74 @@ impl Index {
 
 pub fn key(ns: &str, value: &str) -> Key {
     (ns.to_owned(), value.to_owned())
+}
+
+/// The secondary indexes of one of the registry's kinds, kept as its changes arrive.
+pub(super) trait Indexed: Sized {
+    fn index(_cache: &Cache, _change: &Change<Self>) {}
+}
+
+/// Moves the object of `change` between index keys computed by `key_of`.
+fn reindex<K: Resource>(index: &Index, change: &Change<K>, key_of: impl Fn(&K) -> Option<Key>) {
+    let object = key(&change.namespace(), &change.name());
+    let (old, new) = change.before_after(&key_of);
+    index.update(&object, old.flatten(), new.flatten());
+}
+
+impl Indexed for Organization {
+    fn index(cache: &Cache, change: &Change<Self>) {
+        reindex(&cache.members_by_super, change, |o| {
+            o.spec
+                .super_organization_ref
+                .as_ref()
+                .map(|r| key(&r.namespace, &r.name))
+        });
+    }
+}
+
+impl Indexed for Account {
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.accounts_by_org, change, |a| {
+            Some(key(&ns, &a.spec.organization_ref.name))
+        });
+        reindex(&cache.default_accounts_by_org, change, |a| {
+            a.spec.default.then(|| key(&ns, &a.spec.organization_ref.name))
+        });
+    }
+}
+
+impl Indexed for CEUser {
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.users_by_account, change, |u| {
+            Some(key(&ns, &u.spec.account_ref.name))
+        });
+        reindex(&cache.users_by_email, change, |u| {
+            Some(key(&ns, &u.spec.email.to_ascii_lowercase()))
+        });
+    }
+}
+
+impl Indexed for RoleBinding {
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.bindings_by_user, change, |b| {
+            Some(key(&ns, &b.spec.user_ref.name))
+        });
+        reindex(&cache.org_admins_by_namespace, change, |b| {
+            (b.spec.role == Role::OrgAdmin).then(|| key(&ns, ""))
+        });
+    }
+}
+
+impl Indexed for ElementSafelist {
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let ns = change.namespace();
+        reindex(&cache.safelists_by_org, change, |s| {
+            Some(key(&ns, &s.spec.organization_ref.name))
+        });
+    }
 }
 
 #[cfg(test)]

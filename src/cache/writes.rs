@@ -1,0 +1,222 @@
+//! This process's own writes, as the caches see them: which watch events are their echoes,
+//! which statuses someone else changed since, what a reconcile anticipates before the echo
+//! lands, and statuses compared in their canonical form (a write is never made over an equal
+//! status).
+
+use std::{collections::HashSet, sync::Arc};
+
+use kube::{Resource, runtime::reflector::ObjectRef};
+
+use super::{Cache, Cached, Change};
+
+/// A write of this process that the watch has not echoed yet.
+pub(super) struct OwnWrite {
+    pub(super) resource_version: String,
+    pub(super) status: u64,
+}
+
+/// A resourceVersion as a number: opaque by contract, an etcd revision in practice; only
+/// used to tell whether the cache has caught up with a write, and None if it is not a number.
+pub(super) fn version(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+/// A status as the API server stores it: nulls, empty objects and empty lists are the same
+/// as absent (server-side apply prunes an emptied field to null), so two statuses that differ
+/// only there are the same status, and one is never written over the other.
+pub fn canonical_status<S: serde::Serialize>(status: &S) -> serde_json::Value {
+    fn prune(value: serde_json::Value) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match value {
+            Value::Null => None,
+            Value::Object(map) => {
+                let map: serde_json::Map<String, Value> =
+                    map.into_iter().filter_map(|(k, v)| Some((k, prune(v)?))).collect();
+                (!map.is_empty()).then_some(Value::Object(map))
+            }
+            Value::Array(items) if items.is_empty() => None,
+            other => Some(other),
+        }
+    }
+    prune(serde_json::to_value(status).unwrap_or_default()).unwrap_or_default()
+}
+
+/// A hash of a status (in its canonical form), to tell statuses apart without a copy.
+pub fn status_hash<S: serde::Serialize>(status: &S) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    canonical_status(status).to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Cache {
+    /// Records that this process wrote `uid`, which is now at resourceVersion `rv` with a
+    /// status of hash `status` (see `status_hash`).
+    pub fn note_own_write(&self, uid: &str, rv: &str, status: u64) {
+        self.own_writes.lock().expect("own writes lock").insert(
+            uid.to_owned(),
+            OwnWrite {
+                resource_version: rv.to_owned(),
+                status,
+            },
+        );
+    }
+
+    /// Starts keeping the objects whose status someone else changed (the controllers start).
+    pub fn note_foreign_statuses(&self) {
+        self.foreign_statuses
+            .lock()
+            .expect("foreign statuses lock")
+            .get_or_insert_with(HashSet::new);
+    }
+
+    /// Someone else changed the status of `obj` (a watched change that is not an echo).
+    pub fn foreign_status<K: Resource>(&self, obj: &K) {
+        if let (Some(noted), Some(uid)) = (
+            self.foreign_statuses.lock().expect("foreign statuses lock").as_mut(),
+            obj.meta().uid.as_deref(),
+        ) {
+            noted.insert(uid.to_owned());
+        }
+    }
+
+    /// Whether someone else changed the status of `uid` since this process last wrote it.
+    pub fn status_is_foreign(&self, uid: &str) -> bool {
+        self.foreign_statuses
+            .lock()
+            .expect("foreign statuses lock")
+            .as_ref()
+            .is_some_and(|noted| noted.contains(uid))
+    }
+
+    /// This process wrote the status of `uid`: whatever someone else wrote before is gone.
+    pub fn status_written(&self, uid: &str) {
+        if let Some(noted) = self.foreign_statuses.lock().expect("foreign statuses lock").as_mut() {
+            noted.remove(uid);
+        }
+    }
+
+    /// Whether a watched object is the echo of this process's latest write to it.
+    pub fn is_own_echo<K: Resource>(&self, obj: &K) -> bool {
+        let (Some(uid), Some(rv)) = (obj.meta().uid.as_deref(), obj.meta().resource_version.as_deref()) else {
+            return false;
+        };
+        let mut writes = self.own_writes.lock().expect("own writes lock");
+        if writes.get(uid).is_some_and(|written| written.resource_version == rv) {
+            writes.remove(uid);
+            return true;
+        }
+        false
+    }
+
+    /// What a reconcile of `obj` compares its desired status with: the hash of this
+    /// process's latest write to it if the cache has not shown that write yet, else the
+    /// object as the cache holds it now (None if gone), whose status is then current.
+    ///
+    /// `obj` is the reconcile's snapshot, taken when it started: the echo of the previous
+    /// write may have been applied since, and its record dropped (`is_own_echo`). Comparing
+    /// with the snapshot's older status would then take a status the API server no longer
+    /// holds for the current one (a revoked role kept). So the record is read first, then
+    /// the store: whichever moment the echo lands, one of the two shows the write.
+    pub fn status_now<K: Cached>(&self, obj: &K) -> (Option<u64>, Option<Arc<K>>) {
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        let written = {
+            let writes = self.own_writes.lock().expect("own writes lock");
+            writes.get(&uid).map(|w| (version(Some(&w.resource_version)), w.status))
+        };
+        let now = K::slot(self).store.get(&ObjectRef::from_obj(obj));
+        let cached = version(now.as_deref().unwrap_or(obj).meta().resource_version.as_deref());
+        match written {
+            Some((Some(written), status)) if cached.is_none_or(|cached| written > cached) => (Some(status), now),
+            Some((written, _)) => {
+                // The cache shows the write: forget it (unless a newer one replaced it).
+                let mut writes = self.own_writes.lock().expect("own writes lock");
+                if writes
+                    .get(&uid)
+                    .is_some_and(|w| version(Some(&w.resource_version)) == written)
+                {
+                    writes.remove(&uid);
+                }
+                (None, now)
+            }
+            None => (None, now),
+        }
+    }
+
+    /// Something this process just created or changed, to be seen before the watch shows it.
+    pub fn anticipate<K: Cached>(&self, obj: K) {
+        let reference = ObjectRef::from_obj(&obj);
+        let kind = K::slot(self);
+        let old = kind.get(&reference);
+        let obj = Arc::new(obj);
+        kind.expected
+            .write()
+            .expect("expectations lock")
+            .insert(reference, obj.clone());
+        K::index(self, &Change { old, new: Some(obj) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CEUserStatus, PrivilegeScopes};
+    use crate::cache::Snapshot;
+
+    #[test]
+    fn statuses_that_differ_only_in_empty_fields_are_the_same() {
+        let absent = CEUserStatus::default();
+        let empty = CEUserStatus {
+            privilege_scopes: Some(PrivilegeScopes::default()),
+            ..Default::default()
+        };
+        assert_eq!(canonical_status(&absent), canonical_status(&empty));
+        assert_eq!(status_hash(&absent), status_hash(&empty));
+        let stored: CEUserStatus =
+            serde_json::from_value(serde_json::json!({"privilegeScopes": null, "roles": []})).unwrap();
+        assert_eq!(canonical_status(&stored), canonical_status(&empty));
+        let held = CEUserStatus {
+            privilege_scopes: Some(PrivilegeScopes {
+                organization: vec![crate::api::Privilege::ViewActivity],
+                account: vec![],
+            }),
+            ..Default::default()
+        };
+        assert_ne!(canonical_status(&held), canonical_status(&empty));
+    }
+
+    /// The lost revoke: a reconcile started on a snapshot older than this process's last
+    /// write, whose echo then arrived (dropping the record) before the reconcile compared.
+    #[test]
+    fn a_status_is_compared_with_the_write_whatever_moment_its_echo_lands() {
+        use crate::api::{CEUser, Role};
+        let user = |rv: &str, roles: Vec<Role>| -> CEUser {
+            let mut user: CEUser = serde_json::from_value(serde_json::json!({
+                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser",
+                "metadata": {"name": "john", "namespace": "t", "uid": "u1", "resourceVersion": rv},
+                "spec": {"accountRef": {"name": "hq"}, "email": "john@acme.example"},
+            }))
+            .unwrap();
+            user.status = Some(CEUserStatus {
+                roles,
+                ..Default::default()
+            });
+            user
+        };
+        let revoked = user("2", vec![Role::DefaultUser]);
+        let bound = user("3", vec![Role::Admin, Role::DefaultUser]);
+        let mut snapshot = Snapshot::new(None);
+        snapshot.apply([revoked.clone()]);
+        let cache = snapshot.cache.clone();
+        // The bind's write (rv 3), its echo not applied yet: compared with the write.
+        cache.note_own_write("u1", "3", status_hash(&bound.status));
+        assert_eq!(cache.status_now(&revoked).0, Some(status_hash(&bound.status)));
+        // The echo applied and its record dropped, while the next reconcile still holds the
+        // snapshot at rv 2: compared with the cache now, which holds the bound status.
+        snapshot.apply([bound.clone()]);
+        assert!(cache.is_own_echo(&bound));
+        let (unseen, now) = cache.status_now(&revoked);
+        assert_eq!(unseen, None);
+        assert_eq!(now.and_then(|u| u.status.clone()), bound.status);
+    }
+}
