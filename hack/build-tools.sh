@@ -5,7 +5,7 @@
 #   etcd (go.etcd.io/etcd/server/v3), helm (helm.sh/helm/v4) and promtool
 #   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts),
 #   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude),
-#   cargo-deny (crates.io; hack/deny.sh);
+#   cargo-deny (crates.io; hack/deny.sh); cargo-machete (crates.io; make test);
 #   and, for `make bench-authz` only (`hack/build-tools.sh opa`), Open Policy Agent
 #   (github.com/open-policy-agent/opa).
 # Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
@@ -218,17 +218,23 @@ build_kstatus() {
   log "kstatus built"
 }
 
-# cargo-deny (hack/deny.sh), from crates.io with its own lock file.
-build_cargo_deny() {
-  local v=$CARGO_DENY_VERSION dir="$cache/cargo-deny-$CARGO_DENY_VERSION"
-  if [[ -x "$dir/bin/cargo-deny" ]]; then link_bins "$dir/bin" cargo-deny; return; fi
-  log "building cargo-deny $v (a few minutes, once)"
-  with_heartbeat cargo-deny env CARGO_TARGET_DIR="$cache/cargo-deny-build" \
-    cargo install cargo-deny --version "$v" --locked --root "$dir" --quiet
-  rm -rf "$cache/cargo-deny-build"
-  link_bins "$dir/bin" cargo-deny
-  log "cargo-deny built"
+# cargo_tool NAME VERSION: a cargo subcommand from crates.io, with its own lock file.
+cargo_tool() {
+  local name=$1 v=$2 dir="$cache/$1-$2"
+  if [[ -x "$dir/bin/$name" ]]; then link_bins "$dir/bin" "$name"; return; fi
+  log "building $name $v (a few minutes, once)"
+  with_heartbeat "$name" env CARGO_TARGET_DIR="$cache/$name-build" \
+    cargo install "$name" --version "$v" --locked --root "$dir" --quiet
+  rm -rf "$cache/$name-build"
+  link_bins "$dir/bin" "$name"
+  log "$name built"
 }
+
+# cargo-deny (hack/deny.sh): licences, bans, sources, advisories.
+build_cargo_deny() { cargo_tool cargo-deny "$CARGO_DENY_VERSION"; }
+
+# cargo-machete (make test): dependencies declared and never used.
+build_cargo_machete() { cargo_tool cargo-machete "$CARGO_MACHETE_VERSION"; }
 
 want=${*:-etcd etcd_tools kubernetes containerd crane helm promtool kstatus}
 for t in $want; do "build_$t"; done

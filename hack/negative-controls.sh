@@ -150,6 +150,10 @@ control retry-every-2-s-without-backoff src/controller/backoff.rs \
   'delay(*n, rand::random_range(0.8..1.2))' \
   '{ let _ = delay(*n, 1.0); Duration::from_secs(2) }' \
   'cargo test --test integration faults::writes_refused'
+control an-unused-dependency Cargo.toml \
+  $'json-patch = "4"\n' \
+  $'json-patch = "4"\neither = "1"\n' \
+  '.local/bin/cargo-machete'
 control unpinned-base-image Dockerfile \
   ':nonroot@sha256:' ':nonroot#sha256:' \
   'python3 hack/dockerfile.py pinned --dockerfile Dockerfile'

@@ -33,6 +33,9 @@ log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo deny (licences, bans, sources, advisories)"
 hack/deny.sh
+log "cargo machete (dependencies declared and never used)"
+hack/build-tools.sh cargo_machete
+.local/bin/cargo-machete
 log "cargo test --no-run"
 cargo test --locked --all-targets --no-run
 

@@ -543,6 +543,16 @@ mod tests {
             "{}",
             denied.reason
         );
+        // The refusal says what was attempted, on whose instance.
+        for (action, word) in [
+            (InstanceAction::View, "viewing kim's instance"),
+            (InstanceAction::Use, "using kim's instance"),
+            (InstanceAction::Edit, "editing kim's instance"),
+            (InstanceAction::Delete, "deleting kim's instance"),
+        ] {
+            let denied = decide_for(&none, &on_instance("kim", action), Some(same()));
+            assert!(denied.reason.starts_with(word), "{}", denied.reason);
+        }
     }
 
     #[test]
