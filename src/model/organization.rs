@@ -960,4 +960,44 @@ mod tests {
         w.safelists.clear();
         assert_eq!(decide_in(&w).actions, vec![Action::RemoveFinalizer]);
     }
+
+    /// The default account the operator generated stays the default while it holds users,
+    /// whatever account is declared default later (its users would lose their role); empty,
+    /// it is superseded.
+    #[test]
+    fn a_generated_default_with_users_is_not_superseded() {
+        let mut w = world(org("acme"));
+        let generated = aged(owned_by(account("acme-default", "acme", true), &w.org), 5);
+        w.accounts = arcs(&[generated, aged(account("hq", "acme", true), 50)]);
+        w.account_users = HashMap::from([("acme-default".to_owned(), 2), ("hq".to_owned(), 0)]);
+        let default = |w: &World| decide_in(w).status.default_account;
+        assert_eq!(default(&w).as_deref(), Some("acme-default"));
+        w.account_users = HashMap::from([("acme-default".to_owned(), 0), ("hq".to_owned(), 3)]);
+        assert_eq!(default(&w).as_deref(), Some("hq"));
+    }
+
+    /// The status names the organization's Secret only when it holds the organization's
+    /// secret: a Secret of that name that is someone else's is reported, not referenced.
+    #[test]
+    fn the_status_names_the_secret_only_when_it_is_the_organizations() {
+        let mut w = world(org("acme"));
+        w.secret = Some(owned_secret(&w.org));
+        assert!(decide_in(&w).status.secret_ref.is_some());
+        w.secret = Some(SecretFacts {
+            controller: None,
+            seal: None,
+            ..owned_secret(&w.org)
+        });
+        let foreign = decide_in(&w);
+        assert!(foreign.status.secret_ref.is_none(), "{:?}", foreign.status.secret_ref);
+    }
+
+    /// The labels of the organization's Secret, which tools select it by.
+    #[test]
+    fn the_organization_secret_is_labelled_with_its_organization() {
+        let labels = organization_secret_labels("acme");
+        assert_eq!(labels.get(LABEL_ORGANIZATION).map(String::as_str), Some("acme"));
+        assert_eq!(labels.get(LABEL_SECRET_OF).map(String::as_str), Some("organization"));
+        assert_eq!(labels.len(), 2);
+    }
 }

@@ -364,4 +364,31 @@ mod tests {
             "at rest nothing changes"
         );
     }
+
+    /// The organization's own binding of its owner is never pinned to a user: it follows
+    /// whichever user holds the owner's e-mail, and goes with the organization.
+    #[test]
+    fn the_organizations_owner_binding_is_not_pinned() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true)]);
+        let owner = user("acme-owner", "hq", "ceo@acme.example");
+        let candidates = DefaultCandidates::empty(accounts.clone());
+        let generated = owned(
+            binding("acme-owner-org-admin", "acme-owner", Role::OrgAdmin, false),
+            "ce.tenancy.io/v1alpha1",
+            "Organization",
+            "acme",
+            "uid-acme",
+            true,
+        );
+        let decision = decide(&Inputs {
+            binding: &generated,
+            user: Some(&owner),
+            account: Some(&accounts[0]),
+            organization: Some(&acme),
+            default_candidates: &candidates,
+            now: at(100),
+        });
+        assert!(decision.actions.is_empty(), "{:?}", decision.actions);
+    }
 }

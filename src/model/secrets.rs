@@ -976,4 +976,42 @@ mod tests {
         assert_eq!(grace_period("5s"), Duration::from_secs(5));
         assert_eq!(grace_period("nonsense"), Duration::from_secs(86400));
     }
+
+    /// What the caches keep of a Secret: its controller, version, the digests of its values,
+    /// the previous value's expiry and its labels' digest, read from the Secret itself.
+    #[test]
+    fn the_facts_of_a_secret_are_read_from_it() {
+        use k8s_openapi::{ByteString, api::core::v1::Secret};
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "jane-user-secret", "namespace": "t", "resourceVersion": "42",
+                "labels": {"app.kubernetes.io/managed-by": "ce-operator"},
+                "annotations": {ANNOTATION_PREVIOUS_EXPIRES: "2026-01-01T00:00:00Z"},
+                "ownerReferences": [{"apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser", "name": "jane", "uid": "u1", "controller": true}],
+            },
+        }))
+        .unwrap();
+        let mut secret = secret;
+        secret.data = Some(
+            [(KEY_CURRENT, "now"), (KEY_PREVIOUS, "before")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        );
+        let facts = SecretFacts::of(&secret);
+        let controller = facts.controller.expect("its controller");
+        assert_eq!(
+            (controller.group.as_str(), controller.kind.as_str()),
+            ("ce.tenancy.io", "CEUser")
+        );
+        assert_eq!((controller.name.as_str(), controller.uid.as_str()), ("jane", "u1"));
+        assert_eq!(facts.resource_version.as_deref(), Some("42"));
+        assert_eq!(facts.current, Some(digest(b"now")));
+        assert_eq!(facts.previous, Some(digest(b"before")));
+        assert_eq!(facts.previous_expires, Some("2026-01-01T00:00:00Z".parse().unwrap()));
+        assert_eq!(
+            facts.labels,
+            generated_labels_digest(&std::collections::BTreeMap::new())
+        );
+    }
 }
