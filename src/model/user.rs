@@ -588,6 +588,39 @@ mod tests {
         let conflicted = decide_for(&w, &jane, Some(eu), org, Some(&foreign), &[]);
         assert_eq!(conflicted.status.secret_ref, None);
         assert_eq!(conflicted.status.secret_fingerprint, None);
+
+        // Where each privilege holds: sam, of role org in the default account, holds a grant to
+        // org organization-wide; jane, default-user, hers in her account only.
+        let sam = user("sam", "hq", "sam@acme.example");
+        let granting = org_with(
+            "acme",
+            serde_json::json!({"displayName": "Acme", "roles": [{"role": "org", "grant": ["viewActivity"]}]}),
+        );
+        let hq = w.accounts[0].as_ref();
+        let org_wide = decide_for(&w, &sam, Some(hq), Some(&granting), None, &[]);
+        let scopes = org_wide.status.privilege_scopes.expect("sam's scopes");
+        assert_eq!(
+            (scopes.organization, scopes.account),
+            (vec![Privilege::ViewActivity], vec![])
+        );
+        let scopes = issued.status.privilege_scopes.expect("jane's scopes");
+        assert_eq!(
+            (scopes.organization, scopes.account),
+            (vec![], vec![Privilege::ViewActivity])
+        );
+        // Nothing is issued for a user on its way out.
+        let leaving = decide_for(&w, &deleting(jane.clone()), Some(eu), org, None, &[]);
+        assert_eq!(plan_of(&leaving), "none");
+        assert!(leaving.actions.is_empty(), "{:?}", leaving.actions);
+        // The labels of its Secret, which tools select it by.
+        let labels = user_secret_labels("acme", "eu", "jane");
+        let expected = [
+            (LABEL_ORGANIZATION, "acme"),
+            (LABEL_ACCOUNT, "eu"),
+            (LABEL_USER, "jane"),
+            (LABEL_SECRET_OF, "user"),
+        ];
+        assert_eq!(labels, expected.map(|(k, v)| (k.to_owned(), v.to_owned())).into());
     }
 
     #[test]
