@@ -42,8 +42,8 @@ use crate::{
 /// Errors of the runtime layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot serve HTTP on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot serve HTTP on {0}")]
+    Listen(#[from] crate::serve::ListenError),
     #[error("cannot build the Kubernetes client: {0}")]
     Client(kube::Error),
     #[error("leader election: {0}")]
@@ -173,13 +173,6 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
-    Ok(listener)
-}
-
 /// Runs until `shutdown` resolves (or the lease is lost, which is an error).
 pub async fn run(
     config: kube::Config,
@@ -199,8 +192,8 @@ pub async fn run(
     let controllers = Controllers::wire(&mut hooks);
     let mut watches = Cache::start(&cache, &client, options.initial_list, writers, hooks);
 
-    let listener = listen(options.http_addr).await?;
-    let bound = listener.local_addr().map_err(|source| Error::Listen {
+    let listener = crate::serve::listen(options.http_addr).await?;
+    let bound = listener.local_addr().map_err(|source| crate::serve::ListenError {
         addr: options.http_addr,
         source,
     })?;
@@ -219,7 +212,7 @@ pub async fn run(
     let mut background = Vec::new();
     if let Some(hook) = &options.webhook {
         let serving = Arc::new(crate::serve::ServingCert::default());
-        let listener = webhook::bind(hook.addr).await?;
+        let listener = crate::serve::listen(hook.addr).await.map_err(webhook::Error::Listen)?;
         background.push(tokio::spawn(tls::serve_from_secret(
             client.clone(),
             hook.tls.clone(),

@@ -49,6 +49,22 @@ const H2_MAX_STREAMS: u32 = 256;
 /// The HTTP/2 client preface: a plain-text connection that starts with it speaks h2c.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// An address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{addr}: {source}")]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `addr`, at start: a taken port fails the start, not a request.
+pub async fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, ListenError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, source })
+}
+
 /// Accepts connections until `shutdown`, handing each to `handle` (which spawns its task
 /// and keeps the permit as long as the connection lives). `what` names the server in the
 /// logs.

@@ -35,8 +35,8 @@ use crate::{
 /// Errors of the authorization layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot serve the authorization endpoint on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot serve the authorization endpoint on {0}")]
+    Listen(#[from] crate::serve::ListenError),
     #[error("cannot read the authorization endpoint's TLS {what} {path}: {reason}")]
     Tls {
         what: &'static str,
@@ -63,12 +63,6 @@ pub struct Options {
     pub tls: Option<tls::Files>,
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
-}
-
 /// Binds the endpoints and loads their certificate (so that a taken port or an unreadable
 /// certificate fails the start, not a request), then serves them until `shutdown`, from the
 /// same caches and the same memo of what they derive.
@@ -89,7 +83,7 @@ where
         metrics,
     };
     let mut served = Vec::new();
-    let listener = bind(options.addr).await?;
+    let listener = crate::serve::listen(options.addr).await?;
     if let Ok(bound) = listener.local_addr() {
         tracing::info!(addr = %bound, scheme, "serving the authorization endpoint on /authz/check and /v1/decisions");
     }
@@ -102,7 +96,7 @@ where
     );
     served.push(tokio::spawn(http));
     if let Some(addr) = options.grpc_addr {
-        let listener = bind(addr).await?;
+        let listener = crate::serve::listen(addr).await?;
         if let Ok(bound) = listener.local_addr() {
             tracing::info!(addr = %bound, scheme, "serving the gRPC authorization endpoint (envoy.service.auth.v3.Authorization)");
         }

@@ -40,8 +40,8 @@ use crate::{
 /// Errors of the tenant API layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot serve the tenant API on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot serve the tenant API on {0}")]
+    Listen(#[from] crate::serve::ListenError),
     #[error(transparent)]
     Tls(#[from] authz::Error),
 }
@@ -84,12 +84,7 @@ where
     S: std::future::Future<Output = ()> + Send + 'static,
 {
     let acceptor = options.tls.as_ref().map(authz::tls::acceptor).transpose()?;
-    let listener = tokio::net::TcpListener::bind(options.addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: options.addr,
-            source,
-        })?;
+    let listener = crate::serve::listen(options.addr).await?;
     if let Ok(bound) = listener.local_addr() {
         let scheme = if acceptor.is_some() { "TLS" } else { "plain text" };
         tracing::info!(addr = %bound, scheme, "serving the tenant API (/users, /accounts, /organizations/{{id}}/elements-safelist, /openapi.json)");

@@ -7,7 +7,7 @@ pub mod actor;
 mod admit;
 pub mod tls;
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use axum::{Json, Router, extract::State, routing::post};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -31,8 +31,8 @@ use admit::Admit;
 /// Errors of the webhook layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot serve the webhook on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot serve the webhook on {0}")]
+    Listen(#[from] crate::serve::ListenError),
     #[error("webhook TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("cannot use the webhook's client CA {path}: {reason}")]
@@ -53,13 +53,6 @@ struct WebhookState {
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
     tenancy: Arc<actor::Tenancy>,
-}
-
-/// Binds the webhook's address (so that a taken port fails the start, not a request).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
 }
 
 /// Serves `/validate` until `shutdown`, with the certificate `serving` holds, to the clients
