@@ -7,7 +7,7 @@ use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 use super::{
     Context, Reconciler, Result,
     act::{self, Outcome},
-    relations::{Wiring, default_siblings, identity_changed, named, own_change, refs, terminating_now},
+    relations::{Wiring, default_siblings, identity_changed, named, own_change, refs},
 };
 use crate::{
     api::{Account, CEUser, Organization, RoleBinding},
@@ -84,18 +84,7 @@ impl Reconciler for Account {
                 .map(|a| refs([a]))
                 .unwrap_or_default()
         });
-        wiring.on::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>(|cache, change| {
-            terminating_now(change)
-                .map(|ns| {
-                    refs(
-                        cache
-                            .all::<Account>()
-                            .into_iter()
-                            .filter(|a| a.namespace().as_deref() == Some(ns)),
-                    )
-                })
-                .unwrap_or_default()
-        });
+        wiring.on_namespace_deletion();
     }
 
     async fn reconcile(account: Arc<Account>, ctx: Arc<Context>) -> Result<Requeue> {

@@ -7,7 +7,7 @@ use kube::{Resource, ResourceExt, runtime::controller::Action as Requeue};
 use super::{
     Context, Reconciler, Result,
     act::{self, Outcome, object_name},
-    relations::{Wiring, named, own_change, refs, terminating_now},
+    relations::{Wiring, named, own_change, refs},
     secret,
 };
 use crate::{
@@ -198,19 +198,7 @@ impl Reconciler for Organization {
             Some(("Organization", name)) => org_named(&change.namespace(), name),
             _ => Vec::new(),
         });
-        // A namespace being deleted: let go of the finalizers at once.
-        wiring.on::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>(|cache, change| {
-            terminating_now(change)
-                .map(|ns| {
-                    refs(
-                        cache
-                            .all::<Organization>()
-                            .into_iter()
-                            .filter(|o| o.namespace().as_deref() == Some(ns)),
-                    )
-                })
-                .unwrap_or_default()
-        });
+        wiring.on_namespace_deletion();
     }
 
     async fn reconcile(org: Arc<Organization>, ctx: Arc<Context>) -> Result<Requeue> {

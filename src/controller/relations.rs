@@ -155,6 +155,23 @@ impl<K: Cached> Wiring<'_, K> {
             .on::<S>(move |cache, change| trigger.send(mapper(cache, change)));
     }
 
+    /// A namespace whose deletion has just started wakes every object of `K` in it: they
+    /// let go of their finalizers at once.
+    pub fn on_namespace_deletion(&mut self) {
+        self.on::<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>>(|cache, change| {
+            terminating_now(change)
+                .map(|ns| {
+                    refs(
+                        cache
+                            .all::<K>()
+                            .into_iter()
+                            .filter(|o| o.meta().namespace.as_deref() == Some(ns)),
+                    )
+                })
+                .unwrap_or_default()
+        });
+    }
+
     /// Changes of kind `S` change a count of the objects of `K` that `mapper` names: they
     /// wake them through a `Throttle`, except objects being deleted, which wait for exactly
     /// these changes (their children going) and are woken at once.
