@@ -1000,4 +1000,21 @@ mod tests {
         assert_eq!(labels.get(LABEL_SECRET_OF).map(String::as_str), Some("organization"));
         assert_eq!(labels.len(), 2);
     }
+
+    /// The status publishes the organization's privilege matrix: every role, with its
+    /// privileges after the organization's customisations.
+    #[test]
+    fn the_status_publishes_each_roles_privileges() {
+        let w = world(org_with(
+            "acme",
+            serde_json::json!({"displayName": "Acme", "roles": [{"role": "admin", "revoke": ["manageUsers"]}]}),
+        ));
+        let published = decide_in(&w).status.privileges;
+        let roles: Vec<Role> = published.iter().map(|r| r.role).collect();
+        assert_eq!(roles, [Role::OrgAdmin, Role::Admin, Role::Org, Role::DefaultUser]);
+        let of = |role: Role| &published.iter().find(|r| r.role == role).unwrap().privileges;
+        assert_eq!(of(Role::OrgAdmin).len(), crate::api::Privilege::ALL.len());
+        assert!(!of(Role::Admin).contains(&crate::api::Privilege::ManageUsers));
+        assert!(!of(Role::Admin).is_empty());
+    }
 }
