@@ -1017,4 +1017,13 @@ mod tests {
         assert!(!of(Role::Admin).contains(&crate::api::Privilege::ManageUsers));
         assert!(!of(Role::Admin).is_empty());
     }
+
+    /// The finalizer that keeps an organization until its children go is added once.
+    #[test]
+    fn the_finalizer_is_added_once() {
+        let mut w = world(org("acme"));
+        assert!(decide_in(&w).actions.contains(&Action::AddFinalizer));
+        w.org = with_finalizer(w.org.clone());
+        assert!(!decide_in(&w).actions.contains(&Action::AddFinalizer));
+    }
 }
