@@ -326,6 +326,18 @@ mod tests {
         assert!(sees_user(&p.admin_eu, "jane", "joe", "eu"));
         assert!(!sees_user(&p.admin_eu, "jane", "sam", "hq"));
         assert!(sees_account(&p.plain_eu, "eu"), "a user sees its own account");
+        // manageAccounts organization-wide, without manageUsers: every account, no user.
+        let customised = Matrix::new(&[RoleCustomization {
+            role: Role::Org,
+            grant: vec![Privilege::ManageAccounts],
+            revoke: Vec::new(),
+        }]);
+        let account_manager = identity("hq", &[Role::Org], &customised);
+        assert!(
+            sees_account(&account_manager, "apac"),
+            "manageAccounts sees every account"
+        );
+        assert!(!sees_user(&account_manager, "kim", "lee", "apac"));
         assert!(sees_user(&p.plain_eu, "joe", "joe", "eu"), "a user sees itself");
         assert!(
             !sees_user(&p.plain_eu, "joe", "jane", "eu"),

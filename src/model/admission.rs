@@ -650,4 +650,13 @@ mod tests {
         assert!(review("Organization", NS, "acme", &before, &after).denial.is_none());
         assert!(review("Organization", NS, "acme", &[], &after).denial.is_some());
     }
+
+    /// A deletion is refused with its finding, and let through without one.
+    #[test]
+    fn a_deletion_is_refused_only_with_a_finding() {
+        let refused = review_deletion("Organization", NS, "acme", Some(finding(Reason::ChildrenExist)));
+        let denial = refused.denial.expect("refused");
+        assert!(denial.contains("acme") && denial.contains("why"), "{denial}");
+        assert!(review_deletion("Organization", NS, "acme", None).denial.is_none());
+    }
 }

@@ -134,4 +134,14 @@ mod tests {
         assert_eq!(name_list(["a", "b"]), "a, b");
         assert_eq!(name_list((1..=8).map(|i| i.to_string())), "1, 2, 3, 4, 5 and 3 more");
     }
+
+    /// A list of names shows five, and says how many more there are only when there are more.
+    #[test]
+    fn a_name_list_shows_five_and_counts_the_rest() {
+        assert_eq!(name_list(["a", "b", "c", "d", "e"]), "a, b, c, d, e");
+        assert_eq!(
+            name_list(["a", "b", "c", "d", "e", "f", "g"]),
+            "a, b, c, d, e and 2 more"
+        );
+    }
 }

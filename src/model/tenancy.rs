@@ -510,4 +510,15 @@ mod tests {
         };
         assert_eq!(effective_roles(Role::DefaultUser, [&override_org]), vec![Role::Org]);
     }
+
+    /// A system role bound by hand is accepted with the seeds' warning, naming the role.
+    #[test]
+    fn an_override_is_told_with_its_role() {
+        let message = override_message(Role::Org);
+        assert!(
+            message.starts_with("org is bound by hand with overrideSystemRole"),
+            "{message}"
+        );
+        assert!(message.contains("discouraged"), "{message}");
+    }
 }

@@ -579,6 +579,9 @@ mod tests {
             assert_eq!(plan_of(&decision), plan, "{case}");
         }
         let issued = decide_for(&w, &jane, Some(eu), org, None, &[]);
+        // The generation the status answers for (what GitOps tools wait on).
+        assert_eq!(issued.status.observed_generation, jane.metadata.generation);
+        assert!(issued.status.observed_generation.is_some());
         assert_eq!(issued.status.secret_fingerprint, Some(secrets::fingerprint(b"fresh")));
         assert_eq!(
             issued.status.secret_ref.as_ref().map(|r| r.name.as_str()),
