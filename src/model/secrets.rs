@@ -1013,5 +1013,8 @@ mod tests {
             facts.labels,
             generated_labels_digest(&std::collections::BTreeMap::new())
         );
+        assert!(facts.annotated, "a Secret with annotations");
+        secret.metadata.annotations = None;
+        assert!(!SecretFacts::of(&secret).annotated, "a Secret without");
     }
 }

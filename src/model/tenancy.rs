@@ -521,4 +521,47 @@ mod tests {
         );
         assert!(message.contains("discouraged"), "{message}");
     }
+
+    /// A binding owned by an organization only as its controller (the organization's own
+    /// binding of its owner); any other owner makes it someone else's.
+    #[test]
+    fn a_binding_owned_by_an_organization_not_as_controller_is_foreign() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let user = CEUser::new(
+            "sam",
+            CEUserSpec {
+                account_ref: LocalRef::new("hq"),
+                email: "sam@acme.example".into(),
+                display_name: None,
+            },
+        );
+        let owned = |controller: Option<bool>, api_version: &str| {
+            let mut binding = RoleBinding::new(
+                "sam-oa",
+                RoleBindingSpec {
+                    user_ref: LocalRef::new("sam"),
+                    role: Role::OrgAdmin,
+                    override_system_role: false,
+                },
+            );
+            binding.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: api_version.into(),
+                kind: "Organization".into(),
+                name: "acme".into(),
+                uid: "uid-acme".into(),
+                controller,
+                ..Default::default()
+            }]);
+            binding
+        };
+        assert_eq!(pin(&owned(Some(true), "ce.tenancy.io/v1alpha1"), &user), Pin::Unpinned);
+        assert!(matches!(
+            pin(&owned(None, "ce.tenancy.io/v1alpha1"), &user),
+            Pin::Foreign(..)
+        ));
+        assert!(matches!(
+            pin(&owned(Some(true), "other.example/v1"), &user),
+            Pin::Foreign(..)
+        ));
+    }
 }
