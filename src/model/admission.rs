@@ -659,4 +659,30 @@ mod tests {
         assert!(denial.contains("acme") && denial.contains("why"), "{denial}");
         assert!(review_deletion("Organization", NS, "acme", None).denial.is_none());
     }
+
+    /// A user is refused for its account missing or its e-mail taken in the organization,
+    /// and let through otherwise.
+    #[test]
+    fn a_user_is_refused_for_a_missing_account_or_a_taken_email() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true)]);
+        let candidates = tenancy::DefaultCandidates::empty(accounts.clone());
+        let first = aged(user("first", "hq", "jane@acme.example"), 0);
+        let jane = user("jane", "hq", "JANE@acme.example");
+        let both = arcs(&[first, jane.clone()]);
+        let findings = |account: Option<&Account>, same_email: &[Arc<CEUser>]| {
+            user_findings(&user::IdentityInputs {
+                user: &jane,
+                account,
+                organization: Some(&acme),
+                default_candidates: &candidates,
+                bindings: &[],
+                same_email,
+            })
+        };
+        let reasons = |f: Vec<Finding>| f.into_iter().map(|f| f.reason).collect::<Vec<_>>();
+        assert_eq!(reasons(findings(Some(&accounts[0]), &both[1..])), []);
+        assert_eq!(reasons(findings(Some(&accounts[0]), &both)), [Reason::DuplicateEmail]);
+        assert_eq!(reasons(findings(None, &both[1..])), [Reason::AccountNotFound]);
+    }
 }
