@@ -347,4 +347,13 @@ mod tests {
         assert!(IssuanceKey::from_bytes(&[1; 16]).is_err());
         assert_eq!(format!("{:?}", IssuanceKey::for_tests()), "IssuanceKey(redacted)");
     }
+
+    /// The kinds that hold issued secrets, by name, and no other.
+    #[test]
+    fn holder_kinds_are_named_both_ways() {
+        for kind in [HolderKind::Organization, HolderKind::CEUser] {
+            assert_eq!(HolderKind::of(kind.as_str()), Some(kind));
+        }
+        assert_eq!(HolderKind::of("Account"), None);
+    }
 }

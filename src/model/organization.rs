@@ -1026,4 +1026,18 @@ mod tests {
         w.org = with_finalizer(w.org.clone());
         assert!(!decide_in(&w).actions.contains(&Action::AddFinalizer));
     }
+
+    /// The operator creates the default account when the grace period has passed, to the
+    /// second: not before, and not one second after.
+    #[test]
+    fn the_default_account_is_created_when_the_grace_period_ends() {
+        let mut w = world(org("acme"));
+        let created = w.org.meta().creation_timestamp.as_ref().unwrap().0;
+        let grace = SignedDuration::try_from(DEFAULT_ACCOUNT_GRACE).unwrap();
+        let default = |w: &World| decide_in(w).status.default_account;
+        w.now = created + grace - SignedDuration::from_secs(1);
+        assert_eq!(default(&w), None, "pending");
+        w.now = created + grace;
+        assert_eq!(default(&w).as_deref(), Some("acme-default"), "created");
+    }
 }

@@ -391,4 +391,22 @@ mod tests {
         });
         assert!(decision.actions.is_empty(), "{:?}", decision.actions);
     }
+
+    /// The status answers for the binding's generation (what GitOps tools wait on).
+    #[test]
+    fn the_status_names_the_generation_it_answers_for() {
+        let acme = org("acme");
+        let accounts = arcs(&[account("hq", "acme", true)]);
+        let sam = user("sam", "hq", "sam@acme.example");
+        let bound = binding("sam-admin", "sam", Role::Admin, false);
+        let decision = decide(&Inputs {
+            binding: &bound,
+            user: Some(&sam),
+            account: Some(&accounts[0]),
+            organization: Some(&acme),
+            default_candidates: &DefaultCandidates::empty(accounts.clone()),
+            now: at(100),
+        });
+        assert_eq!(decision.status.observed_generation, Some(1));
+    }
 }
