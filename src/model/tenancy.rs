@@ -564,4 +564,24 @@ mod tests {
             Pin::Foreign(..)
         ));
     }
+
+    /// Controlled by an owner means a controller reference with the owner's uid: neither a
+    /// plain owner reference with that uid, nor a controller of another uid.
+    #[test]
+    fn controlled_means_the_controller_reference_of_that_uid() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owned = |uid: &str, controller: Option<bool>| {
+            let mut account = crate::model::fixtures::account("hq", "acme", false);
+            account.metadata.owner_references = Some(vec![OwnerReference {
+                uid: uid.into(),
+                controller,
+                ..Default::default()
+            }]);
+            account
+        };
+        assert!(is_controlled_by(&owned("u1", Some(true)), Some("u1")));
+        assert!(!is_controlled_by(&owned("u1", None), Some("u1")));
+        assert!(!is_controlled_by(&owned("u2", Some(true)), Some("u1")));
+        assert!(!is_controlled_by(&owned("u1", Some(true)), None));
+    }
 }
