@@ -3,7 +3,7 @@ SHELL := /bin/bash
 KUBECONFIG_LOCAL := $(CURDIR)/.local/cluster/kubeconfig
 KUBECTL := $(CURDIR)/.local/bin/kubectl
 
-.PHONY: help tools cluster-up cluster-down crds dev test e2e image bench bench-authz negative-controls lint fmt
+.PHONY: help tools cluster-up cluster-down crds dev test e2e image bench bench-authz negative-controls mutants lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,11 @@ bench-authz: cluster-up ## Authorization endpoint vs OPA on the same data (wrk; 
 
 negative-controls: tools ## Break the product on purpose, control by control, and check the named test fails (not in make test; NAMES="a b" for some)
 	@hack/negative-controls.sh $(NAMES)
+
+mutants: ## Mutation testing of src/model over its unit tests (cargo-mutants, built once; not in make test; SHARD=1/4 for a quarter)
+	@hack/build-tools.sh cargo_mutants
+	CARGO_TARGET_DIR=$(HOME)/.cache/ce-operator/mutants-target .local/bin/cargo-mutants mutants --file 'src/model/**' \
+	  --cargo-arg=--lib $(if $(SHARD),--shard $(SHARD) --sharding round-robin) -- -- model::
 
 lint: ## cargo fmt --check and clippy
 	cargo fmt --all -- --check

@@ -236,6 +236,9 @@ build_cargo_deny() { cargo_tool cargo-deny "$CARGO_DENY_VERSION"; }
 # cargo-machete (make test): dependencies declared and never used.
 build_cargo_machete() { cargo_tool cargo-machete "$CARGO_MACHETE_VERSION"; }
 
+# cargo-mutants (make mutants): mutation testing of the model.
+build_cargo_mutants() { cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"; }
+
 want=${*:-etcd etcd_tools kubernetes containerd crane helm promtool kstatus}
 for t in $want; do "build_$t"; done
 log "tools ready in $bin_link_dir"
