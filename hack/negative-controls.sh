@@ -134,6 +134,10 @@ control chart-grants-a-verb-too-many charts/ce-operator/templates/rbac.yaml \
   'verbs: [delete]' \
   'verbs: [delete, update]' \
   'cargo test --test integration chart::the_chart_installs'
+control superseded-default-account-kept src/model/organization.rs \
+  'actions.push(Action::Delete(Child::Account(superseded.name_any())));' \
+  'if false { actions.push(Action::Delete(Child::Account(superseded.name_any()))); }' \
+  'cargo test --test integration chart::the_chart_installs'
 control chart-misses-a-kind charts/ce-operator/templates/_helpers.tpl \
   'organizations, accounts, ceusers, rolebindings, elementsafelists' \
   'organizations, accounts, ceusers, rolebindings' \

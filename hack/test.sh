@@ -46,7 +46,8 @@ alone_dir="$root/.local/test-cluster-alone"
 alone_pid=""
 cleanup() {
   [[ -n $image_pid ]] && { kill -- -"$image_pid" 2>/dev/null || true; }
-  [[ -n $alone_pid ]] && { kill "$alone_pid" 2>/dev/null || true; }
+  # The faults lane is a subshell: its test binary (and tee) are its children.
+  [[ -n $alone_pid ]] && { pkill -P "$alone_pid" 2>/dev/null; kill "$alone_pid" 2>/dev/null || true; }
   hack/cluster.sh down --dir "$alone_dir" || true
   hack/cluster.sh down --dir "$cluster_dir" || true
 }
