@@ -148,7 +148,7 @@ control resolver-judges-the-stored-version src/cache/resolve.rs \
   'cargo test --lib cache::resolve::'
 control a-hot-loop-from-the-caches src/controller/mod.rs \
   $'            result\n        }\n        .instrument(span)' \
-  $'            result.map(|_| Action::requeue(Duration::from_secs(1)))\n        }\n        .instrument(span)' \
+  $'            result.map(|_| Action::requeue(Duration::from_millis(20)))\n        }\n        .instrument(span)' \
   'cargo test --test integration faults::etcd_paused'
 control retry-every-2-s-without-backoff src/controller/backoff.rs \
   'delay(*n, rand::random_range(0.8..1.2))' \
