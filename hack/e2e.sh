@@ -119,7 +119,7 @@ pod_of() {
 leaders() {
   local n=0 p
   for p in $(pods); do
-    curl -fsS --max-time 3 "http://$(pod_ip "$p"):8080/metrics" | grep -qx 'ce_operator_leader 1' && n=$((n + 1))
+    curl -fsS --max-time 3 "http://$(pod_ip "$p"):8080/metrics" | grep -x 'ce_operator_leader 1' >/dev/null && n=$((n + 1))
   done
   echo "$n"
 }
@@ -179,7 +179,7 @@ memory() {
   for p in $(pods); do
     uid=$(kubectl -n "$ns" get pod "$p" -o jsonpath='{.metadata.uid}' | tr - _)
     pid=$(grep -l -E "pod(${uid}|${uid//_/-})" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 |
-      while read -r q; do [[ $(cat "/proc/$q/comm" 2>/dev/null) == ce-operator ]] && echo "$q"; done | head -n 1)
+      while read -r q; do [[ $(cat "/proc/$q/comm" 2>/dev/null) == ce-operator ]] && echo "$q"; done | sed -n 1p)
     rss=$(awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status" 2>/dev/null)
     ws=$(kubectl get --raw /api/v1/nodes/ce-node/proxy/stats/summary |
       python3 -c 'import json,sys; print(next(round(c["memory"]["workingSetBytes"] / 1048576, 1) for q in json.load(sys.stdin)["pods"] if q["podRef"]["name"] == sys.argv[1] for c in q["containers"]))' "$p")
@@ -330,7 +330,7 @@ kubectl create namespace ce-bad >/dev/null
 kubectl label namespace ce-bad pod-security.kubernetes.io/enforce=restricted >/dev/null
 helm uninstall "$release" -n "$ns" --wait --timeout 120s >/dev/null 2>&1
 t0=$(now)
-pull_errors() { kubectl -n ce-bad get events --field-selector involvedObject.kind=Pod -o jsonpath='{.items[*].message}' | grep -oE 'Failed to pull image[^:]*|ErrImagePull|ImagePullBackOff|Back-off pulling image[^,]*' | head -n 1; }
+pull_errors() { kubectl -n ce-bad get events --field-selector involvedObject.kind=Pod -o jsonpath='{.items[*].message}' | grep -oE 'Failed to pull image[^:]*|ErrImagePull|ImagePullBackOff|Back-off pulling image[^,]*' | sed -n 1p; }
 if helm install bad charts/ce-operator -n ce-bad --wait --rollback-on-failure --timeout 20s --set image.tag=does-not-exist >"$work/bad.log" 2>&1; then
   fail "helm install --wait of a missing image must fail"
 else

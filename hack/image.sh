@@ -59,7 +59,7 @@ python3 hack/dockerfile.py stage --dockerfile Dockerfile --stage build --context
 binary="$stage/out/ce-operator"
 # A dynamic executable names its loader (INTERP) and its libraries (NEEDED); distroless
 # static has neither.
-if readelf -ld "$binary" | grep -qE 'INTERP|\(NEEDED\)'; then
+if readelf -ld "$binary" | grep -E 'INTERP|\(NEEDED\)' >/dev/null; then
   log "$binary is dynamically linked: the image has no libc"; exit 1
 fi
 

@@ -127,8 +127,8 @@ alone_pid=""
 cat "$images/alone.log"
 [[ -f $images/alone.failed ]] && failed+=("$(cat "$images/alone.failed")")
 log "the slowest tests (up to $threads at a time; faults and chart one at a time):"
-sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings" | sort -rn | head -10 |
-  awk '{printf "%8.1f s  %s\n", $1, $2}' >&2
+sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings" | sort -rn |
+  awk 'NR <= 10 {printf "%8.1f s  %s\n", $1, $2}' >&2
 if ((${#failed[@]} > 0)); then
   log "failed: ${failed[*]}"
   exit 1
