@@ -41,7 +41,7 @@ bench: cluster-down tools ## Scale benchmark on a fresh local cluster (replaces 
 	cargo build --release --bin ce-operator
 	@RUNS="$(RUNS)" ARGS="$(ARGS)" hack/bench.sh
 
-bench-authz: cluster-up ## Authorization endpoint vs OPA on the same data (wrk; builds OPA once)
+bench-authz: cluster-up ## Authorization endpoint vs OPA on the same data (wrk and vegeta; builds OPA and vegeta once)
 	@hack/ensure-bench-deps.sh
 	cargo build --release --bin ce-operator
 	cargo bench --bench authz -- $(ARGS)

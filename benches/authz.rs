@@ -5,11 +5,14 @@
 //! Loads a tenant (default 10,000 users) on the local cluster, lets the release operator
 //! converge it, reads the Secrets and the users' status (the privileges the operator
 //! computed), exports them as OPA's data, checks that both answer every request of the mix
-//! alike, then measures: saturated decisions per second (wrk, fixed connections), latency at
-//! half of the operator's saturated rate, and how fast a revoked or granted RoleBinding shows
-//! in the decisions. Prints a table; the figures also go to target/bench/authz-<time>.json.
+//! alike, then measures, over several runs with the servers' order alternating: saturated
+//! decisions per second (wrk, fixed connections, every answer checked to be a decision),
+//! against a handler that answers at once on the same HTTP stack; latency at a fixed rate
+//! sent open loop (vegeta), so a slow answer cannot hold back the load; and how fast a
+//! revoked or granted RoleBinding shows in the decisions. Prints a table; the figures also
+//! go to target/bench/authz-<time>.json.
 //!
-//!   cargo bench --bench authz -- [--users N] [--accounts N] [--bindings N] [--seconds N] [--connections N]
+//!   cargo bench --bench authz -- [--users N] [--accounts N] [--bindings N] [--seconds N] [--connections N] [--runs N]
 
 #[path = "common/mod.rs"]
 mod common;
@@ -41,13 +44,31 @@ use kube::{
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+/// One server's figures over the runs.
 #[derive(Debug, Default, Serialize)]
 struct Side {
-    saturated_per_sec: f64,
-    paced_per_sec: f64,
-    paced_p50_ms: f64,
-    paced_p99_ms: f64,
-    saturated_p99_ms: f64,
+    /// Saturated (wrk, closed loop), one per run.
+    saturated_per_sec: Vec<f64>,
+    saturated_p99_ms: Vec<f64>,
+    /// Paced (vegeta, open loop) at `Report::paced_per_sec`, one per run.
+    paced: Vec<Paced>,
+}
+
+/// Median, lowest and highest of some runs' figures.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let (low, high) = (
+        sorted.first().copied().unwrap_or(0.0),
+        sorted.last().copied().unwrap_or(0.0),
+    );
+    (percentile(&sorted, 50.0), low, high)
+}
+
+/// "median (low–high)" of some runs' figures.
+fn shown(values: &[f64], decimals: usize) -> String {
+    let (median, low, high) = spread(values);
+    format!("{median:.decimals$} ({low:.decimals$}–{high:.decimals$})")
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -57,11 +78,19 @@ struct Report {
     connections: usize,
     seconds: u64,
     disagreements: usize,
-    /// Half of the operator's saturated rate, the rate the paced runs aim at.
-    offered_per_sec: f64,
+    runs: usize,
+    /// Half of the slower server's median saturated rate: offered to both, open loop.
+    paced_per_sec: f64,
     operator: Side,
     opa: Side,
-    ratio: f64,
+    /// A handler that answers 200 at once, on the operator's HTTP stack (`serve::routes`),
+    /// under the same load: the ceiling any decision on that stack can reach.
+    reference: Side,
+    /// Operator / OPA and operator / reference, saturated, per run.
+    ratio: Vec<f64>,
+    of_reference: Vec<f64>,
+    /// The operator alone at half its own median saturated rate, open loop, per run.
+    operator_half_own: Vec<Paced>,
     index_bytes: usize,
     rss_mib: f64,
     change_samples: usize,
@@ -210,41 +239,56 @@ fn lua_string(s: &str) -> String {
     format!("{s:?}")
 }
 
-/// A wrk script cycling through `requests` (already formatted by wrk.format at load), with
-/// an optional pause per request (ms) to pace the rate.
-fn wrk_script(requests: &[String], delay_ms: Option<f64>) -> String {
+/// The part of every wrk script that counts the answers by HTTP status in each thread and
+/// prints them, with the socket errors, when the run is done: a fast 503 or a reset
+/// connection is not a decision, and wrk's rate counts both.
+const WRK_COUNTS: &str = r#"
+statuses = {}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+local threads = {}
+setup = function(thread)
+  table.insert(threads, thread)
+end
+done = function(summary, latency, requests)
+  local total = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do
+      total[status] = (total[status] or 0) + n
+    end
+  end
+  for status, n in pairs(total) do
+    io.write(string.format("status %d %d\n", status, n))
+  end
+  local e = summary.errors
+  io.write(string.format("socket errors %d\n", e.connect + e.read + e.write + e.timeout))
+end
+"#;
+
+/// A wrk script cycling through `requests` (already formatted by wrk.format at load).
+fn wrk_script(requests: &[String]) -> String {
     let mut lua = String::from("local requests = {\n");
     for r in requests {
         lua.push_str(r);
         lua.push_str(",\n");
     }
     lua.push_str("}\nlocal i = math.random(#requests)\nrequest = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n");
-    // wrk takes whole milliseconds: alternate between the two nearest so that the average
-    // pause is `ms`.
-    if let Some(ms) = delay_ms {
-        let (floor, fraction) = (ms.floor(), ms - ms.floor());
-        let _ = writeln!(
-            lua,
-            "delay = function() if math.random() < {fraction:.3} then return {} else return {} end end",
-            floor + 1.0,
-            floor
-        );
-    }
+    lua.push_str(WRK_COUNTS);
     lua
 }
 
-fn wrk_format(method: &str, path: &str, headers: &[(&str, String)], body: Option<&str>) -> String {
-    let mut h = String::from("{");
-    for (name, value) in headers {
-        let _ = write!(h, "[{}] = {}, ", lua_string(name), lua_string(value));
-    }
-    h.push('}');
-    let body = body.map_or("nil".to_owned(), lua_string);
-    format!("wrk.format({}, {}, {h}, {body})", lua_string(method), lua_string(path))
+/// A saturated run: wrk's connections each send the next request as soon as the last is
+/// answered (closed loop).
+struct Saturated {
+    per_sec: f64,
+    p99_ms: f64,
+    /// Answers by HTTP status, and socket errors (connect, read, write, timeout).
+    statuses: BTreeMap<u16, u64>,
+    socket_errors: u64,
 }
 
-/// Runs wrk; (requests per second, latency percentiles in ms by percentile).
-fn wrk(url: &str, script: &Path, connections: usize, seconds: u64) -> (f64, BTreeMap<String, f64>) {
+fn wrk(url: &str, script: &Path, connections: usize, seconds: u64) -> Saturated {
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -263,30 +307,145 @@ fn wrk(url: &str, script: &Path, connections: usize, seconds: u64) -> (f64, BTre
         "wrk failed: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rate = text
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("wrk printed no {prefix:?}:\n{text}"))
+    };
+    let statuses = text
         .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    let mut latencies = BTreeMap::new();
-    let mut in_distribution = false;
-    for line in text.lines() {
-        if line.contains("Latency Distribution") {
-            in_distribution = true;
-            continue;
-        }
-        if in_distribution {
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some(p), Some(v)) if p.ends_with('%') => {
-                    latencies.insert(p.to_owned(), duration_ms(v));
-                }
-                _ => in_distribution = false,
-            }
-        }
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("status ")?.split(' ');
+            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+        })
+        .collect();
+    let run = Saturated {
+        per_sec: field("Requests/sec:").parse().unwrap_or(0.0),
+        p99_ms: duration_ms(field("99%")),
+        statuses,
+        socket_errors: field("socket errors").parse().unwrap_or(u64::MAX),
+    };
+    eprintln!(
+        "bench-authz: wrk {url} -c{connections}: {:.0}/s, p99 {:.2} ms, statuses {:?}, socket errors {}",
+        run.per_sec, run.p99_ms, run.statuses, run.socket_errors
+    );
+    run
+}
+
+/// Fails the benchmark unless every answer of a run is a decision: no socket error, no
+/// status outside `expected` (HTTP status -> its share of the mix), and each status in
+/// about the share the mix has (wrk cycles the whole mix on every connection).
+fn assert_decisions(name: &str, socket_errors: u64, statuses: &BTreeMap<u16, u64>, expected: &BTreeMap<u16, f64>) {
+    assert_eq!(socket_errors, 0, "{name}: errors (sockets, timeouts): not decisions");
+    let total = statuses.values().sum::<u64>().max(1) as f64;
+    for (status, n) in statuses {
+        let share = *n as f64 / total;
+        let Some(want) = expected.get(status) else {
+            panic!("{name}: {n} answers with HTTP {status}, which no check of the mix gets: not decisions");
+        };
+        assert!(
+            (share - want).abs() <= 0.05,
+            "{name}: {:.1} % of the answers are HTTP {status}, against {:.1} % of the mix",
+            share * 100.0,
+            want * 100.0
+        );
     }
-    eprintln!("bench-authz: wrk {url} -c{connections}: {rate:.0}/s {latencies:?}");
-    (rate, latencies)
+}
+
+/// A paced run: requests sent on a fixed schedule whether or not the earlier ones were
+/// answered (vegeta, open loop), so a slow answer cannot hold back the load and hide its
+/// own delay (no coordinated omission, unlike a paced closed loop).
+#[derive(Debug, Default, Serialize)]
+struct Paced {
+    offered_per_sec: f64,
+    /// The rate vegeta sent at: below `offered_per_sec`, the generator fell behind.
+    sent_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    statuses: BTreeMap<u16, u64>,
+    errors: usize,
+}
+
+/// `vegeta attack` of `targets` (JSON lines) at `rate` for `seconds`, read by `vegeta report`.
+fn vegeta(targets: &Path, rate: f64, seconds: u64) -> Paced {
+    let bin = root().join(".local/bin/vegeta");
+    let mut attack = Command::new(&bin)
+        .args([
+            "attack",
+            "-format=json",
+            &format!("-rate={}/1s", rate.round() as u64),
+            &format!("-duration={seconds}s"),
+            "-timeout=10s",
+        ])
+        .arg(format!("-targets={}", targets.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run vegeta (hack/ensure-bench-deps.sh builds it)");
+    let report = Command::new(&bin)
+        .args(["report", "-type=json"])
+        .stdin(attack.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(attack.wait().unwrap().success(), "vegeta attack failed");
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout)
+        .unwrap_or_else(|e| panic!("vegeta report: {e}: {}", String::from_utf8_lossy(&report.stderr)));
+    let ms = |q: &str| json["latencies"][q].as_f64().unwrap_or(0.0) / 1e6;
+    let paced = Paced {
+        offered_per_sec: rate,
+        sent_per_sec: json["rate"].as_f64().unwrap_or(0.0),
+        p50_ms: ms("50th"),
+        p99_ms: ms("99th"),
+        statuses: json["status_codes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(code, n)| Some((code.parse().ok()?, n.as_u64()?)))
+            .collect(),
+        errors: json["errors"].as_array().map_or(0, Vec::len),
+    };
+    eprintln!("bench-authz: vegeta {}: {paced:?}", targets.display());
+    paced
+}
+
+/// One request of the mix, as a load generator sends it.
+struct Request {
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+}
+
+impl Request {
+    /// For a wrk script: a `wrk.format` call.
+    fn wrk_format(&self) -> String {
+        let mut h = String::from("{");
+        for (name, value) in &self.headers {
+            let _ = write!(h, "[{}] = {}, ", lua_string(name), lua_string(value));
+        }
+        h.push('}');
+        let body = self.body.as_deref().map_or("nil".to_owned(), lua_string);
+        format!(
+            "wrk.format({}, {}, {h}, {body})",
+            lua_string(self.method),
+            lua_string(self.path)
+        )
+    }
+
+    /// For vegeta: its JSON target, on the server at `url`.
+    fn vegeta_target(&self, url: &str) -> String {
+        use base64::Engine as _;
+        let mut header = serde_json::Map::new();
+        for (name, value) in &self.headers {
+            header.insert((*name).to_owned(), serde_json::json!([value]));
+        }
+        let mut target =
+            serde_json::json!({"method": self.method, "url": format!("{url}{}", self.path), "header": header});
+        if let Some(body) = &self.body {
+            target["body"] = base64::engine::general_purpose::STANDARD.encode(body).into();
+        }
+        target.to_string()
+    }
 }
 
 fn duration_ms(v: &str) -> f64 {
@@ -299,6 +458,25 @@ fn duration_ms(v: &str) -> f64 {
         "m" => n * 60_000.0,
         _ => n,
     }
+}
+
+/// Serves, on a free port of this process, a handler that answers 200 at once through the
+/// operator's own HTTP serving (`serve::routes`: its listener, connection handling and axum
+/// routing): the ceiling of any decision served on that stack. Returns its address.
+async fn reference_server() -> String {
+    let listener = ce_operator::serve::listen("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/authz/check", axum::routing::get(|| async { http::StatusCode::OK }));
+    tokio::spawn(ce_operator::serve::routes(
+        listener,
+        "reference",
+        app,
+        None,
+        std::future::pending(),
+    ));
+    addr.to_string()
 }
 
 struct Opa(Child);
@@ -347,6 +525,7 @@ async fn main() {
     let accounts_n: usize = arg(&args, "--accounts", 100);
     let bindings_n: usize = arg(&args, "--bindings", 1000);
     let seconds: u64 = arg(&args, "--seconds", 10);
+    let runs: usize = arg(&args, "--runs", 3);
     let connections: usize = arg(&args, "--connections", 32);
     let mix_n: usize = arg(&args, "--mix", 2000);
     let samples: usize = arg(&args, "--samples", 100);
@@ -620,85 +799,112 @@ async fn main() {
     }
     eprintln!("bench-authz: operator answers by status {outcomes:?}; disagreements with OPA {disagreements}");
 
-    // 5. Throughput and latency, the same mix through wrk.
-    let operator_requests: Vec<String> = mix
+    // 5. Throughput and latency, the same mix: saturated through wrk (closed loop), then
+    // paced through vegeta (open loop); each over several runs, the order of the servers
+    // alternating, so that neither always runs first (on a cooler machine, a warmer cache).
+    let operator_url = format!("http://{authz_addr}");
+    let opa_url = format!("http://{opa_addr}");
+    let reference_url = format!("http://{}", reference_server().await);
+    let operator_checks: Vec<Request> = mix
         .iter()
-        .map(|c| wrk_format("GET", "/authz/check", &c.headers(), None))
-        .collect();
-    let opa_requests: Vec<String> = mix
-        .iter()
-        .map(|c| {
-            wrk_format(
-                "POST",
-                "/v1/data/ce/allow",
-                &[("Content-Type", "application/json".to_owned())],
-                Some(&c.opa_input().to_string()),
-            )
+        .map(|c| Request {
+            method: "GET",
+            path: "/authz/check",
+            headers: c.headers(),
+            body: None,
         })
         .collect();
-    let script = |name: &str, requests: &[String], delay: Option<f64>| {
-        let path = opa_dir.join(name);
-        std::fs::write(&path, wrk_script(requests, delay)).unwrap();
-        path
+    let opa_checks: Vec<Request> = mix
+        .iter()
+        .map(|c| Request {
+            method: "POST",
+            path: "/v1/data/ce/allow",
+            headers: vec![("Content-Type", "application/json".to_owned())],
+            body: Some(c.opa_input().to_string()),
+        })
+        .collect();
+    // wrk's scripts and vegeta's targets, per server. The reference gets the operator's
+    // requests: the same bytes to read, no decision.
+    let files = |name: &str, url: &str, requests: &[Request]| {
+        let wrk_requests: Vec<String> = requests.iter().map(Request::wrk_format).collect();
+        let targets: Vec<String> = requests.iter().map(|r| r.vegeta_target(url)).collect();
+        let (script, target_file) = (
+            opa_dir.join(format!("{name}.lua")),
+            opa_dir.join(format!("{name}.targets")),
+        );
+        std::fs::write(&script, wrk_script(&wrk_requests)).unwrap();
+        std::fs::write(&target_file, targets.join("\n") + "\n").unwrap();
+        (script, target_file)
     };
+    let total = outcomes.values().sum::<usize>() as f64;
+    let mix_shares: BTreeMap<u16, f64> = outcomes.iter().map(|(s, n)| (*s, *n as f64 / total)).collect();
+    let all_ok = BTreeMap::from([(200, 1.0)]);
+    let (operator_script, operator_targets) = files("operator", &operator_url, &operator_checks);
+    let (opa_script, opa_targets) = files("opa", &opa_url, &opa_checks);
+    let (reference_script, _) = files("reference", &reference_url, &operator_checks);
     let mut report = Report {
         users: users_n,
         mix: mix_n,
         connections,
         seconds,
         disagreements,
+        runs,
         index_bytes,
         ..Default::default()
     };
-    let operator_url = format!("http://{authz_addr}");
-    let opa_url = format!("http://{opa_addr}");
-    for (side, url, requests, name) in [
-        (&mut report.operator, &operator_url, &operator_requests, "operator"),
-        (&mut report.opa, &opa_url, &opa_requests, "opa"),
-    ] {
-        let (rate, latency) = wrk(
-            url,
-            &script(&format!("{name}.lua"), requests, None),
-            connections,
-            seconds,
-        );
-        side.saturated_per_sec = rate;
-        side.saturated_p99_ms = latency.get("99%").copied().unwrap_or(0.0);
+    for run in 0..runs {
+        let mut order = [
+            ("operator", &operator_url, &operator_script, &mix_shares),
+            ("opa", &opa_url, &opa_script, &all_ok),
+            ("reference", &reference_url, &reference_script, &all_ok),
+        ];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        let mut rates = BTreeMap::new();
+        for (name, url, script, expected) in order {
+            let saturated = wrk(url, script, connections, seconds);
+            assert_decisions(name, saturated.socket_errors, &saturated.statuses, expected);
+            let side = match name {
+                "operator" => &mut report.operator,
+                "opa" => &mut report.opa,
+                _ => &mut report.reference,
+            };
+            side.saturated_per_sec.push(saturated.per_sec);
+            side.saturated_p99_ms.push(saturated.p99_ms);
+            rates.insert(name, saturated.per_sec);
+        }
+        report.ratio.push(rates["operator"] / rates["opa"].max(1.0));
+        report
+            .of_reference
+            .push(rates["operator"] / rates["reference"].max(1.0));
     }
-    // Half of the operator's saturated rate, offered to both: each connection pauses between
-    // requests. A connection sends one request per (pause + latency); the pause is set once,
-    // then corrected by the latency the first paced run showed.
-    let half = report.operator.saturated_per_sec / 2.0;
-    let mut pause_ms = connections as f64 * 1000.0 / half;
-    let (achieved, _) = wrk(
-        &operator_url,
-        &script("calibrate.lua", &operator_requests, Some(pause_ms)),
-        connections,
-        seconds.min(5),
-    );
-    let latency_ms = connections as f64 * 1000.0 / achieved.max(1.0) - pause_ms;
-    pause_ms = (pause_ms - latency_ms).max(0.0);
-    report.offered_per_sec = half;
-    for (side, url, requests, name) in [
-        (
-            &mut report.operator,
-            &operator_url,
-            &operator_requests,
-            "operator-paced",
-        ),
-        (&mut report.opa, &opa_url, &opa_requests, "opa-paced"),
-    ] {
-        let (rate, latency) = wrk(
-            url,
-            &script(&format!("{name}.lua"), requests, Some(pause_ms)),
-            connections,
-            seconds,
-        );
-        side.paced_per_sec = rate;
-        side.paced_p50_ms = latency.get("50%").copied().unwrap_or(0.0);
-        side.paced_p99_ms = latency.get("99%").copied().unwrap_or(0.0);
+    // Both servers at one rate that both can serve: half of the slower one's saturated rate.
+    let slower = spread(&report.operator.saturated_per_sec)
+        .0
+        .min(spread(&report.opa.saturated_per_sec).0);
+    report.paced_per_sec = slower / 2.0;
+    let own_half = spread(&report.operator.saturated_per_sec).0 / 2.0;
+    for run in 0..runs {
+        let mut order = [
+            ("operator", &operator_targets, &mix_shares),
+            ("opa", &opa_targets, &all_ok),
+        ];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for (name, targets, expected) in order {
+            let paced = vegeta(targets, report.paced_per_sec, seconds);
+            assert_decisions(name, paced.errors as u64, &paced.statuses, expected);
+            match name {
+                "operator" => report.operator.paced.push(paced),
+                _ => report.opa.paced.push(paced),
+            }
+        }
+        let paced = vegeta(&operator_targets, own_half, seconds);
+        assert_decisions("operator", paced.errors as u64, &paced.statuses, &mix_shares);
+        report.operator_half_own.push(paced);
     }
-    report.ratio = report.operator.saturated_per_sec / report.opa.saturated_per_sec.max(1.0);
     report.rss_mib = operator.rss().0 as f64 / 1048576.0;
 
     // 6. Changes in the decisions: bind admin to a user without it, then revoke it, and poll
@@ -788,27 +994,49 @@ async fn main() {
     }
 
     let r = &report;
+    let paced = |runs: &[Paced], f: fn(&Paced) -> f64| shown(&runs.iter().map(f).collect::<Vec<_>>(), 2);
     println!(
-        "ce-operator authorization benchmark (2 cores, loopback, wrk -t2 -c{} -d{}s, {} checks in the mix, {} users)",
-        r.connections, r.seconds, r.mix, r.users
+        "ce-operator authorization benchmark (2 cores, loopback, {} checks in the mix, {} users; median (lowest–highest) of {} runs, the servers' order alternating)",
+        r.mix, r.users, r.runs
     );
     println!("| measure | operator | OPA (same data, Rego) | target |");
     println!("|---|---|---|---|");
     println!(
-        "| decisions per second, saturated | {:.0} | {:.0} | operator >= 5x OPA ({:.1}x) |",
-        r.operator.saturated_per_sec, r.opa.saturated_per_sec, r.ratio
+        "| decisions per second, saturated (wrk -t2 -c{} -d{}s) | {} | {} | operator >= 5x OPA ({}x) |",
+        r.connections,
+        r.seconds,
+        shown(&r.operator.saturated_per_sec, 0),
+        shown(&r.opa.saturated_per_sec, 0),
+        shown(&r.ratio, 1)
     );
     println!(
-        "| p99 saturated | {:.2} ms | {:.2} ms | |",
-        r.operator.saturated_p99_ms, r.opa.saturated_p99_ms
+        "| the same load on a handler answering 200 at once, on the operator's HTTP stack | {}/s; the operator decides at {} of it | | |",
+        shown(&r.reference.saturated_per_sec, 0),
+        shown(&r.of_reference, 2)
     );
     println!(
-        "| paced at half the operator's saturated rate ({:.0}/s): achieved | {:.0}/s | {:.0}/s | |",
-        r.offered_per_sec, r.operator.paced_per_sec, r.opa.paced_per_sec
+        "| p99 saturated | {} ms | {} ms | |",
+        shown(&r.operator.saturated_p99_ms, 2),
+        shown(&r.opa.saturated_p99_ms, 2)
     );
     println!(
-        "| p50 / p99 at that rate | {:.2} / {:.2} ms | {:.2} / {:.2} ms | operator p99 <= 1 ms |",
-        r.operator.paced_p50_ms, r.operator.paced_p99_ms, r.opa.paced_p50_ms, r.opa.paced_p99_ms
+        "| open loop (vegeta) at {:.0}/s, half the slower server's saturated rate: sent | {}/s | {}/s | |",
+        r.paced_per_sec,
+        paced(&r.operator.paced, |p| p.sent_per_sec),
+        paced(&r.opa.paced, |p| p.sent_per_sec)
+    );
+    println!(
+        "| p50 / p99 at that rate | {} / {} ms | {} / {} ms | operator p99 <= 1 ms |",
+        paced(&r.operator.paced, |p| p.p50_ms),
+        paced(&r.operator.paced, |p| p.p99_ms),
+        paced(&r.opa.paced, |p| p.p50_ms),
+        paced(&r.opa.paced, |p| p.p99_ms)
+    );
+    println!(
+        "| the operator alone, open loop at half its own saturated rate ({}/s sent): p50 / p99 | {} / {} ms | | |",
+        paced(&r.operator_half_own, |p| p.sent_per_sec),
+        paced(&r.operator_half_own, |p| p.p50_ms),
+        paced(&r.operator_half_own, |p| p.p99_ms)
     );
     println!("| decisions that differ (whole mix) | {} | | 0 |", r.disagreements);
     println!(

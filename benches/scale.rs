@@ -23,8 +23,8 @@ use ce_operator::api::{
     Account, AccountSpec, CEUser, CEUserSpec, HasConditions, LocalRef, Organization, Role, RoleBinding, RoleBindingSpec,
 };
 use common::{
-    CLIENT_CONCURRENCY, Operator, admin_binding, apiserver_metrics, arg, between, client, cluster_pid, cpu_seconds,
-    create_all, free_port, grant_or_revoke, install_crds, is_write, kubeconfig, label_value, meta, percentile, root,
+    CLIENT_CONCURRENCY, Metrics, Operator, admin_binding, apiserver_metrics, arg, between, client, cluster_pid,
+    cpu_seconds, create_all, free_port, grant_or_revoke, install_crds, is_write, kubeconfig, meta, percentile, root,
     run_all,
 };
 use futures::{StreamExt, stream};
@@ -171,12 +171,10 @@ where
 /// A quantile of the CEUser controller's reconcile duration since `operator` started, in
 /// milliseconds.
 fn user_reconcile_ms(operator: &Operator, q: f64) -> Quantile {
-    let buckets = histogram(
-        &operator.get("/metrics").1,
-        "ce_operator_reconcile_duration_seconds",
-        "controller=\"CEUser\"",
-    );
-    histogram_quantile_ms(&BTreeMap::new(), &buckets, q)
+    let buckets = operator
+        .metrics()
+        .buckets("ce_operator_reconcile_duration_seconds", &[("controller", "CEUser")]);
+    histogram_quantile_ms(&[], &buckets, q)
 }
 
 /// Server-side dry-run RoleBindings (half `admin`, allowed; half `org-admin`, mostly denied),
@@ -230,12 +228,10 @@ async fn apiserver_requests(client: &Client) -> BTreeMap<(String, String), u64> 
 /// events) the API server has run (`apiserver_storage_consistency_checks_total`), from its
 /// metrics text.
 fn cache_checks(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_storage_consistency_checks_total{"))
-        .filter(|l| matches!(label_value(l, "resource").as_str(), "ceusers" | "secrets" | "events"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|n| n as u64)
+    let metrics = Metrics::parse(metrics);
+    ["ceusers", "secrets", "events"]
+        .iter()
+        .map(|resource| metrics.sum("apiserver_storage_consistency_checks_total", &[("resource", resource)]) as u64)
         .sum()
 }
 
@@ -244,44 +240,38 @@ fn cache_checks(metrics: &str) -> u64 {
 /// same API requests, a difference here is the API server's own extra work (an update retried
 /// on a stale cached object, a consistent read).
 fn etcd_requests(metrics: &str) -> BTreeMap<(String, String), u64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("etcd_requests_total{"))
-        .filter_map(|l| {
-            const LOAD: [&str; 6] = [
-                "organizations",
-                "accounts",
-                "ceusers",
-                "rolebindings",
-                "secrets",
-                "events",
-            ];
-            let resource = label_value(l, "resource");
-            let n = l.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
-            LOAD.contains(&resource.as_str())
-                .then(|| ((resource, label_value(l, "operation")), n))
-        })
-        .fold(BTreeMap::new(), |mut counts, (key, n)| {
-            *counts.entry(key).or_insert(0) += n;
-            counts
-        })
+    const LOAD: [&str; 6] = [
+        "organizations",
+        "accounts",
+        "ceusers",
+        "rolebindings",
+        "secrets",
+        "events",
+    ];
+    pairs(Metrics::parse(metrics).sum_by("etcd_requests_total", &["resource", "operation"]))
+        .into_iter()
+        .filter(|((resource, _), _)| LOAD.contains(&resource.as_str()))
+        .collect()
 }
 
 /// The operator's own count of its requests (`ce_operator_api_requests_total`), by verb and
 /// resource.
 fn operator_requests(operator: &Operator) -> BTreeMap<(String, String), u64> {
-    let mut counts = BTreeMap::new();
-    for line in operator.get("/metrics").1.lines() {
-        if let Some(n) = line
-            .strip_prefix("ce_operator_api_requests_total{")
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        {
-            *counts
-                .entry((label_value(line, "verb"), label_value(line, "resource")))
-                .or_insert(0) += n;
-        }
-    }
-    counts
+    pairs(
+        operator
+            .metrics()
+            .sum_by("ce_operator_api_requests_total", &["verb", "resource"]),
+    )
+}
+
+/// Counts by two labels, as `sum_by` gives them, keyed by the pair.
+fn pairs(sums: BTreeMap<Vec<String>, f64>) -> BTreeMap<(String, String), u64> {
+    sums.into_iter()
+        .map(|(labels, n)| {
+            let [a, b] = <[String; 2]>::try_from(labels).expect("two labels");
+            ((a, b), n as u64)
+        })
+        .collect()
 }
 
 /// The operator's requests during convergence by verb and resource (its own count), against
@@ -477,25 +467,6 @@ impl Webhook {
     }
 }
 
-/// Sums a histogram's buckets (`<name>_bucket{…le="x"} n`) over the series whose labels
-/// contain `filter`: upper bound -> cumulative count.
-fn histogram(text: &str, name: &str, filter: &str) -> BTreeMap<String, f64> {
-    let mut buckets = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket{{")) && l.contains(filter))
-    {
-        let le = line
-            .split("le=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("");
-        let n: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        *buckets.entry(le.to_owned()).or_insert(0.0) += n;
-    }
-    buckets
-}
-
 /// A quantile read from a histogram. Inside the first bucket (or past the last) there is
 /// nothing to interpolate from, so it is reported as a bound, not as a figure; an empty
 /// histogram reports none.
@@ -521,19 +492,14 @@ impl std::fmt::Display for Quantile {
 
 /// The `q` quantile (0..1) of the observations between two histogram samples, interpolated
 /// within the bucket as Prometheus' histogram_quantile does; in milliseconds.
-fn histogram_quantile_ms(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, q: f64) -> Quantile {
-    let mut bounds: Vec<(f64, f64)> = after
+fn histogram_quantile_ms(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Quantile {
+    let bounds: Vec<(f64, f64)> = after
         .iter()
-        .map(|(le, n)| {
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().unwrap_or(f64::INFINITY)
-            };
-            (bound, n - before.get(le).copied().unwrap_or(0.0))
+        .map(|&(bound, n)| {
+            let earlier = before.iter().find(|(b, _)| *b == bound).map_or(0.0, |&(_, n)| n);
+            (bound, n - earlier)
         })
         .collect();
-    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = bounds.last().map_or(0.0, |&(_, total)| total);
     if total <= 0.0 {
         return Quantile::NoData;
@@ -648,16 +614,13 @@ async fn admission(
     let metrics = || async {
         let apiserver = apiserver_metrics(client).await;
         (
-            histogram(
-                &apiserver,
+            Metrics::parse(&apiserver).buckets(
                 "apiserver_admission_webhook_admission_duration_seconds",
-                "validate.ce.tenancy.io",
+                &[("name", "validate.ce.tenancy.io")],
             ),
-            histogram(
-                &operator.get("/metrics").1,
-                "ce_operator_admission_duration_seconds",
-                "",
-            ),
+            operator
+                .metrics()
+                .buckets("ce_operator_admission_duration_seconds", &[]),
         )
     };
     let (with, denied, elapsed) = dry_runs(&api, &bindings).await;

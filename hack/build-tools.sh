@@ -6,8 +6,8 @@
 #   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts),
 #   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude),
 #   cargo-deny (crates.io; hack/deny.sh); cargo-machete (crates.io; make test);
-#   and, for `make bench-authz` only (`hack/build-tools.sh opa`), Open Policy Agent
-#   (github.com/open-policy-agent/opa).
+#   and, for `make bench-authz` only (`hack/build-tools.sh opa vegeta`), Open Policy Agent
+#   (github.com/open-policy-agent/opa) and vegeta (github.com/tsenart/vegeta).
 # Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
 # fresh clone reuses them) and linked into .local/bin. A tool is rebuilt only when
 # its pinned version changes.
@@ -183,6 +183,9 @@ build_crane() { go_install_tool crane "$CRANE_VERSION" github.com/google/go-cont
 
 # Benchmark only (`make bench-authz`), never built by `make test`.
 build_opa() { go_install_tool opa "$OPA_VERSION" github.com/open-policy-agent/opa; }
+# Benchmark only: vegeta sends at a fixed rate whether or not earlier requests were answered
+# (open loop), for latency free of coordinated omission.
+build_vegeta() { go_install_tool vegeta "$VEGETA_VERSION" github.com/tsenart/vegeta/v12; }
 
 # Checks and unit-tests the chart's alert rules (tests/integration/observability.rs). Prometheus 3.x is
 # published as Go module v0.3xx.y: v0.316.0 is Prometheus 3.16.0, which `--version` reports.

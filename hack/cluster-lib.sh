@@ -5,9 +5,16 @@
 # `down` and the leak checks find them, whatever state the directory is in.
 tag="ce-cluster:$dir:"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+# free_ports N: N distinct free ports on 127.0.0.1. All N are held open until all are picked:
+# ports picked one at a time can repeat (a closed port is free again for the next pick), and
+# two components of one cluster on one port fail to start.
+free_ports() {
+  python3 -c 'import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
 }
+free_port() { free_ports 1; }
 
 # pids_of [NAME]: the processes of this cluster (of one component, if NAME is given).
 pids_of() {

@@ -269,7 +269,7 @@ up() {
   fi
 
   local etcd_port etcd_peer api_port kcm_port
-  etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); kcm_port=$(free_port)
+  read -r etcd_port etcd_peer api_port kcm_port < <(free_ports 4)
   start_etcd "$etcd_port" "$etcd_peer"
 
   start_apiserver "$etcd_port" "$api_port" "$api_host" "$with_node"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What only `make bench-authz` needs (never `make test`): wrk (Debian package) as the load
-# generator, and Open Policy Agent built from its pinned Go module (hack/build-tools.sh opa,
-# cached like the control plane).
+# generator for saturated runs, vegeta (open loop) for paced ones, and Open Policy Agent, both
+# built from their pinned Go modules (hack/build-tools.sh, cached like the control plane).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if ! command -v wrk >/dev/null 2>&1; then
@@ -10,4 +10,4 @@ if ! command -v wrk >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
 fi
-"$root/hack/build-tools.sh" opa
+"$root/hack/build-tools.sh" opa vegeta

@@ -150,6 +150,10 @@ control a-hot-loop-from-the-caches src/controller/mod.rs \
   $'            result\n        }\n        .instrument(span)' \
   $'            result.map(|_| Action::requeue(Duration::from_millis(20)))\n        }\n        .instrument(span)' \
   'cargo test --test integration faults::etcd_paused'
+control a-requeue-every-second src/controller/mod.rs \
+  $'            result\n        }\n        .instrument(span)' \
+  $'            result.map(|_| Action::requeue(Duration::from_secs(1)))\n        }\n        .instrument(span)' \
+  'cargo test --test integration faults::etcd_paused'
 control retry-every-2-s-without-backoff src/controller/backoff.rs \
   'delay(*n, rand::random_range(0.8..1.2))' \
   '{ let _ = delay(*n, 1.0); Duration::from_secs(2) }' \

@@ -241,7 +241,7 @@ TOML
   # shellcheck disable=SC1091
   source "$dir/env"
   local kubelet_port kubelet_healthz proxy_healthz proxy_metrics
-  kubelet_port=$(free_port); kubelet_healthz=$(free_port); proxy_healthz=$(free_port); proxy_metrics=$(free_port)
+  read -r kubelet_port kubelet_healthz proxy_healthz proxy_metrics < <(free_ports 4)
   cat >"$node/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

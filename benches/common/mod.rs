@@ -2,10 +2,13 @@
 //! client, and the load generator's helpers.
 #![allow(dead_code)] // each benchmark uses a part
 
+#[path = "../../tests/integration/support/metrics.rs"]
+mod metrics;
 #[path = "../../tests/integration/support/requests.rs"]
 mod requests;
+pub use metrics::Metrics;
 #[allow(unused_imports)] // as above: not every binary reads the counters
-pub use requests::{ApiRequests, apiserver_metrics, apiserver_requests, between, is_write, label_value};
+pub use requests::{ApiRequests, apiserver_metrics, apiserver_requests, between, is_write};
 
 use std::{
     path::{Path, PathBuf},
@@ -161,28 +164,23 @@ impl Operator {
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
 
-    /// Sum of a metric's series whose line starts with `prefix`.
-    pub fn metric(&self, prefix: &str) -> f64 {
-        self.get("/metrics")
-            .1
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+    /// Its /metrics.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::parse(&self.get("/metrics").1)
+    }
+
+    /// A counter or gauge, summed over the series whose labels include each pair of `with`.
+    pub fn metric(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+        self.metrics().sum(name, with)
     }
 
     pub fn reconciles(&self) -> u64 {
-        self.metric("ce_operator_reconciles_total{") as u64
+        self.metric("ce_operator_reconciles_total", &[]) as u64
     }
 
     /// Objects the operator's own gauges count Ready.
     pub fn ready_objects(&self) -> u64 {
-        self.get("/metrics")
-            .1
-            .lines()
-            .filter(|l| l.starts_with("ce_operator_objects{") && l.contains("ready=\"True\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        self.metric("ce_operator_objects", &[("ready", "True")]) as u64
     }
 
     /// (current, peak) resident memory in bytes.

@@ -13,6 +13,12 @@ macro_rules! has_status {
             }
         }
 
+        impl $crate::api::StatusConditions for $status {
+            fn conditions_mut(&mut self) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+                &mut self.conditions
+            }
+        }
+
         impl $crate::api::HasStatus for $kind {
             type Status = $status;
 
@@ -94,9 +100,14 @@ pub trait HasConditions {
     }
 }
 
+/// The conditions inside the status of any of the five kinds, for the model to update.
+pub trait StatusConditions {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
 /// The status of any of the five kinds.
 pub trait HasStatus: HasConditions {
-    type Status: Clone + Default + PartialEq + serde::Serialize + std::fmt::Debug + Send + Sync;
+    type Status: StatusConditions + Clone + Default + PartialEq + serde::Serialize + std::fmt::Debug + Send + Sync;
 
     fn status(&self) -> Option<&Self::Status>;
 }

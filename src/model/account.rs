@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use super::{
     Action, Child, Decision,
     conditions::{self, ConditionType, Desired, Reason},
-    has_finalizer, name_list,
+    deletion, has_finalizer, name_list,
     tenancy::{self, DefaultCandidates},
 };
 use crate::api::{Account, AccountStatus, CEUser, Organization, RoleBinding};
@@ -37,24 +37,9 @@ pub fn duplicate_default_message(org: &str, default: &str) -> String {
 
 /// Whether children hold the account's deletion, and why: None when it has no users.
 pub fn deletion_blocked(account: &Account, users: &[Arc<CEUser>]) -> Option<Desired> {
-    if users.is_empty() {
-        return None;
-    }
-    let names = name_list(users.iter().map(|u| u.name_any()));
-    Some(if account.spec.allow_cascading_deletion {
-        Desired::new(
-            ConditionType::DeletionBlocked,
-            Reason::DeletingChildren,
-            format!("allowCascadingDeletion is set: deleting users {names}"),
-        )
-    } else {
-        Desired::new(
-            ConditionType::DeletionBlocked,
-            Reason::ChildrenExist,
-            format!(
-                "the account still has users {names}; delete them, or set spec.allowCascadingDeletion: true to delete them with it"
-            ),
-        )
+    (!users.is_empty()).then(|| {
+        let users = format!("users {}", name_list(users.iter().map(|u| u.name_any())));
+        deletion::blocked("the account", account.spec.allow_cascading_deletion, &users)
     })
 }
 
@@ -139,22 +124,16 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<AccountStatus> {
 /// Deletion: wait for the users to go (or delete them, and their bindings, when cascading).
 fn finalize(inputs: &Inputs<'_>, previous: AccountStatus) -> Decision<AccountStatus> {
     let account = inputs.account;
-    let Some(blocked) = deletion_blocked(account, inputs.users) else {
-        return Decision::in_terminating_namespace(previous, has_finalizer(account));
-    };
-    let events = conditions::warnings(&previous.conditions, std::slice::from_ref(&blocked));
-    let status = AccountStatus {
-        conditions: conditions::upsert(&previous.conditions, &blocked, account.meta().generation, inputs.now),
-        ..previous
-    };
-    let mut decision = Decision::status(status);
-    if account.spec.allow_cascading_deletion {
-        let bindings = inputs.bindings.iter().map(|b| Child::RoleBinding(b.name_any()));
-        let users = inputs.users.iter().map(|u| Child::User(u.name_any()));
-        decision.actions.extend(bindings.chain(users).map(Action::Delete));
-    }
-    decision.events = events;
-    decision
+    let bindings = inputs.bindings.iter().map(|b| Child::RoleBinding(b.name_any()));
+    let users = inputs.users.iter().map(|u| Child::User(u.name_any()));
+    deletion::finalize(
+        account,
+        previous,
+        deletion_blocked(account, inputs.users),
+        account.spec.allow_cascading_deletion,
+        bindings.chain(users),
+        inputs.now,
+    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod actor;
 pub mod admission;
 pub mod authz;
 pub mod conditions;
+pub mod deletion;
 pub mod issuance;
 pub mod names;
 pub mod organization;

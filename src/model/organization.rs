@@ -14,13 +14,13 @@ use kube::{Resource, ResourceExt};
 use super::{
     Action, Child, Decision,
     conditions::{self, ConditionType, Desired, Event, Reason},
-    has_finalizer,
-    issuance::{Holder, HolderKind, IssuanceKey},
+    deletion, has_finalizer,
+    issuance::{HolderKind, IssuanceKey},
     name_list,
     names::{self, LABEL_ORGANIZATION, LABEL_SECRET_OF},
     privileges::Matrix,
     safelist,
-    secrets::{self, SecretFacts, SecretInputs, SecretValue},
+    secrets::{self, Owner, SecretFacts, SecretInputs, SecretValue},
     super_organization::{self, Link, SuperOrganization},
     tenancy::{self, DefaultCandidates},
 };
@@ -300,23 +300,11 @@ pub fn blocking_children(
 
 /// DeletionBlocked of an organization with these blocking children: None when there are none.
 pub fn deletion_blocked(org: &Organization, blocking: &[String]) -> Option<Desired> {
-    if blocking.is_empty() {
-        return None;
-    }
-    let names = name_list(blocking);
-    Some(if org.spec.allow_cascading_deletion {
-        Desired::new(
-            ConditionType::DeletionBlocked,
-            Reason::DeletingChildren,
-            format!("allowCascadingDeletion is set: deleting {names}"),
-        )
-    } else {
-        Desired::new(
-            ConditionType::DeletionBlocked,
-            Reason::ChildrenExist,
-            format!(
-                "the organization still has {names}; delete them, or set spec.allowCascadingDeletion: true to delete them with it"
-            ),
+    (!blocking.is_empty()).then(|| {
+        deletion::blocked(
+            "the organization",
+            org.spec.allow_cascading_deletion,
+            &name_list(blocking),
         )
     })
 }
@@ -380,16 +368,9 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
     let labels = organization_secret_labels(&name);
     let secret = secrets::plan(&SecretInputs {
         name: &secret_name,
-        holder: Holder {
-            namespace: &ns,
-            kind: HolderKind::Organization,
-            name: &name,
-        },
-        owner_uid: org.meta().uid.as_deref(),
+        owner: Owner::of(HolderKind::Organization, org.meta()),
         key: inputs.issuance_key,
         observed: inputs.secret,
-        requested_rotation: org.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
-        restore_wait_until: secrets::restore_wait_until(org.meta()),
         reported_fingerprint: previous.secret_fingerprint.as_deref(),
         fresh: inputs.fresh_secret,
         labels: &labels,
@@ -502,27 +483,21 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<OrganizationStatus> {
 fn finalize(inputs: &Inputs<'_>, previous: OrganizationStatus) -> Decision<OrganizationStatus> {
     let org = inputs.org;
     let blocking = blocking_children(org, inputs.accounts, inputs.users, inputs.safelists);
-    let Some(blocked) = deletion_blocked(org, &blocking) else {
-        return Decision::in_terminating_namespace(previous, has_finalizer(org));
-    };
-    let events = conditions::warnings(&previous.conditions, std::slice::from_ref(&blocked));
-    let status = OrganizationStatus {
-        conditions: conditions::upsert(&previous.conditions, &blocked, org.meta().generation, inputs.now),
-        ..previous
-    };
-    let mut decision = Decision::status(status);
-    if org.spec.allow_cascading_deletion {
-        let children = inputs
-            .bindings
-            .iter()
-            .map(|b| Child::RoleBinding(b.name_any()))
-            .chain(inputs.users.iter().map(|u| Child::User(u.name_any())))
-            .chain(inputs.accounts.iter().map(|a| Child::Account(a.name_any())))
-            .chain(inputs.safelists.iter().map(|s| Child::Safelist(s.name_any())));
-        decision.actions.extend(children.map(Action::Delete));
-    }
-    decision.events = events;
-    decision
+    let children = inputs
+        .bindings
+        .iter()
+        .map(|b| Child::RoleBinding(b.name_any()))
+        .chain(inputs.users.iter().map(|u| Child::User(u.name_any())))
+        .chain(inputs.accounts.iter().map(|a| Child::Account(a.name_any())))
+        .chain(inputs.safelists.iter().map(|s| Child::Safelist(s.name_any())));
+    deletion::finalize(
+        org,
+        previous,
+        deletion_blocked(org, &blocking),
+        org.spec.allow_cascading_deletion,
+        children,
+        inputs.now,
+    )
 }
 
 /// The labels of an organization's Secret (besides `managed-by`).
@@ -538,7 +513,7 @@ mod tests {
     use super::*;
     use crate::{
         api::Role,
-        model::{SecretPlan, fixtures::*},
+        model::{SecretPlan, fixtures::*, issuance::Holder},
     };
 
     /// A world around organization acme (created at second 1; decisions at second 100).

@@ -10,14 +10,14 @@ use std::time::Duration;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use k8s_openapi::{
     api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::{SignedDuration, Timestamp},
 };
 use sha2::{Digest as _, Sha256};
 
 use super::{
     conditions::{ConditionType, Desired, Event, Reason},
-    issuance::{ANNOTATION_PREVIOUS_SEAL, ANNOTATION_SEAL, Holder, IssuanceKey, current_issued, seal},
+    issuance::{ANNOTATION_PREVIOUS_SEAL, ANNOTATION_SEAL, Holder, HolderKind, IssuanceKey, current_issued, seal},
     names::{LABEL_ACCOUNT, LABEL_MANAGED_BY, LABEL_ORGANIZATION, LABEL_SECRET_OF, LABEL_USER, MANAGER},
 };
 
@@ -277,25 +277,52 @@ pub enum SecretPlan {
     Unchanged,
 }
 
+/// What the owner of a Secret (an Organization, a CEUser) says about it: read from its
+/// metadata in one place, for every kind that holds a Secret.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    /// What the values issued for it are sealed to.
+    pub holder: Holder<'a>,
+    pub uid: Option<&'a str>,
+    /// Its rotation annotation.
+    pub requested_rotation: Option<&'a str>,
+    /// Until when its missing Secret may still be restored (`restore_wait_until`): no value
+    /// is issued before, so that a restore in any order keeps every secret.
+    pub restore_wait_until: Option<Timestamp>,
+}
+
+impl<'a> Owner<'a> {
+    pub fn of(kind: HolderKind, meta: &'a ObjectMeta) -> Self {
+        Self {
+            holder: Holder {
+                namespace: meta.namespace.as_deref().unwrap_or_default(),
+                kind,
+                name: meta.name.as_deref().unwrap_or_default(),
+            },
+            uid: meta.uid.as_deref(),
+            requested_rotation: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::names::ROTATE_ANNOTATION))
+                .map(String::as_str),
+            restore_wait_until: restore_wait_until(meta),
+        }
+    }
+}
+
 /// Everything the secret plan depends on.
 pub struct SecretInputs<'a> {
     /// The Secret's name, for messages.
     pub name: &'a str,
-    /// The object the Secret is for.
-    pub holder: Holder<'a>,
-    pub owner_uid: Option<&'a str>,
+    /// The object the Secret is for, as its metadata describes it.
+    pub owner: Owner<'a>,
     /// The key the operator seals the values it issues with.
     pub key: &'a IssuanceKey,
     /// The Secret as known (None: it does not exist).
     pub observed: Option<&'a SecretFacts>,
-    /// The owner's rotation annotation.
-    pub requested_rotation: Option<&'a str>,
     /// The fingerprint of the secret the owner's status reports (Some: a secret was issued
     /// before, so a missing Secret was deleted by someone).
     pub reported_fingerprint: Option<&'a str>,
-    /// Until when a missing Secret may still be restored (`restore_wait_until`): no value is
-    /// issued before, so that a restore in any order keeps every secret.
-    pub restore_wait_until: Option<Timestamp>,
     /// A fresh value, drawn by the caller, used if one is issued.
     pub fresh: &'a SecretValue,
     /// The labels the Secret carries besides `managed-by` (`generated_labels`).
@@ -351,7 +378,7 @@ pub const RESTORE_WAIT: Duration = Duration::from_secs(300);
 
 /// Until when the object described by `meta` waits for a restored Secret: it carries the
 /// restore policy's annotation, and was created less than `RESTORE_WAIT` ago.
-pub fn restore_wait_until(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Timestamp> {
+pub fn restore_wait_until(meta: &ObjectMeta) -> Option<Timestamp> {
     let restored = meta
         .annotations
         .as_ref()?
@@ -367,9 +394,9 @@ pub fn restore_wait_until(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1:
 /// controller holding a value issued for this object is adopted (a restore).
 pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
     let name = inputs.name;
-    let owner_kind = inputs.holder.kind.as_str();
+    let owner_kind = inputs.owner.holder.kind.as_str();
     let Some(facts) = inputs.observed else {
-        if let Some(until) = inputs.restore_wait_until.filter(|until| *until > inputs.now)
+        if let Some(until) = inputs.owner.restore_wait_until.filter(|until| *until > inputs.now)
             && inputs.reported_fingerprint.is_none()
         {
             let wait = inputs.now.duration_until(until).unsigned_abs();
@@ -384,7 +411,7 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
                 )
             };
         }
-        let request = inputs.requested_rotation.unwrap_or_default().to_owned();
+        let request = inputs.owner.requested_rotation.unwrap_or_default().to_owned();
         let event = if inputs.reported_fingerprint.is_some() {
             Event::warning(
                 Reason::SecretRecreated,
@@ -405,15 +432,15 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
             events: vec![event],
             plan: SecretPlan::Issue {
                 value: inputs.fresh.clone(),
-                seal: seal(inputs.key, &inputs.holder, &digest),
+                seal: seal(inputs.key, &inputs.owner.holder, &digest),
                 rotation_request: request,
             },
         };
     };
-    let sealed = current_issued(inputs.key, &inputs.holder, facts);
-    if inputs.owner_uid.is_none() || facts.controller_uid() != inputs.owner_uid {
+    let sealed = current_issued(inputs.key, &inputs.owner.holder, facts);
+    if inputs.owner.uid.is_none() || facts.controller_uid() != inputs.owner.uid {
         if let (None, Some(current), true) = (&facts.controller, facts.current, sealed)
-            && inputs.owner_uid.is_some()
+            && inputs.owner.uid.is_some()
             && inputs
                 .reported_fingerprint
                 .is_none_or(|f| f == fingerprint_of(&current))
@@ -444,6 +471,7 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
         );
     }
     if let Some(request) = inputs
+        .owner
         .requested_rotation
         .filter(|r| Some(*r) != facts.rotation_request.as_deref())
     {
@@ -459,7 +487,7 @@ pub fn plan(inputs: &SecretInputs<'_>) -> SecretOutcome {
             events: vec![rotated_event(&new_fingerprint, &fingerprint_of(&current), expires)],
             plan: SecretPlan::Rotate {
                 value: inputs.fresh.clone(),
-                seal: seal(inputs.key, &inputs.holder, &digest),
+                seal: seal(inputs.key, &inputs.owner.holder, &digest),
                 request: request.to_owned(),
                 rotated_at: inputs.now,
                 expires,
@@ -518,7 +546,7 @@ fn adopt(inputs: &SecretInputs<'_>, facts: &SecretFacts, current: &Digest) -> Se
         format!(
             "adopted Secret {}, which holds a secret this operator issued for this {} (fingerprint {}): restored from a backup; clients keep working",
             inputs.name,
-            inputs.holder.kind.as_str(),
+            inputs.owner.holder.kind.as_str(),
             fingerprint_of(current)
         ),
     ));
@@ -546,7 +574,7 @@ pub fn grace_period(text: &str) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::issuance::{HolderKind, verifies};
+    use crate::model::issuance::verifies;
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()
@@ -560,15 +588,19 @@ mod tests {
         name: "jane",
     };
 
+    const JANE_OWNER: Owner<'static> = Owner {
+        holder: JANE,
+        uid: Some("uid-jane"),
+        requested_rotation: None,
+        restore_wait_until: None,
+    };
+
     fn inputs<'a>(observed: Option<&'a SecretFacts>, fresh: &'a SecretValue) -> SecretInputs<'a> {
         SecretInputs {
             name: "jane-user-secret",
-            holder: JANE,
-            owner_uid: Some("uid-jane"),
-            restore_wait_until: None,
+            owner: JANE_OWNER,
             key: &KEY,
             observed,
-            requested_rotation: None,
             reported_fingerprint: None,
             fresh,
             labels: jane_labels(),
@@ -711,7 +743,10 @@ mod tests {
         assert_eq!(until, Some(at(100 + RESTORE_WAIT.as_secs() as i64)));
         let restored = |now, reported| {
             plan(&SecretInputs {
-                restore_wait_until: until,
+                owner: Owner {
+                    restore_wait_until: until,
+                    ..JANE_OWNER
+                },
                 reported_fingerprint: reported,
                 now: at(now),
                 ..inputs(None, &fresh)
@@ -738,7 +773,10 @@ mod tests {
     fn a_request_present_at_issue_is_satisfied_by_it() {
         let fresh = SecretValue::from_static("new");
         let outcome = plan(&SecretInputs {
-            requested_rotation: Some("r1"),
+            owner: Owner {
+                requested_rotation: Some("r1"),
+                ..JANE_OWNER
+            },
             ..inputs(None, &fresh)
         });
         assert!(matches!(&outcome.plan, SecretPlan::Issue { rotation_request, .. } if rotation_request == "r1"));
@@ -791,7 +829,10 @@ mod tests {
         let fresh = SecretValue::from_static("new");
         let facts = owned("current");
         let outcome = plan(&SecretInputs {
-            requested_rotation: Some("r1"),
+            owner: Owner {
+                requested_rotation: Some("r1"),
+                ..JANE_OWNER
+            },
             ..inputs(Some(&facts), &fresh)
         });
         match &outcome.plan {
@@ -823,7 +864,10 @@ mod tests {
             ..owned("new")
         };
         let again = plan(&SecretInputs {
-            requested_rotation: Some("r1"),
+            owner: Owner {
+                requested_rotation: Some("r1"),
+                ..JANE_OWNER
+            },
             ..inputs(Some(&acted), &fresh)
         });
         assert_eq!(again.plan, SecretPlan::Unchanged);
@@ -882,7 +926,10 @@ mod tests {
             // the previous one.
             for requested_rotation in [None, Some("r9")] {
                 let outcome = plan(&SecretInputs {
-                    requested_rotation,
+                    owner: Owner {
+                        requested_rotation,
+                        ..JANE_OWNER
+                    },
                     ..inputs(Some(&facts), &fresh)
                 });
                 assert_eq!(outcome.plan, SecretPlan::Unchanged);
@@ -950,7 +997,10 @@ mod tests {
     fn a_rotation_seals_the_new_value_and_the_drop_removes_the_previous_seal() {
         let fresh = SecretValue::from_static("new");
         let outcome = plan(&SecretInputs {
-            requested_rotation: Some("r1"),
+            owner: Owner {
+                requested_rotation: Some("r1"),
+                ..JANE_OWNER
+            },
             ..inputs(Some(&owned("current")), &fresh)
         });
         let SecretPlan::Rotate { seal: new_seal, .. } = &outcome.plan else {

@@ -12,10 +12,10 @@ use kube::{Resource, ResourceExt};
 use super::{
     Action, Decision,
     conditions::{self, ConditionType, Desired, Reason},
-    issuance::{Holder, HolderKind, IssuanceKey},
+    issuance::{HolderKind, IssuanceKey},
     names::{self, LABEL_ACCOUNT, LABEL_ORGANIZATION, LABEL_SECRET_OF, LABEL_USER},
     privileges::Matrix,
-    secrets::{self, SecretFacts, SecretInputs, SecretValue},
+    secrets::{self, Owner, SecretFacts, SecretInputs, SecretValue},
     tenancy::{self, BoundUser, DefaultCandidates},
 };
 use crate::api::{
@@ -187,7 +187,6 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
         return Decision::status(previous);
     }
     let name = user.name_any();
-    let ns = user.namespace().unwrap_or_default();
     let mut status = CEUserStatus {
         observed_generation: user.meta().generation,
         ..Default::default()
@@ -214,16 +213,9 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision<CEUserStatus> {
                     let labels = user_secret_labels(&identity.organization, &identity.account, &name);
                     let outcome = secrets::plan(&SecretInputs {
                         name: &secret_name,
-                        holder: Holder {
-                            namespace: &ns,
-                            kind: HolderKind::CEUser,
-                            name: &name,
-                        },
-                        owner_uid: user.meta().uid.as_deref(),
+                        owner: Owner::of(HolderKind::CEUser, user.meta()),
                         key: inputs.issuance_key,
                         observed: inputs.secret,
-                        requested_rotation: user.annotations().get(names::ROTATE_ANNOTATION).map(String::as_str),
-                        restore_wait_until: secrets::restore_wait_until(user.meta()),
                         reported_fingerprint: previous.secret_fingerprint.as_deref(),
                         fresh: inputs.fresh_secret,
                         labels: &labels,
@@ -284,7 +276,7 @@ pub fn user_secret_labels(organization: &str, account: &str, user: &str) -> BTre
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{SecretPlan, fixtures::*};
+    use crate::model::{SecretPlan, fixtures::*, issuance::Holder};
     use Privilege::*;
 
     const JANE: Holder<'static> = Holder {

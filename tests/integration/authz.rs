@@ -678,13 +678,19 @@ async fn a_gateway_lets_through_exactly_what_the_model_allows() {
     // Failed authentications are counted by reason; no secret in the log.
     assert!(
         operator
-            .metric("ce_operator_authz_decisions_total{outcome=\"unauthenticated\",code=\"unknown_user_secret\"}")
+            .metric(
+                "ce_operator_authz_decisions_total",
+                &[("outcome", "unauthenticated"), ("code", "unknown_user_secret")]
+            )
             .await
             >= 2.0
     );
     assert!(
         operator
-            .metric("ce_operator_authz_decisions_total{outcome=\"unauthenticated\",code=\"secrets_mismatch\"}")
+            .metric(
+                "ce_operator_authz_decisions_total",
+                &[("outcome", "unauthenticated"), ("code", "secrets_mismatch")]
+            )
             .await
             >= 2.0
     );
@@ -921,9 +927,10 @@ async fn a_refusal_tells_the_caller_nothing_about_who_exists() {
         ("forbidden", "unknown_instance_owner"),
     ] {
         let counted = operator
-            .metric(&format!(
-                "ce_operator_authz_decisions_total{{outcome=\"{outcome}\",code=\"{code}\"}}"
-            ))
+            .metric(
+                "ce_operator_authz_decisions_total",
+                &[("outcome", outcome), ("code", code)],
+            )
             .await;
         assert!(
             counted >= 2.0,
@@ -945,10 +952,12 @@ async fn a_refusal_tells_the_caller_nothing_about_who_exists() {
         .await;
     }
     let decisions = "ce_operator_authz_decisions_total";
-    let refusals =
-        operator.metric(decisions).await - operator.metric(&format!("{decisions}{{outcome=\"allowed\"")).await;
+    let refusals = operator.metric(decisions, &[]).await - operator.metric(decisions, &[("outcome", "allowed")]).await;
     let suppressed = operator
-        .metric(r#"ce_operator_log_lines_suppressed_total{line="authorization_refused"}"#)
+        .metric(
+            "ce_operator_log_lines_suppressed_total",
+            &[("line", "authorization_refused")],
+        )
         .await;
     let logged = operator
         .log_of_this_start()

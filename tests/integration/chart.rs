@@ -142,7 +142,7 @@ async fn a_verb_missing_from_the_chart_rbac_fails_visibly() {
     );
     support::wait_until("the operator to report a failed Secret write", TIMEOUT, || async {
         operator
-            .metric("ce_operator_reconcile_errors_total{controller=\"Organization\"")
+            .metric("ce_operator_reconcile_errors_total", &[("controller", "Organization")])
             .await
             > 0.0
     })

@@ -6,7 +6,12 @@
 
 use crate::support;
 
-use std::{collections::BTreeSet, path::PathBuf, process::Command, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
 
 use ce_operator::metrics::{
     AdmissionLabels, ApiRequestLabels, AuthzLabels, BackoffLabels, ControllerLabels, ErrorLabels, KindLabels, Metrics,
@@ -407,4 +412,40 @@ fn the_chart_renders_the_alerts_and_the_dashboard_only_when_enabled() {
         .expect("a ConfigMap with the dashboard");
     assert_eq!(map["metadata"]["labels"]["dashboards"], "ce");
     assert_eq!(map["metadata"]["namespace"], "monitoring");
+}
+
+/// Prometheus text as the operator's registry writes it (OpenMetrics: `_total`, `# EOF`).
+const METRICS_TEXT: &str = r#"# HELP ce_operator_reconciles Reconciles run.
+# TYPE ce_operator_reconciles counter
+ce_operator_reconciles_total{controller="CEUser"} 3
+ce_operator_reconciles_total{controller="Account"} 2
+# TYPE ce_operator_leader gauge
+ce_operator_leader 1
+# TYPE d histogram
+d_bucket{kind="CEUser",le="0.005"} 1
+d_bucket{kind="CEUser",le="+Inf"} 4
+d_bucket{kind="Account",le="0.005"} 2
+d_bucket{kind="Account",le="+Inf"} 2
+d_sum{kind="CEUser"} 0.5
+d_count{kind="CEUser"} 4
+# EOF
+"#;
+
+#[test]
+fn the_metrics_text_is_read_by_name_and_labels() {
+    let m = support::Metrics::parse(METRICS_TEXT);
+    assert_eq!(m.sum("ce_operator_reconciles_total", &[]), 5.0);
+    assert_eq!(m.sum("ce_operator_reconciles_total", &[("controller", "CEUser")]), 3.0);
+    assert_eq!(m.sum("ce_operator_reconciles_total", &[("controller", "Team")]), 0.0);
+    assert_eq!(m.sum("ce_operator_leader", &[]), 1.0);
+    assert_eq!(m.sum("d_count", &[("kind", "CEUser")]), 4.0);
+    assert_eq!(
+        m.sum_by("ce_operator_reconciles_total", &["controller"]),
+        BTreeMap::from([(vec!["Account".to_owned()], 2.0), (vec!["CEUser".to_owned()], 3.0)])
+    );
+    assert_eq!(m.buckets("d", &[]), vec![(0.005, 3.0), (f64::INFINITY, 6.0)]);
+    assert_eq!(
+        m.buckets("d", &[("kind", "CEUser")]),
+        vec![(0.005, 1.0), (f64::INFINITY, 4.0)]
+    );
 }

@@ -450,8 +450,7 @@ async fn rotation_keeps_the_previous_secret_for_the_grace_period_then_drops_it()
     // the user) with the annotation unchanged, then, once the operator has reconciled it
     // (its own counter), the Secret is as it was.
     let rv = final_secret.resource_version();
-    let user_reconciles = "ce_operator_reconciles_total{controller=\"CEUser\"}";
-    let before = env.operator.metric(user_reconciles).await;
+    let before = env.operator.reconciles("CEUser").await;
     env.users
         .patch(
             "jane",
@@ -464,7 +463,7 @@ async fn rotation_keeps_the_previous_secret_for_the_grace_period_then_drops_it()
         .await
         .unwrap();
     support::wait_until("the operator to reconcile jane again", TIMEOUT, || async {
-        env.operator.metric(user_reconciles).await > before
+        env.operator.reconciles("CEUser").await > before
     })
     .await;
     assert_eq!(

@@ -75,10 +75,10 @@ fn written(before: &BTreeMap<ApiRequests, u64>, after: &BTreeMap<ApiRequests, u6
 
 /// The write requests the operator counted (`ce_operator_api_requests_total`).
 async fn own_writes(operator: &Operator) -> f64 {
-    let metrics = support::http_get(&operator.http_addr().await, "/metrics").1;
+    let metrics = support::Metrics::parse(&support::http_get(&operator.http_addr().await, "/metrics").1);
     ["POST", "PUT", "PATCH", "APPLY", "DELETE"]
         .iter()
-        .map(|verb| support::metric_sum(&metrics, &format!(r#"ce_operator_api_requests_total{{verb="{verb}""#)))
+        .map(|verb| metrics.sum("ce_operator_api_requests_total", &[("verb", verb)]))
         .sum()
 }
 
@@ -90,10 +90,10 @@ static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// moving between two samples.
 async fn settled(operator: &Operator) {
     let started = std::time::Instant::now();
-    let mut last = operator.metric("ce_operator_reconciles_total{").await;
+    let mut last = operator.metric("ce_operator_reconciles_total", &[]).await;
     loop {
         tokio::time::sleep(Duration::from_millis(1500)).await; // sampling interval
-        let now = operator.metric("ce_operator_reconciles_total{").await;
+        let now = operator.metric("ce_operator_reconciles_total", &[]).await;
         if now == last {
             return;
         }
@@ -176,7 +176,10 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     // key (`model::issuance`).
     assert_eq!(
         operator
-            .metric(r#"ce_operator_api_requests_total{verb="POST",resource="secrets",code="201"}"#)
+            .metric(
+                "ce_operator_api_requests_total",
+                &[("verb", "POST"), ("resource", "secrets"), ("code", "201")]
+            )
             .await,
         6.0
     );
@@ -222,7 +225,7 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     settled(&operator).await;
     let on_restart = written(&before, &writes(&client).await);
     assert!(on_restart.is_empty(), "the restart wrote: {on_restart:?}");
-    assert_eq!(operator.metric("ce_operator_status_writes_total{").await, 0.0);
+    assert_eq!(operator.metric("ce_operator_status_writes_total", &[]).await, 0.0);
     assert_eq!(
         own_writes(&operator).await,
         0.0,
@@ -230,7 +233,10 @@ async fn at_rest_and_across_a_restart_the_operator_writes_nothing() {
     );
     assert!(
         operator
-            .metric(r#"ce_operator_api_requests_total{verb="WATCH",resource="ceusers""#)
+            .metric(
+                "ce_operator_api_requests_total",
+                &[("verb", "WATCH"), ("resource", "ceusers")]
+            )
             .await
             >= 1.0,
         "the restarted operator's requests are counted (its watches stream the existing objects)"
@@ -260,11 +266,11 @@ async fn a_resync_reconciles_every_object_again_and_writes_nothing() {
     settled(&operator).await;
 
     let (before, own_before) = (writes(&client).await, own_writes(&operator).await);
-    let reconciled = operator.metric("ce_operator_reconciles_total{").await;
+    let reconciled = operator.metric("ce_operator_reconciles_total", &[]).await;
     // As in the test above: the organization, two accounts, three users, two bindings, the safelist.
     let objects = 9.0;
     wait_until("a resync of every object", TIMEOUT, || async {
-        operator.metric("ce_operator_reconciles_total{").await >= reconciled + objects
+        operator.metric("ce_operator_reconciles_total", &[]).await >= reconciled + objects
     })
     .await;
     let resynced = written(&before, &writes(&client).await);

@@ -37,10 +37,7 @@ fn user(name: &str) -> String {
 }
 
 fn is_leader(addr: &str) -> bool {
-    http_get(addr, "/metrics")
-        .1
-        .lines()
-        .any(|l| l == "ce_operator_leader 1")
+    support::Metrics::parse(&http_get(addr, "/metrics").1).sum("ce_operator_leader", &[]) == 1.0
 }
 
 #[tokio::test]
@@ -100,13 +97,13 @@ async fn a_standby_takes_over_when_the_leader_dies_and_the_lease_is_released_on_
     apply(&ns.name, TREE);
     wait_ready(&ns.api::<CEUser>(), "jane").await;
     // Judged from the standby's own counters: it reconciled nothing, and it does not lead.
-    assert!(first.metric("ce_operator_reconciles_total").await > 0.0);
+    assert!(first.metric("ce_operator_reconciles_total", &[]).await > 0.0);
     assert_eq!(
-        second.metric("ce_operator_reconciles_total").await,
+        second.metric("ce_operator_reconciles_total", &[]).await,
         0.0,
         "the standby reconciled"
     );
-    assert_eq!(second.metric("ce_operator_leader").await, 0.0);
+    assert_eq!(second.metric("ce_operator_leader", &[]).await, 0.0);
     let leases: kube::Api<Lease> = ns.api();
     let holder = |l: &Lease| {
         l.spec
@@ -298,7 +295,7 @@ async fn sigterm_with_only_some_kinds_present_exits_within_2_s_and_releases_the_
     stop_leader(&client, &ns.name, "leader", &mut leader).await;
     standby_takes_the_released_lease(&client, &ns.name, &standby).await;
     wait_until("the new leader to report leading", TIMEOUT, || async {
-        standby.metric("ce_operator_leader").await == 1.0
+        standby.metric("ce_operator_leader", &[]).await == 1.0
     })
     .await;
     stop_leader(&client, &ns.name, "new leader", &mut standby).await;

@@ -293,7 +293,7 @@ async fn every_route_does_what_the_callers_roles_allow_and_nothing_else() {
         "a refused POST wrote"
     );
     let reviews_before = operator
-        .metric("ce_operator_admission_reviews_total{kind=\"Account\"")
+        .metric("ce_operator_admission_reviews_total", &[("kind", "Account")])
         .await;
     let made = sam.expect("POST", "/accounts", Some(apac), 201);
     assert_eq!(made["id"], "apac");
@@ -309,7 +309,7 @@ async fn every_route_does_what_the_callers_roles_allow_and_nothing_else() {
         managers(&written)
     );
     let reviews_after = operator
-        .metric("ce_operator_admission_reviews_total{kind=\"Account\"")
+        .metric("ce_operator_admission_reviews_total", &[("kind", "Account")])
         .await;
     assert!(
         reviews_after > reviews_before,

@@ -474,7 +474,7 @@ async fn a_standby_replica_answers_admission_reviews() {
     ];
     let leader = Operator::start_with(&ns.name, &format!("{}-leader", ns.name), &shared);
     wait_until("the first replica to lead", TIMEOUT, || async {
-        leader.metric("ce_operator_leader").await == 1.0
+        leader.metric("ce_operator_leader", &[]).await == 1.0
     })
     .await;
     let standby = Operator::start_with(&ns.name, &format!("{}-standby", ns.name), &shared);
@@ -494,13 +494,13 @@ async fn a_standby_replica_answers_admission_reviews() {
         stderr(&out).contains(&v.refused_with)
     })
     .await;
-    assert!(standby.metric("ce_operator_admission_reviews_total{").await > 0.0);
+    assert!(standby.metric("ce_operator_admission_reviews_total", &[]).await > 0.0);
     assert_eq!(
-        standby.metric("ce_operator_reconciles_total{").await,
+        standby.metric("ce_operator_reconciles_total", &[]).await,
         0.0,
         "the standby reconciled"
     );
-    assert_eq!(standby.metric("ce_operator_leader").await, 0.0);
+    assert_eq!(standby.metric("ce_operator_leader", &[]).await, 0.0);
 }
 
 /// The SHA-256 of the certificate served at `addr`.
@@ -595,7 +595,7 @@ async fn certificates_rotate_with_an_overlap_and_no_request_fails() {
     );
     assert!(
         operator
-            .metric("ce_operator_webhook_certificate_expiry_timestamp_seconds")
+            .metric("ce_operator_webhook_certificate_expiry_timestamp_seconds", &[])
             .await
             > 0.0
     );

@@ -8,10 +8,12 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 mod callers;
+mod metrics;
 mod requests;
 #[allow(unused_imports)] // as above
 pub use callers::{credentials, curl, identity, kubectl_as, secret, tempdir};
 #[allow(unused_imports)] // as above: not every binary reads the counters
+pub use metrics::Metrics;
 pub use requests::{ApiRequests, apiserver_requests, between, is_write};
 
 use std::{
@@ -421,15 +423,15 @@ impl Operator {
 
     /// How many reconciles of `controller` (a kind: "CEUser") the operator has run.
     pub async fn reconciles(&self, controller: &str) -> f64 {
-        self.metric(&format!("ce_operator_reconciles_total{{controller=\"{controller}\"}}"))
+        self.metric("ce_operator_reconciles_total", &[("controller", controller)])
             .await
     }
 
-    /// A counter or gauge of the operator's /metrics, summed over the series whose line
-    /// starts with `prefix`.
-    pub async fn metric(&self, prefix: &str) -> f64 {
+    /// A counter or gauge of the operator's /metrics, summed over the series whose labels
+    /// include each pair of `with`.
+    pub async fn metric(&self, name: &str, with: &[(&str, &str)]) -> f64 {
         let addr = self.http_addr().await;
-        metric_sum(&http_get(&addr, "/metrics").1, prefix)
+        Metrics::parse(&http_get(&addr, "/metrics").1).sum(name, with)
     }
 
     /// Sends SIGTERM and waits at most `limit` for the process to exit: how long after the
@@ -583,14 +585,6 @@ pub fn kubectl_ce_as(kubeconfig: &str, args: &[&str]) -> Output {
         .env_remove("KUBECONFIG")
         .output()
         .expect("run kubectl ce")
-}
-
-/// The sum of the values of the metric lines starting with `prefix`.
-pub fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Name of the ValidatingWebhookConfiguration an operator logging to `log_name` keeps.
@@ -782,7 +776,7 @@ pub async fn leader_and_standby(namespace: &str, lease_secs: &str) -> (Operator,
     ];
     let first = Operator::start_with(namespace, &format!("{namespace}-first"), &args);
     wait_until("the first replica to lead", TIMEOUT, || async {
-        first.metric("ce_operator_leader").await == 1.0
+        first.metric("ce_operator_leader", &[]).await == 1.0
     })
     .await;
     let second = Operator::start_with(namespace, &format!("{namespace}-second"), &args);

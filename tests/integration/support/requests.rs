@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use kube::Client;
 
+use super::metrics::Metrics;
+
 /// One series of the API server's `apiserver_request_total`, without the response code.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ApiRequests {
@@ -17,20 +19,20 @@ pub struct ApiRequests {
 /// The API server's own request counters, summed over response codes: how tests judge what
 /// was written, from the server rather than from the operator's word.
 pub async fn apiserver_requests(client: &Client) -> BTreeMap<ApiRequests, u64> {
-    let text = apiserver_metrics(client).await;
-    let mut counts = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |key: &str| label_value(line, key);
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let key = ApiRequests {
-            verb: label("verb"),
-            group: label("group"),
-            resource: label("resource"),
-            subresource: label("subresource"),
-        };
-        *counts.entry(key).or_insert(0) += value as u64;
-    }
-    counts
+    Metrics::parse(&apiserver_metrics(client).await)
+        .sum_by("apiserver_request_total", &["verb", "group", "resource", "subresource"])
+        .into_iter()
+        .map(|(labels, n)| {
+            let [verb, group, resource, subresource] = <[String; 4]>::try_from(labels).expect("four labels");
+            let key = ApiRequests {
+                verb,
+                group,
+                resource,
+                subresource,
+            };
+            (key, n as u64)
+        })
+        .collect()
 }
 
 /// Whether a request verb, as `apiserver_request_total` names it, writes: creates, updates
@@ -55,13 +57,4 @@ pub async fn apiserver_metrics(client: &Client) -> String {
         .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
         .await
         .unwrap()
-}
-
-/// The value of label `key` in one line of Prometheus text ("" if it has none).
-pub fn label_value(line: &str, key: &str) -> String {
-    line.split(&format!("{key}=\""))
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or("")
-        .to_owned()
 }
