@@ -154,6 +154,10 @@ control a-requeue-every-second src/controller/mod.rs \
   $'            result\n        }\n        .instrument(span)' \
   $'            result.map(|_| Action::requeue(Duration::from_secs(1)))\n        }\n        .instrument(span)' \
   'cargo test --test integration faults::etcd_paused'
+control metrics-read-without-their-labels tests/integration/support/metrics.rs \
+  'with.iter().all(|(k, v)| s.labels.get(k) == Some(*v))' \
+  'with.iter().all(|(k, _)| s.labels.get(k).is_some())' \
+  'cargo test --test integration observability::the_metrics_text_is_read'
 control retry-every-2-s-without-backoff src/controller/backoff.rs \
   'delay(*n, rand::random_range(0.8..1.2))' \
   '{ let _ = delay(*n, 1.0); Duration::from_secs(2) }' \
