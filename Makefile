@@ -37,7 +37,7 @@ e2e: tools ## The chart as a user installs it, on a fresh cluster with a real no
 
 # The scale benchmark starts from a fresh cluster: on one that had served a 100k run (API
 # server RSS 9 GiB), a 10k run converged in 84 s against 53 s on a fresh one.
-bench: cluster-down tools ## Scale benchmark on a fresh local cluster (replaces it; ARGS="--quick" for a small run, RUNS=3 for the median of three)
+bench: cluster-down tools ## Scale benchmark: the operator and the honest floor, each on a fresh local cluster (replaces it; ARGS="--quick" for a small run, RUNS=3 for the median and spread of three, the order alternating)
 	cargo build --release --bin ce-operator
 	@RUNS="$(RUNS)" ARGS="$(ARGS)" hack/bench.sh
 

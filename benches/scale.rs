@@ -1,13 +1,16 @@
 //! Scale benchmark of ce-operator against the real API server (`make bench`).
 //!
 //! Starts the release operator as a separate process on a fresh namespace, creates the load,
-//! and measures convergence, the honest floor (the same creates and the writes the operator
-//! must make, done by a bare client), quiet at rest and across a restart (from the API server's own request metrics),
+//! and measures convergence, quiet at rest and across a restart (from the API server's own request metrics),
 //! memory (from /proc), change latency, API requests per object and the cost of the admission
 //! webhook (the same server-side dry-runs without and with it). Prints a table and writes the
-//! figures as JSON under target/bench/.
+//! figures as JSON under target/bench/, with what the operator wrote for the load.
 //!
-//!   cargo bench --bench scale -- [--quick] [--orgs N] [--accounts N] [--users N] [--bindings N] [--rest-secs N] [--samples N] [--admission-requests N] [--admission-rate N]
+//! With `--floor WRITTEN` it measures the honest floor instead (`floor_main`): the same
+//! creates and the writes the operator must make, by a bare client, on a cluster of its own.
+//! hack/bench.sh runs both, each on a fresh cluster, in alternating order over runs.
+//!
+//!   cargo bench --bench scale -- [--quick] [--orgs N] [--accounts N] [--users N] [--bindings N] [--rest-secs N] [--samples N] [--admission-requests N] [--admission-rate N] [--floor WRITTEN]
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +28,6 @@ use ce_operator::api::{
 use common::{
     CLIENT_CONCURRENCY, Metrics, Operator, admin_binding, apiserver_metrics, arg, between, client, cluster_pid,
     cpu_seconds, create_all, free_port, grant_or_revoke, install_crds, is_write, kubeconfig, meta, percentile, root,
-    run_all,
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::{
@@ -59,10 +61,8 @@ struct Report {
     convergence_secs: f64,
     /// When the load's last create returned: convergence minus this is the operator's tail.
     load_created_secs: f64,
-    floor_secs: f64,
-    /// How long the floor's namespace took to go (the namespace controller deletes its objects).
-    floor_removed_secs: f64,
-    ratio: f64,
+    /// What the operator wrote (statuses, Secrets' metadata), for the honest floor (`--floor`).
+    written: String,
     writes_at_rest: u64,
     rest_window_secs: u64,
     restart_ready_secs: f64,
@@ -85,22 +85,20 @@ struct Report {
     /// server's count: the garbage collector's GETs of new Secrets' owners among them).
     requests_per_object: f64,
     all_requests_per_object: f64,
-    /// CPU seconds each process used while converging and during the floor: on two shared
-    /// cores, the operator's own CPU and whatever extra the API server does for it are what
-    /// the floor does not pay.
+    /// CPU seconds each process used while converging: on two shared cores, the operator's
+    /// own CPU and whatever extra the API server does for it are what the floor does not pay.
     cpu_converging: CpuSeconds,
-    cpu_floor: CpuSeconds,
     /// CPU seconds from the restart to ready (the initial lists): where the restart's time goes.
     cpu_restart: CpuSeconds,
     /// The API server's cache consistency checks of ceusers, secrets and events in each phase
-    /// (converging, floor, restart, change latency): each re-reads every object of its
-    /// resource from etcd, a background cost of the API server (on by default since 1.34)
-    /// that lands at random.
-    cache_checks: [u64; 4],
+    /// (converging, restart, change latency): each re-reads every object of its resource from
+    /// etcd, a background cost of the API server (on by default since 1.34) that lands at
+    /// random.
+    cache_checks: [u64; 3],
     per_verb: Vec<VerbRow>,
-    /// The API server's etcd requests for the load's resources: (resource, operation,
-    /// converging, floor).
-    etcd_requests: Vec<(String, String, u64, u64)>,
+    /// The API server's etcd requests for the load's resources while converging: (resource,
+    /// operation, count).
+    etcd_requests: Vec<(String, String, u64)>,
     admission: Admission,
 }
 
@@ -135,20 +133,6 @@ impl CpuSeconds {
             load_client: self.load_client - before.load_client,
         }
     }
-}
-
-/// The uid of each object of a kind, by name (one list of metadata).
-async fn uids<K>(api: &Api<K>) -> BTreeMap<String, String>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.list_metadata(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|o| (o.metadata.name.unwrap_or_default(), o.metadata.uid.unwrap_or_default()))
-        .collect()
 }
 
 /// The status the operator wrote on each object of a kind, by name.
@@ -276,7 +260,8 @@ fn pairs(sums: BTreeMap<Vec<String>, f64>) -> BTreeMap<(String, String), u64> {
 
 /// The operator's requests during convergence by verb and resource (its own count), against
 /// what converging needs: one Secret and one activity event per organization and user, one
-/// status write per object, and the finalizer of each organization and account.
+/// status write per object, the finalizer of each organization and account, and each
+/// binding's pin to its user.
 fn per_verb(
     before: &BTreeMap<(String, String), u64>,
     after: &BTreeMap<(String, String), u64>,
@@ -292,6 +277,7 @@ fn per_verb(
             ("POST", "secrets" | "events") => Some((orgs + users) as u64),
             ("PATCH", "organizations") => Some(orgs as u64),
             ("PATCH", "accounts") => Some(accounts as u64),
+            ("PATCH", "rolebindings") => Some(bindings as u64),
             ("APPLY" | "PATCH", r) if r.ends_with("/status") => KINDS
                 .iter()
                 .position(|k| r == format!("{k}/status"))
@@ -670,6 +656,399 @@ async fn admission(
     }
 }
 
+async fn create_namespace(namespaces: &Api<Namespace>, name: &str) {
+    let namespace = Namespace {
+        metadata: meta(name),
+        ..Default::default()
+    };
+    namespaces.create(&PostParams::default(), &namespace).await.unwrap();
+}
+
+/// What the operator wrote for the load, which the honest floor writes too: each object's
+/// converged status (a status's cost to the API server grows with its size: a user's roles,
+/// privileges and scopes), and its Secrets' labels and annotations.
+#[derive(Default, Serialize, serde::Deserialize)]
+struct Written {
+    /// By "Kind/name".
+    statuses: BTreeMap<String, serde_json::Value>,
+    /// By Secret name.
+    secrets: BTreeMap<String, SecretMeta>,
+}
+
+#[derive(Clone, Default, Serialize, serde::Deserialize)]
+struct SecretMeta {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Written {
+    async fn read(client: &Client, ns: &str) -> Self {
+        let mut statuses = BTreeMap::new();
+        for (kind, by_name) in [
+            (
+                "Organization",
+                written_statuses(&Api::<Organization>::namespaced(client.clone(), ns)).await,
+            ),
+            (
+                "Account",
+                written_statuses(&Api::<Account>::namespaced(client.clone(), ns)).await,
+            ),
+            (
+                "CEUser",
+                written_statuses(&Api::<CEUser>::namespaced(client.clone(), ns)).await,
+            ),
+            (
+                "RoleBinding",
+                written_statuses(&Api::<RoleBinding>::namespaced(client.clone(), ns)).await,
+            ),
+        ] {
+            statuses.extend(
+                by_name
+                    .into_iter()
+                    .map(|(name, status)| (format!("{kind}/{name}"), status)),
+            );
+        }
+        let secrets = Api::<Secret>::namespaced(client.clone(), ns)
+            .list_metadata(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| {
+                let m = s.metadata;
+                let meta = SecretMeta {
+                    labels: m.labels.unwrap_or_default(),
+                    annotations: m.annotations.unwrap_or_default(),
+                };
+                (m.name.unwrap_or_default(), meta)
+            })
+            .collect();
+        Self { statuses, secrets }
+    }
+}
+
+/// The floor's figures (`--floor`), for hack/bench.sh to set against a converging run's.
+#[derive(Debug, Default, Serialize)]
+struct FloorReport {
+    scale: Option<Scale>,
+    objects: usize,
+    floor_secs: f64,
+    cpu_floor: CpuSeconds,
+    cache_checks: u64,
+    /// The API server's etcd requests for the load's resources: (resource, operation, count).
+    etcd_requests: Vec<(String, String, u64)>,
+    /// The floor's requests by verb and resource (the API server's count).
+    requests: Vec<(String, String, u64)>,
+}
+
+/// How many requests the operator has in flight at most while converging: its five
+/// controllers, `--concurrency` (8) reconciles each, one request at a time per reconcile.
+const OPERATOR_CONCURRENCY: usize = 5 * 8;
+
+/// `--floor WRITTEN`: the honest floor alone, on this (fresh) cluster with no operator: what
+/// the converging system must do at the least, done by a bare client with the same crate.
+/// The load's creates, 32 in flight as in the converging run; and, as soon as each object
+/// exists, the writes the operator must make for it, up to 40 in flight as the operator's
+/// reconciles: its finalizer (organizations, accounts), its pin to its user (bindings), its
+/// Secret and the activity event of the issued secret (organizations, users), and its
+/// converged status, as the operator wrote them (WRITTEN, saved by a converging run of the
+/// same scale). Nothing is listed inside the clock: the owners' uids come from the creates.
+async fn floor_main(scale: &Scale, written: &Path) {
+    let written: Written = serde_json::from_slice(&std::fs::read(written).expect("WRITTEN")).unwrap();
+    let kubeconfig = kubeconfig();
+    let client = client(&kubeconfig).await;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ns = format!("bench-floor-{stamp}");
+    create_namespace(&Api::all(client.clone()), &ns).await;
+    install_crds(&kubeconfig);
+    let (orgs, accounts, users, bindings) = load(scale);
+    let objects = orgs.len() + accounts.len() + users.len() + bindings.len();
+    assert_eq!(
+        written.statuses.len(),
+        objects,
+        "WRITTEN was saved by a run of another scale"
+    );
+    eprintln!("bench: floor of {objects} objects in namespace {ns}");
+    let written = std::sync::Arc::new(written);
+    let requests_before = apiserver_requests(&client).await;
+    let cpu_before = CpuSeconds::now(None);
+    let metrics = apiserver_metrics(&client).await;
+    let (checks_before, etcd_before) = (cache_checks(&metrics), etcd_requests(&metrics));
+    let started = Instant::now();
+    let (writes, queue) = futures::channel::mpsc::unbounded::<futures::future::BoxFuture<'static, ()>>();
+    let writer = tokio::spawn(queue.buffer_unordered(OPERATOR_CONCURRENCY).collect::<Vec<()>>());
+    let user_uids = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+    let floor = Floor {
+        client: client.clone(),
+        ns: ns.clone(),
+        written,
+        writes,
+    };
+    floor
+        .create_all(orgs, |f, org| {
+            f.finalizer(&org);
+            f.secret_and_event(&org, format!("{}-org-secret", org.name_any()));
+            f.status(&org);
+        })
+        .await;
+    floor
+        .create_all(accounts, |f, account| {
+            f.finalizer(&account);
+            f.status(&account);
+        })
+        .await;
+    let uids = user_uids.clone();
+    floor
+        .create_all(users, move |f, user| {
+            uids.lock()
+                .unwrap()
+                .insert(user.name_any(), user.uid().unwrap_or_default());
+            f.secret_and_event(&user, format!("{}-user-secret", user.name_any()));
+            f.status(&user);
+        })
+        .await;
+    let uids = user_uids.clone();
+    floor
+        .create_all(bindings, move |f, binding| {
+            let uid = uids
+                .lock()
+                .unwrap()
+                .get(&binding.spec.user_ref.name)
+                .cloned()
+                .unwrap_or_default();
+            f.pin(&binding, uid);
+            f.status(&binding);
+        })
+        .await;
+    drop(floor);
+    writer.await.unwrap();
+    let mut report = FloorReport {
+        scale: Some(scale.clone()),
+        objects,
+        floor_secs: started.elapsed().as_secs_f64(),
+        cpu_floor: CpuSeconds::now(None).since(cpu_before),
+        ..Default::default()
+    };
+    let metrics = apiserver_metrics(&client).await;
+    report.cache_checks = cache_checks(&metrics) - checks_before;
+    report.etcd_requests = between(&etcd_before, &etcd_requests(&metrics))
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|((r, o), n)| (r, o, n))
+        .collect();
+    report.requests = between(&requests_before, &apiserver_requests(&client).await)
+        .into_iter()
+        .filter(|((verb, _), n)| *n > 0 && is_write(verb))
+        .map(|((verb, resource), n)| (verb, resource, n))
+        .collect();
+    println!("honest floor: {objects} objects in {:.1} s", report.floor_secs);
+    for (verb, resource, n) in &report.requests {
+        println!("| {verb} {resource} | {n} |");
+    }
+    let out_dir = root().join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let json = out_dir.join(format!("floor-{stamp}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("figures: {}", json.display());
+}
+
+/// The honest floor's client: creates, and queues each created object's necessary writes.
+struct Floor {
+    client: Client,
+    ns: String,
+    written: std::sync::Arc<Written>,
+    writes: futures::channel::mpsc::UnboundedSender<futures::future::BoxFuture<'static, ()>>,
+}
+
+impl Floor {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn queue(&self, write: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.writes.unbounded_send(Box::pin(write)).expect("the writer runs");
+    }
+
+    /// Creates `objects`, 32 at once as the load generator does; `then` queues each one's
+    /// writes as soon as it exists.
+    async fn create_all<K>(&self, objects: Vec<K>, then: impl Fn(&Self, K) + Clone)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = self.api();
+        stream::iter(objects)
+            .map(|o| {
+                let (api, then) = (api.clone(), then.clone());
+                async move {
+                    let created = api.create(&PostParams::default(), &o).await.expect("floor create");
+                    then(self, created);
+                }
+            })
+            .buffer_unordered(CLIENT_CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// The operator's finalizer, added as the operator adds it (a JSON patch guarded by the
+    /// resourceVersion).
+    fn finalizer<K>(&self, obj: &K)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        let finalizers = [ce_operator::model::names::FINALIZER];
+        self.list_patch(obj, "finalizers", serde_json::json!(finalizers));
+    }
+
+    /// A binding pinned to its user, as the operator pins it (an owner reference).
+    fn pin(&self, binding: &RoleBinding, uid: String) {
+        let owner = serde_json::json!([{
+            "apiVersion": "ce.tenancy.io/v1alpha1",
+            "kind": "CEUser",
+            "name": binding.spec.user_ref.name,
+            "uid": uid,
+        }]);
+        self.list_patch(binding, "ownerReferences", owner);
+    }
+
+    fn list_patch<K>(&self, obj: &K, field: &str, value: serde_json::Value)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        let (api, name): (Api<K>, String) = (self.api(), obj.name_any());
+        let patch = serde_json::json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": obj.resource_version()},
+            {"op": "add", "path": format!("/metadata/{field}"), "value": value},
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        self.queue(async move {
+            api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+                .await
+                .expect("floor patch");
+        });
+    }
+
+    /// The converged status the operator wrote, applied as it applies it.
+    fn status<K>(&self, obj: &K)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        let (api, name): (Api<K>, String) = (self.api(), obj.name_any());
+        let kind = K::kind(&());
+        let status = self
+            .written
+            .statuses
+            .get(&format!("{kind}/{name}"))
+            .cloned()
+            .unwrap_or_default();
+        let patch = serde_json::json!({"apiVersion": "ce.tenancy.io/v1alpha1", "kind": kind, "status": status});
+        self.queue(async move {
+            api.patch_status(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&patch))
+                .await
+                .expect("floor status");
+        });
+    }
+
+    /// The owner's Secret (controlled by it, as the operator's are: the API server checks the
+    /// blockOwnerDeletion permission and the garbage collector follows the reference), and
+    /// the activity event of the issued secret.
+    fn secret_and_event<K>(&self, owner: &K, secret_name: String)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        let SecretMeta { labels, annotations } = self.written.secrets.get(&secret_name).cloned().unwrap_or_default();
+        let reference = OwnerReference {
+            api_version: "ce.tenancy.io/v1alpha1".into(),
+            kind: K::kind(&()).into_owned(),
+            name: owner.name_any(),
+            uid: owner.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(secret_name),
+                labels: Some(labels),
+                annotations: Some(annotations),
+                owner_references: Some(vec![reference]),
+                ..Default::default()
+            },
+            string_data: Some(
+                [(
+                    "secret".to_owned(),
+                    ce_operator::controller::generate_secret(32)
+                        .unwrap()
+                        .expose()
+                        .to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let secrets: Api<Secret> = self.api();
+        self.queue(async move {
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .expect("floor secret");
+        });
+        let event = k8s_openapi::api::events::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                generate_name: Some(format!("{}-", owner.name_any())),
+                ..Default::default()
+            },
+            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::now(),
+            )),
+            action: Some("Reconcile".into()),
+            reason: Some("SecretIssued".into()),
+            note: Some("issued a new secret".into()),
+            type_: Some("Normal".into()),
+            reporting_controller: Some("ce.tenancy.io/floor".into()),
+            reporting_instance: Some("floor".into()),
+            regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("ce.tenancy.io/v1alpha1".into()),
+                kind: Some(K::kind(&()).into_owned()),
+                name: Some(owner.name_any()),
+                namespace: Some(self.ns.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        self.queue(async move {
+            events
+                .create(&PostParams::default(), &event)
+                .await
+                .expect("floor event");
+        });
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -690,6 +1069,9 @@ async fn main() {
         admission_rate: arg(&args, "--admission-rate", 100.0),
         keep: args.iter().any(|a| a == "--keep"),
     };
+    if let Some(written) = args.iter().position(|a| a == "--floor").and_then(|i| args.get(i + 1)) {
+        return floor_main(&scale, Path::new(written)).await;
+    }
     let kubeconfig = kubeconfig();
     let client = client(&kubeconfig).await;
     let stamp = std::time::SystemTime::now()
@@ -697,20 +1079,8 @@ async fn main() {
         .unwrap()
         .as_secs();
     let ns = format!("bench-{stamp}");
-    let floor_ns = format!("bench-floor-{stamp}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    for n in [&ns, &floor_ns] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: meta(n),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-    }
+    create_namespace(&namespaces, &ns).await;
     install_crds(&kubeconfig);
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -759,13 +1129,7 @@ async fn main() {
     // Wait on the operator's own gauges (cheap), then confirm with one list of everything.
     let mut polls = 0u64;
     loop {
-        let ready_by_metrics: u64 = operator
-            .get("/metrics")
-            .1
-            .lines()
-            .filter(|l| l.starts_with("ce_operator_objects{") && l.contains("ready=\"True\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
+        let ready_by_metrics = operator.ready_objects();
         if ready_by_metrics >= objects as u64 {
             polls += 4;
             let ready = count_ready(&org_api).await
@@ -787,6 +1151,7 @@ async fn main() {
     report.cache_checks[0] = cache_checks(&metrics) - checks_before;
     let etcd_converging = between(&etcd_before, &etcd_requests(&metrics));
     report.reconcile_p99_ms = user_reconcile_ms(&operator, 0.99);
+    report.etcd_requests = etcd_converging.into_iter().map(|((r, o), n)| (r, o, n)).collect();
     let requests_after = apiserver_requests(&client).await;
     let operator_after = operator_requests(&operator);
     // The load generator's own requests: one POST per object, four LISTs per confirmation.
@@ -797,178 +1162,12 @@ async fn main() {
         (total(&requests_after) - total(&requests_before)).saturating_sub(own) as f64 / objects as f64;
     eprintln!("bench: converged in {:.1} s", report.convergence_secs);
 
-    // 2. The honest floor: the same total work as the converging system, by a bare client with
-    // the same crate and the same client concurrency, clock started before the first create:
-    // the load's creates, then the necessary writes (a Secret per organization and user, a
-    // status write per object, the activity event of each issued secret).
-    let floor = |ns: &str| {
-        (
-            Api::<Organization>::namespaced(client.clone(), ns),
-            Api::<Account>::namespaced(client.clone(), ns),
-            Api::<CEUser>::namespaced(client.clone(), ns),
-            Api::<RoleBinding>::namespaced(client.clone(), ns),
-            Api::<Secret>::namespaced(client.clone(), ns),
-        )
-    };
-    let (f_orgs, f_accounts, f_users, f_bindings, f_secrets) = floor(&floor_ns);
-    // The floor writes what the operator wrote: each object's converged status (a status's
-    // cost to the API server grows with its size: a user's roles, privileges and scopes),
-    // and Secrets with the operator's labels and annotations. Read before the clock starts.
-    let statuses: BTreeMap<(&str, String), serde_json::Value> = [
-        ("Organization", written_statuses(&org_api).await),
-        ("Account", written_statuses(&account_api).await),
-        ("CEUser", written_statuses(&user_api).await),
-        ("RoleBinding", written_statuses(&binding_api).await),
-    ]
-    .into_iter()
-    .flat_map(|(kind, by_name)| by_name.into_iter().map(move |(name, status)| ((kind, name), status)))
-    .collect();
-    let secret_meta: BTreeMap<String, kube::api::ObjectMeta> = Api::<Secret>::namespaced(client.clone(), &ns)
-        .list_metadata(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|s| {
-            let meta = kube::api::ObjectMeta {
-                name: s.metadata.name.clone(),
-                labels: s.metadata.labels,
-                annotations: s.metadata.annotations,
-                ..Default::default()
-            };
-            (s.metadata.name.unwrap_or_default(), meta)
-        })
-        .collect();
-    // The floor client writes into an unwatched namespace; no operator runs there.
-    let cpu_before = CpuSeconds::now(None);
-    let metrics = apiserver_metrics(&client).await;
-    let (checks_before, etcd_before) = (cache_checks(&metrics), etcd_requests(&metrics));
-    let floor_started = Instant::now();
-    create_all(&f_orgs, orgs.clone()).await;
-    create_all(&f_accounts, accounts.clone()).await;
-    create_all(&f_users, users.clone()).await;
-    create_all(&f_bindings, bindings.clone()).await;
-    let mut jobs: Vec<Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()>>> = Vec::new();
-    // Each Secret is controlled by its owner, as the operator's are: the API server checks the
-    // blockOwnerDeletion permission and the garbage collector tracks the reference.
-    let owner_refs = |kind: &'static str, uids: BTreeMap<String, String>| {
-        uids.into_iter().map(move |(name, uid)| {
-            let reference = OwnerReference {
-                api_version: "ce.tenancy.io/v1alpha1".into(),
-                kind: kind.into(),
-                name: name.clone(),
-                uid,
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            };
-            (name, reference)
-        })
-    };
-    let secret_owners: Vec<(String, OwnerReference)> = owner_refs("Organization", uids(&f_orgs).await)
-        .map(|(name, r)| (format!("{name}-org-secret"), r))
-        .chain(owner_refs("CEUser", uids(&f_users).await).map(|(name, r)| (format!("{name}-user-secret"), r)))
-        .collect();
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &floor_ns);
-    let owners = orgs
-        .iter()
-        .map(|o| ("Organization", o.name_any()))
-        .chain(users.iter().map(|u| ("CEUser", u.name_any())));
-    for (kind, owner) in owners {
-        let (api, namespace) = (events.clone(), floor_ns.clone());
-        jobs.push(Box::new(move || {
-            Box::pin(async move {
-                let event = k8s_openapi::api::events::v1::Event {
-                    metadata: kube::api::ObjectMeta {
-                        generate_name: Some(format!("{owner}-")),
-                        ..Default::default()
-                    },
-                    event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
-                        k8s_openapi::jiff::Timestamp::now(),
-                    )),
-                    action: Some("Reconcile".into()),
-                    reason: Some("SecretIssued".into()),
-                    note: Some("issued a new secret".into()),
-                    type_: Some("Normal".into()),
-                    reporting_controller: Some("ce.tenancy.io/floor".into()),
-                    reporting_instance: Some("floor".into()),
-                    regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
-                        api_version: Some("ce.tenancy.io/v1alpha1".into()),
-                        kind: Some(kind.into()),
-                        name: Some(owner),
-                        namespace: Some(namespace),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                api.create(&PostParams::default(), &event).await.expect("floor event");
-            })
-        }));
-    }
-    for (name, owner) in secret_owners {
-        let api = f_secrets.clone();
-        let mut metadata = secret_meta.get(&name).cloned().unwrap_or_else(|| meta(&name));
-        metadata.owner_references = Some(vec![owner]);
-        jobs.push(Box::new(move || {
-            Box::pin(async move {
-                let value = ce_operator::controller::generate_secret(32)
-                    .unwrap()
-                    .expose()
-                    .to_owned();
-                let secret = Secret {
-                    metadata,
-                    string_data: Some([("secret".to_string(), value)].into()),
-                    ..Default::default()
-                };
-                api.create(&PostParams::default(), &secret).await.expect("floor secret");
-            })
-        }));
-    }
-    macro_rules! status_jobs {
-        ($api:expr, $objects:expr, $kind:expr) => {
-            for o in &$objects {
-                let (api, name) = ($api.clone(), o.name_any());
-                let status = statuses.get(&($kind, name.clone())).cloned().unwrap_or_default();
-                let patch = serde_json::json!({"apiVersion": "ce.tenancy.io/v1alpha1", "kind": $kind, "status": status});
-                jobs.push(Box::new(move || Box::pin(async move {
-                    api.patch_status(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&patch)).await.expect("floor status");
-                })));
-            }
-        };
-    }
-    status_jobs!(f_orgs, orgs, "Organization");
-    status_jobs!(f_accounts, accounts, "Account");
-    status_jobs!(f_users, users, "CEUser");
-    status_jobs!(f_bindings, bindings, "RoleBinding");
-    run_all(jobs).await;
-    report.floor_secs = floor_started.elapsed().as_secs_f64();
-    report.cpu_floor = CpuSeconds::now(None).since(cpu_before);
-    let metrics = apiserver_metrics(&client).await;
-    report.cache_checks[1] = cache_checks(&metrics) - checks_before;
-    // The floor's snapshot holds every counter the converging one did (counters only grow).
-    report.etcd_requests = between(&etcd_before, &etcd_requests(&metrics))
-        .into_iter()
-        .map(|((resource, operation), floor)| {
-            let converging = etcd_converging.get(&(resource.clone(), operation.clone())).copied();
-            (resource, operation, converging.unwrap_or(0), floor)
-        })
-        .filter(|(_, _, converging, floor)| converging + floor > 0)
-        .collect();
-    report.ratio = report.convergence_secs / report.floor_secs;
-    eprintln!("bench: floor {:.1} s", report.floor_secs);
-    // The floor's objects go before the next phases, which measure the operator on a cluster
-    // holding its load, not twice as much: at 100k, a restart on the kept load took 17.8-18.8 s
-    // to ready with the floor's objects still there, 13.9-15.8 s without them.
-    let removing = Instant::now();
-    namespaces.delete(&floor_ns, &Default::default()).await.unwrap();
-    while namespaces.get_opt(&floor_ns).await.unwrap().is_some() {
-        assert!(
-            removing.elapsed() < Duration::from_secs(1800),
-            "namespace {floor_ns} not gone after 30 min"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    report.floor_removed_secs = removing.elapsed().as_secs_f64();
-    eprintln!("bench: floor's namespace removed in {:.1} s", report.floor_removed_secs);
+    // 2. What the honest floor writes: saved for `--floor`, which runs it on a cluster of its
+    // own (hack/bench.sh).
+    let written = Written::read(&client, &ns).await;
+    let written_path = out_dir.join(format!("written-{stamp}.json"));
+    std::fs::write(&written_path, serde_json::to_vec(&written).unwrap()).unwrap();
+    report.written = written_path.display().to_string();
 
     // 3. Quiet at rest.
     let (rss, _) = operator.rss();
@@ -1015,7 +1214,7 @@ async fn main() {
     report.latency_p50_ms = percentile(&samples, 50.0);
     report.latency_p95_ms = percentile(&samples, 95.0);
     report.latency_p99_ms = percentile(&samples, 99.0);
-    report.cache_checks[3] = cache_checks(&apiserver_metrics(&client).await) - checks_before;
+    report.cache_checks[2] = cache_checks(&apiserver_metrics(&client).await) - checks_before;
 
     // 5. Admission: the webhook's cost on a write, from the client, the API server and the
     // operator.
@@ -1041,7 +1240,7 @@ async fn main() {
     report.restart_ready_secs = restarted.elapsed().as_secs_f64();
     report.cpu_restart = CpuSeconds::now(Some(operator.child.id())).since(cpu_before);
     report.cpu_restart.load_client = 0.0;
-    report.cache_checks[2] = cache_checks(&apiserver_metrics(&client).await) - checks_before;
+    report.cache_checks[1] = cache_checks(&apiserver_metrics(&client).await) - checks_before;
     // A restart that never confirms every object is a failure, not a figure.
     while operator.reconciles() < objects as u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1073,15 +1272,6 @@ async fn main() {
         r.load_created_secs, r.convergence_secs
     );
     println!(
-        "| honest floor (bare client: the creates and the necessary writes) | {:.1} s | |",
-        r.floor_secs
-    );
-    println!("| ratio convergence / honest floor | {:.2} | <= 1.3 |", r.ratio);
-    println!(
-        "| the floor's namespace removed (before the next phases) | {:.1} s | |",
-        r.floor_removed_secs
-    );
-    println!(
         "| writes at rest ({} s window) | {} | 0 |",
         r.rest_window_secs, r.writes_at_rest
     );
@@ -1098,7 +1288,7 @@ async fn main() {
     println!("| bytes per object (steady RSS) | {:.0} | |", r.bytes_per_object);
     println!(
         "| change latency p50 / p95 / p99 ({} samples; API server cache checks meanwhile: {}) | {:.0} / {:.0} / {:.0} ms | p99 < 1000 ms |",
-        r.latency_samples, r.cache_checks[3], r.latency_p50_ms, r.latency_p95_ms, r.latency_p99_ms
+        r.latency_samples, r.cache_checks[2], r.latency_p50_ms, r.latency_p95_ms, r.latency_p99_ms
     );
     println!(
         "| CEUser reconcile p99 while converging (with its writes) | {} ms | |",
@@ -1117,13 +1307,9 @@ async fn main() {
         "| CPU seconds (2 cores) | operator | kube-apiserver | etcd | kube-controller-manager | load client | total | API server cache checks of ceusers, secrets, events |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for ((phase, c), checks) in [
-        ("converging", r.cpu_converging),
-        ("honest floor", r.cpu_floor),
-        ("restart to ready", r.cpu_restart),
-    ]
-    .into_iter()
-    .zip(r.cache_checks)
+    for ((phase, c), checks) in [("converging", r.cpu_converging), ("restart to ready", r.cpu_restart)]
+        .into_iter()
+        .zip(r.cache_checks)
     {
         println!(
             "| {phase} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {checks} |",
@@ -1141,12 +1327,6 @@ async fn main() {
     for row in &r.per_verb {
         let necessary = row.necessary.map_or_else(|| "-".to_owned(), |n| n.to_string());
         println!("| {} {} | {} | {necessary} |", row.verb, row.resource, row.requests);
-    }
-    println!();
-    println!("| the API server's etcd requests | converging | honest floor |");
-    println!("|---|---|---|");
-    for (resource, operation, converging, floor) in &r.etcd_requests {
-        println!("| {operation} {resource} | {converging} | {floor} |");
     }
     println!();
     println!("| measure | value | target |");
