@@ -855,6 +855,29 @@ async fn floor_main(scale: &Scale, written: &Path) {
     println!("figures: {}", json.display());
 }
 
+/// A kind of the load (or a Secret, an Event), as the floor's client writes it.
+trait LoadKind:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + 'static
+{
+}
+
+impl<K> LoadKind for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug
+        + Send
+        + 'static
+{
+}
+
 /// The honest floor's client: creates, and queues each created object's necessary writes.
 struct Floor {
     client: Client,
@@ -866,7 +889,7 @@ struct Floor {
 impl Floor {
     fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: LoadKind,
     {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -879,11 +902,7 @@ impl Floor {
     /// writes as soon as it exists.
     async fn create_all<K>(&self, objects: Vec<K>, then: impl Fn(&Self, K) + Clone)
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + Serialize
-            + std::fmt::Debug,
+        K: LoadKind,
     {
         let api: Api<K> = self.api();
         stream::iter(objects)
@@ -903,12 +922,7 @@ impl Floor {
     /// resourceVersion).
     fn finalizer<K>(&self, obj: &K)
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + 'static,
+        K: LoadKind,
     {
         let finalizers = [ce_operator::model::names::FINALIZER];
         self.list_patch(obj, "finalizers", serde_json::json!(finalizers));
@@ -927,12 +941,7 @@ impl Floor {
 
     fn list_patch<K>(&self, obj: &K, field: &str, value: serde_json::Value)
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + 'static,
+        K: LoadKind,
     {
         let (api, name): (Api<K>, String) = (self.api(), obj.name_any());
         let patch = serde_json::json!([
@@ -950,12 +959,7 @@ impl Floor {
     /// The converged status the operator wrote, applied as it applies it.
     fn status<K>(&self, obj: &K)
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + 'static,
+        K: LoadKind,
     {
         let (api, name): (Api<K>, String) = (self.api(), obj.name_any());
         let kind = K::kind(&());
@@ -978,7 +982,7 @@ impl Floor {
     /// the activity event of the issued secret.
     fn secret_and_event<K>(&self, owner: &K, secret_name: String)
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        K: LoadKind,
     {
         let SecretMeta { labels, annotations } = self.written.secrets.get(&secret_name).cloned().unwrap_or_default();
         let reference = OwnerReference {
