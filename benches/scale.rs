@@ -656,12 +656,26 @@ async fn admission(
     }
 }
 
-async fn create_namespace(namespaces: &Api<Namespace>, name: &str) {
+/// The cluster's kubeconfig and client, a stamp naming this run's files, and a fresh
+/// namespace `{prefix}-{stamp}`, with the CRDs installed.
+async fn start(prefix: &str) -> (PathBuf, Client, u64, String) {
+    let kubeconfig = kubeconfig();
+    let client = client(&kubeconfig).await;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ns = format!("{prefix}-{stamp}");
     let namespace = Namespace {
-        metadata: meta(name),
+        metadata: meta(&ns),
         ..Default::default()
     };
-    namespaces.create(&PostParams::default(), &namespace).await.unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    install_crds(&kubeconfig);
+    (kubeconfig, client, stamp, ns)
 }
 
 /// What the operator wrote for the load, which the honest floor writes too: each object's
@@ -755,15 +769,7 @@ const OPERATOR_CONCURRENCY: usize = 5 * 8;
 /// same scale). Nothing is listed inside the clock: the owners' uids come from the creates.
 async fn floor_main(scale: &Scale, written: &Path) {
     let written: Written = serde_json::from_slice(&std::fs::read(written).expect("WRITTEN")).unwrap();
-    let kubeconfig = kubeconfig();
-    let client = client(&kubeconfig).await;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let ns = format!("bench-floor-{stamp}");
-    create_namespace(&Api::all(client.clone()), &ns).await;
-    install_crds(&kubeconfig);
+    let (_, client, stamp, ns) = start("bench-floor").await;
     let (orgs, accounts, users, bindings) = load(scale);
     let objects = orgs.len() + accounts.len() + users.len() + bindings.len();
     assert_eq!(
@@ -1076,16 +1082,8 @@ async fn main() {
     if let Some(written) = args.iter().position(|a| a == "--floor").and_then(|i| args.get(i + 1)) {
         return floor_main(&scale, Path::new(written)).await;
     }
-    let kubeconfig = kubeconfig();
-    let client = client(&kubeconfig).await;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let ns = format!("bench-{stamp}");
+    let (kubeconfig, client, stamp, ns) = start("bench").await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    create_namespace(&namespaces, &ns).await;
-    install_crds(&kubeconfig);
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut report = Report {

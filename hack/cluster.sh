@@ -256,6 +256,9 @@ up() {
   done
   down_quiet
   "$root/hack/node.sh" down --dir "$dir"
+  # A start that fails half-way (a component that does not come up) leaves nothing of this
+  # cluster running: the caller has no cluster to stop.
+  trap 'failed=$?; log "start failed: stopping what was started"; "$root/hack/node.sh" down --dir "$dir" || true; down_quiet; exit "$failed"' EXIT
   rm -rf "$dir/etcd" "$pki" "$dir/kubeconfig"
   mkdir -p "$logs" "$dir/etcd"
   gen_pki
@@ -305,6 +308,7 @@ ENV
       "ce-watchdog:$dir" "$watch_pid" "$root/hack/cluster.sh" "$dir" >"$logs/watchdog.log" 2>&1 </dev/null &
     echo $! >"$dir/watchdog.pid"
   fi
+  trap - EXIT
   log "cluster ready: export KUBECONFIG=$dir/kubeconfig"
 }
 
