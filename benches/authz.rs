@@ -417,9 +417,11 @@ struct Request {
 }
 
 impl Request {
-    /// For a wrk script: a `wrk.format` call.
-    fn wrk_format(&self) -> String {
-        let mut h = String::from("{");
+    /// For a wrk script: a `wrk.format` call, to `host`. The script builds its requests as it
+    /// loads, before wrk knows the URL, so wrk.format cannot add the Host header itself: a
+    /// request without one gets 400 from Go's HTTP server (OPA), which answers nothing.
+    fn wrk_format(&self, host: &str) -> String {
+        let mut h = format!("{{[\"Host\"] = {}, ", lua_string(host));
         for (name, value) in &self.headers {
             let _ = write!(h, "[{}] = {}, ", lua_string(name), lua_string(value));
         }
@@ -826,7 +828,8 @@ async fn main() {
     // wrk's scripts and vegeta's targets, per server. The reference gets the operator's
     // requests: the same bytes to read, no decision.
     let files = |name: &str, url: &str, requests: &[Request]| {
-        let wrk_requests: Vec<String> = requests.iter().map(Request::wrk_format).collect();
+        let host = url.trim_start_matches("http://");
+        let wrk_requests: Vec<String> = requests.iter().map(|r| r.wrk_format(host)).collect();
         let targets: Vec<String> = requests.iter().map(|r| r.vegeta_target(url)).collect();
         let (script, target_file) = (
             opa_dir.join(format!("{name}.lua")),
