@@ -89,8 +89,6 @@ struct Report {
     /// Operator / OPA and operator / reference, saturated, per run.
     ratio: Vec<f64>,
     of_reference: Vec<f64>,
-    /// The operator alone at half its own median saturated rate, open loop, per run.
-    operator_half_own: Vec<Paced>,
     index_bytes: usize,
     rss_mib: f64,
     change_samples: usize,
@@ -883,11 +881,12 @@ async fn main() {
             .push(rates["operator"] / rates["reference"].max(1.0));
     }
     // Both servers at one rate that both can serve: half of the slower one's saturated rate.
+    // (Not the operator alone at half its own: vegeta, sharing the two cores with it, sends
+    // at most about 7,600/s here, far below that; it fell behind and timed out.)
     let slower = spread(&report.operator.saturated_per_sec)
         .0
         .min(spread(&report.opa.saturated_per_sec).0);
     report.paced_per_sec = slower / 2.0;
-    let own_half = spread(&report.operator.saturated_per_sec).0 / 2.0;
     for run in 0..runs {
         let mut order = [
             ("operator", &operator_targets, &mix_shares),
@@ -904,9 +903,6 @@ async fn main() {
                 _ => report.opa.paced.push(paced),
             }
         }
-        let paced = vegeta(&operator_targets, own_half, seconds);
-        assert_decisions("operator", 0, &paced.statuses, &mix_shares);
-        report.operator_half_own.push(paced);
     }
     report.rss_mib = operator.rss().0 as f64 / 1048576.0;
 
@@ -1034,12 +1030,6 @@ async fn main() {
         paced(&r.operator.paced, |p| p.p99_ms),
         paced(&r.opa.paced, |p| p.p50_ms),
         paced(&r.opa.paced, |p| p.p99_ms)
-    );
-    println!(
-        "| the operator alone, open loop at half its own saturated rate ({}/s sent): p50 / p99 | {} / {} ms | | |",
-        paced(&r.operator_half_own, |p| p.sent_per_sec),
-        paced(&r.operator_half_own, |p| p.p50_ms),
-        paced(&r.operator_half_own, |p| p.p99_ms)
     );
     println!("| decisions that differ (whole mix) | {} | | 0 |", r.disagreements);
     println!(
