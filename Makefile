@@ -41,7 +41,10 @@ bench: cluster-down tools ## Scale benchmark: the operator and the honest floor,
 	cargo build --release --bin ce-operator
 	@RUNS="$(RUNS)" ARGS="$(ARGS)" hack/bench.sh
 
-bench-authz: cluster-up ## Authorization endpoint vs OPA on the same data (wrk and vegeta; builds OPA and vegeta once)
+# The authorization benchmark, too, starts from a fresh cluster: one still holding an earlier
+# run's load stalls the machine now and then (an open-loop run fell from 5,245 to 1,560
+# requests sent per second).
+bench-authz: cluster-down cluster-up ## Authorization endpoint vs OPA on the same data, on a fresh local cluster (wrk and vegeta; builds OPA and vegeta once)
 	@hack/ensure-bench-deps.sh
 	cargo build --release --bin ce-operator
 	cargo bench --bench authz -- $(ARGS)
