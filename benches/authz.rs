@@ -842,7 +842,7 @@ async fn main() {
     let all_ok = BTreeMap::from([(200, 1.0)]);
     let (operator_script, operator_targets) = files("operator", &operator_url, &operator_checks);
     let (opa_script, opa_targets) = files("opa", &opa_url, &opa_checks);
-    let (reference_script, _) = files("reference", &reference_url, &operator_checks);
+    let (reference_script, reference_targets) = files("reference", &reference_url, &operator_checks);
     let mut report = Report {
         users: users_n,
         mix: mix_n,
@@ -891,6 +891,7 @@ async fn main() {
         let mut order = [
             ("operator", &operator_targets, &mix_shares),
             ("opa", &opa_targets, &all_ok),
+            ("reference", &reference_targets, &all_ok),
         ];
         if run % 2 == 1 {
             order.reverse();
@@ -900,7 +901,8 @@ async fn main() {
             assert_decisions(name, 0, &paced.statuses, expected);
             match name {
                 "operator" => report.operator.paced.push(paced),
-                _ => report.opa.paced.push(paced),
+                "opa" => report.opa.paced.push(paced),
+                _ => report.reference.paced.push(paced),
             }
         }
     }
@@ -1030,6 +1032,11 @@ async fn main() {
         paced(&r.operator.paced, |p| p.p99_ms),
         paced(&r.opa.paced, |p| p.p50_ms),
         paced(&r.opa.paced, |p| p.p99_ms)
+    );
+    println!(
+        "| the same, on the handler answering at once: the generator's and the stack's own share | {} / {} ms | | |",
+        paced(&r.reference.paced, |p| p.p50_ms),
+        paced(&r.reference.paced, |p| p.p99_ms)
     );
     println!("| decisions that differ (whole mix) | {} | | 0 |", r.disagreements);
     println!(
