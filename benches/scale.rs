@@ -400,6 +400,28 @@ where
         .unwrap_or(0)
 }
 
+/// Accounts Ready and counting every one of their `users`: an account's count follows its
+/// users' creation, and may still be catching up once the account is Ready.
+async fn count_settled_accounts(api: &Api<Account>, users: &[CEUser]) -> usize {
+    let mut expected: BTreeMap<&str, i32> = BTreeMap::new();
+    for u in users {
+        *expected.entry(u.spec.account_ref.name.as_str()).or_default() += 1;
+    }
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|a| a.condition("Ready").is_some_and(|c| c.status == "True"))
+                .filter(|a| {
+                    let counted = a.status.as_ref().and_then(|s| s.users).unwrap_or(0);
+                    counted == expected.get(a.name_any().as_str()).copied().unwrap_or(0)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Starts the release operator on `namespace` with its webhook on `webhook`.
 fn start_operator(kubeconfig: &Path, namespace: &str, webhook: &Webhook, log: PathBuf) -> Operator {
     let args: Vec<String> = [
@@ -784,7 +806,7 @@ async fn floor_main(scale: &Scale, written: &Path) {
     let metrics = apiserver_metrics(&client).await;
     let (checks_before, etcd_before) = (cache_checks(&metrics), etcd_requests(&metrics));
     let started = Instant::now();
-    let (writes, queue) = futures::channel::mpsc::unbounded::<futures::future::BoxFuture<'static, ()>>();
+    let (writes, queue) = futures::channel::mpsc::unbounded::<Write>();
     let writer = tokio::spawn(queue.buffer_unordered(OPERATOR_CONCURRENCY).collect::<Vec<()>>());
     let user_uids = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     let floor = Floor {
@@ -795,16 +817,12 @@ async fn floor_main(scale: &Scale, written: &Path) {
     };
     floor
         .create_all(orgs, |f, org| {
-            f.finalizer(&org);
-            f.secret_and_event(&org, format!("{}-org-secret", org.name_any()));
-            f.status(&org);
+            let [secret, event] = f.secret_and_event(&org, format!("{}-org-secret", org.name_any()));
+            vec![f.finalizer(&org), secret, event, f.status(&org)]
         })
         .await;
     floor
-        .create_all(accounts, |f, account| {
-            f.finalizer(&account);
-            f.status(&account);
-        })
+        .create_all(accounts, |f, account| vec![f.finalizer(&account), f.status(&account)])
         .await;
     let uids = user_uids.clone();
     floor
@@ -812,8 +830,8 @@ async fn floor_main(scale: &Scale, written: &Path) {
             uids.lock()
                 .unwrap()
                 .insert(user.name_any(), user.uid().unwrap_or_default());
-            f.secret_and_event(&user, format!("{}-user-secret", user.name_any()));
-            f.status(&user);
+            let [secret, event] = f.secret_and_event(&user, format!("{}-user-secret", user.name_any()));
+            vec![secret, event, f.status(&user)]
         })
         .await;
     let uids = user_uids.clone();
@@ -825,8 +843,7 @@ async fn floor_main(scale: &Scale, written: &Path) {
                 .get(&binding.spec.user_ref.name)
                 .cloned()
                 .unwrap_or_default();
-            f.pin(&binding, uid);
-            f.status(&binding);
+            vec![f.pin(&binding, uid), f.status(&binding)]
         })
         .await;
     drop(floor);
@@ -884,12 +901,15 @@ impl<K> LoadKind for K where
 {
 }
 
+/// One write of the floor.
+type Write = futures::future::BoxFuture<'static, ()>;
+
 /// The honest floor's client: creates, and queues each created object's necessary writes.
 struct Floor {
     client: Client,
     ns: String,
     written: std::sync::Arc<Written>,
-    writes: futures::channel::mpsc::UnboundedSender<futures::future::BoxFuture<'static, ()>>,
+    writes: futures::channel::mpsc::UnboundedSender<Write>,
 }
 
 impl Floor {
@@ -900,13 +920,20 @@ impl Floor {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    fn queue(&self, write: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.writes.unbounded_send(Box::pin(write)).expect("the writer runs");
+    /// Queues one object's writes, made one after the other as one reconcile makes them
+    /// (a write guarded by the resourceVersion the create returned comes first).
+    fn queue(&self, writes: Vec<Write>) {
+        let job = async move {
+            for write in writes {
+                write.await;
+            }
+        };
+        self.writes.unbounded_send(Box::pin(job)).expect("the writer runs");
     }
 
-    /// Creates `objects`, 32 at once as the load generator does; `then` queues each one's
-    /// writes as soon as it exists.
-    async fn create_all<K>(&self, objects: Vec<K>, then: impl Fn(&Self, K) + Clone)
+    /// Creates `objects`, 32 at once as the load generator does; `then` gives each one's
+    /// writes, queued as soon as it exists.
+    async fn create_all<K>(&self, objects: Vec<K>, then: impl Fn(&Self, K) -> Vec<Write> + Clone)
     where
         K: LoadKind,
     {
@@ -916,7 +943,7 @@ impl Floor {
                 let (api, then) = (api.clone(), then.clone());
                 async move {
                     let created = api.create(&PostParams::default(), &o).await.expect("floor create");
-                    then(self, created);
+                    self.queue(then(self, created));
                 }
             })
             .buffer_unordered(CLIENT_CONCURRENCY)
@@ -926,26 +953,26 @@ impl Floor {
 
     /// The operator's finalizer, added as the operator adds it (a JSON patch guarded by the
     /// resourceVersion).
-    fn finalizer<K>(&self, obj: &K)
+    fn finalizer<K>(&self, obj: &K) -> Write
     where
         K: LoadKind,
     {
         let finalizers = [ce_operator::model::names::FINALIZER];
-        self.list_patch(obj, "finalizers", serde_json::json!(finalizers));
+        self.list_patch(obj, "finalizers", serde_json::json!(finalizers))
     }
 
     /// A binding pinned to its user, as the operator pins it (an owner reference).
-    fn pin(&self, binding: &RoleBinding, uid: String) {
+    fn pin(&self, binding: &RoleBinding, uid: String) -> Write {
         let owner = serde_json::json!([{
             "apiVersion": "ce.tenancy.io/v1alpha1",
             "kind": "CEUser",
             "name": binding.spec.user_ref.name,
             "uid": uid,
         }]);
-        self.list_patch(binding, "ownerReferences", owner);
+        self.list_patch(binding, "ownerReferences", owner)
     }
 
-    fn list_patch<K>(&self, obj: &K, field: &str, value: serde_json::Value)
+    fn list_patch<K>(&self, obj: &K, field: &str, value: serde_json::Value) -> Write
     where
         K: LoadKind,
     {
@@ -955,15 +982,15 @@ impl Floor {
             {"op": "add", "path": format!("/metadata/{field}"), "value": value},
         ]);
         let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
-        self.queue(async move {
+        Box::pin(async move {
             api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
                 .await
                 .expect("floor patch");
-        });
+        })
     }
 
     /// The converged status the operator wrote, applied as it applies it.
-    fn status<K>(&self, obj: &K)
+    fn status<K>(&self, obj: &K) -> Write
     where
         K: LoadKind,
     {
@@ -976,17 +1003,17 @@ impl Floor {
             .cloned()
             .unwrap_or_default();
         let patch = serde_json::json!({"apiVersion": "ce.tenancy.io/v1alpha1", "kind": kind, "status": status});
-        self.queue(async move {
+        Box::pin(async move {
             api.patch_status(&name, &PatchParams::apply("floor").force(), &Patch::Apply(&patch))
                 .await
                 .expect("floor status");
-        });
+        })
     }
 
     /// The owner's Secret (controlled by it, as the operator's are: the API server checks the
     /// blockOwnerDeletion permission and the garbage collector follows the reference), and
     /// the activity event of the issued secret.
-    fn secret_and_event<K>(&self, owner: &K, secret_name: String)
+    fn secret_and_event<K>(&self, owner: &K, secret_name: String) -> [Write; 2]
     where
         K: LoadKind,
     {
@@ -1020,7 +1047,7 @@ impl Floor {
             ..Default::default()
         };
         let secrets: Api<Secret> = self.api();
-        self.queue(async move {
+        let create_secret = Box::pin(async move {
             secrets
                 .create(&PostParams::default(), &secret)
                 .await
@@ -1050,12 +1077,13 @@ impl Floor {
             ..Default::default()
         };
         let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
-        self.queue(async move {
+        let create_event = Box::pin(async move {
             events
                 .create(&PostParams::default(), &event)
                 .await
                 .expect("floor event");
         });
+        [create_secret, create_event]
     }
 }
 
@@ -1135,7 +1163,7 @@ async fn main() {
         if ready_by_metrics >= objects as u64 {
             polls += 4;
             let ready = count_ready(&org_api).await
-                + count_ready(&account_api).await
+                + count_settled_accounts(&account_api, &users).await
                 + count_ready(&user_api).await
                 + count_ready(&binding_api).await;
             if ready == objects {

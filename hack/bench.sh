@@ -17,7 +17,8 @@ runs=${RUNS:-1}
 pairs=()
 written=""
 
-# phase converge|floor: one phase on a fresh cluster; prints the path of its figures.
+# phase converge|floor: one phase on a fresh cluster; prints the path of its figures. (It runs
+# in a command substitution, which does not inherit `set -e`: a failure exits explicitly.)
 phase() {
   local out
   out=$(mktemp)
@@ -25,10 +26,10 @@ phase() {
   hack/cluster.sh up >&2
   if [[ $1 == converge ]]; then
     # shellcheck disable=SC2086 # ARGS is a list of flags
-    cargo bench --bench scale -- ${ARGS:-} | tee "$out" >&2
+    cargo bench --bench scale -- ${ARGS:-} | tee "$out" >&2 || exit 1
   else
     # shellcheck disable=SC2086
-    cargo bench --bench scale -- ${ARGS:-} --floor "$written" | tee "$out" >&2
+    cargo bench --bench scale -- ${ARGS:-} --floor "$written" | tee "$out" >&2 || exit 1
   fi
   sed -n 's/^figures: //p' "$out"
   rm -f "$out"
