@@ -5,14 +5,41 @@
 # `down` and the leak checks find them, whatever state the directory is in.
 tag="ce-cluster:$dir:"
 
-# free_ports N: N distinct free ports on 127.0.0.1. All N are held open until all are picked:
-# ports picked one at a time can repeat (a closed port is free again for the next pick), and
-# two components of one cluster on one port fail to start.
+# free_ports N: N distinct free ports on 127.0.0.1, for the components to listen on. Not from
+# the kernel's ephemeral range (32768-60999): a port picked there by binding port 0 can be
+# handed out again, to another cluster starting at the same moment (two clusters' etcd on one
+# port) or to any process's outgoing connection, before the component binds it. Instead,
+# random ports in 20000-32767 that bind now and that no other start took in the last two
+# minutes (a file of recent picks, under a lock, shared by every checkout on this machine).
 free_ports() {
-  python3 -c 'import socket, sys
-held = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in held: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
+  python3 - "$1" <<'PY'
+import fcntl, json, os, random, socket, sys, time
+n, now, path = int(sys.argv[1]), time.time(), "/tmp/ce-cluster-ports.json"
+with open(path + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        recent = {int(p): t for p, t in json.load(open(path)).items() if now - t < 120}
+    except (OSError, ValueError):
+        recent = {}
+    picked = []
+    while len(picked) < n:
+        port = random.randint(20000, 32767)
+        if port in recent or port in picked:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        picked.append(port)
+    recent.update({p: now for p in picked})
+    with open(path + ".tmp", "w") as f:
+        json.dump(recent, f)
+    os.replace(path + ".tmp", path)
+print(" ".join(map(str, picked)))
+PY
 }
 free_port() { free_ports 1; }
 
