@@ -385,7 +385,8 @@ fn load(scale: &Scale) -> (Vec<Organization>, Vec<Account>, Vec<CEUser>, Vec<Rol
     (orgs, accounts, users, bindings)
 }
 
-async fn count_ready<K>(api: &Api<K>) -> usize
+/// How many objects of `api` are Ready and `settled`.
+async fn count_ready<K>(api: &Api<K>, settled: impl Fn(&K) -> bool) -> usize
 where
     K: Resource + HasConditions + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -395,31 +396,23 @@ where
             l.items
                 .iter()
                 .filter(|o| o.condition("Ready").is_some_and(|c| c.status == "True"))
+                .filter(|o| settled(o))
                 .count()
         })
         .unwrap_or(0)
 }
 
-/// Accounts Ready and counting every one of their `users`: an account's count follows its
-/// users' creation, and may still be catching up once the account is Ready.
-async fn count_settled_accounts(api: &Api<Account>, users: &[CEUser]) -> usize {
-    let mut expected: BTreeMap<&str, i32> = BTreeMap::new();
+/// Whether an account counts every one of its `users`: its count follows its users'
+/// creation, and may still be catching up once the account is Ready.
+fn counts_its_users(users: &[CEUser]) -> impl Fn(&Account) -> bool {
+    let mut expected: BTreeMap<String, i32> = BTreeMap::new();
     for u in users {
-        *expected.entry(u.spec.account_ref.name.as_str()).or_default() += 1;
+        *expected.entry(u.spec.account_ref.name.clone()).or_default() += 1;
     }
-    api.list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|a| a.condition("Ready").is_some_and(|c| c.status == "True"))
-                .filter(|a| {
-                    let counted = a.status.as_ref().and_then(|s| s.users).unwrap_or(0);
-                    counted == expected.get(a.name_any().as_str()).copied().unwrap_or(0)
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    move |a| {
+        let counted = a.status.as_ref().and_then(|s| s.users).unwrap_or(0);
+        counted == expected.get(&a.name_any()).copied().unwrap_or(0)
+    }
 }
 
 /// Starts the release operator on `namespace` with its webhook on `webhook`.
@@ -1157,15 +1150,16 @@ async fn main() {
     create_all(&binding_api, bindings.clone()).await;
     report.load_created_secs = started.elapsed().as_secs_f64();
     // Wait on the operator's own gauges (cheap), then confirm with one list of everything.
+    let account_settled = counts_its_users(&users);
     let mut polls = 0u64;
     loop {
         let ready_by_metrics = operator.ready_objects();
         if ready_by_metrics >= objects as u64 {
             polls += 4;
-            let ready = count_ready(&org_api).await
-                + count_settled_accounts(&account_api, &users).await
-                + count_ready(&user_api).await
-                + count_ready(&binding_api).await;
+            let ready = count_ready(&org_api, |_| true).await
+                + count_ready(&account_api, &account_settled).await
+                + count_ready(&user_api, |_| true).await
+                + count_ready(&binding_api, |_| true).await;
             if ready == objects {
                 break;
             }

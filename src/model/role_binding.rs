@@ -365,14 +365,25 @@ mod tests {
         );
     }
 
+    /// The decision for `binding` of `user`, in organization acme whose one account, hq, is
+    /// its default.
+    fn decide_in_acme(binding: &RoleBinding, user: &CEUser) -> Decision<RoleBindingStatus> {
+        let accounts = arcs(&[account("hq", "acme", true)]);
+        decide(&Inputs {
+            binding,
+            user: Some(user),
+            account: Some(&accounts[0]),
+            organization: Some(&org("acme")),
+            default_candidates: &DefaultCandidates::empty(accounts.clone()),
+            now: at(100),
+        })
+    }
+
     /// The organization's own binding of its owner is never pinned to a user: it follows
     /// whichever user holds the owner's e-mail, and goes with the organization.
     #[test]
     fn the_organizations_owner_binding_is_not_pinned() {
-        let acme = org("acme");
-        let accounts = arcs(&[account("hq", "acme", true)]);
         let owner = user("acme-owner", "hq", "ceo@acme.example");
-        let candidates = DefaultCandidates::empty(accounts.clone());
         let generated = owned(
             binding("acme-owner-org-admin", "acme-owner", Role::OrgAdmin, false),
             "ce.tenancy.io/v1alpha1",
@@ -381,32 +392,15 @@ mod tests {
             "uid-acme",
             true,
         );
-        let decision = decide(&Inputs {
-            binding: &generated,
-            user: Some(&owner),
-            account: Some(&accounts[0]),
-            organization: Some(&acme),
-            default_candidates: &candidates,
-            now: at(100),
-        });
+        let decision = decide_in_acme(&generated, &owner);
         assert!(decision.actions.is_empty(), "{:?}", decision.actions);
     }
 
     /// The status answers for the binding's generation (what GitOps tools wait on).
     #[test]
     fn the_status_names_the_generation_it_answers_for() {
-        let acme = org("acme");
-        let accounts = arcs(&[account("hq", "acme", true)]);
         let sam = user("sam", "hq", "sam@acme.example");
-        let bound = binding("sam-admin", "sam", Role::Admin, false);
-        let decision = decide(&Inputs {
-            binding: &bound,
-            user: Some(&sam),
-            account: Some(&accounts[0]),
-            organization: Some(&acme),
-            default_candidates: &DefaultCandidates::empty(accounts.clone()),
-            now: at(100),
-        });
+        let decision = decide_in_acme(&binding("sam-admin", "sam", Role::Admin, false), &sam);
         assert_eq!(decision.status.observed_generation, Some(1));
     }
 }

@@ -552,7 +552,9 @@ async fn etcd_paused_mid_load_neither_crashes_nor_hot_loops_the_operator() {
         panic!("the operator exited after etcd resumed: {status}");
     }
     let converged = operator.metric("ce_operator_reconciles_total", &[]).await;
-    let at_rest = come_to_rest(&operator, REST_WITHIN).await;
+    let at_rest = operator
+        .come_to_rest(std::time::Duration::from_secs(1), REST_WITHIN)
+        .await;
     let failed = operator.metric("ce_operator_reconcile_errors_total", &[]).await - errors;
     let after_resume = at_rest - reconciles - reconciled_while_paused;
     eprintln!(
@@ -570,7 +572,7 @@ async fn etcd_paused_mid_load_neither_crashes_nor_hot_loops_the_operator() {
     );
     // Once etcd is back, the held writes complete and each object is woken by its own
     // writes' echoes a few times, then nothing: an operator that requeues what it just
-    // reconciled never comes to rest (`come_to_rest` fails), one that retries in a loop
+    // reconciled never comes to rest (`Operator::come_to_rest` fails), one that retries in a loop
     // exceeds these per-object bounds. Where writes fail fast instead, the backoff is tested
     // by `writes_refused_for_thirty_seconds_…`.
     assert!(
@@ -582,27 +584,6 @@ async fn etcd_paused_mid_load_neither_crashes_nor_hot_loops_the_operator() {
 
 /// How long an operator whose work is done may take to stop reconciling.
 const REST_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Waits until the operator's count of reconciles stays the same for a whole second, and
-/// returns it; fails if that does not happen within `limit` (a loop, however slow, of
-/// requeues shorter than `limit`).
-async fn come_to_rest(operator: &Operator, limit: std::time::Duration) -> f64 {
-    let deadline = std::time::Instant::now() + limit;
-    let mut last = operator.metric("ce_operator_reconciles_total", &[]).await;
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let now = operator.metric("ce_operator_reconciles_total", &[]).await;
-        if now == last {
-            return now;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the operator did not come to rest within {limit:?} of converging: {} reconciles in the last second",
-            now - last
-        );
-        last = now;
-    }
-}
 
 /// How long `writes_refused_…` refuses the operator's writes: long enough that backoff (5
 /// attempts per object) and a fixed retry (15 at 2 s) are far apart.

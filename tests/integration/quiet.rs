@@ -89,17 +89,7 @@ static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Waits until whatever was in flight has landed: the operator's reconcile counter stops
 /// moving between two samples.
 async fn settled(operator: &Operator) {
-    let started = std::time::Instant::now();
-    let mut last = operator.metric("ce_operator_reconciles_total", &[]).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await; // sampling interval
-        let now = operator.metric("ce_operator_reconciles_total", &[]).await;
-        if now == last {
-            return;
-        }
-        assert!(started.elapsed() < TIMEOUT, "the operator never settled");
-        last = now;
-    }
+    operator.come_to_rest(Duration::from_millis(1500), TIMEOUT).await;
 }
 
 #[tokio::test]

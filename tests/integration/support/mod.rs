@@ -427,6 +427,27 @@ impl Operator {
             .await
     }
 
+    /// Waits until the operator's count of reconciles stays the same over a whole `interval`
+    /// (whatever was in flight has landed), and returns it; fails if that does not happen
+    /// within `limit` (a loop, however slow, of requeues shorter than `limit`).
+    pub async fn come_to_rest(&self, interval: Duration, limit: Duration) -> f64 {
+        let deadline = Instant::now() + limit;
+        let mut last = self.metric("ce_operator_reconciles_total", &[]).await;
+        loop {
+            tokio::time::sleep(interval).await; // the sampling interval
+            let now = self.metric("ce_operator_reconciles_total", &[]).await;
+            if now == last {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator did not come to rest within {limit:?}: {} reconciles in the last {interval:?}",
+                now - last
+            );
+            last = now;
+        }
+    }
+
     /// A counter or gauge of the operator's /metrics, summed over the series whose labels
     /// include each pair of `with`.
     pub async fn metric(&self, name: &str, with: &[(&str, &str)]) -> f64 {
