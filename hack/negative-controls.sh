@@ -158,10 +158,6 @@ control metrics-read-without-their-labels tests/integration/support/metrics.rs \
   'with.iter().all(|(k, v)| s.labels.get(k) == Some(*v))' \
   'with.iter().all(|(k, _)| s.labels.get(k).is_some())' \
   'cargo test --test integration observability::the_metrics_text_is_read'
-control namespace-deletion-wakes-nothing src/controller/relations.rs \
-  $'    pub fn on_namespace_deletion(&mut self) {\n' \
-  $'    #[allow(unreachable_code)]\n    pub fn on_namespace_deletion(&mut self) {\n        return;\n' \
-  'cargo test --test integration faults::a_terminating_namespace'
 control retry-every-2-s-without-backoff src/controller/backoff.rs \
   'delay(*n, rand::random_range(0.8..1.2))' \
   '{ let _ = delay(*n, 1.0); Duration::from_secs(2) }' \
