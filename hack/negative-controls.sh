@@ -146,6 +146,10 @@ control resolver-judges-the-stored-version src/cache/resolve.rs \
   '    list.push(Arc::new(candidate.clone()));' \
   '    let _ = candidate;' \
   'cargo test --lib cache::resolve::'
+control a-reference-ahead-of-its-object-refused src/model/admission.rs \
+  $'        | Reason::ChildrenExist => Treatment::Deny,\n        Reason::OrganizationNotFound' \
+  $'        | Reason::ChildrenExist\n        | Reason::AccountNotFound => Treatment::Deny,\n        Reason::OrganizationNotFound' \
+  'cargo test --test integration webhook::a_tenant_applied_as_a_folder'
 control a-hot-loop-from-the-caches src/controller/mod.rs \
   $'            result\n        }\n        .instrument(span)' \
   $'            result.map(|_| Action::requeue(Duration::from_millis(20)))\n        }\n        .instrument(span)' \

@@ -333,7 +333,7 @@ async fn each_rule_refuses_the_change_at_once_and_the_reconciler_reports_what_sl
 }
 
 /// The files of one tenant, named so that `kubectl apply -f dir/` applies them in `order`.
-fn tenant_dir(root: &std::path::Path, i: usize, order: &[usize]) -> std::path::PathBuf {
+fn tenant_dir(root: &std::path::Path, i: usize, order: &[usize]) {
     let files = [
         (
             "organization",
@@ -366,13 +366,13 @@ fn tenant_dir(root: &std::path::Path, i: usize, order: &[usize]) -> std::path::P
             ),
         ),
     ];
-    let dir = root.join(format!("tenant-{i}"));
+    // Zero-padded, so that the folders' name order is the tenants' order.
+    let dir = root.join(format!("tenant-{i:03}"));
     std::fs::create_dir_all(&dir).unwrap();
     for (position, file) in order.iter().enumerate() {
         let (name, content) = &files[*file];
         std::fs::write(dir.join(format!("{position}-{name}.yaml")), content).unwrap();
     }
-    dir
 }
 
 fn permutations(n: usize) -> Vec<Vec<usize>> {
@@ -397,10 +397,53 @@ async fn a_tenant_applied_as_a_folder_in_every_order_is_admitted_and_converges()
     let orders = permutations(5);
     assert_eq!(orders.len(), 120);
     for (i, order) in orders.iter().enumerate() {
-        let dir = tenant_dir(&root, i, order);
-        let out = kubectl(&["-n", &ns.name, "apply", "-f", dir.to_str().unwrap()]);
-        assert!(out.status.success(), "order {order:?} was refused: {}", stderr(&out));
+        tenant_dir(&root, i, order);
     }
+    // One apply of the whole tree, as a GitOps tool applies a repository: kubectl walks the
+    // folders in name order and applies each object in turn, so every tenant reaches the API
+    // server in its folder's order (checked below from what kubectl reports, one line per
+    // object as it is applied).
+    let out = kubectl(&[
+        "-n",
+        &ns.name,
+        "apply",
+        "-R",
+        "-f",
+        root.to_str().unwrap(),
+        "-o",
+        "name",
+    ]);
+    assert!(out.status.success(), "a tenant was refused: {}", stderr(&out));
+    let applied = String::from_utf8(out.stdout).unwrap();
+    let mut files_applied = vec![Vec::new(); orders.len()];
+    for line in applied.lines() {
+        let (kind, name) = line.split_once('/').expect("kind/name");
+        let file = [
+            "organization.",
+            "account.",
+            "ceuser.",
+            "rolebinding.",
+            "elementsafelist.",
+        ]
+        .iter()
+        .position(|prefix| kind.starts_with(prefix))
+        .unwrap_or_else(|| panic!("unexpected object {line}"));
+        let tenant: usize = name
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap();
+        let seen = &mut files_applied[tenant];
+        if seen.last() != Some(&file) {
+            seen.push(file);
+        }
+    }
+    assert_eq!(
+        files_applied, orders,
+        "the tenants did not reach the API server in their folders' order"
+    );
     let users = ns.api::<CEUser>();
     let bindings = ns.api::<RoleBinding>();
     for i in 0..orders.len() {
