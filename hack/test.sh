@@ -13,16 +13,35 @@ hack/build-tools.sh etcd etcd_tools kubernetes containerd crane helm promtool ks
 # this crate and its tests, not every dependency again.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
 
-# The e2e's images: the release build (one core, whole-program LTO) runs beside clippy and
-# the test build, and is waited for before any test runs, so that no timed test shares the
-# machine with it.
+# The e2e's images: the release build (one core, whole-program LTO) runs beside everything
+# before the e2e: the static checks, the test build, and the tests, none of which asserts a
+# time that one busy core could break (performance is the benchmarks' business).
 images="$root/.local/e2e-cluster/work"
 mkdir -p "$images"
 log "make image (in the background, log: .local/e2e-cluster/work/image.log)"
 # In a session of its own, so that an early exit stops the whole build with it.
 setsid hack/e2e.sh images >"$images/image.log" 2>&1 &
 image_pid=$!
-trap 'kill -- -$image_pid 2>/dev/null || true' EXIT INT TERM
+
+cluster_dir="$root/.local/test-cluster"
+# A second cluster for the faults, which disturb the control plane: they run there, beside the
+# shared cluster's tests.
+alone_dir="$root/.local/test-cluster-alone"
+alone_pid=""
+stop_image() { [[ -z $image_pid ]] || kill -- -"$image_pid" 2>/dev/null || true; }
+stop_clusters() {
+  # The faults lane is a subshell: its test binary (and tee) are its children.
+  [[ -n $alone_pid ]] && { pkill -P "$alone_pid" 2>/dev/null; kill "$alone_pid" 2>/dev/null || true; }
+  hack/cluster.sh down --dir "$alone_dir" || true
+  hack/cluster.sh down --dir "$cluster_dir" || true
+}
+trap 'stop_image; stop_clusters' EXIT INT TERM
+# Both clusters start beside the static checks and the test build.
+log "test clusters starting (in the background)"
+hack/cluster.sh up --dir "$cluster_dir" >"$images/cluster.log" 2>&1 &
+cluster_up=$!
+hack/cluster.sh up --dir "$alone_dir" >"$images/cluster-alone.log" 2>&1 &
+alone_up=$!
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -39,22 +58,15 @@ hack/build-tools.sh cargo_machete
 log "cargo test --no-run"
 cargo test --locked --all-targets --no-run
 
-cluster_dir="$root/.local/test-cluster"
-# A second cluster for the faults, which disturb the control plane: they run there, beside the
-# shared cluster's tests.
-alone_dir="$root/.local/test-cluster-alone"
-alone_pid=""
-cleanup() {
-  [[ -n $image_pid ]] && { kill -- -"$image_pid" 2>/dev/null || true; }
-  # The faults lane is a subshell: its test binary (and tee) are its children.
-  [[ -n $alone_pid ]] && { pkill -P "$alone_pid" 2>/dev/null; kill "$alone_pid" 2>/dev/null || true; }
-  hack/cluster.sh down --dir "$alone_dir" || true
-  hack/cluster.sh down --dir "$cluster_dir" || true
+# started CLUSTER_PID LOG: waits for a cluster started above, printing its log if it failed.
+started() {
+  wait "$1" && return
+  cat "$2" >&2
+  log "a test cluster did not start"
+  exit 1
 }
-trap cleanup EXIT INT TERM
-hack/cluster.sh up --dir "$cluster_dir"
-hack/cluster.sh up --dir "$alone_dir" >"$images/cluster-alone.log" 2>&1 &
-alone_up=$!
+started "$cluster_up" "$images/cluster.log"
+started "$alone_up" "$images/cluster-alone.log"
 export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
 
 # The integration tests are one binary (tests/integration/), run directly so that libtest
@@ -64,9 +76,12 @@ integration=$(cargo test --locked --test integration --no-run --message-format=j
   python3 -c 'import json, sys
 print(next(m["executable"] for m in map(json.loads, sys.stdin)
            if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "integration" and m.get("executable")))')
-# Each run's output, for the slowest-first summary at the end.
+# Each lane's output, for the slowest-first summary at the end: a file per lane, since lines
+# of two lanes written to one file interleave and pair one test's name with another's time.
 timings="$root/.local/test-timings.log"
+alone_timings="$root/.local/test-timings-alone.log"
 : >"$timings"
+: >"$alone_timings"
 failed=()
 # run LABEL THREADS ARGS...: the integration binary with libtest ARGS (name filters), THREADS
 # tests at a time, on the cluster of $CE_TEST_KUBECONFIG; a failure is recorded, and the other
@@ -82,42 +97,28 @@ run() {
 threads=${TEST_THREADS:-4}
 # Modules by where they may run. Every other module works only in namespaces of its own, with
 # operators watching only those, and runs side by side with the rest.
-beside_the_build=(crd_drift crds observability plugin)         # time nothing
 alone_on_the_shared_cluster=(chart safelist etcd_restore quiet) # an operator over every
                                                                 # namespace, an etcd restore,
                                                                 # the API server's counters
 on_a_cluster_of_their_own=(faults)                              # faults to the control plane
 skip=()
-for module in "${beside_the_build[@]}" "${alone_on_the_shared_cluster[@]}" "${on_a_cluster_of_their_own[@]}"; do
+for module in "${alone_on_the_shared_cluster[@]}" "${on_a_cluster_of_their_own[@]}"; do
   skip+=(--skip "$module::")
 done
 
-log "cargo test: the unit tests (beside the image build)"
-cargo test --locked --lib --bins --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings" || failed+=(unit)
-run "${beside_the_build[*]} (beside the image build)" "$threads" "${beside_the_build[@]/%/::}"
-run "chart (alone, beside the image build)" 1 chart::
-if ! wait "$image_pid"; then
-  tail -n 30 "$images/image.log" >&2
-  log "make image failed"
-  exit 1
-fi
-image_pid=""
-grep -E '^\[image|^image size' "$images/image.log" >&2
-
-if ! wait "$alone_up"; then
-  cat "$images/cluster-alone.log" >&2
-  log "the second test cluster did not start"
-  exit 1
-fi
 rm -f "$images/alone.failed"
 # The faults, on the second cluster, in the background (their output is printed when they
 # end, so that it does not interleave with the shared cluster's).
 (
   export CE_TEST_KUBECONFIG="$alone_dir/kubeconfig"
+  timings=$alone_timings
   for module in "${on_a_cluster_of_their_own[@]}"; do run "$module (on a cluster of its own)" 1 "$module::"; done
   ((${#failed[@]} == 0)) || { echo "failed: ${failed[*]}" >"$images/alone.failed"; exit 1; }
 ) >"$images/alone.log" 2>&1 &
 alone_pid=$!
+log "cargo test: the unit tests"
+cargo test --locked --lib --bins --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings" || failed+=(unit)
+run "chart (alone)" 1 chart::
 run "every other module, side by side" "$threads" "${skip[@]}"
 for module in safelist etcd_restore quiet; do run "$module (alone)" "$threads" "$module::"; done
 log "cargo test: the benches, in test mode"
@@ -127,15 +128,15 @@ alone_pid=""
 cat "$images/alone.log"
 [[ -f $images/alone.failed ]] && failed+=("$(cat "$images/alone.failed")")
 log "the slowest tests (up to $threads at a time; faults and chart one at a time):"
-sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings" | sort -rn |
+sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings" "$alone_timings" | sort -rn |
   awk 'NR <= 10 {printf "%8.1f s  %s\n", $1, $2}' >&2
 if ((${#failed[@]} > 0)); then
   log "failed: ${failed[*]}"
   exit 1
 fi
 
-trap - EXIT INT TERM
-cleanup
+trap stop_image EXIT INT TERM
+stop_clusters
 # The teardown is part of the contract: no etcd or kube-* process of any test cluster of
 # this checkout (the shared one, or one a test binary started), nor an NGINX of the gateway
 # test, may survive the run.
@@ -147,7 +148,15 @@ if [[ -n "$left" ]]; then
 fi
 log "cargo tests passed; no cluster process left behind"
 
-# The chart as a user installs it: the image built here, a fresh cluster with a real node.
+# The chart as a user installs it: the image built beside the tests, a fresh cluster with a
+# real node.
+if ! wait "$image_pid"; then
+  tail -n 30 "$images/image.log" >&2
+  log "make image failed"
+  exit 1
+fi
+image_pid=""
+grep -E '^\[image|^image size' "$images/image.log" >&2
 log "e2e (hack/e2e.sh, with the images built above)"
 E2E_REUSE_IMAGES=1 hack/e2e.sh
 left=$( (pgrep -a -f "^ce-cluster:$root/.local/e2e-cluster" ; ip -o link show ce0 2>/dev/null) || true)
