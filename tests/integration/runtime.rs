@@ -312,7 +312,7 @@ fn users(n: usize) -> String {
 }
 
 /// Users of the load SIGTERM comes during.
-const LOAD: usize = 300;
+const LOAD: usize = 150;
 
 /// SIGTERM during a bulk create (kubectl creating `LOAD` users one after another while the
 /// operator issues their Secrets): without leader election, and a leader with a standby, which

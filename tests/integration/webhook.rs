@@ -767,7 +767,12 @@ async fn only_the_api_server_gets_answers_from_the_webhook() {
         &["-n", &ns.name, "apply", "-f", "-"],
         "apiVersion: ce.tenancy.io/v1alpha1\nkind: CEUser\nmetadata: {name: probe}\nspec: {accountRef: {name: hq}, email: sam@acme.example}\n",
     );
-    assert!(!out.status.success());
+    assert!(
+        !out.status.success(),
+        "a duplicate e-mail got in: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     let said = stderr(&out);
     assert!(said.contains("denied the request") && said.contains("sam"), "{said}");
 }

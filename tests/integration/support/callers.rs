@@ -33,7 +33,9 @@ pub fn identity(dir: &Path, email: &str, group: &str) -> PathBuf {
     run(&[
         "req",
         "-newkey",
-        "rsa:2048",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
         "-nodes",
         "-subj",
         &subject,
