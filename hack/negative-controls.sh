@@ -150,6 +150,14 @@ control a-reference-ahead-of-its-object-refused src/model/admission.rs \
   $'        | Reason::ChildrenExist => Treatment::Deny,\n        Reason::OrganizationNotFound' \
   $'        | Reason::ChildrenExist\n        | Reason::AccountNotFound => Treatment::Deny,\n        Reason::OrganizationNotFound' \
   'cargo test --test integration webhook::a_tenant_applied_as_a_folder'
+control own-writes-know-only-the-latest src/cache/writes.rs \
+  'write.resource_versions.push(rv.to_owned());' \
+  'write.resource_versions = vec![rv.to_owned()];' \
+  'cargo test --lib cache::writes::'
+control a-relist-keeps-writes-it-did-not-find src/cache/watch.rs \
+  'if !relist.seen.contains(&key) && kind.forget(&key, &written) {' \
+  'if false && kind.forget(&key, &written) {' \
+  'cargo test --lib cache::watch::'
 control a-hot-loop-from-the-caches src/controller/mod.rs \
   $'            result\n        }\n        .instrument(span)' \
   $'            result.map(|_| Action::requeue(Duration::from_millis(20)))\n        }\n        .instrument(span)' \

@@ -44,6 +44,27 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
             .or_else(|| self.expected.read().expect("expectations lock").get(key).cloned())
     }
 
+    /// The objects this process wrote that the store does not show yet.
+    pub(super) fn expectations(&self) -> Vec<Arc<K>> {
+        self.expected
+            .read()
+            .expect("expectations lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets the expectation of `written` if it is still the one for `key` (not replaced
+    /// by a later write) and the store does not hold the object: whether it was forgotten.
+    pub(super) fn forget(&self, key: &ObjectRef<K>, written: &Arc<K>) -> bool {
+        let mut expected = self.expected.write().expect("expectations lock");
+        if self.store.get(key).is_some() || !expected.get(key).is_some_and(|e| Arc::ptr_eq(e, written)) {
+            return false;
+        }
+        expected.remove(key);
+        true
+    }
+
     /// Forgets an expectation once the store caught up with it (or the object went).
     pub(super) fn settle(&self, key: &ObjectRef<K>, stored: Option<&K>) {
         let mut expected = self.expected.write().expect("expectations lock");

@@ -222,6 +222,8 @@ fn parse<K: Cached>(obj: Lenient<K>) -> Result<K, Box<Malformed<K>>> {
 /// A re-list in progress: what the store held when it began, and what it lists.
 struct Relist<K: Cached> {
     before: Vec<Arc<K>>,
+    /// What this process had written and the store did not show yet when the relist began.
+    expected_before: Vec<Arc<K>>,
     seen: HashSet<ObjectRef<K>>,
     changed: Vec<(ObjectRef<K>, Option<Arc<K>>)>,
     malformed_seen: HashSet<ObjectRef<K>>,
@@ -338,6 +340,7 @@ impl<K: Cached> Pipeline<K> {
             Event::Init => {
                 self.relist = Some(Relist {
                     before: kind.store.state(),
+                    expected_before: kind.expectations(),
                     seen: HashSet::new(),
                     changed: Vec::new(),
                     malformed_seen: HashSet::new(),
@@ -366,6 +369,21 @@ impl<K: Cached> Pipeline<K> {
                         let new = kind.store.get(&key);
                         kind.settle(&key, new.as_deref());
                         self.run(cache, &Change { old, new });
+                    }
+                    // Written before the relist and not in it: gone since (deleted, or taken
+                    // back by an etcd restore while its echo was on the way). An expectation
+                    // kept would stand for the object for ever, and it would never be made again.
+                    for written in relist.expected_before {
+                        let key = ObjectRef::from_obj(written.as_ref());
+                        if !relist.seen.contains(&key) && kind.forget(&key, &written) {
+                            self.run(
+                                cache,
+                                &Change {
+                                    old: Some(written),
+                                    new: None,
+                                },
+                            );
+                        }
                     }
                     for gone in relist.before {
                         let key = ObjectRef::from_obj(gone.as_ref());
@@ -576,6 +594,38 @@ mod tests {
         receive(Event::Apply(bad("4")));
         receive(Event::Delete(bad("5")));
         assert_eq!(state(&cache), (false, 0));
+    }
+
+    /// A Secret created, its echo on the way when the watch broke (an etcd restore took the
+    /// write back): the relist that does not find it ends the expectation, and the change
+    /// goes to the hooks, so that its owner wakes and makes it again.
+    #[test]
+    fn a_relist_without_an_object_written_before_it_forgets_that_write() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (cache, mut writers) = Cache::new(None, crate::model::issuance::IssuanceKey::for_tests());
+        let gone = Arc::new(AtomicUsize::new(0));
+        let seen = gone.clone();
+        let hook: Hook<CEUser> = Box::new(move |_, change: &Change<CEUser>| {
+            if change.new.is_none() {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let mut pipeline = Pipeline::<CEUser>::new(vec![hook]);
+        let mut receive = |event| pipeline.receive(&cache, &mut writers.users, event, parse::<CEUser>);
+        receive(Event::Init);
+        receive(Event::InitDone);
+        let jane = |rv: &str| -> CEUser { serde_json::from_value(user_json(rv, "jane@acme.example".into())).unwrap() };
+        cache.anticipate(jane("7"));
+        assert!(cache.user("t", "jane").is_some(), "a write is seen at once");
+        receive(Event::Init);
+        receive(Event::InitDone);
+        assert!(cache.user("t", "jane").is_none(), "the relist did not find it");
+        assert_eq!(gone.load(Ordering::Relaxed), 1, "its going reached the hooks");
+        // A write made once the relist began is kept: its echo may still come.
+        receive(Event::Init);
+        cache.anticipate(jane("9"));
+        receive(Event::InitDone);
+        assert!(cache.user("t", "jane").is_some());
     }
 
     /// The Ready counts the metrics report are kept per change, not recounted per scrape:

@@ -9,10 +9,18 @@ use kube::{Resource, runtime::reflector::ObjectRef};
 
 use super::{Cache, Cached, Change};
 
-/// A write of this process that the watch has not echoed yet.
+/// This process's writes to an object that the watch has not echoed yet: the
+/// resourceVersion of each, oldest first (two writes can be made before the first echo
+/// lands, and that echo is no other writer's), and the status hash of the latest.
 pub(super) struct OwnWrite {
-    pub(super) resource_version: String,
+    pub(super) resource_versions: Vec<String>,
     pub(super) status: u64,
+}
+
+impl OwnWrite {
+    fn latest(&self) -> Option<u64> {
+        version(self.resource_versions.last().map(String::as_str))
+    }
 }
 
 /// A resourceVersion as a number: opaque by contract, an etcd revision in practice; only
@@ -53,13 +61,13 @@ impl Cache {
     /// Records that this process wrote `uid`, which is now at resourceVersion `rv` with a
     /// status of hash `status` (see `status_hash`).
     pub fn note_own_write(&self, uid: &str, rv: &str, status: u64) {
-        self.own_writes.lock().expect("own writes lock").insert(
-            uid.to_owned(),
-            OwnWrite {
-                resource_version: rv.to_owned(),
-                status,
-            },
-        );
+        let mut writes = self.own_writes.lock().expect("own writes lock");
+        let write = writes.entry(uid.to_owned()).or_insert_with(|| OwnWrite {
+            resource_versions: Vec::new(),
+            status,
+        });
+        write.resource_versions.push(rv.to_owned());
+        write.status = status;
     }
 
     /// Starts keeping the objects whose status someone else changed (the controllers start).
@@ -96,17 +104,25 @@ impl Cache {
         }
     }
 
-    /// Whether a watched object is the echo of this process's latest write to it.
+    /// Whether a watched object is the echo of one of this process's writes to it. The
+    /// records of that write and of any older one go (events arrive in order: an older
+    /// write's echo that has not come was skipped, by a relist).
     pub fn is_own_echo<K: Resource>(&self, obj: &K) -> bool {
         let (Some(uid), Some(rv)) = (obj.meta().uid.as_deref(), obj.meta().resource_version.as_deref()) else {
             return false;
         };
         let mut writes = self.own_writes.lock().expect("own writes lock");
-        if writes.get(uid).is_some_and(|written| written.resource_version == rv) {
+        let Some(written) = writes.get_mut(uid) else {
+            return false;
+        };
+        let Some(at) = written.resource_versions.iter().position(|w| w == rv) else {
+            return false;
+        };
+        written.resource_versions.drain(..=at);
+        if written.resource_versions.is_empty() {
             writes.remove(uid);
-            return true;
         }
-        false
+        true
     }
 
     /// What a reconcile of `obj` compares its desired status with: the hash of this
@@ -122,7 +138,7 @@ impl Cache {
         let uid = obj.meta().uid.clone().unwrap_or_default();
         let written = {
             let writes = self.own_writes.lock().expect("own writes lock");
-            writes.get(&uid).map(|w| (version(Some(&w.resource_version)), w.status))
+            writes.get(&uid).map(|w| (w.latest(), w.status))
         };
         let now = K::slot(self).store.get(&ObjectRef::from_obj(obj));
         let cached = version(now.as_deref().unwrap_or(obj).meta().resource_version.as_deref());
@@ -131,10 +147,7 @@ impl Cache {
             Some((written, _)) => {
                 // The cache shows the write: forget it (unless a newer one replaced it).
                 let mut writes = self.own_writes.lock().expect("own writes lock");
-                if writes
-                    .get(&uid)
-                    .is_some_and(|w| version(Some(&w.resource_version)) == written)
-                {
+                if writes.get(&uid).is_some_and(|w| w.latest() == written) {
                     writes.remove(&uid);
                 }
                 (None, now)
@@ -218,5 +231,43 @@ mod tests {
         let (unseen, now) = cache.status_now(&revoked);
         assert_eq!(unseen, None);
         assert_eq!(now.and_then(|u| u.status.clone()), bound.status);
+    }
+
+    /// A bind and a revoke written before the bind's echo lands: both echoes are this
+    /// process's (taking the first for another writer's change spaced the user's next
+    /// corrections out by half a minute); a change between them is someone else's.
+    #[test]
+    fn every_write_made_before_the_first_echo_is_known_by_its_echo() {
+        use crate::api::{CEUser, Role};
+        let user = |rv: &str, roles: Vec<Role>| -> CEUser {
+            let mut user: CEUser = serde_json::from_value(serde_json::json!({
+                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser",
+                "metadata": {"name": "john", "namespace": "t", "uid": "u1", "resourceVersion": rv},
+                "spec": {"accountRef": {"name": "hq"}, "email": "john@acme.example"},
+            }))
+            .unwrap();
+            user.status = Some(CEUserStatus {
+                roles,
+                ..Default::default()
+            });
+            user
+        };
+        let cache = Snapshot::new(None).cache.clone();
+        let bound = user("3", vec![Role::Admin]);
+        let foreign = user("4", vec![]);
+        let revoked = user("5", vec![Role::DefaultUser]);
+        cache.note_own_write("u1", "3", status_hash(&bound.status));
+        cache.note_own_write("u1", "5", status_hash(&revoked.status));
+        assert!(cache.is_own_echo(&bound));
+        assert!(!cache.is_own_echo(&foreign));
+        // Until the latest write's echo, the reconcile compares with that write.
+        assert_eq!(cache.status_now(&bound).0, Some(status_hash(&revoked.status)));
+        assert!(cache.is_own_echo(&revoked));
+        assert!(!cache.is_own_echo(&revoked), "an echo is known once");
+        // A write whose echo a relist skipped is dropped with the next echo.
+        cache.note_own_write("u1", "7", 1);
+        cache.note_own_write("u1", "8", 2);
+        assert!(cache.is_own_echo(&user("8", vec![])));
+        assert!(!cache.is_own_echo(&user("7", vec![])));
     }
 }

@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, process::Command, time::Instant};
 
 use ce_operator::api::{Account, CEUser, HasConditions, Organization};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, api::ListParams};
-use support::{Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root, wait_until};
+use kube::{Api, ResourceExt, api::ListParams};
+use support::{Operator, TIMEOUT, TestNamespace, apply, client, install_crds, kubeconfig_path, repo_root};
 
 /// The tenant chart's objects for `users` users of organization acme (declared default
 /// account), and organization globex with an owner and no default account: the operator
@@ -73,7 +73,9 @@ async fn an_etcd_snapshot_restored_mid_load_loses_nothing_and_changes_no_secret(
         (ns.api(), ns.api(), ns.api(), ns.api());
     // Converged: at least `count` users Ready with their secret, and every organization Ready
     // with the default account its status names (the generated one included) existing.
-    let all_ready = |count: usize| {
+    // What keeps the tenant from having converged with `count` users: nothing, or the first
+    // few objects that are not there yet, with their conditions (printed on a timeout).
+    let unready = |count: usize| {
         let (users, orgs, accounts) = (users.clone(), orgs.clone(), accounts.clone());
         async move {
             let lp = ListParams::default();
@@ -87,31 +89,79 @@ async fn an_etcd_snapshot_restored_mid_load_loses_nothing_and_changes_no_secret(
                 .into_iter()
                 .filter_map(|a| a.metadata.name)
                 .collect();
-            listed.len() >= count
-                && listed.iter().all(|u| {
-                    u.has_condition("Ready", "True", "Ready") && u.has_condition("SecretReady", "True", "SecretIssued")
+            let conditions = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+                c.iter()
+                    .map(|c| format!("{}={} {}", c.type_, c.status, c.reason))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut missing: Vec<String> = listed
+                .iter()
+                .filter(|u| {
+                    !(u.has_condition("Ready", "True", "Ready")
+                        && u.has_condition("SecretReady", "True", "SecretIssued"))
                 })
-                && organizations.iter().all(|o| {
-                    o.has_condition("Ready", "True", "Ready")
-                        && o.status
-                            .as_ref()
-                            .and_then(|s| s.default_account.as_ref())
-                            .is_some_and(|d| present.contains(d))
-                })
+                .map(|u| format!("user {}: {}", u.name_any(), conditions(u.conditions())))
+                .chain(
+                    organizations
+                        .iter()
+                        .filter(|o| {
+                            !(o.has_condition("Ready", "True", "Ready")
+                                && o.status
+                                    .as_ref()
+                                    .and_then(|s| s.default_account.as_ref())
+                                    .is_some_and(|d| present.contains(d)))
+                        })
+                        .map(|o| {
+                            format!(
+                                "organization {}: {} (default account {:?}; accounts {present:?})",
+                                o.name_any(),
+                                conditions(o.conditions()),
+                                o.status.as_ref().and_then(|s| s.default_account.as_ref())
+                            )
+                        }),
+                )
+                .collect();
+            if listed.len() < count {
+                missing.insert(0, format!("{} users of {count}", listed.len()));
+            }
+            missing.truncate(5);
+            missing
+        }
+    };
+    let converged = |what: &'static str, count: usize| {
+        let unready = &unready;
+        async move {
+            let started = Instant::now();
+            loop {
+                let missing = unready(count).await;
+                if missing.is_empty() {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < TIMEOUT,
+                    "timed out after {TIMEOUT:?} waiting for {what}; not there yet: {missing:#?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
     };
 
-    // A settled tenant: its secrets are what clients hold.
     apply(&ns.name, &tenant(SETTLED));
-    wait_until("the settled tenant to converge", TIMEOUT, || all_ready(SETTLED)).await;
+    converged("the settled tenant to converge", SETTLED).await;
     let settled = secrets(&secret_api).await;
 
     // Load: 50 more users and a new organization whose default account and owner the operator
     // creates, and the snapshot taken while it does.
+    // The snapshot holds the load as applied and none of the operator's work on it (frozen
+    // meanwhile), so that the restore takes back everything the operator did since: the
+    // new organization's owner, binding and default account, half the Secrets.
+    operator.freeze(true);
     apply(&ns.name, &format!("{}---\n{GLOBEX}", tenant(LOAD)));
     let file = kubeconfig_path().with_file_name("etcd-restore.snapshot");
     snapshot("save", &file);
-    wait_until("the load to converge", TIMEOUT, || all_ready(LOAD + 1)).await;
+    operator.freeze(false);
+    converged("the load to converge", LOAD + 1).await;
 
     // The cluster is rebuilt from the snapshot; the operator runs through it.
     let restoring = Instant::now();
@@ -121,7 +171,7 @@ async fn an_etcd_snapshot_restored_mid_load_loses_nothing_and_changes_no_secret(
     let at_restore = secrets(&secret_api).await;
     let in_snapshot = users.list(&ListParams::default()).await.unwrap().items.len();
     let converging = Instant::now();
-    wait_until("the restored cluster to converge", TIMEOUT, || all_ready(in_snapshot)).await;
+    converged("the restored cluster to converge", in_snapshot).await;
     let converged = converging.elapsed();
     let after = secrets(&secret_api).await;
 

@@ -363,6 +363,15 @@ impl Operator {
         self.child.as_ref().map(std::process::Child::id)
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: its work held at a point of a test's
+    /// choosing, its connections and caches kept.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.pid().expect("a running operator").to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
