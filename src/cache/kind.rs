@@ -3,7 +3,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use kube::{
@@ -19,6 +22,11 @@ use super::{Change, writes::version};
 pub struct Kind<K: Resource<DynamicType = ()> + 'static> {
     pub(super) store: Store<K>,
     pub(super) expected: RwLock<HashMap<ObjectRef<K>, Arc<K>>>,
+    /// The highest resourceVersion of the watch's events since it last listed: a write at or
+    /// below it is in the store already, or was overtaken there (deleted, or out of the
+    /// watch's label selector), so it is not expected. Read and written under `expected`'s
+    /// lock, so that an expectation and the event that overtakes it are never missed.
+    watched_up_to: AtomicU64,
     /// Objects of this kind the API server holds but the Rust types cannot read (kept out
     /// of the store; see `watch::Malformed`).
     pub(super) malformed: std::sync::atomic::AtomicUsize,
@@ -33,6 +41,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
         Self {
             store,
             expected: RwLock::default(),
+            watched_up_to: AtomicU64::new(0),
             malformed: Default::default(),
             ready: Mutex::default(),
         }
@@ -65,9 +74,34 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Kind<K> {
         true
     }
 
-    /// Forgets an expectation once the store caught up with it (or the object went).
-    pub(super) fn settle(&self, key: &ObjectRef<K>, stored: Option<&K>) {
+    /// Expects `written` (a write of this process) until the store shows it: whether it is
+    /// expected, which it is not if the watch has gone past it already. A write's response
+    /// can come after the watch's event of a later change: a Secret relabelled out of the
+    /// watch's selector right after the operator's relabel was expected for ever, and its
+    /// labels never corrected again.
+    pub(super) fn expect(&self, key: ObjectRef<K>, written: Arc<K>) -> bool {
         let mut expected = self.expected.write().expect("expectations lock");
+        let watched = self.watched_up_to.load(Ordering::Relaxed);
+        if version(written.meta().resource_version.as_deref()).is_some_and(|at| at <= watched) {
+            return false;
+        }
+        expected.insert(key, written);
+        true
+    }
+
+    /// A relist begins: resourceVersions start again from what it lists.
+    pub(super) fn relisting(&self) {
+        let _expected = self.expected.write().expect("expectations lock");
+        self.watched_up_to.store(0, Ordering::Relaxed);
+    }
+
+    /// Forgets an expectation once the store caught up with it (or the object went), after
+    /// a watch event at resourceVersion `at` (None: no event).
+    pub(super) fn settle(&self, key: &ObjectRef<K>, stored: Option<&K>, at: Option<&str>) {
+        let mut expected = self.expected.write().expect("expectations lock");
+        if let Some(at) = version(at) {
+            self.watched_up_to.fetch_max(at, Ordering::Relaxed);
+        }
         let Some(waiting) = expected.get(key) else { return };
         let caught_up = match stored {
             None => true,

@@ -323,9 +323,10 @@ impl<K: Cached> Pipeline<K> {
                 let same = old
                     .as_ref()
                     .is_some_and(|o| o.meta().resource_version == obj.meta().resource_version);
+                let at = obj.meta().resource_version.clone();
                 writer.apply_watcher_event(&Event::Apply(obj));
                 let new = kind.store.get(&key);
-                kind.settle(&key, new.as_deref());
+                kind.settle(&key, new.as_deref(), at.as_deref());
                 if !same {
                     self.run(cache, &Change { old, new });
                 }
@@ -333,11 +334,13 @@ impl<K: Cached> Pipeline<K> {
             Event::Delete(obj) => {
                 let key = ObjectRef::from_obj(&obj);
                 let old = kind.store.get(&key).or_else(|| Some(Arc::new(obj.clone())));
+                let at = obj.meta().resource_version.clone();
                 writer.apply_watcher_event(&Event::Delete(obj));
-                kind.settle(&key, None);
+                kind.settle(&key, None, at.as_deref());
                 self.run(cache, &Change { old, new: None });
             }
             Event::Init => {
+                kind.relisting();
                 self.relist = Some(Relist {
                     before: kind.store.state(),
                     expected_before: kind.expectations(),
@@ -367,7 +370,7 @@ impl<K: Cached> Pipeline<K> {
                     self.malformed.retain(|key, _| relist.malformed_seen.contains(key));
                     for (key, old) in relist.changed {
                         let new = kind.store.get(&key);
-                        kind.settle(&key, new.as_deref());
+                        kind.settle(&key, new.as_deref(), None);
                         self.run(cache, &Change { old, new });
                     }
                     // Written before the relist and not in it: gone since (deleted, or taken
@@ -388,7 +391,7 @@ impl<K: Cached> Pipeline<K> {
                     for gone in relist.before {
                         let key = ObjectRef::from_obj(gone.as_ref());
                         if !relist.seen.contains(&key) {
-                            kind.settle(&key, None);
+                            kind.settle(&key, None, None);
                             self.run(
                                 cache,
                                 &Change {
@@ -626,6 +629,28 @@ mod tests {
         cache.anticipate(jane("9"));
         receive(Event::InitDone);
         assert!(cache.user("t", "jane").is_some());
+    }
+
+    /// A write whose response comes after the watch showed a later change (here: the object
+    /// deleted, as a relabel out of the watch's selector shows) is not expected: the store
+    /// is ahead of it.
+    #[test]
+    fn a_write_the_watch_has_gone_past_is_not_expected() {
+        let (cache, mut writers) = Cache::new(None, crate::model::issuance::IssuanceKey::for_tests());
+        let mut pipeline = Pipeline::<CEUser>::new(Vec::new());
+        let mut receive = |event| pipeline.receive(&cache, &mut writers.users, event, parse::<CEUser>);
+        let jane = |rv: &str| -> CEUser { serde_json::from_value(user_json(rv, "jane@acme.example".into())).unwrap() };
+        receive(Event::Init);
+        receive(Event::InitDone);
+        receive(Event::Apply(user("5", "jane@acme.example".into())));
+        receive(Event::Delete(user("10", "jane@acme.example".into())));
+        cache.anticipate(jane("9"));
+        assert!(cache.user("t", "jane").is_none(), "the watch showed a later change");
+        cache.anticipate(jane("11"));
+        assert!(
+            cache.user("t", "jane").is_some(),
+            "a write the watch has not reached yet"
+        );
     }
 
     /// The Ready counts the metrics report are kept per change, not recounted per scrape:

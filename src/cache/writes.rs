@@ -162,11 +162,9 @@ impl Cache {
         let kind = K::slot(self);
         let old = kind.get(&reference);
         let obj = Arc::new(obj);
-        kind.expected
-            .write()
-            .expect("expectations lock")
-            .insert(reference, obj.clone());
-        K::index(self, &Change { old, new: Some(obj) });
+        if kind.expect(reference, obj.clone()) {
+            K::index(self, &Change { old, new: Some(obj) });
+        }
     }
 }
 

@@ -433,13 +433,22 @@ async fn secret_creates(client: &kube::Client) -> u64 {
         .sum()
 }
 
-/// Deletes namespace `ns` and waits until it is gone; how long that took.
-async fn delete_namespace(client: &kube::Client, ns: &str) -> std::time::Duration {
-    let started = std::time::Instant::now();
+/// Sends `sig` (`-STOP`, `-CONT`) to the controller manager of the test cluster: frozen, its
+/// namespace controller leaves a terminating namespace's content alone.
+fn signal_controller_manager(sig: &str) {
+    let pattern = format!(
+        "^ce-cluster:{}:kube-controller-manager",
+        kubeconfig_path().parent().unwrap().display()
+    );
+    let status = Command::new("pkill").args([sig, "-f", &pattern]).status().unwrap();
+    assert!(status.success(), "pkill {sig} kube-controller-manager");
+}
+
+/// Waits until namespace `ns` is gone: how long that took from `since`.
+async fn gone(client: &kube::Client, ns: &str, since: std::time::Instant) -> std::time::Duration {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces.delete(ns, &Default::default()).await.unwrap();
     support::wait_gone(&namespaces, ns, TIMEOUT * 3).await;
-    started.elapsed()
+    since.elapsed()
 }
 
 #[tokio::test]
@@ -476,10 +485,44 @@ async fn a_terminating_namespace_goes_without_the_operator_creating_or_retrying_
     let creates = secret_creates(&client).await;
     let errors = operator.metric("ce_operator_reconcile_errors_total", &[]).await;
     let logged = operator.log_text().len();
-    let (with, without) = tokio::join!(
-        delete_namespace(&client, &ns.name),
-        delete_namespace(&client, &baseline.name)
-    );
+    // The namespace controller's order is a map's: it may delete the Secrets before the users
+    // that hold them, or after. The worst order is made here: with the controller manager
+    // frozen, both namespaces are Terminating and nothing is deleted yet; once the operator
+    // has seen it (it lets go of the organization's finalizer at once), the user Secrets go
+    // first. Users that are not being deleted, whose Secrets are gone: the operator must
+    // still create nothing (the API server would refuse it, and it would retry).
+    signal_controller_manager("-STOP");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for name in [&ns.name, &baseline.name] {
+        namespaces.delete(name, &Default::default()).await.unwrap();
+    }
+    let orgs: Api<Organization> = ns.api();
+    let released = support::wait_for(&orgs, "acme", "the organization's finalizer released", TIMEOUT, |o| {
+        o.metadata.finalizers.as_ref().is_none_or(Vec::is_empty)
+    });
+    if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(released))
+        .await
+        .is_err()
+    {
+        signal_controller_manager("-CONT");
+        panic!("the operator kept the organization's finalizer in a terminating namespace");
+    }
+    let secrets: Api<Secret> = ns.api();
+    let deleted = secrets
+        .delete_collection(
+            &Default::default(),
+            &ListParams::default().labels(&format!("{}=user", ce_operator::model::names::LABEL_SECRET_OF)),
+        )
+        .await;
+    let rested = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+        operator.come_to_rest(std::time::Duration::from_secs(2), TIMEOUT),
+    ))
+    .await;
+    signal_controller_manager("-CONT");
+    deleted.expect("the user Secrets deleted");
+    assert!(rested.is_ok(), "the operator did not come to rest");
+    let thawed = std::time::Instant::now();
+    let (with, without) = tokio::join!(gone(&client, &ns.name, thawed), gone(&client, &baseline.name, thawed));
     eprintln!(
         "a namespace with {BULK_USERS} users went in {with:?} with the operator running, {without:?} without ({:.2}x)",
         with.as_secs_f64() / without.as_secs_f64()
