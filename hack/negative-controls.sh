@@ -158,9 +158,9 @@ control a-relist-keeps-writes-it-did-not-find src/cache/watch.rs \
   'if !relist.seen.contains(&key) && kind.forget(&key, &written) {' \
   'if false && kind.forget(&key, &written) {' \
   'cargo test --lib cache::watch::'
-control users-issue-secrets-in-a-terminating-namespace src/model/user.rs \
-  'if inputs.namespace_terminating || user.meta().deletion_timestamp.is_some() {' \
-  'if user.meta().deletion_timestamp.is_some() {' \
+control terminating-namespaces-unseen src/cache/queries.rs \
+  '            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())' \
+  '            .is_some_and(|n| n.metadata.deletion_timestamp.is_some() && false)' \
   'cargo test --test integration faults::a_terminating_namespace'
 control a-write-the-watch-passed-is-expected src/cache/kind.rs \
   'if version(written.meta().resource_version.as_deref()).is_some_and(|at| at <= watched) {' \
