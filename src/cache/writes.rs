@@ -174,6 +174,21 @@ mod tests {
     use crate::api::{CEUserStatus, PrivilegeScopes};
     use crate::cache::Snapshot;
 
+    /// User john (uid u1) at resourceVersion `rv`, with `roles` in its status.
+    fn user(rv: &str, roles: Vec<crate::api::Role>) -> crate::api::CEUser {
+        let mut user: crate::api::CEUser = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser",
+            "metadata": {"name": "john", "namespace": "t", "uid": "u1", "resourceVersion": rv},
+            "spec": {"accountRef": {"name": "hq"}, "email": "john@acme.example"},
+        }))
+        .unwrap();
+        user.status = Some(CEUserStatus {
+            roles,
+            ..Default::default()
+        });
+        user
+    }
+
     #[test]
     fn statuses_that_differ_only_in_empty_fields_are_the_same() {
         let absent = CEUserStatus::default();
@@ -200,20 +215,7 @@ mod tests {
     /// write, whose echo then arrived (dropping the record) before the reconcile compared.
     #[test]
     fn a_status_is_compared_with_the_write_whatever_moment_its_echo_lands() {
-        use crate::api::{CEUser, Role};
-        let user = |rv: &str, roles: Vec<Role>| -> CEUser {
-            let mut user: CEUser = serde_json::from_value(serde_json::json!({
-                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser",
-                "metadata": {"name": "john", "namespace": "t", "uid": "u1", "resourceVersion": rv},
-                "spec": {"accountRef": {"name": "hq"}, "email": "john@acme.example"},
-            }))
-            .unwrap();
-            user.status = Some(CEUserStatus {
-                roles,
-                ..Default::default()
-            });
-            user
-        };
+        use crate::api::Role;
         let revoked = user("2", vec![Role::DefaultUser]);
         let bound = user("3", vec![Role::Admin, Role::DefaultUser]);
         let mut snapshot = Snapshot::new(None);
@@ -236,20 +238,7 @@ mod tests {
     /// corrections out by half a minute); a change between them is someone else's.
     #[test]
     fn every_write_made_before_the_first_echo_is_known_by_its_echo() {
-        use crate::api::{CEUser, Role};
-        let user = |rv: &str, roles: Vec<Role>| -> CEUser {
-            let mut user: CEUser = serde_json::from_value(serde_json::json!({
-                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser",
-                "metadata": {"name": "john", "namespace": "t", "uid": "u1", "resourceVersion": rv},
-                "spec": {"accountRef": {"name": "hq"}, "email": "john@acme.example"},
-            }))
-            .unwrap();
-            user.status = Some(CEUserStatus {
-                roles,
-                ..Default::default()
-            });
-            user
-        };
+        use crate::api::Role;
         let cache = Snapshot::new(None).cache.clone();
         let bound = user("3", vec![Role::Admin]);
         let foreign = user("4", vec![]);
