@@ -131,20 +131,14 @@ async fn an_etcd_snapshot_restored_mid_load_loses_nothing_and_changes_no_secret(
     };
     let converged = |what: &'static str, count: usize| {
         let unready = &unready;
-        async move {
-            let started = Instant::now();
-            loop {
-                let missing = unready(count).await;
-                if missing.is_empty() {
-                    return;
-                }
-                assert!(
-                    started.elapsed() < TIMEOUT,
-                    "timed out after {TIMEOUT:?} waiting for {what}; not there yet: {missing:#?}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        support::poll_until(what, TIMEOUT, support::POLL, move || async move {
+            let missing = unready(count).await;
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{missing:#?}"))
             }
-        }
+        })
     };
 
     apply(&ns.name, &tenant(SETTLED));

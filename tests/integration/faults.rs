@@ -351,11 +351,20 @@ async fn an_operator_killed_five_times_mid_convergence_leaves_nothing_half_done(
     let span = USERS * 4 / 5;
     for fifth in 0..5 {
         let at = span * fifth / 5 + rng.random_range(1..span / 5);
-        let started = std::time::Instant::now();
-        while user_secrets(&ns).await < at {
-            assert!(started.elapsed() < TIMEOUT, "{at} user Secrets were not issued in time");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        support::poll_until(
+            &format!("{at} user Secrets issued"),
+            TIMEOUT,
+            std::time::Duration::from_millis(20),
+            || async {
+                let issued = user_secrets(&ns).await;
+                if issued >= at {
+                    Ok(())
+                } else {
+                    Err(format!("{issued} issued"))
+                }
+            },
+        )
+        .await;
         operator.kill();
         let issued = user_secrets(&ns).await;
         eprintln!("kill {}: {issued} of {USERS} user Secrets issued", fifth + 1);
@@ -433,15 +442,34 @@ async fn secret_creates(client: &kube::Client) -> u64 {
         .sum()
 }
 
-/// Sends `sig` (`-STOP`, `-CONT`) to the controller manager of the test cluster: frozen, its
-/// namespace controller leaves a terminating namespace's content alone.
-fn signal_controller_manager(sig: &str) {
-    let pattern = format!(
-        "^ce-cluster:{}:kube-controller-manager",
-        kubeconfig_path().parent().unwrap().display()
-    );
-    let status = Command::new("pkill").args([sig, "-f", &pattern]).status().unwrap();
-    assert!(status.success(), "pkill {sig} kube-controller-manager");
+/// The test cluster's controller manager, frozen (SIGSTOP) while this lives: its namespace
+/// controller leaves a terminating namespace's content alone. Thawed when dropped, a failing
+/// test's unwinding included, so that the cluster works for the tests after it.
+struct ControllerManagerFrozen;
+
+impl ControllerManagerFrozen {
+    fn signal(sig: &str) -> bool {
+        let pattern = format!(
+            "^ce-cluster:{}:kube-controller-manager",
+            kubeconfig_path().parent().unwrap().display()
+        );
+        Command::new("pkill")
+            .args([sig, "-f", &pattern])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn freeze() -> Self {
+        assert!(Self::signal("-STOP"), "pkill -STOP kube-controller-manager");
+        Self
+    }
+}
+
+impl Drop for ControllerManagerFrozen {
+    fn drop(&mut self) {
+        // No assertion: a panic while unwinding would abort the test binary.
+        Self::signal("-CONT");
+    }
 }
 
 /// Waits until namespace `ns` is gone: how long that took from `since`.
@@ -491,36 +519,28 @@ async fn a_terminating_namespace_goes_without_the_operator_creating_or_retrying_
     // has seen it (it lets go of the organization's finalizer at once), the user Secrets go
     // first. Users that are not being deleted, whose Secrets are gone: the operator must
     // still create nothing (the API server would refuse it, and it would retry).
-    signal_controller_manager("-STOP");
+    let frozen = ControllerManagerFrozen::freeze();
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     for name in [&ns.name, &baseline.name] {
         namespaces.delete(name, &Default::default()).await.unwrap();
     }
-    let orgs: Api<Organization> = ns.api();
-    let released = support::wait_for(&orgs, "acme", "the organization's finalizer released", TIMEOUT, |o| {
-        o.metadata.finalizers.as_ref().is_none_or(Vec::is_empty)
-    });
-    if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(released))
-        .await
-        .is_err()
-    {
-        signal_controller_manager("-CONT");
-        panic!("the operator kept the organization's finalizer in a terminating namespace");
-    }
-    let secrets: Api<Secret> = ns.api();
-    let deleted = secrets
+    support::wait_for(
+        &ns.api::<Organization>(),
+        "acme",
+        "the operator to let go of the organization's finalizer in the terminating namespace",
+        TIMEOUT,
+        |o| o.metadata.finalizers.as_ref().is_none_or(Vec::is_empty),
+    )
+    .await;
+    ns.api::<Secret>()
         .delete_collection(
             &Default::default(),
             &ListParams::default().labels(&format!("{}=user", ce_operator::model::names::LABEL_SECRET_OF)),
         )
-        .await;
-    let rested = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-        operator.come_to_rest(std::time::Duration::from_secs(2), TIMEOUT),
-    ))
-    .await;
-    signal_controller_manager("-CONT");
-    deleted.expect("the user Secrets deleted");
-    assert!(rested.is_ok(), "the operator did not come to rest");
+        .await
+        .expect("the user Secrets deleted");
+    operator.come_to_rest(std::time::Duration::from_secs(2), TIMEOUT).await;
+    drop(frozen);
     let thawed = std::time::Instant::now();
     let (with, without) = tokio::join!(gone(&client, &ns.name, thawed), gone(&client, &baseline.name, thawed));
     eprintln!(

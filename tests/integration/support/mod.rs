@@ -37,7 +37,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// Default timeout of a wait: generous for a loaded 2-core machine, short enough to fail fast.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(100);
 
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -244,13 +244,31 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
+    poll_until(what, timeout, POLL, || async {
+        if check().await { Ok(()) } else { Err(String::new()) }
+    })
+    .await;
+}
+
+/// Polls `check` every `every` until it answers Ok, or fails after `timeout` naming `what`
+/// and what its last answer said was missing.
+pub async fn poll_until<F, Fut>(what: &str, timeout: Duration, every: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let start = Instant::now();
-    while !check().await {
+    while let Err(missing) = check().await {
         assert!(
             start.elapsed() <= timeout,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}{}",
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; not there yet: {missing}")
+            }
         );
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(every).await;
     }
 }
 
