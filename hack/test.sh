@@ -8,7 +8,6 @@ cd "$root"
 log() { printf '[test %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 hack/ensure-deps.sh
-hack/build-tools.sh etcd etcd_tools kubernetes containerd crane helm promtool kstatus
 # The Go programs of the tests (the clusters' etcd, API servers and controller managers,
 # kubectl, helm) collect garbage at four times their live heap instead of twice: a sixth of
 # the API server's CPU went to its collector, and the machine has memory to spare.
@@ -17,35 +16,59 @@ export GOGC=${GOGC:-400}
 # this crate and its tests, not every dependency again.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
 
-# The e2e's images: the release build (one core, whole-program LTO) runs beside everything
-# before the e2e: the static checks, the test build, and the tests, none of which asserts a
-# time that one busy core could break (performance is the benchmarks' business).
-images="$root/.local/e2e-cluster/work"
-mkdir -p "$images"
-log "make image (in the background, log: .local/e2e-cluster/work/image.log)"
-# In a session of its own, so that an early exit stops the whole build with it.
-setsid hack/e2e.sh images >"$images/image.log" 2>&1 &
-image_pid=$!
-
+# Three lanes in the background, beside the static checks and the test build: on a fresh
+# machine each starts by building its tools (hack/build-tools.sh; a no-op once cached), and
+# the builds' pauses (downloads, module resolution, links) are the other lanes' CPU time.
+#   - the control plane's tools, then both test clusters: the shared one, and a second for
+#     the faults, which disturb the control plane (they run there, beside the shared
+#     cluster's tests);
+#   - crane, then the e2e's images: the release build (one core, whole-program LTO) runs
+#     beside everything before the e2e, none of which asserts a time that one busy core could
+#     break (performance is the benchmarks' business);
+#   - the other tools of the tests (the real node's, helm, promtool, kstatus) and the cargo
+#     tools of the static checks.
+# Each lane is a session of its own, so that an early exit stops it whole.
+work="$root/.local/e2e-cluster/work"
+mkdir -p "$work"
 cluster_dir="$root/.local/test-cluster"
-# A second cluster for the faults, which disturb the control plane: they run there, beside the
-# shared cluster's tests.
 alone_dir="$root/.local/test-cluster-alone"
 alone_pid=""
-stop_image() { [[ -z $image_pid ]] || kill -- -"$image_pid" 2>/dev/null || true; }
+lanes=()
+stop_lanes() { for pid in "${lanes[@]}"; do kill -- -"$pid" 2>/dev/null || true; done; }
 stop_clusters() {
   # The faults lane is a subshell: its test binary (and tee) are its children.
   [[ -n $alone_pid ]] && { pkill -P "$alone_pid" 2>/dev/null; kill "$alone_pid" 2>/dev/null || true; }
   hack/cluster.sh down --dir "$alone_dir" || true
   hack/cluster.sh down --dir "$cluster_dir" || true
 }
-trap 'stop_image; stop_clusters' EXIT INT TERM
-# Both clusters start beside the static checks and the test build.
-log "test clusters starting (in the background)"
-hack/cluster.sh up --dir "$cluster_dir" >"$images/cluster.log" 2>&1 &
-cluster_up=$!
-hack/cluster.sh up --dir "$alone_dir" >"$images/cluster-alone.log" 2>&1 &
-alone_up=$!
+trap 'stop_lanes; stop_clusters' EXIT INT TERM
+# lane NAME SCRIPT ARGS...: the bash SCRIPT (its arguments $1...) in the background, its
+# output in $work/NAME.log.
+lane() {
+  local name=$1 script=$2; shift 2
+  log "$name (in the background, log: .local/e2e-cluster/work/$name.log)"
+  setsid bash -c "set -euo pipefail; $script" "$name" "$@" >"$work/$name.log" 2>&1 &
+  lanes+=($!)
+}
+# joined PID NAME: waits for the lane; prints what it built, or its log if it failed.
+joined() {
+  if wait "$1"; then
+    grep -E '^\[build-tools .*(building|built)' "$work/$2.log" >&2 || true
+    return
+  fi
+  tail -n 40 "$work/$2.log" >&2
+  log "$2 failed"
+  exit 1
+}
+lane clusters 'hack/build-tools.sh etcd kubernetes
+  hack/cluster.sh up --dir "$2" >"$3" 2>&1 & alone=$!
+  hack/cluster.sh up --dir "$1"
+  wait "$alone" || { cat "$3"; exit 1; }' "$cluster_dir" "$alone_dir" "$work/cluster-alone.log"
+clusters_pid=${lanes[-1]}
+lane images 'hack/build-tools.sh crane && hack/e2e.sh images'
+image_pid=${lanes[-1]}
+lane tools 'hack/build-tools.sh containerd helm promtool kstatus cargo_deny cargo_machete'
+tools_pid=${lanes[-1]}
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -54,23 +77,14 @@ hadolint Dockerfile
 python3 hack/dockerfile.py pinned --dockerfile Dockerfile
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+joined "$tools_pid" tools
 log "cargo deny (licences, bans, sources, advisories)"
 hack/deny.sh
 log "cargo machete (dependencies declared and never used)"
-hack/build-tools.sh cargo_machete
 .local/bin/cargo-machete
 log "cargo test --no-run"
 cargo test --locked --all-targets --no-run
-
-# started CLUSTER_PID LOG: waits for a cluster started above, printing its log if it failed.
-started() {
-  wait "$1" && return
-  cat "$2" >&2
-  log "a test cluster did not start"
-  exit 1
-}
-started "$cluster_up" "$images/cluster.log"
-started "$alone_up" "$images/cluster-alone.log"
+joined "$clusters_pid" clusters
 export CE_TEST_KUBECONFIG="$cluster_dir/kubeconfig"
 
 # The integration tests are one binary (tests/integration/), run directly so that libtest
@@ -110,15 +124,15 @@ for module in "${alone_on_the_shared_cluster[@]}" "${on_a_cluster_of_their_own[@
   skip+=(--skip "$module::")
 done
 
-rm -f "$images/alone.failed"
+rm -f "$work/alone.failed"
 # The faults, on the second cluster, in the background (their output is printed when they
 # end, so that it does not interleave with the shared cluster's).
 (
   export CE_TEST_KUBECONFIG="$alone_dir/kubeconfig"
   timings=$alone_timings
   for module in "${on_a_cluster_of_their_own[@]}"; do run "$module (on a cluster of its own)" 1 "$module::"; done
-  ((${#failed[@]} == 0)) || { echo "failed: ${failed[*]}" >"$images/alone.failed"; exit 1; }
-) >"$images/alone.log" 2>&1 &
+  ((${#failed[@]} == 0)) || { echo "failed: ${failed[*]}" >"$work/alone.failed"; exit 1; }
+) >"$work/alone.log" 2>&1 &
 alone_pid=$!
 log "cargo test: the unit tests"
 cargo test --locked --lib --bins --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee -a "$timings" || failed+=(unit)
@@ -129,8 +143,8 @@ log "cargo test: the benches, in test mode"
 cargo test --locked --benches --no-fail-fast 2>&1 | tee -a "$timings" || failed+=(benches)
 wait "$alone_pid" || true
 alone_pid=""
-cat "$images/alone.log"
-[[ -f $images/alone.failed ]] && failed+=("$(cat "$images/alone.failed")")
+cat "$work/alone.log"
+[[ -f $work/alone.failed ]] && failed+=("$(cat "$work/alone.failed")")
 log "the slowest tests (up to $threads at a time; faults and chart one at a time):"
 sed -nE 's/^test (.*) \.\.\. (ok|FAILED) <([0-9.]+)s>$/\3 \1/p' "$timings" "$alone_timings" | sort -rn |
   awk 'NR <= 10 {printf "%8.1f s  %s\n", $1, $2}' >&2
@@ -139,7 +153,7 @@ if ((${#failed[@]} > 0)); then
   exit 1
 fi
 
-trap stop_image EXIT INT TERM
+trap stop_lanes EXIT INT TERM
 stop_clusters
 # The teardown is part of the contract: no etcd or kube-* process of any test cluster of
 # this checkout (the shared one, or one a test binary started), nor an NGINX of the gateway
@@ -154,13 +168,8 @@ log "cargo tests passed; no cluster process left behind"
 
 # The chart as a user installs it: the image built beside the tests, a fresh cluster with a
 # real node.
-if ! wait "$image_pid"; then
-  tail -n 30 "$images/image.log" >&2
-  log "make image failed"
-  exit 1
-fi
-image_pid=""
-grep -E '^\[image|^image size' "$images/image.log" >&2
+joined "$image_pid" images
+grep -E '^\[image|^image size' "$work/images.log" >&2
 log "e2e (hack/e2e.sh, with the images built above)"
 E2E_REUSE_IMAGES=1 hack/e2e.sh
 left=$( (pgrep -a -f "^ce-cluster:$root/.local/e2e-cluster" ; ip -o link show ce0 2>/dev/null) || true)
