@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, from pinned Go modules, the binaries that tests and local runs need:
-#   kube-apiserver, kube-controller-manager, kubectl, and for the real node kube-scheduler,
-#   kubelet and kube-proxy (k8s.io/kubernetes),
+#   kube-apiserver, kube-controller-manager, kubectl (`kubernetes`), and for the real node
+#   kube-scheduler, kubelet and kube-proxy (`kubernetes_node`) (k8s.io/kubernetes),
 #   etcd, etcdctl and etcdutl (go.etcd.io/etcd/{server,etcdctl,etcdutl}/v3), helm (helm.sh/helm/v4) and promtool
 #   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts),
 #   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude),
@@ -23,6 +23,9 @@ mkdir -p "$cache" "$bin_link_dir"
 log() { printf '[build-tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 command -v go >/dev/null || { log "go is required (Go >= 1.26)"; exit 1; }
+# No DWARF from the compiler: the links strip it anyway (-ldflags -w), and making it cost 13 %
+# of the compile's CPU (etcd's three binaries: 81 CPU-s with it, 71 without; the same sizes).
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-gcflags=all=-dwarf=false"
 
 # Prints progress every 30 s while a long build runs, so a cold build is not silent.
 with_heartbeat() {
@@ -47,17 +50,12 @@ link_bins() {
   for b in "$@"; do ln -sfn "$dir/$b" "$bin_link_dir/$b"; done
 }
 
-build_kubernetes() {
-  local v=$KUBERNETES_VERSION dir="$cache/kubernetes-$KUBERNETES_VERSION"
-  local bins=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
-  # The cache holds what an earlier build made; a binary added to the list since rebuilds
-  # (the Go build cache keeps that to the new packages and the links).
-  if [[ -f "$dir/.done" ]] && all_present "$dir/bin" "${bins[@]}"; then link_bins "$dir/bin" "${bins[@]}"; return; fi
-  log "building kubernetes $v (kube-apiserver, kube-controller-manager, kubectl, kube-scheduler, kubelet, kube-proxy); a cold build takes 15-30 min on 2 cores"
-  local mod="$dir/mod"
-  rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
-  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with
-  # local paths; a dependent module ignores those replaces, so derive ours from its go.mod.
+# kubernetes_module DIR: the wrapper module the Kubernetes binaries are built in.
+# k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
+# paths; a dependent module ignores those replaces, so ours are derived from its go.mod.
+kubernetes_module() {
+  local mod=$1 v=$KUBERNETES_VERSION
+  rm -rf "$mod"; mkdir -p "$mod"
   local gomod
   gomod=$(cd "$mod" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
   [[ -f "$gomod" ]] || { log "could not download k8s.io/kubernetes@$v"; exit 1; }
@@ -72,30 +70,41 @@ build_kubernetes() {
     echo
     grep -E '^[[:space:]]+k8s\.io/[^[:space:]]+ v0\.0\.0$' "$gomod" | awk -v sv="$staging_version" '{print "replace " $1 " => " $1 " " sv}'
   } >"$mod/go.mod"
-  cat >"$mod/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${kubernetes_control_plane[@]}" "${kubernetes_node[@]}"
+    printf ')\n'
+  } >"$mod/tools.go"
   log "resolving modules ($(grep -c '^replace' "$mod/go.mod") staging replaces at $staging_version)"
   (cd "$mod" && go mod tidy)
+  touch "$mod/.resolved"
+}
+
+# The Kubernetes binaries, in two builds of one module: the control plane the tests need, and
+# the real node's, which only the e2e needs (hack/test.sh builds them at a low priority, in the
+# time the tests leave). One at a time (a lock): the second build reuses the first's module
+# and compiled packages.
+kubernetes_control_plane=(kube-apiserver kube-controller-manager kubectl)
+kubernetes_node=(kube-scheduler kubelet kube-proxy)
+build_kubernetes() { kubernetes_binaries control-plane "${kubernetes_control_plane[@]}"; }
+build_kubernetes_node() { kubernetes_binaries node "${kubernetes_node[@]}"; }
+# kubernetes_binaries GROUP BINARY...
+kubernetes_binaries() {
+  local group=$1; shift
+  local v=$KUBERNETES_VERSION dir="$cache/kubernetes-$KUBERNETES_VERSION" lock
+  mkdir -p "$dir/bin"
+  exec {lock}>"$dir.lock"
+  flock "$lock"
+  if [[ -f "$dir/.done-$group" ]] && all_present "$dir/bin" "$@"; then link_bins "$dir/bin" "$@"; exec {lock}>&-; return; fi
+  log "building kubernetes $v: $*"
+  [[ -f "$dir/mod/.resolved" ]] || kubernetes_module "$dir/mod"
   local minor=${v#v1.}; minor=${minor%%.*}
   local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$v"
-  (cd "$mod" && with_heartbeat kubernetes go build -tags tools -ldflags "$ldflags" -o "$dir/bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
-  touch "$dir/.done"
-  link_bins "$dir/bin" "${bins[@]}"
-  log "kubernetes $v built"
+  (cd "$dir/mod" && with_heartbeat "kubernetes ($group)" go build -tags tools -ldflags "$ldflags" -o "$dir/bin/" "${@/#/k8s.io/kubernetes/cmd/}")
+  touch "$dir/.done-$group"
+  exec {lock}>&-
+  link_bins "$dir/bin" "$@"
+  log "kubernetes $v built: $*"
 }
 
 # wrapper_module DIR NAME "MODULE@VERSION..." PACKAGE...: a module in DIR that requires each
@@ -190,7 +199,7 @@ build_promtool() {
   rm -rf "$dir"; mkdir -p "$dir/bin"
   local minor=${v#v0.}; minor=${minor%%.*}
   local release="${minor:0:1}.$((10#${minor:1})).${v##*.}"
-  with_heartbeat promtool env GOBIN="$dir/bin" GOFLAGS=-mod=mod CGO_ENABLED=0 go install -trimpath -tags remove_all_sd \
+  with_heartbeat promtool env GOBIN="$dir/bin" GOFLAGS="$GOFLAGS -mod=mod" CGO_ENABLED=0 go install -trimpath -tags remove_all_sd \
     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
     "github.com/prometheus/prometheus/cmd/promtool@$v"
   touch "$dir/.done"
@@ -243,6 +252,6 @@ build_cargo_machete() { cargo_tool cargo-machete "$CARGO_MACHETE_VERSION"; }
 # cargo-mutants (make mutants): mutation testing of the model.
 build_cargo_mutants() { cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"; }
 
-want=${*:-etcd kubernetes containerd crane helm promtool kstatus}
+want=${*:-etcd kubernetes kubernetes_node containerd crane helm promtool kstatus}
 for t in $want; do "build_$t"; done
 log "tools ready in $bin_link_dir"
