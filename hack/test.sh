@@ -44,12 +44,17 @@ stop_clusters() {
   hack/cluster.sh down --dir "$cluster_dir" || true
 }
 trap 'stop_lanes; stop_clusters' EXIT INT TERM
-# lane NAME SCRIPT ARGS...: the bash SCRIPT (its arguments $1...) in the background, its
-# output in $logs/NAME.log.
+# lane [--low] NAME SCRIPT ARGS...: the bash SCRIPT (its arguments $1...) in the background,
+# its output in $logs/NAME.log; --low: at the lowest CPU priority. A session of its own is an
+# autogroup of its own too, which the kernel shares the CPU with as with any other whatever
+# its processes' nice value: so the session's autogroup is niced (and its processes, for a
+# kernel without autogroups).
 lane() {
+  local low=""
+  [[ $1 == --low ]] && { low='echo 19 >/proc/self/autogroup 2>/dev/null || true; renice -n 19 -p $$ >/dev/null; '; shift; }
   local name=$1 script=$2; shift 2
-  log "$name (in the background, log: .local/test-logs/$name.log)"
-  setsid bash -c "set -euo pipefail; $script" "$name" "$@" >"$logs/$name.log" 2>&1 &
+  log "$name (in the background${low:+, at the lowest CPU priority}, log: .local/test-logs/$name.log)"
+  setsid bash -c "set -euo pipefail; $low$script" "$name" "$@" >"$logs/$name.log" 2>&1 &
   lanes+=($!)
 }
 # joined PID NAME: waits for the lane; prints what it built, or its log if it failed.
@@ -69,9 +74,9 @@ lane clusters 'hack/build-tools.sh etcd kubernetes
 clusters_pid=${lanes[-1]}
 lane tools 'hack/build-tools.sh helm promtool kstatus cargo_deny cargo_machete'
 tools_pid=${lanes[-1]}
-lane images 'nice -n 19 hack/build-tools.sh crane && nice -n 19 hack/e2e.sh images'
+lane --low images 'hack/build-tools.sh crane && hack/e2e.sh images'
 image_pid=${lanes[-1]}
-lane node 'nice -n 19 hack/build-tools.sh containerd kubernetes_node'
+lane --low node 'hack/build-tools.sh containerd kubernetes_node'
 node_pid=${lanes[-1]}
 
 log "cargo fmt --check"
