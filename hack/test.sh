@@ -16,7 +16,7 @@ export GOGC=${GOGC:-400}
 # this crate and its tests, not every dependency again.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
 
-# Three lanes in the background, beside the static checks and the test build: on a fresh
+# Four lanes in the background, beside the static checks and the test build: on a fresh
 # machine each starts by building its tools (hack/build-tools.sh; a no-op once cached), and
 # one lane's pauses (downloads, module resolution, links) are the others' CPU time.
 #   - the control plane's tools, then both test clusters: the shared one, and a second for
@@ -24,11 +24,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
 #     cluster's tests);
 #   - the other tools of the tests (helm, promtool, kstatus) and the cargo tools of the
 #     static checks;
-#   - at the lowest CPU priority, what only the e2e needs, in two lanes: crane, then the
-#     e2e's images (the release build, whole-program LTO); the real node's binaries
-#     (containerd, kubelet, kube-proxy, kube-scheduler). They take the CPU the rest leaves;
-#     none of it asserts a time that a busy core could break (performance is the benchmarks'
-#     business).
+#   - crane, then the e2e's images (the release build, whole-program LTO: its last step, the
+#     link, is one core's work for 3 to 4 minutes, which must not wait for the tests' end);
+#   - at the lowest CPU priority, the real node's binaries (containerd, kubelet, kube-proxy,
+#     kube-scheduler), in the CPU time the rest leaves.
+# None of this asserts a time that a busy core could break (performance is the benchmarks'
+# business); only the e2e waits for the last two.
 # Each lane is a session of its own, so that an early exit stops it whole.
 logs="$root/.local/test-logs"
 mkdir -p "$logs"
@@ -74,7 +75,7 @@ lane clusters 'hack/build-tools.sh etcd kubernetes
 clusters_pid=${lanes[-1]}
 lane tools 'hack/build-tools.sh helm promtool kstatus cargo_deny cargo_machete'
 tools_pid=${lanes[-1]}
-lane --low images 'hack/build-tools.sh crane && hack/e2e.sh images'
+lane images 'hack/build-tools.sh crane && hack/e2e.sh images'
 image_pid=${lanes[-1]}
 lane --low node 'hack/build-tools.sh containerd kubernetes_node'
 node_pid=${lanes[-1]}
