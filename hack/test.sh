@@ -92,6 +92,16 @@ python3 hack/dockerfile.py pinned --dockerfile Dockerfile
 # variables, so none rebuilds the crate.
 RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
 export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+# CLIPPY_ARGS is cargo-clippy's word to clippy-driver, not a documented interface: a canary
+# with two lint findings must fail, or a toolchain that reads it otherwise would lint nothing.
+canary=$(mktemp -d)
+printf 'pub fn empty(v: &Vec<u8>) -> bool { v.len() == 0 }\n' >"$canary/canary.rs"
+if "$RUSTC_WORKSPACE_WRAPPER" --edition 2021 --crate-type lib --emit metadata --out-dir "$canary" \
+  "$canary/canary.rs" >/dev/null 2>&1; then
+  log "clippy-driver passed a canary with two lint findings: CLIPPY_ARGS is not read as cargo-clippy sets it"
+  exit 1
+fi
+rm -rf "$canary"
 log "cargo clippy -D warnings, and the test build (cargo test --no-run), in one pass"
 cargo test --locked --all-targets --no-run
 joined "$tools_pid" tools
