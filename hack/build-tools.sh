@@ -2,8 +2,9 @@
 # Builds, from pinned Go modules, the binaries that tests and local runs need:
 #   kube-apiserver, kube-controller-manager, kubectl (`kubernetes`), and for the real node
 #   kube-scheduler, kubelet and kube-proxy (`kubernetes_node`) (k8s.io/kubernetes),
-#   etcd, etcdctl and etcdutl (go.etcd.io/etcd/{server,etcdctl,etcdutl}/v3), helm (helm.sh/helm/v4) and promtool
-#   (github.com/prometheus/prometheus/cmd/promtool: checks and unit-tests the chart's alerts),
+#   etcd, etcdctl and etcdutl (go.etcd.io/etcd/{server,etcdctl,etcdutl}/v3), helm
+#   (helm.sh/helm/v4) and promtool (github.com/prometheus/prometheus/cmd/promtool: checks and
+#   unit-tests the chart's alerts),
 #   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude),
 #   cargo-deny (crates.io; hack/deny.sh); cargo-machete (crates.io; make test);
 #   and, for `make bench-authz` only (`hack/build-tools.sh opa vegeta`), Open Policy Agent
@@ -23,7 +24,7 @@ mkdir -p "$cache" "$bin_link_dir"
 log() { printf '[build-tools %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 command -v go >/dev/null || { log "go is required (Go >= 1.26)"; exit 1; }
-# No DWARF from the compiler: the links strip it anyway (-ldflags -w), and making it cost 13 %
+# No DWARF from the compiler: the links strip it anyway (-ldflags -w), and making it costs 13 %
 # of the compile's CPU (etcd's three binaries: 81 CPU-s with it, 71 without; the same sizes).
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-gcflags=all=-dwarf=false"
 

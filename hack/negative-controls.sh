@@ -158,6 +158,10 @@ control a-relist-keeps-writes-it-did-not-find src/cache/watch.rs \
   'if !relist.seen.contains(&key) && kind.forget(&key, &written) {' \
   'if false && kind.forget(&key, &written) {' \
   'cargo test --lib cache::watch::'
+control indexes-behind-the-store src/cache/watch.rs \
+  '                        K::index_ahead(cache, &obj);' \
+  '' \
+  'cargo test --lib cache::watch::'
 control terminating-namespaces-unseen src/cache/queries.rs \
   '            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())' \
   '            .is_some_and(|n| n.metadata.deletion_timestamp.is_some() && false)' \

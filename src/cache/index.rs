@@ -1,5 +1,6 @@
 //! A secondary index over a cache: a key (namespace, value) to the objects with that key,
-//! kept from the watch streams right after the store is updated; and each kind's indexes.
+//! kept from the watch streams around each store update (an object is filed under its new
+//! keys before the store shows it, and leaves its old ones after); and each kind's indexes.
 
 use std::{collections::HashMap, sync::RwLock};
 

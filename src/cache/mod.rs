@@ -91,6 +91,10 @@ macro_rules! watched {
                 tally(&cache.stores.$field, change);
                 <Self as Indexed>::index(cache, change);
             }
+
+            fn index_ahead(cache: &Cache, incoming: &Arc<Self>) {
+                <Self as Indexed>::index(cache, &Change { old: None, new: Some(incoming.clone()) });
+            }
         })*
 
         impl Cache {
@@ -193,6 +197,11 @@ pub trait Cached: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'st
 
     /// Keeps this kind's indexes (and, for the registry's kinds, its Ready tallies).
     fn index(cache: &Cache, change: &Change<Self>);
+
+    /// Files `incoming` under its index keys before the store shows it (`index` then moves it
+    /// out of its old keys): a reader between the two writes finds an index ahead of the
+    /// store, which its lookups re-check, never one behind it.
+    fn index_ahead(_cache: &Cache, _incoming: &Arc<Self>) {}
 }
 
 impl Cached for SecretEntry {

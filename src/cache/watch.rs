@@ -324,7 +324,11 @@ impl<K: Cached> Pipeline<K> {
                     .as_ref()
                     .is_some_and(|o| o.meta().resource_version == obj.meta().resource_version);
                 let at = obj.meta().resource_version.clone();
-                writer.apply_watcher_event(&Event::Apply(obj));
+                let obj = Arc::new(obj);
+                if !same {
+                    K::index_ahead(cache, &obj);
+                }
+                writer.apply_watcher_event(&Event::Apply(Arc::unwrap_or_clone(obj)));
                 let new = kind.store.get(&key);
                 kind.settle(&key, new.as_deref(), at.as_deref());
                 if !same {
@@ -353,15 +357,17 @@ impl<K: Cached> Pipeline<K> {
             Event::InitApply(obj) => {
                 let key = ObjectRef::from_obj(&obj);
                 let old = kind.store.get(&key);
+                let obj = Arc::new(obj);
                 if let Some(relist) = self.relist.as_mut() {
                     relist.seen.insert(key.clone());
                     if old.as_ref().map(|o| o.meta().resource_version.clone())
                         != Some(obj.meta().resource_version.clone())
                     {
+                        K::index_ahead(cache, &obj);
                         relist.changed.push((key, old));
                     }
                 }
-                writer.apply_watcher_event(&Event::InitApply(obj));
+                writer.apply_watcher_event(&Event::InitApply(Arc::unwrap_or_clone(obj)));
             }
             Event::InitDone => {
                 writer.apply_watcher_event(&Event::InitDone);
@@ -503,6 +509,7 @@ where
 mod tests {
     use super::*;
     use crate::api::CEUser;
+    use crate::cache::index::key;
 
     #[tokio::test]
     async fn a_panicked_watch_is_told_with_its_kind_and_why() {
@@ -650,6 +657,41 @@ mod tests {
         assert!(
             cache.user("t", "jane").is_some(),
             "a write the watch has not reached yet"
+        );
+    }
+
+    /// A reader between the store's update and the indexes' must find the indexes ahead of
+    /// the store (its lookups re-check the store), never behind: an account the store shows
+    /// but the default-account index missed made the webhook refuse an org-admin binding in
+    /// the default account. During a re-list the store shows the new objects only at its
+    /// end, which makes the order observable: the index has them first.
+    #[test]
+    fn the_indexes_file_a_changed_object_before_the_store_shows_it() {
+        let (cache, mut writers) = Cache::new(None, crate::model::issuance::IssuanceKey::for_tests());
+        let mut pipeline = Pipeline::<CEUser>::new(Vec::new());
+        let mut receive = |event| pipeline.receive(&cache, &mut writers.users, event, parse::<CEUser>);
+        let by_email = |email: &str| cache.users_by_email.get(&key("t", email));
+        let jane = key("t", "jane");
+        receive(Event::Init);
+        receive(Event::InitApply(user("1", "jane@old.example".into())));
+        receive(Event::InitDone);
+        receive(Event::Init);
+        receive(Event::InitApply(user("2", "jane@new.example".into())));
+        assert_eq!(
+            by_email("jane@new.example"),
+            [jane.clone()],
+            "filed under its new key first"
+        );
+        assert_eq!(
+            cache.users_with_email("t", "jane@new.example").len(),
+            0,
+            "lookups re-check the store, which shows the old version until the re-list ends"
+        );
+        receive(Event::InitDone);
+        assert_eq!(cache.users_with_email("t", "jane@new.example").len(), 1);
+        assert!(
+            by_email("jane@old.example").is_empty(),
+            "out of its old key once the store shows it"
         );
     }
 
