@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
-# Builds, from pinned Go modules, the binaries that tests and local runs need:
-#   kube-apiserver, kube-controller-manager, kubectl (`kubernetes`), and for the real node
-#   kube-scheduler, kubelet and kube-proxy (`kubernetes_node`) (k8s.io/kubernetes),
-#   etcd, etcdctl and etcdutl (go.etcd.io/etcd/{server,etcdctl,etcdutl}/v3), helm
-#   (helm.sh/helm/v4) and promtool (github.com/prometheus/prometheus/cmd/promtool: checks and
-#   unit-tests the chart's alerts),
-#   kstatus (hack/kstatus against sigs.k8s.io/cli-utils: what Flux and Helm --wait conclude),
-#   cargo-deny (crates.io; hack/deny.sh); cargo-machete (crates.io; make test);
-#   and, for `make bench-authz` only (`hack/build-tools.sh opa vegeta`), Open Policy Agent
-#   (github.com/open-policy-agent/opa) and vegeta (github.com/tsenart/vegeta).
-# Binaries are cached per version under $CE_TOOLS_CACHE (outside the git tree, so a
-# fresh clone reuses them) and linked into .local/bin. A tool is rebuilt only when
-# its pinned version changes.
+# Builds the binaries that tests and local runs need. From pinned Go modules, in one module
+# (see go_tools_module): etcd, etcdctl and etcdutl; kube-apiserver, kube-controller-manager and
+# kubectl (`kubernetes`), and for the real node kube-scheduler, kubelet and kube-proxy
+# (`kubernetes_node`); containerd, ctr and the runc shim; helm; promtool; kstatus
+# (hack/kstatus); crane. From crates.io: cargo-deny (hack/deny.sh), cargo-machete (make test),
+# cargo-mutants (make mutants). For `make bench-authz` only (`hack/build-tools.sh opa vegeta`):
+# Open Policy Agent and vegeta, each from its own module.
+# Binaries are cached under $CE_TOOLS_CACHE (outside the git tree, so a fresh clone reuses
+# them) and linked into .local/bin; they are rebuilt only when a pinned version changes.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,9 +30,10 @@ with_heartbeat() {
   local start=$SECONDS
   "$@" &
   local pid=$!
+  # A second's poll, not a 30 s sleep: the build's end is not kept waiting for the next beat.
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 30 & wait $! || true
-    kill -0 "$pid" 2>/dev/null && log "  still building $what ($((SECONDS - start)) s)"
+    sleep 1
+    (((SECONDS - start) % 30 == 0)) && kill -0 "$pid" 2>/dev/null && log "  still building $what ($((SECONDS - start)) s)"
   done
   wait "$pid"
 }
@@ -51,18 +48,63 @@ link_bins() {
   for b in "$@"; do ln -sfn "$dir/$b" "$bin_link_dir/$b"; done
 }
 
-# kubernetes_module DIR: the wrapper module the Kubernetes binaries are built in.
-# k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
-# paths; a dependent module ignores those replaces, so ours are derived from its go.mod.
-kubernetes_module() {
+# The Go tools of the tests, from one module. Kubernetes, etcd, containerd, helm, promtool,
+# kstatus and crane share most of their dependencies (the Kubernetes libraries, gRPC, protobuf,
+# OpenTelemetry): resolved together, each shared package is compiled once for all (cold: 750
+# CPU-s for the sixteen binaries, against about 1,250 when each tool had a module of its own).
+# The module pins what Kubernetes pins: its staging modules at the release's own version (a
+# dependent module ignores k8s.io/kubernetes's replaces to local paths, so ours are derived
+# from its go.mod), and containerd is of the line built against that Kubernetes (containerd
+# 2.3 and Kubernetes 1.36 share k8s.io/cri-api v0.36). A change of any version here is a new
+# module and rebuilds them all, reusing Go's build cache for every package that did not change.
+go_tools_id=$(printf '%s\n' "$KUBERNETES_VERSION" "$ETCD_VERSION" "$HELM_VERSION" "$PROMTOOL_VERSION" \
+  "$CONTAINERD_VERSION" "$CRANE_VERSION" "$CLI_UTILS_VERSION" | cat - "$root/hack/kstatus/main.go" | sha256sum | cut -c1-12)
+go_tools="$cache/go-tools-$go_tools_id"
+
+# The binaries of each tool, and the packages they are built from.
+declare -A go_tool_bins=(
+  [etcd]="etcd etcdctl etcdutl"
+  [kubernetes]="kube-apiserver kube-controller-manager kubectl"
+  [kubernetes_node]="kube-scheduler kubelet kube-proxy"
+  [containerd]="containerd ctr containerd-shim-runc-v2"
+  [helm]=helm [promtool]=promtool [kstatus]=kstatus [crane]=crane
+)
+# etcd, etcdctl and etcdutl: an etcd snapshot saved and restored (the backup-and-restore test,
+# `hack/cluster.sh snapshot`). The real node's container runtime (`hack/cluster.sh up --node`):
+# containerd, its CLI (ctr imports the operator's image) and the runc shim; runc itself and the
+# CNI plugins come from Debian's packages (hack/ensure-deps.sh). promtool checks and unit-tests
+# the chart's alerts (tests/integration/observability.rs). kstatus is hack/kstatus/main.go: what
+# Flux and Helm --wait conclude (tests/integration/gitops.rs). crane assembles the operator's
+# OCI image (`make image`).
+declare -A go_tool_pkgs=(
+  [etcd]="go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3"
+  [kubernetes]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl"
+  [kubernetes_node]="k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy"
+  [containerd]="github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+  [helm]=helm.sh/helm/v4/cmd/helm
+  [promtool]=github.com/prometheus/prometheus/cmd/promtool
+  [kstatus]=./kstatus
+  [crane]=github.com/google/go-containerregistry/cmd/crane
+)
+# Module paths at their pinned versions (`go get`), besides k8s.io/kubernetes itself. Prometheus
+# 3.x is published as Go module v0.3xx.y: v0.316.0 is Prometheus 3.16.0.
+go_tool_modules=(
+  "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdutl/v3@$ETCD_VERSION"
+  "github.com/containerd/containerd/v2@$CONTAINERD_VERSION" "helm.sh/helm/v4@$HELM_VERSION"
+  "github.com/prometheus/prometheus@$PROMTOOL_VERSION" "sigs.k8s.io/cli-utils@$CLI_UTILS_VERSION"
+  "github.com/google/go-containerregistry@$CRANE_VERSION"
+)
+
+# go_tools_module DIR: the module, resolved.
+go_tools_module() {
   local mod=$1 v=$KUBERNETES_VERSION
-  rm -rf "$mod"; mkdir -p "$mod"
+  rm -rf "$mod"; mkdir -p "$mod/kstatus"
   local gomod
   gomod=$(cd "$mod" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
   [[ -f "$gomod" ]] || { log "could not download k8s.io/kubernetes@$v"; exit 1; }
   local staging_version="v0.${v#v1.}"
   {
-    echo "module ce-operator.local/kubernetes-tools"
+    echo "module ce-operator.local/go-tools"
     echo
     grep -E '^go [0-9]' "$gomod"
     grep -E '^godebug ' "$gomod" || true
@@ -71,81 +113,72 @@ kubernetes_module() {
     echo
     grep -E '^[[:space:]]+k8s\.io/[^[:space:]]+ v0\.0\.0$' "$gomod" | awk -v sv="$staging_version" '{print "replace " $1 " => " $1 " " sv}'
   } >"$mod/go.mod"
+  cp "$root/hack/kstatus/main.go" "$mod/kstatus/main.go"
+  local pkgs=() t
+  for t in "${!go_tool_pkgs[@]}"; do
+    # shellcheck disable=SC2206 # a list of packages, split on purpose
+    [[ $t == kstatus ]] || pkgs+=(${go_tool_pkgs[$t]})
+  done
+  # go mod tidy keeps what some package of the module imports: a file behind a build tag
+  # imports the tools' main packages.
   {
     printf '//go:build tools\n\npackage tools\n\nimport (\n'
-    printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${kubernetes_control_plane[@]}" "${kubernetes_node[@]}"
+    printf '\t_ "%s"\n' "${pkgs[@]}"
     printf ')\n'
   } >"$mod/tools.go"
-  log "resolving modules ($(grep -c '^replace' "$mod/go.mod") staging replaces at $staging_version)"
-  (cd "$mod" && go mod tidy)
+  log "resolving the Go tools' module ($(grep -c '^replace' "$mod/go.mod") Kubernetes staging modules at $staging_version)"
+  (cd "$mod" && go get "${go_tool_modules[@]}" && go mod tidy)
   touch "$mod/.resolved"
 }
 
-# The Kubernetes binaries, in two builds of one module: the control plane the tests need, and
-# the real node's, which only the e2e needs (hack/test.sh builds them at a low priority, in the
-# time the tests leave). One at a time (a lock): the second build reuses the first's module
-# and compiled packages.
-kubernetes_control_plane=(kube-apiserver kube-controller-manager kubectl)
-kubernetes_node=(kube-scheduler kubelet kube-proxy)
-build_kubernetes() { kubernetes_binaries control-plane "${kubernetes_control_plane[@]}"; }
-build_kubernetes_node() { kubernetes_binaries node "${kubernetes_node[@]}"; }
-# kubernetes_binaries GROUP BINARY...
-kubernetes_binaries() {
-  local group=$1; shift
-  local v=$KUBERNETES_VERSION dir="$cache/kubernetes-$KUBERNETES_VERSION" lock
-  mkdir -p "$dir/bin"
-  exec {lock}>"$dir.lock"
+# build_go_tools TOOL...: the tools' binaries not yet built, in one `go build` (a tool is
+# built once, whichever of two runs of this script asks first: the other waits for it, then
+# finds it built).
+build_go_tools() {
+  local todo=() pkgs=() t lock
+  mkdir -p "$go_tools/bin"
+  exec {lock}>"$go_tools.lock"
   flock "$lock"
-  if [[ -f "$dir/.done-$group" ]] && all_present "$dir/bin" "$@"; then link_bins "$dir/bin" "$@"; exec {lock}>&-; return; fi
-  log "building kubernetes $v: $*"
-  [[ -f "$dir/mod/.resolved" ]] || kubernetes_module "$dir/mod"
-  local minor=${v#v1.}; minor=${minor%%.*}
-  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$v"
-  (cd "$dir/mod" && with_heartbeat "kubernetes ($group)" go build -tags tools -ldflags "$ldflags" -o "$dir/bin/" "${@/#/k8s.io/kubernetes/cmd/}")
-  touch "$dir/.done-$group"
+  for t in "$@"; do
+    # shellcheck disable=SC2086
+    if [[ -f "$go_tools/.done-$t" ]] && all_present "$go_tools/bin" ${go_tool_bins[$t]}; then continue; fi
+    todo+=("$t")
+    # shellcheck disable=SC2206
+    pkgs+=(${go_tool_pkgs[$t]})
+  done
+  if ((${#todo[@]} > 0)); then
+    log "building ${todo[*]}"
+    [[ -f "$go_tools/mod/.resolved" ]] || go_tools_module "$go_tools/mod"
+    local v=$KUBERNETES_VERSION minor=${KUBERNETES_VERSION#v1.}
+    minor=${minor%%.*}
+    local p=${PROMTOOL_VERSION#v0.}
+    p=${p%%.*}
+    # One set of flags for every build, so that each package's compiled form is the same
+    # whatever binary needs it. Static (no cgo), stripped; no btrfs, devmapper or ZFS
+    # snapshotters in containerd (the node uses overlayfs); no service discovery in promtool
+    # (Prometheus's `remove_all_sd`: no cloud SDKs; `check rules` and `test rules` do not use
+    # it). The versions the binaries report.
+    local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1"
+    ldflags+=" -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$v"
+    ldflags+=" -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+    ldflags+=" -X github.com/prometheus/common/version.Version=${p:0:1}.$((10#${p:1})).${PROMTOOL_VERSION##*.}"
+    (cd "$go_tools/mod" && with_heartbeat "${todo[*]}" env CGO_ENABLED=0 go build \
+      -tags "tools no_btrfs no_devmapper no_zfs remove_all_sd" -ldflags "$ldflags" -o "$go_tools/bin/" "${pkgs[@]}")
+    # go build names a package ending in a major version after the element before it.
+    [[ -f "$go_tools/bin/server" ]] && mv "$go_tools/bin/server" "$go_tools/bin/etcd"
+    for t in "${todo[@]}"; do touch "$go_tools/.done-$t"; done
+    log "built ${todo[*]}"
+  fi
   exec {lock}>&-
-  link_bins "$dir/bin" "$@"
-  log "kubernetes $v built: $*"
-}
-
-# wrapper_module DIR NAME "MODULE@VERSION..." PACKAGE...: a module in DIR that requires each
-# MODULE at its VERSION and imports the PACKAGEs, resolved (`go install pkg@version` refuses
-# modules with replace directives, so the tools are built inside such a wrapper).
-wrapper_module() {
-  local mod=$1 name=$2 required=$3; shift 3
-  printf 'module ce-operator.local/%s-tools\n\ngo 1.24\n' "$name" >"$mod/go.mod"
-  {
-    printf '//go:build tools\n\npackage tools\n\nimport (\n'
-    printf '\t_ "%s"\n' "$@"
-    printf ')\n'
-  } >"$mod/tools.go"
-  # shellcheck disable=SC2086 # several MODULE@VERSIONs, split on purpose
-  (cd "$mod" && go get $required && go mod tidy)
-}
-
-# etcd, and etcdctl and etcdutl of the same release (an etcd snapshot saved and restored: the
-# backup-and-restore test, `hack/cluster.sh snapshot`): one wrapper module and one build, so
-# that the three share one module resolution and their common packages compile once.
-build_etcd() {
-  local v=$ETCD_VERSION dir="$cache/etcd-$ETCD_VERSION"
-  local bins=(etcd etcdctl etcdutl)
-  if [[ -f "$dir/.done" ]] && all_present "$dir/bin" "${bins[@]}"; then link_bins "$dir/bin" "${bins[@]}"; return; fi
-  log "building etcd, etcdctl and etcdutl $v"
-  local mod="$dir/mod"
-  rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
-  local pkgs=(go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3)
-  wrapper_module "$mod" etcd "${pkgs[*]/%/@$v}" "${pkgs[@]}"
-  # go build names a package ending in a major version after the element before it: the
-  # server's binary is "server".
-  (cd "$mod" && with_heartbeat etcd go build -tags tools -ldflags "-s -w" -o "$dir/bin/" "${pkgs[@]}")
-  mv "$dir/bin/server" "$dir/bin/etcd"
-  touch "$dir/.done"
-  link_bins "$dir/bin" "${bins[@]}"
-  log "etcd, etcdctl and etcdutl $v built"
+  for t in "$@"; do
+    # shellcheck disable=SC2086
+    link_bins "$go_tools/bin" ${go_tool_bins[$t]}
+  done
 }
 
 # go_install_tool NAME VERSION PACKAGE: `go install PACKAGE@VERSION` (stripped) into the
-# cache, once per version; the binary is NAME.
+# cache, once per version; the binary is NAME. For the benchmarks' tools, which share little
+# with the tests'.
 go_install_tool() {
   local name=$1 v=$2 pkg=$3 dir="$cache/$1-$2"
   if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" "$name"; return; fi
@@ -157,73 +190,11 @@ go_install_tool() {
   log "$name $v built"
 }
 
-build_helm() { go_install_tool helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm; }
-
-# The real node's container runtime (`hack/cluster.sh up --node`): containerd 2.x, its CLI
-# (ctr, which imports the operator's image) and the runc shim. runc itself and the CNI
-# plugins come from Debian's packages (hack/ensure-deps.sh).
-build_containerd() {
-  local v=$CONTAINERD_VERSION dir="$cache/containerd-$CONTAINERD_VERSION"
-  local bins=(containerd ctr containerd-shim-runc-v2)
-  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" "${bins[@]}"; return; fi
-  log "building containerd $v"
-  local mod="$dir/mod"
-  rm -rf "$dir"; mkdir -p "$mod" "$dir/bin"
-  local cmds=(github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
-    github.com/containerd/containerd/v2/cmd/ctr)
-  wrapper_module "$mod" containerd "github.com/containerd/containerd/v2@$v" "${cmds[@]}"
-  # Static and without the btrfs snapshotter (cgo); the node uses overlayfs.
-  (cd "$mod" && with_heartbeat containerd env CGO_ENABLED=0 go build -tags "tools no_btrfs no_devmapper no_zfs" \
-      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$v" -o "$dir/bin/" "${cmds[@]}")
-  touch "$dir/.done"
-  link_bins "$dir/bin" "${bins[@]}"
-  log "containerd $v built"
-}
-
-# go-containerregistry's crane: `make image` assembles the operator's OCI image with it.
-build_crane() { go_install_tool crane "$CRANE_VERSION" github.com/google/go-containerregistry/cmd/crane; }
-
 # Benchmark only (`make bench-authz`), never built by `make test`.
 build_opa() { go_install_tool opa "$OPA_VERSION" github.com/open-policy-agent/opa; }
 # Benchmark only: vegeta sends at a fixed rate whether or not earlier requests were answered
 # (open loop), for latency free of coordinated omission.
 build_vegeta() { go_install_tool vegeta "$VEGETA_VERSION" github.com/tsenart/vegeta/v12; }
-
-# Checks and unit-tests the chart's alert rules (tests/integration/observability.rs). Prometheus 3.x is
-# published as Go module v0.3xx.y: v0.316.0 is Prometheus 3.16.0, which `--version` reports.
-# Built without service discovery (Prometheus's `remove_all_sd` tag: no cloud SDKs, 93 s
-# instead of 216 s), which `promtool check rules` and `promtool test rules` do not use.
-build_promtool() {
-  local v=$PROMTOOL_VERSION dir="$cache/promtool-$PROMTOOL_VERSION-nosd"
-  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" promtool; return; fi
-  log "building promtool $v"
-  rm -rf "$dir"; mkdir -p "$dir/bin"
-  local minor=${v#v0.}; minor=${minor%%.*}
-  local release="${minor:0:1}.$((10#${minor:1})).${v##*.}"
-  with_heartbeat promtool env GOBIN="$dir/bin" GOFLAGS="$GOFLAGS -mod=mod" CGO_ENABLED=0 go install -trimpath -tags remove_all_sd \
-    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
-    "github.com/prometheus/prometheus/cmd/promtool@$v"
-  touch "$dir/.done"
-  link_bins "$dir/bin" promtool
-  log "promtool $v built"
-}
-
-# kstatus as GitOps tools compute it (tests/integration/gitops.rs): hack/kstatus/main.go built against
-# sigs.k8s.io/cli-utils, in a wrapper module made here (the repository holds no go.mod).
-build_kstatus() {
-  local v=$CLI_UTILS_VERSION src="$root/hack/kstatus/main.go"
-  local dir="$cache/kstatus-$v-$(sha256sum "$src" | cut -c1-12)"
-  if [[ -f "$dir/.done" ]]; then link_bins "$dir/bin" kstatus; return; fi
-  log "building kstatus (cli-utils $v)"
-  rm -rf "$dir"; mkdir -p "$dir/mod" "$dir/bin"
-  cp "$src" "$dir/mod/main.go"
-  printf 'module ce-operator.local/kstatus\n\ngo 1.24\n' >"$dir/mod/go.mod"
-  (cd "$dir/mod" && go get "sigs.k8s.io/cli-utils@$v" && go mod tidy &&
-    with_heartbeat kstatus go build -ldflags "-s -w" -o "$dir/bin/kstatus" .)
-  touch "$dir/.done"
-  link_bins "$dir/bin" kstatus
-  log "kstatus built"
-}
 
 # cargo_tool NAME VERSION: a cargo subcommand from crates.io, with its own lock file. Built
 # for build time, not run time (they read a lock file and a few manifests in under a second):
@@ -253,6 +224,11 @@ build_cargo_machete() { cargo_tool cargo-machete "$CARGO_MACHETE_VERSION"; }
 # cargo-mutants (make mutants): mutation testing of the model.
 build_cargo_mutants() { cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"; }
 
-want=${*:-etcd kubernetes kubernetes_node containerd crane helm promtool kstatus}
-for t in $want; do "build_$t"; done
+# The Go tools asked for are built together; the others one by one.
+(($# > 0)) || set -- etcd kubernetes kubernetes_node containerd crane helm promtool kstatus
+want=("$@")
+go_wanted=()
+for t in "${want[@]}"; do [[ -n ${go_tool_pkgs[$t]:-} ]] && go_wanted+=("$t"); done
+((${#go_wanted[@]} == 0)) || build_go_tools "${go_wanted[@]}"
+for t in "${want[@]}"; do [[ -n ${go_tool_pkgs[$t]:-} ]] || "build_$t"; done
 log "tools ready in $bin_link_dir"

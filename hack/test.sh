@@ -16,20 +16,17 @@ export GOGC=${GOGC:-400}
 # this crate and its tests, not every dependency again.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ce-operator/target}
 
-# Four lanes in the background, beside the static checks and the test build: on a fresh
+# Three lanes in the background, beside the static checks and the test build: on a fresh
 # machine each starts by building its tools (hack/build-tools.sh; a no-op once cached), and
 # one lane's pauses (downloads, module resolution, links) are the others' CPU time.
-#   - the control plane's tools, then both test clusters: the shared one, and a second for
-#     the faults, which disturb the control plane (they run there, beside the shared
-#     cluster's tests);
-#   - the other tools of the tests (helm, promtool, kstatus) and the cargo tools of the
-#     static checks;
-#   - crane, then the e2e's images (the release build, whole-program LTO: its last step, the
-#     link, is one core's work for 3 to 4 minutes, which must not wait for the tests' end);
-#   - at the lowest CPU priority, the real node's binaries (containerd, kubelet, kube-proxy,
-#     kube-scheduler), in the CPU time the rest leaves.
+#   - the Go tools, in one build (they share most of their packages), then both test
+#     clusters: the shared one, and a second for the faults, which disturb the control plane
+#     (they run there, beside the shared cluster's tests);
+#   - the cargo tools of the static checks;
+#   - the e2e's images (the release build, whole-program LTO: its last step, the link, is one
+#     core's work for 3 to 4 minutes, which must not wait for the tests' end).
 # None of this asserts a time that a busy core could break (performance is the benchmarks'
-# business); only the e2e waits for the last two.
+# business); only the e2e waits for the images.
 # Each lane is a session of its own, so that an early exit stops it whole.
 logs="$root/.local/test-logs"
 mkdir -p "$logs"
@@ -45,17 +42,12 @@ stop_clusters() {
   hack/cluster.sh down --dir "$cluster_dir" || true
 }
 trap 'stop_lanes; stop_clusters' EXIT INT TERM
-# lane [--low] NAME SCRIPT ARGS...: the bash SCRIPT (its arguments $1...) in the background,
-# its output in $logs/NAME.log; --low: at the lowest CPU priority. A session of its own is an
-# autogroup of its own too, which the kernel shares the CPU with as with any other whatever
-# its processes' nice value: so the session's autogroup is niced (and its processes, for a
-# kernel without autogroups).
+# lane NAME SCRIPT ARGS...: the bash SCRIPT (its arguments $1...) in the background, its output
+# in $logs/NAME.log.
 lane() {
-  local low=""
-  [[ $1 == --low ]] && { low='echo 19 >/proc/self/autogroup 2>/dev/null || true; renice -n 19 -p $$ >/dev/null; '; shift; }
   local name=$1 script=$2; shift 2
-  log "$name (in the background${low:+, at the lowest CPU priority}, log: .local/test-logs/$name.log)"
-  setsid bash -c "set -euo pipefail; $low$script" "$name" "$@" >"$logs/$name.log" 2>&1 &
+  log "$name (in the background, log: .local/test-logs/$name.log)"
+  setsid bash -c "set -euo pipefail; $script" "$name" "$@" >"$logs/$name.log" 2>&1 &
   lanes+=($!)
 }
 # joined PID NAME: waits for the lane; prints what it built, or its log if it failed.
@@ -68,17 +60,15 @@ joined() {
   log "$2 failed"
   exit 1
 }
-lane clusters 'hack/build-tools.sh etcd kubernetes
+lane clusters 'hack/build-tools.sh etcd kubernetes kubernetes_node containerd helm promtool kstatus crane
   hack/cluster.sh up --dir "$2" >"$3" 2>&1 & alone=$!
   hack/cluster.sh up --dir "$1"
   wait "$alone" || { cat "$3"; exit 1; }' "$cluster_dir" "$alone_dir" "$logs/cluster-alone.log"
 clusters_pid=${lanes[-1]}
-lane tools 'hack/build-tools.sh helm promtool kstatus cargo_deny cargo_machete'
+lane tools 'hack/build-tools.sh cargo_deny cargo_machete'
 tools_pid=${lanes[-1]}
-lane images 'hack/build-tools.sh crane && hack/e2e.sh images'
+lane images 'hack/e2e.sh images'
 image_pid=${lanes[-1]}
-lane --low node 'hack/build-tools.sh containerd kubernetes_node'
-node_pid=${lanes[-1]}
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -194,7 +184,6 @@ log "cargo tests passed; no cluster process left behind"
 # The chart as a user installs it: the image built beside the tests, a fresh cluster with a
 # real node.
 joined "$image_pid" images
-joined "$node_pid" node
 grep -E '^\[image|^image size' "$logs/images.log" >&2
 log "e2e (hack/e2e.sh, with the images built above)"
 E2E_REUSE_IMAGES=1 hack/e2e.sh
