@@ -117,7 +117,9 @@ pause_image() {
   local out="$cache/pause-$KUBERNETES_VERSION/pause.tar"
   if [[ ! -f $out ]]; then
     local src work
-    src=$(cd "$cache/kubernetes-$KUBERNETES_VERSION/mod" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+    # The module's source from Go's module cache (the tools' build has downloaded it already).
+    src=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')/build/pause/linux/pause.c
+    [[ -f $src ]] || { echo "node: pause.c not found in k8s.io/kubernetes@$KUBERNETES_VERSION" >&2; exit 1; }
     work=$(mktemp -d)
     mkdir -p "$work/rootfs" "$(dirname "$out")"
     gcc -Os -static -Wall -Werror -DVERSION="${PAUSE_IMAGE##*:}" -o "$work/rootfs/pause" "$src"
