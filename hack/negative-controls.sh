@@ -178,6 +178,14 @@ control a-requeue-every-second src/controller/mod.rs \
   $'            result\n        }\n        .instrument(span)' \
   $'            result.map(|_| Action::requeue(Duration::from_secs(1)))\n        }\n        .instrument(span)' \
   'cargo test --test integration faults::etcd_paused'
+control a-status-write-to-a-deleted-object-fails src/controller/error.rs \
+  'Error::AddFinalizer { source, .. } | Error::WriteStatus { source, .. } => not_found(source),' \
+  'Error::AddFinalizer { source, .. } | Error::WriteStatus { source, .. } => not_found(source) && false,' \
+  'cargo test --test integration operator::an_object_gone_before_it_is_written_to'
+control a-create-in-a-deleted-namespace-fails src/controller/error.rs \
+  '_ => self.api_error().is_some_and(namespace_not_found),' \
+  '_ => self.api_error().is_some_and(namespace_not_found) && false,' \
+  'cargo test --test integration operator::an_object_gone_before_it_is_written_to'
 control metrics-read-without-their-labels tests/integration/support/metrics.rs \
   'with.iter().all(|(k, v)| s.labels.get(k) == Some(*v))' \
   'with.iter().all(|(k, _)| s.labels.get(k).is_some())' \

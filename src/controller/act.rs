@@ -10,7 +10,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{
     Context, Reconciler,
@@ -74,27 +74,43 @@ pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision
         }
         return Ok(Outcome::Done(Requeue::await_change()));
     }
+    match carry_out_in_place(ctx, obj, &object, decision).await {
+        Err(e) if e.api_error().is_some_and(namespace_terminating) => {
+            // The namespace controller removes everything: nothing to create, nothing to retry.
+            if ctx
+                .terminating_namespaces
+                .lock()
+                .expect("lock")
+                .insert(object.namespace.clone())
+            {
+                info!(namespace = %object.namespace, "namespace is being deleted; the operator creates nothing in it");
+            }
+            Ok(Outcome::Done(Requeue::await_change()))
+        }
+        // Deleted (or its namespace) after the caches showed it, before this write: the
+        // watch brings the deletion; nothing failed and nothing is left to do.
+        Err(e) if e.object_gone() => {
+            debug!(object = %object, step = e.metric_label(), "gone before it was written to");
+            Ok(Outcome::Done(Requeue::await_change()))
+        }
+        result => result,
+    }
+}
+
+/// The actions, the events and the status, in that order.
+async fn carry_out_in_place<K: Reconciler>(
+    ctx: &Context,
+    obj: &K,
+    object: &ObjectName,
+    decision: Decision<K::Status>,
+) -> Result<Outcome> {
     // A correction held back (`corrections`): look again when it may be made.
     let mut held: Option<std::time::Duration> = None;
     for action in decision.actions {
-        let result = execute(ctx, obj, &object, action).await;
-        match result {
-            Ok(Step::Next) => {}
-            Ok(Step::Held(wait)) => held = sooner(held, wait),
-            Ok(Step::SecretExists(facts)) => return Ok(Outcome::SecretExists(facts)),
-            Err(e) if e.api_error().is_some_and(namespace_terminating) => {
-                // The namespace controller removes everything: nothing to create, nothing to retry.
-                if ctx
-                    .terminating_namespaces
-                    .lock()
-                    .expect("lock")
-                    .insert(object.namespace.clone())
-                {
-                    info!(namespace = %object.namespace, "namespace is being deleted; the operator creates nothing in it");
-                }
-                return Ok(Outcome::Done(Requeue::await_change()));
-            }
-            Err(e) => return Err(e),
+        match execute(ctx, obj, object, action).await? {
+            Step::Next => {}
+            Step::Held(wait) => held = sooner(held, wait),
+            Step::SecretExists(facts) => return Ok(Outcome::SecretExists(facts)),
         }
     }
     for event in decision.events {

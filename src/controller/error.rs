@@ -115,6 +115,15 @@ impl Error {
         }
     }
 
+    /// Whether the step failed because what it wrote to is gone: the object itself (its
+    /// finalizer or its status), or the namespace it created something in.
+    pub fn object_gone(&self) -> bool {
+        match self {
+            Error::AddFinalizer { source, .. } | Error::WriteStatus { source, .. } => not_found(source),
+            _ => self.api_error().is_some_and(namespace_not_found),
+        }
+    }
+
     /// The API server's error, if the step failed there.
     pub fn api_error(&self) -> Option<&kube::Error> {
         match self {
@@ -147,6 +156,11 @@ pub fn namespace_terminating(error: &kube::Error) -> bool {
 /// Whether the API server said the object does not exist.
 pub fn not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether the API server refused a create because the namespace does not exist.
+fn namespace_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces"))
 }
 
 /// Whether the API server said the object exists already.

@@ -141,7 +141,7 @@ macro_rules! controllers {
 crate::kinds::for_each_kind!(controllers);
 
 impl Context {
-    fn new(client: Client, cache: Arc<Cache>, options: &Options, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, cache: Arc<Cache>, options: &Options, metrics: Arc<Metrics>) -> Self {
         Self {
             client: client.clone(),
             cache,

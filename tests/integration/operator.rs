@@ -701,3 +701,83 @@ async fn an_account_cascades_its_own_deletion_and_an_uncascaded_one_waits_for_it
     assert!(env.users.get_opt("john").await.unwrap().is_none());
     env.ns.delete().await;
 }
+
+/// An object deleted after the caches showed it and before the operator wrote to it (its
+/// status; a create in its namespace, the namespace gone too) is not a failure: the watch
+/// brings the deletion, and there is nothing to retry. The write step is called directly,
+/// with the object as the caches last showed it: a running operator meets this only in a
+/// race (a terminating namespace under load).
+#[tokio::test]
+async fn an_object_gone_before_it_is_written_to_is_not_a_failure() {
+    use ce_operator::{
+        api::CEUserStatus,
+        cache::Cache,
+        controller::{
+            Context, Options,
+            act::{Outcome, carry_out},
+        },
+        model::{Action, Decision, issuance::IssuanceKey},
+    };
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "gone-before-write").await;
+    let (cache, _writers) = Cache::new(Some(ns.name.clone()), IssuanceKey::from_bytes(&[7; 32]).expect("a key"));
+    let options = Options {
+        concurrency: 1,
+        resync: None,
+        instance: None,
+    };
+    let ctx = Context::new(client.clone(), cache, &options, Default::default());
+
+    let users = ns.api::<CEUser>();
+    let jane: CEUser = users
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "CEUser", "metadata": {"name": "jane"},
+                "spec": {"accountRef": {"name": "eu"}, "email": "jane@acme.example"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    users.delete("jane", &DeleteParams::default()).await.unwrap();
+    wait_gone(&users, "jane", TIMEOUT).await;
+    let status = CEUserStatus {
+        roles: vec![Role::DefaultUser],
+        ..Default::default()
+    };
+    let outcome = carry_out(&ctx, &jane, Decision::status(status)).await;
+    assert!(
+        matches!(outcome, Ok(Outcome::Done(_))),
+        "a status write for a deleted user failed: {:?}",
+        outcome.err()
+    );
+
+    let orgs = ns.api::<Organization>();
+    let acme: Organization = orgs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "ce.tenancy.io/v1alpha1", "kind": "Organization", "metadata": {"name": "acme"},
+                "spec": {"displayName": "Acme"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let name = ns.name.clone();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&namespaces, &name, TIMEOUT).await;
+    let mut decision = Decision::status(Default::default());
+    decision.actions.push(Action::CreateDefaultAccount {
+        name: "acme-default".into(),
+    });
+    let outcome = carry_out(&ctx, &acme, decision).await;
+    assert!(
+        matches!(outcome, Ok(Outcome::Done(_))),
+        "a create in a deleted namespace failed: {:?}",
+        outcome.err()
+    );
+}
