@@ -186,6 +186,10 @@ control a-create-in-a-deleted-namespace-fails src/controller/error.rs \
   '_ => self.api_error().is_some_and(namespace_not_found),' \
   '_ => self.api_error().is_some_and(namespace_not_found) && false,' \
   'cargo test --test integration operator::an_object_gone_before_it_is_written_to'
+control deleted-namespaces-forgotten src/cache/mod.rs \
+  'deleted.insert(change.name(), now);' \
+  'let _ = now;' \
+  'cargo test --lib a_deleted_namespace_is_terminating'
 control metrics-read-without-their-labels tests/integration/support/metrics.rs \
   'with.iter().all(|(k, v)| s.labels.get(k) == Some(*v))' \
   'with.iter().all(|(k, _)| s.labels.get(k).is_some())' \

@@ -225,8 +225,21 @@ impl Cached for PartialObjectMeta<Namespace> {
         &cache.stores.namespaces
     }
 
-    fn index(_cache: &Cache, _change: &Change<Self>) {}
+    fn index(cache: &Cache, change: &Change<Self>) {
+        let mut deleted = cache.deleted_namespaces.lock().expect("deleted namespaces lock");
+        if change.new.is_some() {
+            deleted.remove(&change.name());
+        } else {
+            let now = std::time::Instant::now();
+            deleted.retain(|_, at| now.duration_since(*at) < DELETED_NAMESPACES_KEPT);
+            deleted.insert(change.name(), now);
+        }
+    }
 }
+
+/// How long a deleted namespace is remembered: far longer than the watches of its objects
+/// take to show them gone.
+const DELETED_NAMESPACES_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Whether each watch has its initial list, and a gate that opens when all have.
 struct Readiness {
@@ -268,6 +281,10 @@ pub struct Cache {
     /// it: its next write there corrects theirs (`controller::corrections`). Kept only while
     /// the controllers run (None on a standby, to which every write is someone else's).
     foreign_statuses: Mutex<Option<HashSet<String>>>,
+    /// Namespaces the watch saw deleted, and when: the other watches may still show objects
+    /// of theirs for a moment, which are as good as gone. Forgotten when a namespace of that
+    /// name appears, or after `DELETED_NAMESPACES_KEPT`.
+    deleted_namespaces: Mutex<HashMap<String, std::time::Instant>>,
     readiness: Readiness,
     ready: tokio::sync::watch::Receiver<bool>,
     /// Bumped after every change has been applied to the stores and indexes: what was
@@ -297,6 +314,7 @@ impl Cache {
             issuance_key,
             own_writes: Mutex::default(),
             foreign_statuses: Mutex::default(),
+            deleted_namespaces: Mutex::default(),
             readiness: Readiness {
                 synced: Mutex::default(),
                 gate,

@@ -194,11 +194,23 @@ impl Cache {
         })
     }
 
-    /// Whether namespace `ns` is being deleted.
+    /// Whether namespace `ns` is being deleted, or was deleted (`namespace_deleted`).
     pub fn namespace_terminating(&self, ns: &str) -> bool {
-        self.stores
-            .namespaces
-            .get(&ObjectRef::new(ns))
-            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+        match self.stores.namespaces.get(&ObjectRef::new(ns)) {
+            Some(namespace) => namespace.metadata.deletion_timestamp.is_some(),
+            None => self.namespace_deleted(ns),
+        }
+    }
+
+    /// Whether the namespace watch saw `ns` deleted, and no namespace of that name since:
+    /// the objects of `ns` the caches still show are on their way out. (A namespace the
+    /// caches never showed is not deleted: its objects' watches may be ahead of its own.)
+    pub fn namespace_deleted(&self, ns: &str) -> bool {
+        self.stores.namespaces.get(&ObjectRef::new(ns)).is_none()
+            && self
+                .deleted_namespaces
+                .lock()
+                .expect("deleted namespaces lock")
+                .contains_key(ns)
     }
 }

@@ -694,6 +694,34 @@ mod tests {
         );
     }
 
+    /// A namespace the watch saw deleted counts as terminating while the other watches may
+    /// still show its objects (the operator then creates and writes nothing there); one of
+    /// that name created again does not, and neither does one the caches never showed (its
+    /// objects' watches may be ahead of its own).
+    #[test]
+    fn a_deleted_namespace_is_terminating_until_one_of_its_name_appears() {
+        let (cache, mut writers) = Cache::new(None, crate::model::issuance::IssuanceKey::for_tests());
+        let mut pipeline = Pipeline::<PartialObjectMeta<Namespace>>::new(Vec::new());
+        let mut receive = |event| pipeline.receive(&cache, &mut writers.namespaces, event, Ok);
+        let namespace = |name: &str, rv: &str| {
+            let mut namespace = PartialObjectMeta::<Namespace>::default();
+            namespace.metadata.name = Some(name.into());
+            namespace.metadata.resource_version = Some(rv.into());
+            namespace
+        };
+        receive(Event::Init);
+        receive(Event::InitApply(namespace("t", "1")));
+        receive(Event::InitDone);
+        assert!(!cache.namespace_terminating("t"));
+        assert!(!cache.namespace_terminating("never-shown"));
+        receive(Event::Delete(namespace("t", "2")));
+        assert!(cache.namespace_terminating("t"), "deleted");
+        assert!(cache.namespace_deleted("t"));
+        receive(Event::Apply(namespace("t", "3")));
+        assert!(!cache.namespace_terminating("t"), "created again");
+        assert!(!cache.namespace_deleted("t"));
+    }
+
     /// The Ready counts the metrics report are kept per change, not recounted per scrape:
     /// they must follow every way an object enters, changes and leaves the store.
     #[test]

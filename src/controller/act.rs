@@ -61,6 +61,9 @@ where
     Api::namespaced(ctx.client.clone(), ns)
 }
 
+/// When an object the caches still show in a deleted namespace is looked at again.
+const DELETED_NAMESPACE_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Carries out `decision` for `obj`.
 pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision<K::Status>) -> Result<Outcome> {
     let object = object_name(obj);
@@ -71,6 +74,11 @@ pub async fn carry_out<K: Reconciler>(ctx: &Context, obj: &K, decision: Decision
             if matches!(action, Action::RemoveFinalizer) {
                 execute(ctx, obj, &object, action).await?;
             }
+        }
+        // Deleted already: its objects' deletions are on their way. A namespace of the same
+        // name created since may not have reached the caches yet: look again then.
+        if ctx.cache.namespace_deleted(&object.namespace) {
+            return Ok(Outcome::Done(Requeue::requeue(DELETED_NAMESPACE_RECHECK)));
         }
         return Ok(Outcome::Done(Requeue::await_change()));
     }

@@ -159,7 +159,7 @@ pub fn not_found(error: &kube::Error) -> bool {
 }
 
 /// Whether the API server refused a create because the namespace does not exist.
-fn namespace_not_found(error: &kube::Error) -> bool {
+pub fn namespace_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces"))
 }
 

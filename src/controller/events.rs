@@ -22,7 +22,9 @@ use kube::{
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use tracing::warn;
+use tracing::{debug, warn};
+
+use super::error::{namespace_not_found, namespace_terminating};
 
 use crate::model::conditions::Event;
 
@@ -102,8 +104,16 @@ impl Publisher {
                 created.map(drop)
             }
         };
-        if let Err(e) = result {
-            warn!(reason = event.reason.as_str(), error = %e, "could not publish event");
+        match result {
+            Ok(()) => {}
+            // The namespace is going or gone, and the object with it: nobody will read this.
+            Err(e) if namespace_terminating(&e) || namespace_not_found(&e) => {
+                debug!(
+                    reason = event.reason.as_str(),
+                    namespace, "event dropped: its namespace is being deleted"
+                );
+            }
+            Err(e) => warn!(reason = event.reason.as_str(), error = %e, "could not publish event"),
         }
     }
 
