@@ -190,6 +190,10 @@ control deleted-namespaces-forgotten src/cache/mod.rs \
   'deleted.insert(change.name(), now);' \
   'let _ = now;' \
   'cargo test --lib a_deleted_namespace_is_terminating'
+control decided-from-the-stale-cached-status src/cache/writes.rs \
+  'Ok(status) if newer =>' \
+  'Ok(status) if newer && false =>' \
+  'cargo test --lib a_reconcile_decides_from_the_status_written'
 control metrics-read-without-their-labels tests/integration/support/metrics.rs \
   'with.iter().all(|(k, v)| s.labels.get(k) == Some(*v))' \
   'with.iter().all(|(k, _)| s.labels.get(k).is_some())' \

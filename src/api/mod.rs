@@ -25,6 +25,10 @@ macro_rules! has_status {
             fn status(&self) -> Option<&$status> {
                 self.status.as_ref()
             }
+
+            fn set_status(&mut self, status: $status) {
+                self.status = Some(status);
+            }
         }
     )*};
 }
@@ -107,7 +111,17 @@ pub trait StatusConditions {
 
 /// The status of any of the five kinds.
 pub trait HasStatus: HasConditions {
-    type Status: StatusConditions + Clone + Default + PartialEq + serde::Serialize + std::fmt::Debug + Send + Sync;
+    type Status: StatusConditions
+        + Clone
+        + Default
+        + PartialEq
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static;
 
     fn status(&self) -> Option<&Self::Status>;
+
+    fn set_status(&mut self, status: Self::Status);
 }

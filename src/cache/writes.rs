@@ -3,11 +3,12 @@
 //! lands, and statuses compared in their canonical form (a write is never made over an equal
 //! status).
 
-use std::{collections::HashSet, sync::Arc};
+use std::{any::Any, collections::HashSet, sync::Arc};
 
 use kube::{Resource, runtime::reflector::ObjectRef};
 
 use super::{Cache, Cached, Change};
+use crate::api::HasStatus;
 
 /// This process's writes to an object that the watch has not echoed yet: the
 /// resourceVersion of each, oldest first (two writes can be made before the first echo
@@ -15,6 +16,8 @@ use super::{Cache, Cached, Change};
 pub(super) struct OwnWrite {
     pub(super) resource_versions: Vec<String>,
     pub(super) status: u64,
+    /// The latest status itself (of the kind's status type).
+    pub(super) written: Arc<dyn Any + Send + Sync>,
 }
 
 impl OwnWrite {
@@ -58,16 +61,43 @@ pub fn status_hash<S: serde::Serialize>(status: &S) -> u64 {
 }
 
 impl Cache {
-    /// Records that this process wrote `uid`, which is now at resourceVersion `rv` with a
-    /// status of hash `status` (see `status_hash`).
-    pub fn note_own_write(&self, uid: &str, rv: &str, status: u64) {
+    /// Records that this process wrote `uid`, which is now at resourceVersion `rv` with the
+    /// status `written`, of hash `status` (see `status_hash`).
+    pub fn note_own_write(&self, uid: &str, rv: &str, status: u64, written: Arc<dyn Any + Send + Sync>) {
         let mut writes = self.own_writes.lock().expect("own writes lock");
         let write = writes.entry(uid.to_owned()).or_insert_with(|| OwnWrite {
             resource_versions: Vec::new(),
             status,
+            written: written.clone(),
         });
         write.resource_versions.push(rv.to_owned());
         write.status = status;
+        write.written = written;
+    }
+
+    /// `obj` with the status this process last wrote to it, if `obj` is older than that
+    /// write (its echo not applied yet): a reconcile decides from what the object holds.
+    /// From the older status, a Secret deleted right after its issuance was reported looked
+    /// never issued, and was recreated without the warning that clients hold a stale one.
+    pub fn with_own_status<K: Cached + HasStatus>(&self, obj: Arc<K>) -> Arc<K> {
+        let written = {
+            let writes = self.own_writes.lock().expect("own writes lock");
+            obj.meta()
+                .uid
+                .as_deref()
+                .and_then(|uid| writes.get(uid))
+                .and_then(|w| Some((w.latest()?, w.written.clone())))
+        };
+        let Some((at, written)) = written else { return obj };
+        let newer = version(obj.meta().resource_version.as_deref()).is_none_or(|seen| at > seen);
+        match written.downcast::<K::Status>() {
+            Ok(status) if newer => {
+                let mut obj = (*obj).clone();
+                obj.set_status((*status).clone());
+                Arc::new(obj)
+            }
+            _ => obj,
+        }
     }
 
     /// Starts keeping the objects whose status someone else changed (the controllers start).
@@ -222,7 +252,7 @@ mod tests {
         snapshot.apply([revoked.clone()]);
         let cache = snapshot.cache.clone();
         // The bind's write (rv 3), its echo not applied yet: compared with the write.
-        cache.note_own_write("u1", "3", status_hash(&bound.status));
+        cache.note_own_write("u1", "3", status_hash(&bound.status), Arc::new(()));
         assert_eq!(cache.status_now(&revoked).0, Some(status_hash(&bound.status)));
         // The echo applied and its record dropped, while the next reconcile still holds the
         // snapshot at rv 2: compared with the cache now, which holds the bound status.
@@ -231,6 +261,32 @@ mod tests {
         let (unseen, now) = cache.status_now(&revoked);
         assert_eq!(unseen, None);
         assert_eq!(now.and_then(|u| u.status.clone()), bound.status);
+    }
+
+    /// A reconcile of an object older than this process's last write to it decides from the
+    /// status written (a Secret deleted right after its fingerprint was reported is then
+    /// known as issued before); once the object is as new as the write, from the object.
+    #[test]
+    fn a_reconcile_decides_from_the_status_written_until_the_object_shows_it() {
+        use crate::api::Role;
+        let cache = Snapshot::new(None).cache.clone();
+        let before = Arc::new(user("2", vec![Role::DefaultUser]));
+        let bound = user("3", vec![Role::Admin, Role::DefaultUser]);
+        let written = bound.status.clone().unwrap();
+        cache.note_own_write("u1", "3", status_hash(&written), Arc::new(written));
+        let decided_from = cache.with_own_status(before.clone());
+        assert_eq!(decided_from.status, bound.status, "the write's status");
+        assert_eq!(decided_from.metadata, before.metadata, "the object's own metadata");
+        let later = Arc::new(user("4", vec![]));
+        assert!(
+            Arc::ptr_eq(&cache.with_own_status(later.clone()), &later),
+            "newer: as it is"
+        );
+        let other = Snapshot::new(None).cache.clone();
+        assert!(
+            Arc::ptr_eq(&other.with_own_status(before.clone()), &before),
+            "no write: as it is"
+        );
     }
 
     /// A bind and a revoke written before the bind's echo lands: both echoes are this
@@ -243,8 +299,8 @@ mod tests {
         let bound = user("3", vec![Role::Admin]);
         let foreign = user("4", vec![]);
         let revoked = user("5", vec![Role::DefaultUser]);
-        cache.note_own_write("u1", "3", status_hash(&bound.status));
-        cache.note_own_write("u1", "5", status_hash(&revoked.status));
+        cache.note_own_write("u1", "3", status_hash(&bound.status), Arc::new(()));
+        cache.note_own_write("u1", "5", status_hash(&revoked.status), Arc::new(()));
         assert!(cache.is_own_echo(&bound));
         assert!(!cache.is_own_echo(&foreign));
         // Until the latest write's echo, the reconcile compares with that write.
@@ -252,8 +308,8 @@ mod tests {
         assert!(cache.is_own_echo(&revoked));
         assert!(!cache.is_own_echo(&revoked), "an echo is known once");
         // A write whose echo a relist skipped is dropped with the next echo.
-        cache.note_own_write("u1", "7", 1);
-        cache.note_own_write("u1", "8", 2);
+        cache.note_own_write("u1", "7", 1, Arc::new(()));
+        cache.note_own_write("u1", "8", 2, Arc::new(()));
         assert!(cache.is_own_echo(&user("8", vec![])));
         assert!(!cache.is_own_echo(&user("7", vec![])));
     }

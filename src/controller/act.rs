@@ -396,7 +396,8 @@ async fn write_status<K: Reconciler>(
         written.meta().uid.as_deref(),
         written.meta().resource_version.as_deref(),
     ) {
-        ctx.cache.note_own_write(uid, rv, hash);
+        ctx.cache
+            .note_own_write(uid, rv, hash, std::sync::Arc::new(status.clone()));
     }
     ctx.cache.status_written(&uid);
     if let Some(next) = ctx.corrections.made(kind_of::<K>(), &key, hash, correction)

@@ -190,7 +190,7 @@ fn start<K: Reconciler>(
         let span = tracing::info_span!("reconcile", kind, namespace = %namespace, name = %name);
         async move {
             let started = std::time::Instant::now();
-            let result = K::reconcile(obj, ctx.clone()).await;
+            let result = K::reconcile(ctx.cache.with_own_status(obj), ctx.clone()).await;
             ctx.metrics.record_reconcile(kind, started.elapsed());
             if result.is_ok() {
                 ctx.backoff.succeeded(kind, format!("{namespace}/{name}"));
